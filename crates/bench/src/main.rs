@@ -1,0 +1,116 @@
+//! `calve-bench`: how efficiently calve turns a JSON topic into an Iceberg table.
+//!
+//! Headline: value bytes per CPU-second of calve's own work (process CPU time from getrusage
+//! around the ingest phase only — the producer runs and is dropped before it), which the
+//! broker's speed does not change. Wall-clock figures are printed beside it, and the ceiling is
+//! the same machine's single-core JSON → Arrow → Parquet (zstd 1) in memory, measured in the
+//! same run on the same events. Ratios, not absolute numbers, are what to compare across runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arrow_json::ReaderBuilder;
+use calve_service::{RunConfig, StopWhen, run_tables};
+use calve_table::Catalog;
+use calve_table::inspect::summarize;
+use calve_testkit::broker::Broker;
+use calve_testkit::kafka::{Message, create_topic, produce};
+use calve_testkit::workload::order_json;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+const EVENTS: u64 = 200_000;
+const PARTITIONS: i32 = 4;
+
+fn cpu_seconds() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn main() -> anyhow::Result<()> {
+    let events: u64 = std::env::var("CALVE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(EVENTS);
+    let values: Vec<String> = (0..events).map(order_json).collect();
+    let bytes: usize = values.iter().map(String::len).sum();
+    println!("workload: {events} JSON order events, {:.1} MB of values, {PARTITIONS} partitions", bytes as f64 / 1e6);
+
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap(), "orders", PARTITIONS);
+    let msgs: Vec<Message> = values.iter().enumerate().map(|(i, v)| (format!("k{i}"), Some(v.clone()), None)).collect();
+    let t = Instant::now();
+    produce(&broker.bootstrap(), "orders", &msgs);
+    drop(msgs);
+    println!("produced in {:.1}s", t.elapsed().as_secs_f64());
+
+    let (wall, cpu, rows) = run_calve(&broker.bootstrap())?;
+    let (ceiling_cpu, ceiling_parquet) = ceiling(&values)?;
+
+    let mb = bytes as f64 / 1e6;
+    println!();
+    println!("calve   : {rows} rows, {wall:.2}s wall, {cpu:.2} CPU-s");
+    println!("calve   : {:.1} MB per CPU-second, {:.0} rows per CPU-second", mb / cpu, rows as f64 / cpu);
+    println!("calve   : {:.1} MB/s wall-clock, {:.0} rows/s wall-clock (bounded by the broker)", mb / wall, rows as f64 / wall);
+    println!("ceiling : {:.1} MB per CPU-second (JSON → Arrow → Parquet zstd(1), in memory, 1 core; {:.1} MB Parquet)", mb / ceiling_cpu, ceiling_parquet as f64 / 1e6);
+    println!("ratio   : calve reaches {:.0}% of the ceiling per CPU-second", 100.0 * ceiling_cpu / cpu);
+    anyhow::ensure!(rows == events, "table holds {rows} rows, expected {events}");
+    Ok(())
+}
+
+fn run_calve(bootstrap: &str) -> anyhow::Result<(f64, f64, u64)> {
+    let dir = tempfile::tempdir()?;
+    let contract = include_str!("../../../examples/contracts/orders.toml").replace("freshness = \"1m\"", "freshness = \"10s\"");
+    std::fs::write(dir.path().join("orders.toml"), contract)?;
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("calve.toml"),
+        format!("contracts = [\"orders.toml\"]\n\n[catalog]\nuri = \"sqlite:{d}/catalog.db\"\nwarehouse = \"{d}/warehouse\"\n\n[kafka]\nbrokers = \"{bootstrap}\"\n"),
+    )?;
+    let cfg = RunConfig::load(&dir.path().join("calve.toml"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let catalog = Catalog::open(&cfg.catalog).await?;
+        let contracts = cfg.contracts()?;
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        let (outcomes, _) = run_tables(contracts.clone(), catalog.clone(), cfg.kafka.clone(), rx, StopWhen::CaughtUp).await;
+        let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+        for (_, r) in outcomes {
+            r.context("calve run")?;
+        }
+        let ident = calve_service::table_definition(&contracts[0])?.ident;
+        let rows = summarize(&catalog, &ident).await?.records;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok((wall, cpu, rows))
+    })
+}
+
+/// Single-core, in-memory: decode the same values and write Parquet with the table's settings.
+fn ceiling(values: &[String]) -> anyhow::Result<(f64, usize)> {
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let contract = calve_contract::Contract::parse(include_str!("../../../examples/contracts/orders.toml"), "orders")?;
+    let schema = rt.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path().display();
+        let catalog = Catalog::open(&calve_table::CatalogConfig { uri: format!("sqlite:{d}/c.db"), warehouse: format!("{d}/w"), name: "x".into() }).await?;
+        let st = catalog.ensure_table(&calve_service::table_definition(&contract)?).await?;
+        anyhow::Ok(calve_table::writer::arrow_schema(&st.metadata)?)
+    })?;
+    let cpu0 = cpu_seconds();
+    let mut out = Vec::new();
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?)).build();
+    let mut w = ArrowWriter::try_new(&mut out, Arc::clone(&schema), Some(props))?;
+    for chunk in values.chunks(10_000) {
+        let mut d = ReaderBuilder::new(Arc::clone(&schema)).with_batch_size(chunk.len()).build_decoder()?;
+        for v in chunk {
+            d.decode(v.as_bytes())?;
+        }
+        if let Some(b) = d.flush()? {
+            w.write(&b)?;
+        }
+    }
+    w.close()?;
+    Ok((cpu_seconds() - cpu0, out.len()))
+}

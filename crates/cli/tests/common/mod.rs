@@ -1,0 +1,66 @@
+//! Shared helpers for the end-to-end tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use calve_testkit::calve::Setup;
+use calve_testkit::python::{ForeignView, read_table};
+use serde_json::Value;
+
+pub const ORDERS: &str = include_str!("../../../examples/contracts/orders.toml");
+pub const ORDER_COLUMNS: &[&str] = &["order_id", "customer", "amount", "status", "ts"];
+pub const DLQ_COLUMNS: &[&str] = &["topic", "partition", "offset", "error_kind", "value"];
+
+pub fn calve_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_calve"))
+}
+
+/// The orders contract for `topic`, with `freshness` as its band.
+pub fn orders_contract(topic: &str, freshness: &str) -> String {
+    ORDERS.replace("topic = \"orders\"", &format!("topic = \"{topic}\"")).replace("freshness = \"1m\"", &format!("freshness = \"{freshness}\""))
+}
+
+pub fn read_orders(s: &Setup) -> ForeignView {
+    read_table(&s.catalog_db(), &s.warehouse(), "shop.orders", ORDER_COLUMNS)
+}
+
+pub fn read_dlq(s: &Setup) -> ForeignView {
+    read_table(&s.catalog_db(), &s.warehouse(), "shop.orders__dlq", DLQ_COLUMNS)
+}
+
+/// order_id values of rows, sorted (duplicates kept, so a duplicate fails equality).
+pub fn ids(rows: &[Vec<Value>]) -> Vec<u64> {
+    let mut v: Vec<u64> = rows.iter().map(|r| r[0].as_u64().unwrap()).collect();
+    v.sort();
+    v
+}
+
+/// Asserts both foreign readers see exactly the orders `expected` (every column checked
+/// against the generator), each once.
+pub fn assert_orders_exactly(view: &ForeignView, expected: &[u64], logs: &str) {
+    for reader in ["pyiceberg", "duckdb"] {
+        let rows = view.rows(reader);
+        let got = ids(&rows);
+        if got != expected {
+            let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+            got.iter().for_each(|i| *counts.entry(*i).or_default() += 1);
+            let dups: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).take(10).collect();
+            let missing: Vec<_> = expected.iter().filter(|i| !counts.contains_key(i)).take(10).collect();
+            panic!(
+                "{reader}: {} rows, expected {}; duplicates {dups:?}; missing {missing:?}\n--- logs ---\n{}",
+                got.len(), expected.len(), &logs[logs.len().saturating_sub(6000)..]
+            );
+        }
+        for r in &rows {
+            let id = r[0].as_u64().unwrap();
+            let want: Value = serde_json::from_str(&calve_testkit::workload::order_json(id)).unwrap();
+            assert_eq!(r[1], want["customer"], "{reader} customer of {id}");
+            assert_eq!(r[2].as_f64(), want["amount"].as_f64(), "{reader} amount of {id}");
+            assert_eq!(r[3], want["status"], "{reader} status of {id}");
+            let ts = r[4].as_str().unwrap();
+            let want_ts = want["ts"].as_str().unwrap().trim_end_matches('Z');
+            assert!(ts.starts_with(want_ts), "{reader} ts of {id}: {ts} vs {want_ts}");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The table contract: one TOML file per table answering the eight questions a topic must answer
+//! before it may become a table (keys, event time, late data, deletes, schema rules, maintenance
+//! budget, owner, consumer SLAs), plus which topic feeds it.
+//!
+//! This crate only parses and validates; it does no IO so that `calve check`, the service and
+//! tests all agree on what a valid contract is. Validation collects *every* problem with the
+//! field path it concerns, because a person fixing a contract wants the whole list at once.
+
+mod column_type;
+mod types;
+mod units;
+mod validate;
+
+pub use column_type::ColumnType;
+pub use types::*;
+pub use units::{ByteRate, ByteSize, HumanDuration};
+pub use validate::{Contract, ContractError, Problem, ResolvedColumn, SECTIONS};
+
+/// Whether retrying the failed operation could succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// Retry with backoff (broker down, catalog unreachable, commit conflict).
+    Temporary,
+    /// Retrying will fail the same way until a person changes something.
+    Permanent,
+}

@@ -1,0 +1,213 @@
+//! The contract's sections as typed values.
+//!
+//! Each struct is one TOML section; every field is documented because the contract is the
+//! interface data teams write by hand. Unknown fields are refused so a misspelt option never
+//! silently falls back to a default.
+
+use serde::Deserialize;
+
+use crate::units::{ByteRate, ByteSize, HumanDuration};
+
+/// `[table]`: which topic feeds which table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TableSection {
+    /// `namespace.table` (nested namespaces allowed: `a.b.table`).
+    pub name: String,
+    /// The Kafka topic the table is built from.
+    pub topic: String,
+    /// How record values are encoded.
+    pub format: Format,
+}
+
+/// Record value encodings calve decodes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// One JSON object per record; fields are matched to columns by name.
+    Json,
+}
+
+/// `[schema]`: the columns and who may change them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaSection {
+    /// The table's columns, in order.
+    pub columns: Vec<Column>,
+    /// Which schema changes apply without a person approving them.
+    pub evolution: Evolution,
+    /// Who approves breaking changes (a team or person, shown when a change is held).
+    pub approver: String,
+}
+
+/// One column of the table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    /// Column name; also the JSON field name it is read from.
+    pub name: String,
+    /// Iceberg primitive type: boolean, int, long, float, double, decimal(P,S), date, time,
+    /// timestamp, timestamptz, string, uuid, binary.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// A record without this field (or with null) is dead-lettered.
+    #[serde(default)]
+    pub required: bool,
+    /// Free text stored as the Iceberg column doc.
+    #[serde(default)]
+    pub doc: Option<String>,
+}
+
+/// Which schema changes are applied automatically.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Evolution {
+    /// New optional columns and type widening apply; breaking changes wait for the approver.
+    Additive,
+    /// Every change waits for the approver.
+    Frozen,
+}
+
+/// `[keys]`: the business key.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSection {
+    /// Business key columns; empty means an append-only table.
+    pub columns: Vec<String>,
+    /// Whether the Kafka message key is the business key. By default it is only a
+    /// partitioning choice of the producer, so calve does not assume it.
+    #[serde(default)]
+    pub from_kafka_key: bool,
+}
+
+/// `[event_time]`: which field says when the event happened, and how the table is partitioned.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventTimeSection {
+    /// A `timestamp`, `timestamptz` or `date` column.
+    pub column: String,
+    /// Partition transform applied to the column.
+    pub partition: PartitionGrain,
+}
+
+/// Event-time partition transforms.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionGrain {
+    /// `hour(column)`.
+    Hour,
+    /// `day(column)`.
+    Day,
+    /// `month(column)`.
+    Month,
+    /// Unpartitioned.
+    None,
+}
+
+/// `[late_data]`: what happens to events older than the allowed lateness.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LateDataSection {
+    /// The policy for late events.
+    pub policy: LatePolicy,
+    /// How far behind wall-clock time an event may be before it counts as late.
+    pub allowed_lateness: HumanDuration,
+}
+
+/// Late-data policies.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LatePolicy {
+    /// Write the event into the (old) partition its event time belongs to.
+    Rewrite,
+    /// Accepted by the format, refused by validation: see `validate`.
+    CurrentPartition,
+    /// Send the event to the dead-letter table with error kind `late`.
+    DeadLetter,
+}
+
+/// `[deletes]`: tombstones and erasure.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeletesSection {
+    /// What a record with a null value means.
+    pub tombstone: TombstonePolicy,
+    /// How erasure requests are carried out.
+    pub erasure: Erasure,
+}
+
+/// Tombstone handling.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TombstonePolicy {
+    /// Delete the live row of the key (needs `[keys]`).
+    DeleteRow,
+    /// Skip tombstones; they are counted, not stored.
+    Ignore,
+    /// Send tombstones to the dead-letter table.
+    DeadLetter,
+}
+
+/// Erasure modes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Erasure {
+    /// Rewrite files and expire snapshots so the erased bytes are gone from storage.
+    Physical,
+    /// This table holds no personal data; erasure requests are refused.
+    Disabled,
+}
+
+/// `[maintenance]`: what keeping the table fast may cost.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSection {
+    /// Size data files are written and compacted towards.
+    pub target_file_size: ByteSize,
+    /// Snapshot retention.
+    pub keep_snapshots: KeepSnapshots,
+    /// Files not referenced by the table are deleted only when older than this.
+    pub orphan_min_age: HumanDuration,
+    /// Bytes maintenance may rewrite per unit of time.
+    pub budget: ByteRate,
+}
+
+/// Snapshot retention: keep at least `min`, and every snapshot younger than `max_age`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeepSnapshots {
+    /// Snapshots always kept, however old.
+    pub min: u32,
+    /// Snapshots older than this (beyond `min`) are expired.
+    pub max_age: HumanDuration,
+}
+
+/// `[owner]`: who answers for the table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerSection {
+    /// Owning team.
+    pub team: String,
+    /// Where to reach them (channel, mail, pager).
+    pub contact: String,
+}
+
+/// `[sla]`: what consumers of the table are promised.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlaSection {
+    /// The freshness band: a commit happens at least this often (1s to 24h).
+    pub freshness: HumanDuration,
+    /// How consumers learn that an event-time partition is complete.
+    pub completeness: Completeness,
+}
+
+/// Completeness signals.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Completeness {
+    /// No completeness promise: readers see what has arrived.
+    None,
+    /// A per-snapshot event-time watermark (the oldest event time still possibly in flight).
+    Watermark,
+}

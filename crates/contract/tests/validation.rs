@@ -1,0 +1,109 @@
+//! Contract validation as `calve check` reports it: every problem, with its field path.
+
+use calve_contract::{Contract, PartitionGrain, SECTIONS};
+
+const ORDERS: &str = include_str!("../../../examples/contracts/orders.toml");
+
+/// Removes the `[name]` section (header and body) from a contract text.
+fn without_section(text: &str, name: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if line.starts_with('[') && !line.starts_with("[[") {
+            skipping = line.trim() == format!("[{name}]");
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn problems(text: &str) -> Vec<String> {
+    Contract::parse(text, "t.toml").unwrap_err().problems.iter().map(|p| p.to_string()).collect()
+}
+
+#[test]
+fn example_contract_is_valid() {
+    let c = Contract::parse(ORDERS, "orders.toml").unwrap();
+    assert_eq!(c.namespace(), vec!["shop"]);
+    assert_eq!(c.table_name(), "orders");
+    assert_eq!(c.dead_letter_table_name(), "orders__dlq");
+    assert_eq!(c.event_time.partition, PartitionGrain::Day);
+    assert_eq!(c.columns().len(), 5);
+    assert!(!c.is_keyed());
+}
+
+#[test]
+fn each_missing_section_is_named() {
+    for section in SECTIONS {
+        let text = without_section(ORDERS, section);
+        let p = problems(&text);
+        assert!(
+            p.iter().any(|m| m.starts_with(&format!("{section}:")) && m.contains("missing")),
+            "removing [{section}] gave {p:?}"
+        );
+    }
+}
+
+#[test]
+fn all_missing_sections_are_reported_together() {
+    let text = without_section(&without_section(ORDERS, "owner"), "sla");
+    let p = problems(&text);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].starts_with("owner:") && p[1].starts_with("sla:"), "{p:?}");
+}
+
+#[test]
+fn missing_field_names_its_section() {
+    let text = ORDERS.replace("partition = \"day\"\n", "");
+    let p = problems(&text);
+    assert!(p.iter().any(|m| m.starts_with("event_time:") && m.contains("partition")), "{p:?}");
+}
+
+#[test]
+fn unknown_fields_and_sections_are_refused() {
+    let p = problems(&ORDERS.replace("team = ", "teem = "));
+    assert!(p.iter().any(|m| m.starts_with("owner:") && m.contains("teem")), "{p:?}");
+    let p = problems(&format!("{ORDERS}\n[extras]\nx = 1\n"));
+    assert!(p.iter().any(|m| m.starts_with("extras:") && m.contains("unknown section")), "{p:?}");
+}
+
+#[test]
+fn semantic_rules_point_at_the_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("column = \"ts\"", "column = \"nope\"", "event_time.column"),
+        ("column = \"ts\"", "column = \"amount\"", "event_time.column"),
+        ("columns = []", "columns = [\"customer\"]", "keys.columns[0]"),
+        ("columns = []", "columns = [\"missing\"]", "keys.columns[0]"),
+        ("tombstone = \"dead-letter\"", "tombstone = \"delete-row\"", "deletes.tombstone"),
+        ("policy = \"rewrite\"", "policy = \"current-partition\"", "late_data.policy"),
+        ("freshness = \"1m\"", "freshness = \"2d\"", "sla.freshness"),
+        ("orphan_min_age = \"1d\"", "orphan_min_age = \"5m\"", "maintenance.orphan_min_age"),
+        ("target_file_size = \"256MB\"", "target_file_size = \"1KB\"", "maintenance.target_file_size"),
+        ("min = 5", "min = 0", "maintenance.keep_snapshots.min"),
+        ("team = \"checkout-data\"", "team = \" \"", "owner.team"),
+        ("name = \"shop.orders\"", "name = \"orders\"", "table.name"),
+        ("type = \"double\"", "type = \"money\"", "schema.columns[2].type"),
+        ("name = \"status\"", "name = \"amount\"", "schema.columns[3].name"),
+    ];
+    for (from, to, path) in cases {
+        assert!(ORDERS.contains(from), "fixture lacks {from}");
+        let p = problems(&ORDERS.replacen(from, to, 1));
+        assert!(p.iter().any(|m| m.starts_with(&format!("{path}:"))), "{from} -> {to}: {p:?}");
+    }
+}
+
+#[test]
+fn bad_quantities_are_explained() {
+    let p = problems(&ORDERS.replace("budget = \"20GB/h\"", "budget = \"lots\""));
+    assert!(p.iter().any(|m| m.starts_with("maintenance:") && m.contains("lots")), "{p:?}");
+}
+
+#[test]
+fn broken_toml_is_a_single_file_problem() {
+    let p = problems("[table\nname=");
+    assert_eq!(p.len(), 1);
+    assert!(p[0].starts_with("(file):"), "{p:?}");
+}

@@ -1,0 +1,115 @@
+//! Dead letters: records that could not become rows, with the reason, bound for the
+//! `<table>__dlq` Iceberg table. Keeping the raw key and value lets a fixed record be replayed.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{LargeBinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{ArrowError, SchemaRef};
+
+use crate::record::KafkaRecord;
+
+/// Why a record was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterKind {
+    /// The value is not one JSON object.
+    MalformedJson,
+    /// A required field is missing or null.
+    MissingRequired,
+    /// A field's value does not fit its column type.
+    SchemaMismatch,
+    /// A null value, where the contract sends tombstones to the dead-letter table.
+    Tombstone,
+    /// Event time older than the contract's allowed lateness.
+    Late,
+}
+
+impl DeadLetterKind {
+    /// The `error_kind` column value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeadLetterKind::MalformedJson => "malformed-json",
+            DeadLetterKind::MissingRequired => "missing-required",
+            DeadLetterKind::SchemaMismatch => "schema-mismatch",
+            DeadLetterKind::Tombstone => "tombstone",
+            DeadLetterKind::Late => "late",
+        }
+    }
+}
+
+/// A record that goes to the dead-letter table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The record as it arrived.
+    pub record: KafkaRecord,
+    /// Classification.
+    pub kind: DeadLetterKind,
+    /// Human-readable reason.
+    pub error: String,
+    /// When calve received it, microseconds since the epoch.
+    pub received_at_us: i64,
+}
+
+/// Builds a batch of the dead-letter table's schema (`schema`, columns in the documented order:
+/// topic, partition, offset, key, value, headers, error_kind, error, kafka_timestamp,
+/// received_at).
+pub fn dead_letters_to_batch(letters: &[DeadLetter], schema: SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let n = letters.len();
+    let mut topic = StringBuilder::with_capacity(n, n * 16);
+    let mut partition = Int32Builder::with_capacity(n);
+    let mut offset = Int64Builder::with_capacity(n);
+    let mut key = LargeBinaryBuilder::new();
+    let mut value = LargeBinaryBuilder::new();
+    let mut headers = StringBuilder::new();
+    let mut kind = StringBuilder::new();
+    let mut error = StringBuilder::new();
+    let mut kafka_ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("+00:00");
+    let mut received = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("+00:00");
+    for d in letters {
+        let r = &d.record;
+        topic.append_value(&r.topic);
+        partition.append_value(r.partition);
+        offset.append_value(r.offset);
+        key.append_option(r.key.as_deref());
+        value.append_option(r.value.as_deref());
+        headers.append_option(headers_json(&r.headers));
+        kind.append_value(d.kind.as_str());
+        error.append_value(&d.error);
+        kafka_ts.append_option(r.timestamp_ms.map(|ms| ms * 1000));
+        received.append_value(d.received_at_us);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(topic.finish()),
+        Arc::new(partition.finish()),
+        Arc::new(offset.finish()),
+        Arc::new(key.finish()),
+        Arc::new(value.finish()),
+        Arc::new(headers.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(error.finish()),
+        Arc::new(kafka_ts.finish()),
+        Arc::new(received.finish()),
+    ];
+    RecordBatch::try_new(schema, columns)
+}
+
+/// Headers as a JSON object; values are kept as UTF-8 when they are, else as a byte array.
+fn headers_json(headers: &[(String, Option<Vec<u8>>)]) -> Option<String> {
+    if headers.is_empty() {
+        return None;
+    }
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                None => serde_json::Value::Null,
+                Some(b) => match std::str::from_utf8(b) {
+                    Ok(s) => serde_json::Value::String(s.to_string()),
+                    Err(_) => serde_json::Value::from(b.clone()),
+                },
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    Some(serde_json::Value::Object(map).to_string())
+}

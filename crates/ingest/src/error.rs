@@ -1,0 +1,30 @@
+//! Ingest errors. Problems with a single record are not errors: they become dead letters.
+
+use calve_contract::RetryClass;
+
+/// Errors that stop ingest for a table (never caused by one bad record).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The Kafka client failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The topic does not exist (yet).
+    #[error("topic {0} not found")]
+    TopicMissing(String),
+    /// Kafka configuration was refused.
+    #[error("kafka configuration: {0}")]
+    Config(String),
+    /// Building Arrow data failed in a way no single record explains.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+impl IngestError {
+    /// Whether retrying may succeed.
+    pub fn class(&self) -> RetryClass {
+        match self {
+            IngestError::Kafka(_) | IngestError::TopicMissing(_) => RetryClass::Temporary,
+            IngestError::Config(_) | IngestError::Arrow(_) => RetryClass::Permanent,
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The ingest stages of the data path: the Kafka source, decoding values into Arrow rows of the
+//! table's schema, the contract's per-record rules (tombstones, late data) and dead letters.
+//!
+//! Nothing here knows Iceberg: the Arrow schema to decode into is handed in. A record that
+//! cannot become a row becomes a [`DeadLetter`], never an error that stops the table.
+
+mod dead_letter;
+mod decode;
+mod error;
+mod late;
+mod record;
+mod route;
+mod source;
+
+pub use dead_letter::{DeadLetter, DeadLetterKind, dead_letters_to_batch};
+pub use decode::{Decoded, JsonDecoder};
+pub use error::IngestError;
+pub use late::split_late;
+pub use record::KafkaRecord;
+pub use route::{Routed, Router};
+pub use source::{KafkaConfig, KafkaSource};

@@ -1,0 +1,138 @@
+//! The Kafka source: reads a topic's partitions from offsets the *table* chose.
+//!
+//! Offsets come from the table's restore point, never from Kafka's committed offsets; calve
+//! commits offsets back to the group only so that standard lag tooling shows progress.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
+
+use crate::error::IngestError;
+use crate::record::KafkaRecord;
+
+/// `[kafka]` in `calve.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Consumer group calve reports progress under (for lag dashboards).
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Extra librdkafka properties (security, timeouts). calve's own settings win where they
+    /// matter for correctness (auto commit off, read_committed).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "calve".into()
+}
+
+/// A consumer for one topic, positioned by the caller.
+pub struct KafkaSource {
+    consumer: StreamConsumer,
+    topic: String,
+}
+
+impl KafkaSource {
+    /// Creates the consumer (no partitions assigned yet).
+    pub fn new(cfg: &KafkaConfig, topic: &str) -> Result<Self, IngestError> {
+        let mut c = ClientConfig::new();
+        for (k, v) in &cfg.properties {
+            c.set(k, v);
+        }
+        c.set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest");
+        let consumer: StreamConsumer = c.create().map_err(|e| IngestError::Config(e.to_string()))?;
+        Ok(KafkaSource { consumer, topic: topic.to_string() })
+    }
+
+    /// The topic's partition ids, from broker metadata.
+    pub fn partitions(&self, timeout: Duration) -> Result<Vec<i32>, IngestError> {
+        let md = self.consumer.fetch_metadata(Some(&self.topic), timeout)?;
+        let t = md.topics().iter().find(|t| t.name() == self.topic);
+        match t {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().iter().map(|p| p.id()).collect())
+            }
+            _ => Err(IngestError::TopicMissing(self.topic.clone())),
+        }
+    }
+
+    /// Assigns `partitions`, each starting at `start[p]` or at the beginning when the table
+    /// holds nothing of it yet.
+    pub fn assign(&self, partitions: &[i32], start: &BTreeMap<i32, i64>) -> Result<(), IngestError> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            let off = start.get(p).map(|o| Offset::Offset(*o)).unwrap_or(Offset::Beginning);
+            tpl.add_partition_offset(&self.topic, *p, off)?;
+        }
+        self.consumer.assign(&tpl)?;
+        Ok(())
+    }
+
+    /// Waits up to `wait` for records, returning at most `max` (possibly none).
+    pub async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<KafkaRecord>, IngestError> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        while out.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // After the first record only drain what is already buffered.
+            let left = if out.is_empty() { left } else { left.min(Duration::from_millis(1)) };
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(m)) => out.push(to_record(&m)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reports progress to the consumer group (for lag tools only; never read back).
+    pub fn report_progress(&self, next: &BTreeMap<i32, i64>) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in next {
+            if tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o)).is_err() {
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(topic = %self.topic, "progress report to the group failed: {e}");
+        }
+    }
+
+    /// High watermark (next offset to be written) per partition.
+    pub fn high_watermarks(&self, partitions: &[i32], timeout: Duration) -> Result<BTreeMap<i32, i64>, IngestError> {
+        partitions
+            .iter()
+            .map(|p| Ok((*p, self.consumer.fetch_watermarks(&self.topic, *p, timeout)?.1)))
+            .collect()
+    }
+}
+
+fn to_record<M: Message>(m: &M) -> KafkaRecord {
+    let headers = m
+        .headers()
+        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+        .unwrap_or_default();
+    KafkaRecord {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp_ms: m.timestamp().to_millis(),
+    }
+}

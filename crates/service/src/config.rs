@@ -1,0 +1,64 @@
+//! `calve.toml`: the process configuration (where the catalog and Kafka are, which contracts
+//! to run). Table behaviour lives in the contracts, not here.
+
+use std::path::{Path, PathBuf};
+
+use calve_contract::Contract;
+use calve_ingest::KafkaConfig;
+use calve_table::CatalogConfig;
+use serde::Deserialize;
+
+use crate::error::ServiceError;
+
+/// The whole `calve.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Catalog and warehouse.
+    pub catalog: CatalogConfig,
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// Contract files, relative to this file's directory.
+    pub contracts: Vec<PathBuf>,
+}
+
+impl RunConfig {
+    /// Reads `path`, resolving contract paths against its directory.
+    pub fn load(path: &Path) -> Result<Self, ServiceError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ServiceError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut cfg: RunConfig = toml::from_str(&text)
+            .map_err(|e| ServiceError::Config(format!("{}: {}", path.display(), e.message())))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for c in &mut cfg.contracts {
+            if c.is_relative() {
+                *c = dir.join(&*c);
+            }
+        }
+        if cfg.contracts.is_empty() {
+            return Err(ServiceError::Config(format!("{}: `contracts` lists no contract", path.display())));
+        }
+        Ok(cfg)
+    }
+
+    /// Loads and validates every contract, reporting all invalid ones together.
+    pub fn contracts(&self) -> Result<Vec<Contract>, ServiceError> {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for p in &self.contracts {
+            match Contract::from_file(p) {
+                Ok(c) => ok.push(c),
+                Err(e) => bad.push(e),
+            }
+        }
+        if !bad.is_empty() {
+            return Err(ServiceError::Contracts(bad));
+        }
+        let mut names: Vec<&str> = ok.iter().map(|c| c.table.name.as_str()).collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ServiceError::Config(format!("two contracts define table {}", w[0])));
+        }
+        Ok(ok)
+    }
+}

@@ -1,0 +1,47 @@
+//! Service errors, classified so the supervisor knows whether to restart a table's pipeline.
+
+use calve_contract::{ContractError, RetryClass};
+use calve_ingest::IngestError;
+use calve_table::TableError;
+
+/// Why a table's pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// `calve.toml` is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// One or more contracts are invalid.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Contracts(Vec<ContractError>),
+    /// Iceberg side.
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// Kafka / decode side.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The contract asks for behaviour this build does not have yet.
+    #[error("{table}: {what} is not supported by this build yet")]
+    Unsupported {
+        /// Table name.
+        table: String,
+        /// What.
+        what: String,
+    },
+}
+
+impl ServiceError {
+    /// Whether restarting the pipeline may help.
+    pub fn class(&self) -> RetryClass {
+        match self {
+            ServiceError::Table(e) => e.class(),
+            ServiceError::Ingest(e) => e.class(),
+            _ => RetryClass::Permanent,
+        }
+    }
+}
+
+impl From<arrow_schema::ArrowError> for ServiceError {
+    fn from(e: arrow_schema::ArrowError) -> Self {
+        ServiceError::Ingest(IngestError::Arrow(e))
+    }
+}

@@ -1,0 +1,177 @@
+//! The per-table actor: one task owns a table's Kafka position, buffer, flush timer and both
+//! committers (target and dead-letter table), so there is exactly one writer per table in a
+//! process and no shared mutable state between tables.
+//!
+//! Order of a flush: dead letters first, then rows. Both commits carry the same restore point.
+//! After a crash between the two, the target table's (older) restore point decides where to
+//! resume, and dead letters below the dead-letter table's restore point are recognised as
+//! already stored and skipped, so neither table gets a duplicate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use calve_contract::Contract;
+use calve_ingest::{DeadLetter, KafkaConfig, KafkaRecord, KafkaSource, Router, dead_letters_to_batch};
+use calve_table::restore::Offsets;
+use calve_table::{Catalog, TableDefinition};
+use tokio::sync::watch;
+
+use crate::buffer::Buffer;
+use crate::error::ServiceError;
+use crate::definition::{dead_letter_definition, table_definition};
+use crate::sink::Sink;
+use crate::stats::TableStats;
+
+/// Most records taken from the consumer per poll.
+const POLL_MAX: usize = 10_000;
+/// Longest wait in one poll while nothing is buffered: bounds how stale a shutdown check is.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a pipeline run should end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StopWhen {
+    /// Run until shutdown is signalled.
+    #[default]
+    Shutdown,
+    /// Stop once everything in the topic at the time of a commit is committed (demo, bench).
+    CaughtUp,
+}
+
+/// A running table pipeline.
+pub struct Pipeline {
+    contract: Contract,
+    source: KafkaSource,
+    partitions: Vec<i32>,
+    router: Router,
+    main: Sink,
+    dlq: Sink,
+    /// Dead letters below these offsets are already in the dead-letter table.
+    dlq_covered: BTreeMap<i32, i64>,
+    buffer: Buffer,
+    stats: Arc<TableStats>,
+}
+
+impl Pipeline {
+    /// Opens both tables, claims them, reads the restore point and positions the consumer.
+    pub async fn open(
+        contract: Contract,
+        catalog: &Catalog,
+        kafka: &KafkaConfig,
+        stats: Arc<TableStats>,
+    ) -> Result<Self, ServiceError> {
+        if contract.is_keyed() {
+            return Err(ServiceError::Unsupported {
+                table: contract.table.name.clone(),
+                what: "a keyed (upsert) table".into(),
+            });
+        }
+        let target = contract.maintenance.target_file_size.0;
+        let main = Sink::open(catalog, &table_definition(&contract)?, target).await?;
+        let dlq_def: TableDefinition = dead_letter_definition(&contract)?;
+        let dlq = Sink::open(catalog, &dlq_def, target).await?;
+        let topic = contract.table.topic.clone();
+        let source = KafkaSource::new(kafka, &topic)?;
+        let partitions = source.partitions(METADATA_TIMEOUT)?;
+        let start = main.offsets.get(&topic).cloned().unwrap_or_default();
+        source.assign(&partitions, &start)?;
+        let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();
+        tracing::info!(table = %contract.table.name, %topic, ?start, "resuming from the table's restore point");
+        let router = Router::new(&contract, main.schema().clone())?;
+        Ok(Pipeline { contract, source, partitions, router, main, dlq, dlq_covered, buffer: Buffer::default(), stats })
+    }
+
+    /// Consumes and commits until `shutdown` turns true (then flushes) or `stop` is met.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, stop: StopWhen) -> Result<(), ServiceError> {
+        let band = self.contract.sla.freshness.0;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wait = match self.buffer.since {
+                Some(t) => band.saturating_sub(t.elapsed()).max(Duration::from_millis(1)),
+                None => IDLE_POLL,
+            };
+            let polled = tokio::select! {
+                _ = shutdown.changed() => None,
+                polled = self.source.poll(POLL_MAX, wait) => Some(polled),
+            };
+            match polled {
+                None => break,
+                Some(records) => self.ingest(records?)?,
+            }
+            let band_elapsed = self.buffer.since.is_some_and(|t| t.elapsed() >= band);
+            let full = self.buffer.bytes as u64 >= self.contract.maintenance.target_file_size.0;
+            if band_elapsed || full {
+                self.flush().await?;
+            }
+            if stop == StopWhen::CaughtUp && self.buffer.is_empty() && self.caught_up()? {
+                tracing::info!(table = %self.contract.table.name, "caught up with the topic");
+                return Ok(());
+            }
+        }
+        self.flush().await
+    }
+
+    fn ingest(&mut self, records: Vec<KafkaRecord>) -> Result<(), ServiceError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.buffer.since.is_none() {
+            tracing::info!(table = %self.contract.table.name, band = %self.contract.sla.freshness, "buffering records; the freshness band starts");
+        }
+        let now_us = chrono::Utc::now().timestamp_micros();
+        let routed = self.router.route(&records, now_us)?;
+        for r in &records {
+            self.buffer.advance(r.partition, r.offset);
+        }
+        if let Some(rows) = routed.rows {
+            self.buffer.push_rows(rows);
+        }
+        let covered = &self.dlq_covered;
+        let fresh = routed.dead.into_iter().filter(|d: &DeadLetter| {
+            covered.get(&d.record.partition).is_none_or(|c| d.record.offset >= *c)
+        });
+        self.buffer.dead.extend(fresh);
+        self.buffer.ignored += routed.ignored;
+        self.stats.record_consumed(records.len() as u64, records.iter().map(|r| r.value.as_ref().map_or(0, Vec::len) as u64).sum());
+        Ok(())
+    }
+
+    /// Commits what is buffered: dead letters first, then rows, both with the same restore point.
+    async fn flush(&mut self) -> Result<(), ServiceError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let topic = self.contract.table.topic.clone();
+        let mut to: Offsets = self.main.offsets.clone();
+        to.entry(topic.clone()).or_default().extend(self.buffer.next.iter().map(|(p, o)| (*p, *o)));
+        let dead = std::mem::take(&mut self.buffer.dead);
+        if !dead.is_empty() {
+            let batch = dead_letters_to_batch(&dead, self.dlq.schema().clone())?;
+            self.dlq.commit(&[batch], &to).await?;
+        }
+        let rows = std::mem::take(&mut self.buffer.rows);
+        let report = self.main.commit(&rows, &to).await?;
+        self.dlq_covered = to[&topic].clone();
+        self.source.report_progress(&to[&topic]);
+        self.stats.record_commit(report.rows, dead.len() as u64, self.buffer.ignored, report.files as u64);
+        tracing::info!(
+            table = %self.contract.table.name,
+            rows = report.rows, files = report.files, bytes = report.bytes,
+            dead_letters = dead.len(), ignored = self.buffer.ignored,
+            took_ms = started.elapsed().as_millis() as u64,
+            "committed"
+        );
+        self.buffer.clear();
+        Ok(())
+    }
+
+    fn caught_up(&self) -> Result<bool, ServiceError> {
+        let hw = self.source.high_watermarks(&self.partitions, METADATA_TIMEOUT)?;
+        let done = self.main.offsets.get(&self.contract.table.topic);
+        Ok(hw.iter().all(|(p, h)| *h <= done.and_then(|d| d.get(p)).copied().unwrap_or(0)))
+    }
+}

@@ -1,0 +1,80 @@
+//! Runs one pipeline per contract. A pipeline that fails with a temporary error is reopened
+//! from its table's restore point after a backoff (which is always safe: the table, not the
+//! process, knows what has been consumed); one that fails permanently stops loudly while the
+//! other tables go on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use calve_contract::{Contract, RetryClass};
+use calve_ingest::KafkaConfig;
+use calve_table::Catalog;
+use tokio::sync::watch;
+
+use crate::error::ServiceError;
+use crate::pipeline::{Pipeline, StopWhen};
+use crate::stats::TableStats;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How each table's pipeline ended.
+pub type Outcomes = BTreeMap<String, Result<(), ServiceError>>;
+
+/// Runs every contract until shutdown (or until caught up, with [`StopWhen::CaughtUp`]).
+pub async fn run_tables(
+    contracts: Vec<Contract>,
+    catalog: Catalog,
+    kafka: KafkaConfig,
+    shutdown: watch::Receiver<bool>,
+    stop: StopWhen,
+) -> (Outcomes, BTreeMap<String, Arc<TableStats>>) {
+    let mut tasks = Vec::new();
+    let mut stats = BTreeMap::new();
+    for c in contracts {
+        let s = Arc::new(TableStats::default());
+        stats.insert(c.table.name.clone(), s.clone());
+        let (catalog, kafka, shutdown) = (catalog.clone(), kafka.clone(), shutdown.clone());
+        let name = c.table.name.clone();
+        tasks.push((name, tokio::spawn(supervise(c, catalog, kafka, shutdown, stop, s))));
+    }
+    let mut outcomes = Outcomes::new();
+    for (name, t) in tasks {
+        let r = t.await.unwrap_or_else(|e| Err(ServiceError::Config(format!("pipeline task panicked: {e}"))));
+        outcomes.insert(name, r);
+    }
+    (outcomes, stats)
+}
+
+async fn supervise(
+    contract: Contract,
+    catalog: Catalog,
+    kafka: KafkaConfig,
+    mut shutdown: watch::Receiver<bool>,
+    stop: StopWhen,
+    stats: Arc<TableStats>,
+) -> Result<(), ServiceError> {
+    let name = contract.table.name.clone();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let result = match Pipeline::open(contract.clone(), &catalog, &kafka, stats.clone()).await {
+            Ok(p) => p.run(shutdown.clone(), stop).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.class() == RetryClass::Permanent => {
+                tracing::error!(table = %name, "table stopped: {e}");
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(table = %name, "pipeline failed, reopening from the table in {backoff:?}: {e}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,319 @@
+//! The commit layer: every snapshot calve writes goes through [`Committer`].
+//!
+//! `iceberg` 0.10 ships only fast-append and keeps its transaction actions private, so calve
+//! produces snapshots itself from the crate's public manifest, manifest-list and metadata
+//! builders, then swaps the catalog pointer with a compare-and-swap. Each operation lives in a
+//! file of its own behind [`SnapshotOperation`], so an upstream action can replace one later.
+//!
+//! Every attempt: reload the table, check the writer epoch (fencing), check whether this commit
+//! already landed (commit id), let the operation build manifests against that base, write the
+//! manifest list and metadata, swap. A lost swap deletes what the attempt wrote and retries.
+
+mod append;
+mod epoch;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use iceberg::spec::{
+    DataFileFormat, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile,
+    ManifestList, ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
+    SnapshotReference, SnapshotRetention, Summary, TableMetadata, TableMetadataBuilder,
+};
+use iceberg::{MetadataLocation, TableIdent};
+use uuid::Uuid;
+
+pub use append::{Append, MergePolicy};
+pub use epoch::claim_epoch;
+
+use crate::catalog::{Catalog, TableState};
+use crate::error::{Result, TableError};
+use crate::restore::{self, COMMIT_ID_KEY, OFFSETS_KEY, Offsets, WRITER_EPOCH_KEY};
+
+/// What an operation hands back: the manifests of the new snapshot and its summary.
+pub struct Produced {
+    /// The operation recorded in the summary.
+    pub operation: Operation,
+    /// Every manifest the new snapshot lists.
+    pub manifests: Vec<ManifestFile>,
+    /// Summary properties (changes and totals).
+    pub summary: HashMap<String, String>,
+}
+
+/// One kind of snapshot (append, row delta, rewrite …): builds the new snapshot's manifests
+/// against the base it is given. Called again on every retry, with a fresh base.
+pub trait SnapshotOperation: Send + Sync {
+    /// Produce manifests for a snapshot on top of `ctx.base`.
+    fn produce(
+        &self,
+        ctx: &mut SnapshotContext<'_>,
+        extra_summary: &HashMap<String, String>,
+    ) -> impl std::future::Future<Output = Result<Produced>> + Send;
+}
+
+/// What an operation may use while producing a snapshot.
+pub struct SnapshotContext<'a> {
+    /// The table state this attempt builds on.
+    pub base: &'a TableState,
+    /// File access.
+    pub catalog: &'a Catalog,
+    /// The id the new snapshot will have.
+    pub snapshot_id: i64,
+    attempt_id: Uuid,
+    manifest_counter: u32,
+    written: Vec<String>,
+}
+
+impl<'a> SnapshotContext<'a> {
+    fn new(base: &'a TableState, catalog: &'a Catalog) -> Self {
+        SnapshotContext {
+            base,
+            catalog,
+            snapshot_id: new_snapshot_id(base.metadata.as_ref()),
+            attempt_id: Uuid::new_v4(),
+            manifest_counter: 0,
+            written: Vec::new(),
+        }
+    }
+
+    /// The base table metadata.
+    pub fn metadata(&self) -> &'a TableMetadata {
+        let base: &'a TableState = self.base;
+        base.metadata.as_ref()
+    }
+
+    /// Manifests listed by the base's current snapshot (empty for a new table).
+    pub async fn current_manifests(&self) -> Result<Vec<ManifestFile>> {
+        let m = self.metadata();
+        let Some(s) = m.current_snapshot() else { return Ok(Vec::new()) };
+        let bytes = self.catalog.file_io().new_input(s.manifest_list())?.read().await?;
+        Ok(ManifestList::parse_with_version(&bytes, m.format_version())?.consume_entries().into_iter().collect())
+    }
+
+    /// A writer for a new manifest of the default spec. The file is removed if the attempt fails.
+    pub fn new_manifest_writer(&mut self, content: ManifestContentType) -> Result<ManifestWriter> {
+        let m = self.metadata();
+        let path = format!(
+            "{}/metadata/{}-m{}.{}",
+            m.location(), self.attempt_id, self.manifest_counter, DataFileFormat::Avro
+        );
+        self.manifest_counter += 1;
+        self.written.push(path.clone());
+        let out = self.catalog.file_io().new_output(&path)?;
+        let b = ManifestWriterBuilder::new(
+            out,
+            Some(self.snapshot_id),
+            m.current_schema().clone(),
+            m.default_partition_spec().as_ref().clone(),
+        );
+        Ok(match (m.format_version(), content) {
+            (FormatVersion::V1, _) => b.build_v1(),
+            (FormatVersion::V2, ManifestContentType::Data) => b.build_v2_data(),
+            (FormatVersion::V2, ManifestContentType::Deletes) => b.build_v2_deletes(),
+            (FormatVersion::V3, ManifestContentType::Data) => b.build_v3_data(),
+            (FormatVersion::V3, ManifestContentType::Deletes) => b.build_v3_deletes(),
+        })
+    }
+
+    async fn cleanup(&self) {
+        for path in &self.written {
+            if let Err(e) = self.catalog.file_io().delete(path).await {
+                tracing::warn!(%path, "could not remove file of abandoned commit attempt: {e}");
+            }
+        }
+    }
+}
+
+fn new_snapshot_id(m: &TableMetadata) -> i64 {
+    loop {
+        let (a, b) = Uuid::new_v4().as_u64_pair();
+        let id = ((a ^ b) >> 1) as i64;
+        if id != 0 && m.snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+
+/// The Kafka position a commit brings the table to.
+#[derive(Debug, Clone)]
+pub struct RestoreUpdate {
+    /// Offsets the table held before (the range start, for the commit id).
+    pub from: Offsets,
+    /// Next offsets to read after this commit.
+    pub to: Offsets,
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// A new snapshot is the table's head.
+    Committed {
+        /// Its id.
+        snapshot_id: i64,
+    },
+    /// An earlier attempt whose outcome was unknown had landed already.
+    AlreadyCommitted,
+}
+
+/// Retry settings for conflicts and unknown outcomes.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts before giving up with [`TableError::Conflict`].
+    pub attempts: u32,
+    /// First backoff; doubles each attempt.
+    pub backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: 8, backoff: Duration::from_millis(50) }
+    }
+}
+
+/// The single committer of one table: holds the table's identity and this process's epoch.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    catalog: Catalog,
+    ident: TableIdent,
+    epoch: u64,
+    retry: RetryPolicy,
+}
+
+impl Committer {
+    /// A committer that writes as writer `epoch` (see [`claim_epoch`]).
+    pub fn new(catalog: Catalog, ident: TableIdent, epoch: u64) -> Self {
+        Committer { catalog, ident, epoch, retry: RetryPolicy::default() }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// This committer's writer epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The table this committer writes.
+    pub fn ident(&self) -> &TableIdent {
+        &self.ident
+    }
+
+    /// Commits `op` as a new snapshot carrying the restore point `restore`.
+    pub async fn commit<O: SnapshotOperation>(
+        &self,
+        op: &O,
+        restore: &RestoreUpdate,
+    ) -> Result<CommitOutcome> {
+        let mut backoff = self.retry.backoff;
+        for attempt in 1..=self.retry.attempts {
+            match self.attempt(op, restore).await {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => tracing::debug!(table = %self.ident, attempt, "commit conflicted; retrying"),
+                Err(e) if e.class() == calve_contract::RetryClass::Temporary => {
+                    tracing::warn!(table = %self.ident, attempt, "commit attempt failed: {e}; retrying")
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        Err(TableError::Conflict { table: self.ident.to_string(), attempts: self.retry.attempts })
+    }
+
+    /// One attempt; `Ok(None)` means another writer swapped first.
+    async fn attempt<O: SnapshotOperation>(
+        &self,
+        op: &O,
+        restore: &RestoreUpdate,
+    ) -> Result<Option<CommitOutcome>> {
+        let base = self.catalog.load(&self.ident).await?;
+        let meta = base.metadata.as_ref();
+        self.check_epoch(meta)?;
+        let commit_id = restore::commit_id(&meta.uuid().to_string(), self.epoch, &restore.from, &restore.to);
+        if restore::has_commit(meta, &commit_id) {
+            return Ok(Some(CommitOutcome::AlreadyCommitted));
+        }
+        let extra = HashMap::from([
+            (OFFSETS_KEY.to_string(), restore::format_offsets(&restore.to)),
+            (COMMIT_ID_KEY.to_string(), commit_id),
+            (WRITER_EPOCH_KEY.to_string(), self.epoch.to_string()),
+        ]);
+        let mut ctx = SnapshotContext::new(&base, &self.catalog);
+        let result = self.publish(op, &mut ctx, &extra).await;
+        match result {
+            Ok(true) => Ok(Some(CommitOutcome::Committed { snapshot_id: ctx.snapshot_id })),
+            Ok(false) => {
+                ctx.cleanup().await;
+                Ok(None)
+            }
+            Err(e) => {
+                // A catalog error leaves the outcome unknown: keep the files, the next attempt
+                // finds the commit id if the swap landed; orphan cleanup takes them otherwise.
+                if !matches!(e, TableError::Catalog(_)) {
+                    ctx.cleanup().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn publish<O: SnapshotOperation>(
+        &self,
+        op: &O,
+        ctx: &mut SnapshotContext<'_>,
+        extra: &HashMap<String, String>,
+    ) -> Result<bool> {
+        let produced = op.produce(ctx, extra).await?;
+        let meta = ctx.metadata();
+        let seq = meta.next_sequence_number();
+        let list_path = format!(
+            "{}/metadata/snap-{}-1-{}.{}",
+            meta.location(), ctx.snapshot_id, ctx.attempt_id, DataFileFormat::Avro
+        );
+        ctx.written.push(list_path.clone());
+        let out = self.catalog.file_io().new_output(&list_path)?.writer().await?;
+        let parent = meta.current_snapshot_id();
+        let mut writer = match meta.format_version() {
+            FormatVersion::V1 => ManifestListWriter::v1(out, ctx.snapshot_id, parent),
+            FormatVersion::V2 => ManifestListWriter::v2(out, ctx.snapshot_id, parent, seq),
+            FormatVersion::V3 => {
+                return Err(TableError::Unsupported("format v3 tables (row lineage)".into()))
+            }
+        };
+        writer.add_manifests(produced.manifests.into_iter())?;
+        writer.close().await?;
+        let snapshot = Snapshot::builder()
+            .with_manifest_list(list_path)
+            .with_snapshot_id(ctx.snapshot_id)
+            .with_parent_snapshot_id(parent)
+            .with_sequence_number(seq)
+            .with_summary(Summary { operation: produced.operation, additional_properties: produced.summary })
+            .with_schema_id(meta.current_schema_id())
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+            .build();
+        let new_meta = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(ctx.base.metadata_location.clone()))
+            .add_snapshot(snapshot)?
+            .set_ref(MAIN_BRANCH, SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)))?
+            .build()?
+            .metadata;
+        let location = next_metadata_location(&ctx.base.metadata_location, &new_meta)?;
+        self.catalog.swap(ctx.base, &new_meta, &location).await
+    }
+
+    fn check_epoch(&self, meta: &TableMetadata) -> Result<()> {
+        let current = restore::table_epoch(meta)?;
+        if current > self.epoch {
+            return Err(TableError::Fenced { table: self.ident.to_string(), ours: self.epoch, current });
+        }
+        Ok(())
+    }
+}
+
+/// The next versioned metadata file name after `current`.
+pub(crate) fn next_metadata_location(current: &str, new_meta: &TableMetadata) -> Result<MetadataLocation> {
+    let loc: MetadataLocation = current.parse()?;
+    Ok(loc.with_next_version().with_new_metadata(new_meta))
+}

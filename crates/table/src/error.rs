@@ -1,0 +1,74 @@
+//! The table crate's errors, each knowing whether a retry can help.
+
+use calve_contract::RetryClass;
+
+/// Errors from catalog access, writing and committing.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// Another committer changed the table between our read and our pointer swap, and the
+    /// attempts allowed to re-validate and retry ran out.
+    #[error("commit to {table} conflicted {attempts} times; giving up for now")]
+    Conflict {
+        /// The table.
+        table: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// A newer owner claimed the table; this process must stop writing it.
+    #[error("fenced: {table} is owned by writer epoch {current}, this process holds epoch {ours}")]
+    Fenced {
+        /// The table.
+        table: String,
+        /// Our epoch.
+        ours: u64,
+        /// The epoch recorded in the table.
+        current: u64,
+    },
+    /// The catalog database could not be reached or answered with an error.
+    #[error("catalog: {0}")]
+    Catalog(String),
+    /// Reading or writing table files or metadata failed.
+    #[error("iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    /// Data did not fit the table (schema mismatch, bad partition value).
+    #[error("invalid data for {table}: {reason}")]
+    InvalidData {
+        /// The table.
+        table: String,
+        /// Why.
+        reason: String,
+    },
+    /// Table state calve wrote (summary, properties) is unreadable: a person must look.
+    #[error("corrupt calve state in {table}: {reason}")]
+    CorruptState {
+        /// The table.
+        table: String,
+        /// Why.
+        reason: String,
+    },
+    /// Configuration asks for something this build cannot do.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+impl TableError {
+    /// Whether retrying may succeed.
+    pub fn class(&self) -> RetryClass {
+        match self {
+            TableError::Conflict { .. } | TableError::Catalog(_) => RetryClass::Temporary,
+            TableError::Iceberg(e) if e.retryable() => RetryClass::Temporary,
+            // Storage hiccups (a full disk, a flaky object store) surface as unexpected IO.
+            TableError::Iceberg(e) if e.kind() == iceberg::ErrorKind::Unexpected => RetryClass::Temporary,
+            _ => RetryClass::Permanent,
+        }
+    }
+}
+
+impl From<sqlx::Error> for TableError {
+    fn from(e: sqlx::Error) -> Self {
+        TableError::Catalog(e.to_string())
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = TableError> = std::result::Result<T, E>;

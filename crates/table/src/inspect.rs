@@ -1,0 +1,58 @@
+//! Read-only views of a table for `calve status`, the demo and tests.
+
+use arrow_array::RecordBatch;
+use futures::TryStreamExt;
+use iceberg::TableIdent;
+
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::restore::{self, Offsets};
+
+/// A table at a glance.
+#[derive(Debug, Clone)]
+pub struct TableSummary {
+    /// Current metadata file (what `iceberg_scan` in DuckDB takes).
+    pub metadata_location: String,
+    /// Table location.
+    pub location: String,
+    /// Snapshots retained.
+    pub snapshots: usize,
+    /// `total-records` of the current snapshot.
+    pub records: u64,
+    /// `total-data-files` of the current snapshot.
+    pub data_files: u64,
+    /// `total-delete-files` of the current snapshot.
+    pub delete_files: u64,
+    /// The restore point.
+    pub restore: Option<Offsets>,
+}
+
+/// Summarises `ident`.
+pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSummary> {
+    let st = catalog.load(ident).await?;
+    let m = st.metadata.as_ref();
+    let total = |k: &str| {
+        m.current_snapshot()
+            .and_then(|s| s.summary().additional_properties.get(k).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    };
+    Ok(TableSummary {
+        metadata_location: st.metadata_location.clone(),
+        location: m.location().to_string(),
+        snapshots: m.snapshots().count(),
+        records: total("total-records"),
+        data_files: total("total-data-files"),
+        delete_files: total("total-delete-files"),
+        restore: restore::restore_point(m)?,
+    })
+}
+
+/// Every live row of the table (for small tables: demo output and tests).
+pub async fn scan_all(catalog: &Catalog, ident: &TableIdent) -> Result<Vec<RecordBatch>> {
+    let table = catalog.iceberg_table(ident).await?;
+    if table.metadata().current_snapshot().is_none() {
+        return Ok(Vec::new());
+    }
+    let stream = table.scan().select_all().build()?.to_arrow().await?;
+    Ok(stream.try_collect().await?)
+}

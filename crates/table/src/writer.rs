@@ -1,0 +1,129 @@
+//! Writing buffered rows as Parquet data files: one file per table partition per commit,
+//! rolled only when a partition alone exceeds the target file size.
+//!
+//! File names start with a fresh uuid per write, so a retried or restarted writer never
+//! overwrites a file an earlier attempt wrote (and possibly committed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef as ArrowSchemaRef;
+use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
+use iceberg::io::FileIO;
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileFormat, PartitionKey, PartitionSpecRef, SchemaRef,
+    TableMetadata,
+};
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Result, TableError};
+
+/// The Arrow schema (with Iceberg field ids) that batches handed to [`DataWriter`] must have.
+pub fn arrow_schema(metadata: &TableMetadata) -> Result<ArrowSchemaRef> {
+    Ok(Arc::new(schema_to_arrow_schema(metadata.current_schema())?))
+}
+
+/// Writes data files for one table's current schema and partition spec.
+pub struct DataWriter {
+    schema: SchemaRef,
+    spec: PartitionSpecRef,
+    splitter: Option<RecordBatchPartitionSplitter>,
+    file_io: FileIO,
+    locations: DefaultLocationGenerator,
+    target_file_size: usize,
+    table: String,
+}
+
+impl DataWriter {
+    /// A writer for the table described by `metadata`.
+    pub fn new(metadata: &TableMetadata, file_io: FileIO, target_file_size: u64) -> Result<Self> {
+        let schema = metadata.current_schema().clone();
+        let spec = metadata.default_partition_spec().clone();
+        let splitter = if spec.is_unpartitioned() {
+            None
+        } else {
+            Some(RecordBatchPartitionSplitter::try_new_with_computed_values(schema.clone(), spec.clone())?)
+        };
+        Ok(DataWriter {
+            schema,
+            spec,
+            splitter,
+            file_io,
+            locations: DefaultLocationGenerator::new(metadata)?,
+            target_file_size: target_file_size as usize,
+            table: metadata.location().to_string(),
+        })
+    }
+
+    /// Writes `batches` and returns the data files, at most one per partition unless a
+    /// partition's rows exceed the target file size.
+    pub async fn write(&self, batches: &[RecordBatch]) -> Result<Vec<DataFile>> {
+        let mut groups: BTreeMap<String, (Option<PartitionKey>, Vec<RecordBatch>)> = BTreeMap::new();
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            match &self.splitter {
+                None => groups.entry(String::new()).or_insert((None, Vec::new())).1.push(batch.clone()),
+                Some(s) => {
+                    for (key, part) in s.split(batch).map_err(|e| self.invalid(e))? {
+                        let entry = groups.entry(key.to_path()).or_insert((Some(key), Vec::new()));
+                        entry.1.push(part);
+                    }
+                }
+            }
+        }
+        let mut files = Vec::new();
+        for (key, parts) in groups.into_values() {
+            files.extend(self.write_partition(key, &parts).await?);
+        }
+        Ok(files)
+    }
+
+    async fn write_partition(
+        &self,
+        key: Option<PartitionKey>,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<DataFile>> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
+            .build();
+        let names = DefaultFileNameGenerator::new(
+            format!("{}", uuid::Uuid::new_v4()),
+            None,
+            DataFileFormat::Parquet,
+        );
+        let mut writer = RollingFileWriterBuilder::new(
+            ParquetWriterBuilder::new(props, self.schema.clone()),
+            self.target_file_size,
+            self.file_io.clone(),
+            self.locations.clone(),
+            names,
+        )
+        .build();
+        for b in batches {
+            writer.write(&key, b).await.map_err(|e| self.invalid(e))?;
+        }
+        writer
+            .close()
+            .await?
+            .into_iter()
+            .map(|mut b| {
+                b.content(DataContentType::Data);
+                b.partition_spec_id(self.spec.spec_id());
+                if let Some(k) = &key {
+                    b.partition(k.data().clone());
+                }
+                b.build().map_err(|e| self.invalid(e))
+            })
+            .collect()
+    }
+
+    fn invalid(&self, e: impl std::fmt::Display) -> TableError {
+        TableError::InvalidData { table: self.table.clone(), reason: e.to_string() }
+    }
+}

@@ -1,0 +1,114 @@
+"""Reads a calve table with engines calve did not write: PyIceberg and DuckDB.
+
+Prints one JSON object: for each reader the selected columns of every row (sorted), plus
+PyIceberg's view of files, partitions and snapshot summaries, so Rust tests can assert on
+what a foreign engine sees rather than on what calve believes it wrote.
+"""
+import argparse
+import datetime
+import decimal
+import glob
+import json
+import os
+import sys
+
+
+def plain(v):
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).hex()
+    if isinstance(v, decimal.Decimal):
+        return str(v)
+    return v
+
+
+def rows_of(table_or_rel_rows, columns):
+    out = [[plain(r[c]) for c in columns] for r in table_or_rel_rows]
+    out.sort(key=lambda r: json.dumps(r, sort_keys=True, default=str))
+    return out
+
+
+def read_pyiceberg(args, columns):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    cat = SqlCatalog(args.catalog_name, uri=f"sqlite:///{args.catalog_db}", warehouse=f"file://{args.warehouse}")
+    t = cat.load_table(args.table)
+    arrow = t.scan(selected_fields=tuple(columns)).to_arrow()
+    files = t.inspect.files().to_pylist() if t.current_snapshot() else []
+    entries = t.inspect.entries().to_pylist() if t.current_snapshot() else []
+    return t, {
+        "rows": rows_of(arrow.to_pylist(), columns),
+        "metadata_location": t.metadata_location,
+        "files": [
+            {
+                "content": f["content"],
+                "file_path": f["file_path"],
+                "record_count": f["record_count"],
+                "partition": {k: plain(v) for k, v in (f.get("partition") or {}).items()},
+            }
+            for f in files
+        ],
+        "added_entries": [
+            {"snapshot_id": e["snapshot_id"], "partition": json.dumps({k: plain(v) for k, v in ((e.get("data_file") or {}).get("partition") or {}).items()}, sort_keys=True)}
+            for e in entries
+            if e["status"] == 1
+        ],
+        "snapshots": [
+            {"snapshot_id": s.snapshot_id, "parent": s.parent_snapshot_id, "summary": s.summary.model_dump() if s.summary else {}}
+            for s in t.snapshots()
+        ],
+        "current_summary": t.current_snapshot().summary.model_dump() if t.current_snapshot() and t.current_snapshot().summary else None,
+        "spec": str(t.spec()),
+        "properties": dict(t.properties),
+    }
+
+
+def duckdb_connection():
+    import duckdb
+
+    con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
+    version = duckdb.__version__
+    for name in ("avro", "iceberg"):
+        pattern = os.path.join(sys.prefix, "lib", "python*", "site-packages", f"duckdb_extension_{name}",
+                               "extensions", f"v{version}", f"{name}.duckdb_extension")
+        found = glob.glob(pattern)
+        if not found:
+            raise SystemExit(f"duckdb extension {name} for duckdb {version} not found ({pattern})")
+        con.execute(f"INSTALL '{found[0]}'")
+        con.execute(f"LOAD {name}")
+    return con
+
+
+def read_duckdb(metadata_location, columns):
+    con = duckdb_connection()
+    cols = ", ".join(f'"{c}"' for c in columns)
+    rel = con.execute(f"SELECT {cols} FROM iceberg_scan('{metadata_location}')")
+    names = [d[0] for d in rel.description]
+    rows = [dict(zip(names, r)) for r in rel.fetchall()]
+    return {"rows": rows_of(rows, columns)}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--catalog-db", required=True)
+    p.add_argument("--warehouse", required=True)
+    p.add_argument("--catalog-name", default="calve")
+    p.add_argument("--table", required=True)
+    p.add_argument("--columns", required=True, help="comma-separated")
+    p.add_argument("--readers", default="pyiceberg,duckdb")
+    args = p.parse_args()
+    columns = args.columns.split(",")
+    readers = args.readers.split(",")
+    out = {}
+    table, out["pyiceberg"] = read_pyiceberg(args, columns)
+    if "duckdb" in readers:
+        if table.current_snapshot() is None:
+            out["duckdb"] = {"rows": []}
+        else:
+            out["duckdb"] = read_duckdb(table.metadata_location, columns)
+    json.dump(out, sys.stdout, default=str)
+
+
+if __name__ == "__main__":
+    main()

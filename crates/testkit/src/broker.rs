@@ -1,0 +1,70 @@
+//! A tansu broker per test: its own port, its own SQLite storage in a temp dir, killed on drop.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{cache_dir, free_port, workspace_root};
+
+/// A running broker.
+pub struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// The tansu binary: `$CALVE_TANSU`, else installed (once, cached) by `scripts/install-tansu.sh`.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CALVE_TANSU") {
+        return p.into();
+    }
+    let cached = cache_dir().join("tansu-0.6.0/bin/tansu");
+    if cached.exists() {
+        return cached;
+    }
+    let out = Command::new("bash")
+        .arg(workspace_root().join("scripts/install-tansu.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/install-tansu.sh");
+    assert!(out.status.success(), "installing tansu failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+impl Broker {
+    /// Starts a broker and waits until it accepts connections.
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting tansu");
+        let b = Broker { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port} within 30s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        b
+    }
+
+    /// `host:port` for clients.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

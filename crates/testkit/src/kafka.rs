@@ -1,0 +1,56 @@
+//! Topic creation and producing through librdkafka.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+
+/// Creates `topic` with `partitions` partitions.
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let res = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .unwrap();
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// A message to produce: key, value (None = tombstone), explicit partition.
+pub type Message = (String, Option<String>, Option<i32>);
+
+/// Produces `messages` in order and waits until all are acknowledged.
+pub fn produce(bootstrap: &str, topic: &str, messages: &[Message]) {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (k, v, part) in messages {
+        let mut rec: BaseRecord<'_, String, String> = BaseRecord::to(topic).key(k);
+        if let Some(v) = v {
+            rec = rec.payload(v);
+        }
+        if let Some(part) = part {
+            rec = rec.partition(*part);
+        }
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    rec = back;
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("all messages delivered");
+}

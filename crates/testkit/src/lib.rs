@@ -1,0 +1,27 @@
+//! Test fixtures for calve: a real Kafka-protocol broker (tansu) on a free loopback port,
+//! producers, the `calve` process under test, and the bridge to foreign readers (PyIceberg,
+//! DuckDB) in a Python venv the fixture creates. Never shipped in the binary.
+
+pub mod broker;
+pub mod calve;
+pub mod kafka;
+pub mod python;
+pub mod workload;
+
+/// Directory for caches shared across test runs (broker binary, venv): `$CALVE_CACHE` or
+/// `~/.cache/calve`.
+pub fn cache_dir() -> std::path::PathBuf {
+    std::env::var_os("CALVE_CACHE")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/calve"))
+}
+
+/// The workspace root (for scripts and examples).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

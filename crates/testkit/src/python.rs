@@ -1,0 +1,101 @@
+//! The foreign-reader bridge: a Python venv (created on first use, cached outside the clone)
+//! with PyIceberg, DuckDB + its iceberg extension, and confluent-kafka.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::{cache_dir, workspace_root};
+
+static VENV: OnceLock<PathBuf> = OnceLock::new();
+
+/// The venv's python, creating the venv if needed (`$CALVE_VENV` overrides the location).
+pub fn python() -> PathBuf {
+    VENV.get_or_init(|| {
+        let venv = std::env::var_os("CALVE_VENV").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("venv"));
+        let py = venv.join("bin/python");
+        let stamp = venv.join(".calve-requirements");
+        let reqs = std::fs::read_to_string(script("requirements.txt")).unwrap();
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(reqs.as_str()) {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+            run(Command::new(&py).args(["-m", "pip", "install", "-q", "-r"]).arg(script("requirements.txt")));
+            std::fs::write(&stamp, reqs).unwrap();
+        }
+        py
+    })
+    .clone()
+}
+
+fn script(name: &str) -> PathBuf {
+    workspace_root().join("crates/testkit/python").join(name)
+}
+
+fn run(cmd: &mut Command) {
+    let st = cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit()).status().expect("spawning");
+    assert!(st.success(), "{cmd:?} failed");
+}
+
+/// What the foreign readers saw.
+#[derive(Debug, Clone)]
+pub struct ForeignView {
+    /// The whole JSON answer (see `python/foreign_read.py`).
+    pub json: serde_json::Value,
+}
+
+impl ForeignView {
+    /// Rows as read by `reader` (`pyiceberg` or `duckdb`), sorted.
+    pub fn rows(&self, reader: &str) -> Vec<Vec<serde_json::Value>> {
+        serde_json::from_value(self.json[reader]["rows"].clone()).unwrap()
+    }
+
+    /// PyIceberg's list of live files.
+    pub fn files(&self) -> Vec<serde_json::Value> {
+        self.json["pyiceberg"]["files"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The summary of the table's current snapshot (`Null` for an empty table).
+    pub fn current_summary(&self) -> serde_json::Value {
+        self.json["pyiceberg"]["current_summary"].clone()
+    }
+
+    /// PyIceberg's snapshots, in metadata order (not necessarily chronological).
+    pub fn snapshots(&self) -> Vec<serde_json::Value> {
+        self.json["pyiceberg"]["snapshots"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Reads `table` (`ns.name`) from the SQLite catalog at `catalog_db` with PyIceberg and DuckDB.
+pub fn read_table(catalog_db: &Path, warehouse: &Path, table: &str, columns: &[&str]) -> ForeignView {
+    let out = Command::new(python())
+        .arg(script("foreign_read.py"))
+        .arg("--catalog-db").arg(catalog_db)
+        .arg("--warehouse").arg(warehouse)
+        .args(["--table", table, "--columns", &columns.join(",")])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running foreign_read.py");
+    assert!(out.status.success(), "foreign_read.py failed for {table}");
+    ForeignView { json: serde_json::from_slice(&out.stdout).expect("foreign_read.py printed JSON") }
+}
+
+/// Produces `key\tvalue` lines with confluent-kafka; returns how many were delivered.
+pub fn produce_with_confluent(bootstrap: &str, topic: &str, lines: &[(String, String)]) -> usize {
+    use std::io::Write;
+    let mut child = Command::new(python())
+        .arg(script("produce.py"))
+        .args([bootstrap, topic])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for (k, v) in lines {
+            writeln!(stdin, "{k}\t{v}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "produce.py failed");
+    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+}
