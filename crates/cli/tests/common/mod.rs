@@ -8,7 +8,7 @@ use calve_testkit::calve::Setup;
 use calve_testkit::python::{ForeignView, read_table};
 use serde_json::Value;
 
-pub const ORDERS: &str = include_str!("../../../examples/contracts/orders.toml");
+pub const ORDERS: &str = include_str!("../../../../examples/contracts/orders.toml");
 pub const ORDER_COLUMNS: &[&str] = &["order_id", "customer", "amount", "status", "ts"];
 pub const DLQ_COLUMNS: &[&str] = &["topic", "partition", "offset", "error_kind", "value"];
 
