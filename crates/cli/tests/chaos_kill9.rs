@@ -1,4 +1,7 @@
-//! Seeded chaos: SIGKILL the `calve` process at random moments while records keep arriving.
+//! Seeded chaos: SIGKILL the `calve` process at random moments while records keep arriving,
+//! and, in a seeded share of the rounds, abort it at a named crash point inside a flush (after
+//! files are written; after the dead-letter commit but before the table's; after both commits),
+//! the windows a random kill rarely hits.
 //!
 //! Invariants checked at the end, with PyIceberg and DuckDB:
 //! 1. No duplicate: every good record is in the table at most once.
@@ -26,6 +29,7 @@ use rand::{Rng, SeedableRng};
 
 const PARTITIONS: i32 = 4;
 const CHUNK_GOOD: u64 = 400;
+const CRASH_POINTS: [&str; 3] = ["after-files-written", "after-dead-letter-commit", "after-commit"];
 
 #[test]
 fn kill9_at_random_moments_loses_and_duplicates_nothing() {
@@ -39,6 +43,7 @@ fn kill9_at_random_moments_loses_and_duplicates_nothing() {
     let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "1s"));
     let bad = bad_values();
     let mut bad_sent = 0usize;
+    let mut aborted = 0;
 
     for round in 0..kills {
         // More records arrive before (and so while) this incarnation runs.
@@ -55,14 +60,29 @@ fn kill9_at_random_moments_loses_and_duplicates_nothing() {
             .collect();
         bad_sent += chunk.iter().filter(|r| r.is_err()).count();
         produce(&broker.bootstrap(), "orders", &msgs);
-        let mut child = s.spawn(&calve_bin(), &["run"]);
-        let alive = Duration::from_millis(rng.gen_range(200..2500));
-        if let Some(st) = wait_for(&mut child, alive) {
-            panic!("calve exited on its own ({st}) in round {round}, seed {seed}\n{}", s.logs());
+        if rng.gen_bool(0.35) {
+            let point = CRASH_POINTS[rng.gen_range(0..CRASH_POINTS.len())];
+            let plan = format!("{point}:{}", rng.gen_range(1..=2));
+            let mut child = s.spawn_with_env(&calve_bin(), &["run"], &[("CALVE_CRASH_AT", &plan)]);
+            // The crash point may not be reached (no dead letters in a flush, say): kill then.
+            if wait_for(&mut child, Duration::from_secs(4)).is_none() {
+                kill9(&mut child);
+            } else {
+                aborted += 1;
+            }
+        } else {
+            let mut child = s.spawn(&calve_bin(), &["run"]);
+            let alive = Duration::from_millis(rng.gen_range(200..2500));
+            if let Some(st) = wait_for(&mut child, alive) {
+                panic!("calve exited on its own ({st}) in round {round}, seed {seed}\n{}", s.logs());
+            }
+            kill9(&mut child);
         }
-        kill9(&mut child);
     }
 
+    eprintln!("{aborted} rounds ended at a crash point");
+    let logs = s.logs();
+    assert!(logs.matches("committed").count() >= 3, "the killed incarnations committed (seed {seed})");
     let mut last = s.spawn(&calve_bin(), &["run", "--until-caught-up"]);
     let st = wait_for(&mut last, Duration::from_secs(180)).expect("final run did not catch up");
     assert!(st.success(), "final run failed, seed {seed}\n{}", s.logs());

@@ -6,6 +6,7 @@ mod buffer;
 mod config;
 mod definition;
 mod error;
+mod faults;
 mod pipeline;
 mod sink;
 mod stats;

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::buffer::Buffer;
 use crate::error::ServiceError;
+use crate::faults::{CrashPoint, crash_point};
 use crate::definition::{dead_letter_definition, table_definition};
 use crate::sink::Sink;
 use crate::stats::TableStats;
@@ -149,12 +150,19 @@ impl Pipeline {
         let mut to: Offsets = self.main.offsets.clone();
         to.entry(topic.clone()).or_default().extend(self.buffer.next.iter().map(|(p, o)| (*p, *o)));
         let dead = std::mem::take(&mut self.buffer.dead);
-        if !dead.is_empty() {
-            let batch = dead_letters_to_batch(&dead, self.dlq.schema().clone())?;
-            self.dlq.commit(&[batch], &to).await?;
-        }
         let rows = std::mem::take(&mut self.buffer.rows);
-        let report = self.main.commit(&rows, &to).await?;
+        let dead_files = match dead.is_empty() {
+            true => Vec::new(),
+            false => self.dlq.write(&[dead_letters_to_batch(&dead, self.dlq.schema().clone())?]).await?,
+        };
+        let files = self.main.write(&rows).await?;
+        crash_point(CrashPoint::AfterFilesWritten);
+        if !dead_files.is_empty() {
+            self.dlq.commit(dead_files, &to).await?;
+            crash_point(CrashPoint::AfterDeadLetterCommit);
+        }
+        let report = self.main.commit(files, &to).await?;
+        crash_point(CrashPoint::AfterCommit);
         self.dlq_covered = to[&topic].clone();
         self.source.report_progress(&to[&topic]);
         self.stats.record_commit(report.rows, dead.len() as u64, self.buffer.ignored, report.files as u64);

@@ -9,6 +9,7 @@ use calve_table::commit::{Append, CommitOutcome, Committer, RestoreUpdate, claim
 use calve_table::restore::{self, Offsets};
 use calve_table::writer::{DataWriter, arrow_schema};
 use calve_table::{Catalog, TableDefinition, TableError};
+use iceberg::spec::DataFile;
 
 use crate::error::ServiceError;
 
@@ -42,9 +43,13 @@ impl Sink {
         &self.schema
     }
 
-    /// Writes `batches` and commits them with the restore point `to`.
-    pub async fn commit(&mut self, batches: &[RecordBatch], to: &Offsets) -> Result<CommitReport, ServiceError> {
-        let files = self.writer.write(batches).await?;
+    /// Writes `batches` as data files (not yet part of the table).
+    pub async fn write(&self, batches: &[RecordBatch]) -> Result<Vec<DataFile>, ServiceError> {
+        Ok(self.writer.write(batches).await?)
+    }
+
+    /// Commits `files` with the restore point `to`.
+    pub async fn commit(&mut self, files: Vec<DataFile>, to: &Offsets) -> Result<CommitReport, ServiceError> {
         let report = CommitReport {
             files: files.len(),
             rows: files.iter().map(|f| f.record_count()).sum(),

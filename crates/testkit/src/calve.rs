@@ -43,6 +43,11 @@ impl Setup {
 
     /// Starts `calve <args> --config <config>`, logging to `calve-<n>.log` in the test dir.
     pub fn spawn(&self, bin: &Path, args: &[&str]) -> Child {
+        self.spawn_with_env(bin, args, &[])
+    }
+
+    /// Like [`Setup::spawn`], with extra environment variables.
+    pub fn spawn_with_env(&self, bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
         let n = std::fs::read_dir(self.dir.path()).unwrap().count();
         let log = std::fs::File::create(self.dir.path().join(format!("calve-{n}.log"))).unwrap();
         Command::new(bin)
@@ -50,6 +55,7 @@ impl Setup {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
