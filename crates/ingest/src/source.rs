@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
@@ -92,6 +94,12 @@ impl KafkaSource {
             let left = if out.is_empty() { left } else { left.min(Duration::from_millis(1)) };
             match tokio::time::timeout(left, self.consumer.recv()).await {
                 Err(_) => break,
+                // librdkafka reports broker hiccups as consumption errors and recovers by
+                // itself; only errors it cannot recover from stop the table.
+                Ok(Err(KafkaError::MessageConsumption(code))) if !is_fatal(code) => {
+                    tracing::warn!(topic = %self.topic, "kafka consumer: {code} (librdkafka retries)");
+                    break;
+                }
                 Ok(Err(e)) => return Err(e.into()),
                 Ok(Ok(m)) => out.push(to_record(&m)),
             }
@@ -119,6 +127,18 @@ impl KafkaSource {
             .map(|p| Ok((*p, self.consumer.fetch_watermarks(&self.topic, *p, timeout)?.1)))
             .collect()
     }
+}
+
+fn is_fatal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fatal
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+    )
 }
 
 fn to_record<M: Message>(m: &M) -> KafkaRecord {

@@ -29,6 +29,8 @@ const POLL_MAX: usize = 10_000;
 /// Longest wait in one poll while nothing is buffered: bounds how stale a shutdown check is.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the topic's partition count is re-read, so added partitions are consumed too.
+const PARTITION_REFRESH: Duration = Duration::from_secs(30);
 
 /// How a pipeline run should end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +54,7 @@ pub struct Pipeline {
     dlq_covered: BTreeMap<i32, i64>,
     buffer: Buffer,
     stats: Arc<TableStats>,
+    partitions_checked: Instant,
 }
 
 impl Pipeline {
@@ -80,7 +83,7 @@ impl Pipeline {
         let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();
         tracing::info!(table = %contract.table.name, %topic, ?start, "resuming from the table's restore point");
         let router = Router::new(&contract, main.schema().clone())?;
-        Ok(Pipeline { contract, source, partitions, router, main, dlq, dlq_covered, buffer: Buffer::default(), stats })
+        Ok(Pipeline { contract, source, partitions, router, main, dlq, dlq_covered, buffer: Buffer::default(), stats, partitions_checked: Instant::now() })
     }
 
     /// Consumes and commits until `shutdown` turns true (then flushes) or `stop` is met.
@@ -106,6 +109,9 @@ impl Pipeline {
             let full = self.buffer.bytes as u64 >= self.contract.maintenance.target_file_size.0;
             if band_elapsed || full {
                 self.flush().await?;
+            }
+            if self.partitions_checked.elapsed() >= PARTITION_REFRESH {
+                self.refresh_partitions()?;
             }
             if stop == StopWhen::CaughtUp && self.buffer.is_empty() && self.caught_up()? {
                 tracing::info!(table = %self.contract.table.name, "caught up with the topic");
@@ -174,6 +180,22 @@ impl Pipeline {
             "committed"
         );
         self.buffer.clear();
+        Ok(())
+    }
+
+    /// Adds partitions created since the last look. Known partitions keep their position:
+    /// what is buffered, else what the table holds.
+    fn refresh_partitions(&mut self) -> Result<(), ServiceError> {
+        self.partitions_checked = Instant::now();
+        let now = self.source.partitions(METADATA_TIMEOUT)?;
+        if now.iter().all(|p| self.partitions.contains(p)) {
+            return Ok(());
+        }
+        let mut start = self.main.offsets.get(&self.contract.table.topic).cloned().unwrap_or_default();
+        start.extend(self.buffer.next.iter().map(|(p, o)| (*p, *o)));
+        self.source.assign(&now, &start)?;
+        tracing::info!(table = %self.contract.table.name, from = self.partitions.len(), to = now.len(), "topic gained partitions");
+        self.partitions = now;
         Ok(())
     }
 
