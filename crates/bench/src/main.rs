@@ -31,7 +31,20 @@ fn cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
+mod commits;
+
 fn main() -> anyhow::Result<()> {
+    match std::env::args().nth(1).as_deref() {
+        None | Some("ingest") => ingest(),
+        Some("commits") => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(commits::run(&[10, 1_000, 10_000]))
+        }
+        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default) or `commits`"),
+    }
+}
+
+fn ingest() -> anyhow::Result<()> {
     let events: u64 = std::env::var("CALVE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(EVENTS);
     let values: Vec<String> = (0..events).map(order_json).collect();
     let bytes: usize = values.iter().map(String::len).sum();
