@@ -74,7 +74,7 @@ fn ingest() -> anyhow::Result<()> {
 
 fn run_calve(bootstrap: &str) -> anyhow::Result<(f64, f64, u64)> {
     let dir = tempfile::tempdir()?;
-    let contract = include_str!("../../../examples/contracts/orders.toml").replace("freshness = \"1m\"", "freshness = \"10s\"");
+    let contract = include_str!("../../../examples/contracts/orders.toml").replace("freshness = \"1m\"", "freshness = \"1s\"");
     std::fs::write(dir.path().join("orders.toml"), contract)?;
     let d = dir.path().display();
     std::fs::write(
@@ -102,7 +102,7 @@ fn run_calve(bootstrap: &str) -> anyhow::Result<(f64, f64, u64)> {
 
 /// Single-core, in-memory: decode the same values and write Parquet with the table's settings.
 fn ceiling(values: &[String]) -> anyhow::Result<(f64, usize)> {
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let contract = calve_contract::Contract::parse(include_str!("../../../examples/contracts/orders.toml"), "orders")?;
     let schema = rt.block_on(async {
         let dir = tempfile::tempdir()?;
@@ -111,12 +111,24 @@ fn ceiling(values: &[String]) -> anyhow::Result<(f64, usize)> {
         let st = catalog.ensure_table(&calve_service::table_definition(&contract)?).await?;
         anyhow::Ok(calve_table::writer::arrow_schema(&st.metadata)?)
     })?;
+    // Best of five: one pass is ~0.1 CPU-second, short enough for scheduler noise to matter.
+    let mut best: Option<(f64, usize)> = None;
+    for _ in 0..5 {
+        let run = ceiling_once(values, &schema)?;
+        if best.is_none_or(|b| run.0 < b.0) {
+            best = Some(run);
+        }
+    }
+    Ok(best.expect("five runs"))
+}
+
+fn ceiling_once(values: &[String], schema: &arrow_schema::SchemaRef) -> anyhow::Result<(f64, usize)> {
     let cpu0 = cpu_seconds();
     let mut out = Vec::new();
     let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?)).build();
-    let mut w = ArrowWriter::try_new(&mut out, Arc::clone(&schema), Some(props))?;
+    let mut w = ArrowWriter::try_new(&mut out, Arc::clone(schema), Some(props))?;
     for chunk in values.chunks(10_000) {
-        let mut d = ReaderBuilder::new(Arc::clone(&schema)).with_batch_size(chunk.len()).build_decoder()?;
+        let mut d = ReaderBuilder::new(Arc::clone(schema)).with_batch_size(chunk.len()).build_decoder()?;
         for v in chunk {
             d.decode(v.as_bytes())?;
         }
