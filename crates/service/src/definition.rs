@@ -16,6 +16,9 @@ fn contract_properties(c: &Contract) -> HashMap<String, String> {
         ("calve.contract.topic".into(), c.table.topic.clone()),
         ("calve.contract.freshness".into(), c.sla.freshness.to_string()),
         ("write.parquet.compression-codec".into(), "zstd".into()),
+        // Keep the last 100 metadata files (Java's default count) and delete older ones.
+        ("write.metadata.delete-after-commit.enabled".into(), "true".into()),
+        ("write.metadata.previous-versions-max".into(), "100".into()),
     ])
 }
 

@@ -8,6 +8,8 @@ pub mod catalog;
 pub mod commit;
 mod error;
 pub mod inspect;
+pub mod orphans;
+mod reachable;
 pub mod restore;
 pub mod schema;
 pub mod summary;

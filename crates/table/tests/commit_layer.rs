@@ -1,83 +1,15 @@
 //! The commit layer against a real SQLite catalog and local warehouse, read back by PyIceberg
 //! and DuckDB where it matters.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+mod common;
 
-use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
+use std::collections::{BTreeMap, HashMap};
+
 use calve_table::commit::{Append, CommitOutcome, Committer, MergePolicy, RestoreUpdate, claim_epoch};
 use calve_table::restore::{Offsets, restore_point};
-use calve_table::writer::{DataWriter, arrow_schema};
-use calve_table::{Catalog, CatalogConfig, TableDefinition, TableError};
-use iceberg::spec::{ManifestList, ManifestStatus, NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
-use iceberg::TableIdent;
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    catalog: Catalog,
-    ident: TableIdent,
-}
-
-impl Fixture {
-    async fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = CatalogConfig {
-            uri: format!("sqlite:{}/catalog.db", dir.path().display()),
-            warehouse: format!("{}/warehouse", dir.path().display()),
-            name: "calve".into(),
-        };
-        let catalog = Catalog::open(&cfg).await.unwrap();
-        let ident = Catalog::ident(&["t".into()], "events").unwrap();
-        let schema = Schema::builder()
-            .with_fields(vec![
-                NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
-                NestedField::optional(2, "ts", Type::Primitive(PrimitiveType::Timestamptz)).into(),
-            ])
-            .build()
-            .unwrap();
-        let spec = UnboundPartitionSpec::builder().add_partition_field(2, "ts_day", Transform::Day).unwrap().build();
-        catalog
-            .ensure_table(&TableDefinition { ident: ident.clone(), schema, partition_spec: spec, properties: HashMap::new() })
-            .await
-            .unwrap();
-        Fixture { dir, catalog, ident }
-    }
-
-    /// Writes rows `ids` (event time spread over two days) as data files.
-    async fn files(&self, ids: std::ops::Range<i64>) -> Vec<iceberg::spec::DataFile> {
-        let st = self.catalog.load(&self.ident).await.unwrap();
-        let schema = arrow_schema(&st.metadata).unwrap();
-        let ts: Vec<i64> = ids.clone().map(|i| 1_763_942_400_000_000 + (i % 2) * 86_400_000_000).collect();
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(Int64Array::from(ids.collect::<Vec<_>>())),
-                Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("+00:00")),
-            ],
-        )
-        .unwrap();
-        DataWriter::new(&st.metadata, self.catalog.file_io().clone(), 64 << 20).unwrap().write(&[batch]).await.unwrap()
-    }
-
-    fn read(&self) -> calve_testkit::python::ForeignView {
-        calve_testkit::python::read_table(
-            &self.dir.path().join("catalog.db"),
-            &self.dir.path().join("warehouse"),
-            "t.events",
-            &["id"],
-        )
-    }
-}
-
-fn offsets(n: i64) -> Offsets {
-    BTreeMap::from([("topic".to_string(), BTreeMap::from([(0, n)]))])
-}
-
-fn ids_of(view: &calve_testkit::python::ForeignView, reader: &str) -> Vec<i64> {
-    let mut v: Vec<i64> = view.rows(reader).iter().map(|r| r[0].as_i64().unwrap()).collect();
-    v.sort();
-    v
-}
+use calve_table::TableError;
+use common::{Fixture, ids_of, offsets};
+use iceberg::spec::{ManifestList, ManifestStatus};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn appends_merge_manifests_keep_sequence_numbers_and_totals() {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use iceberg::spec::TableMetadataBuilder;
 use iceberg::TableIdent;
 
-use super::next_metadata_location;
+use super::swap_and_clean;
 use crate::catalog::Catalog;
 use crate::error::{Result, TableError};
 use crate::restore::{self, WRITER_EPOCH_KEY};
@@ -24,15 +24,13 @@ pub async fn claim_epoch(catalog: &Catalog, ident: &TableIdent) -> Result<u64> {
         let base = catalog.load(ident).await?;
         let epoch = restore::table_epoch(&base.metadata)? + 1;
         let props = HashMap::from([(WRITER_EPOCH_KEY.to_string(), epoch.to_string())]);
-        let meta = TableMetadataBuilder::new_from_metadata(
+        let built = TableMetadataBuilder::new_from_metadata(
             base.metadata.as_ref().clone(),
             Some(base.metadata_location.clone()),
         )
         .set_properties(props)?
-        .build()?
-        .metadata;
-        let location = next_metadata_location(&base.metadata_location, &meta)?;
-        if catalog.swap(&base, &meta, &location).await? {
+        .build()?;
+        if swap_and_clean(catalog, &base, built).await? {
             tracing::info!(table = %ident, epoch, "claimed table");
             return Ok(epoch);
         }

@@ -11,6 +11,7 @@
 
 mod append;
 mod epoch;
+mod expire;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,13 +19,15 @@ use std::time::Duration;
 use iceberg::spec::{
     DataFileFormat, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile,
     ManifestList, ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
-    SnapshotReference, SnapshotRetention, Summary, TableMetadata, TableMetadataBuilder,
+    SnapshotReference, SnapshotRetention, Summary, TableMetadata, TableMetadataBuildResult,
+    TableMetadataBuilder,
 };
 use iceberg::{MetadataLocation, TableIdent};
 use uuid::Uuid;
 
 pub use append::{Append, MergePolicy};
 pub use epoch::claim_epoch;
+pub use expire::{ExpirePolicy, ExpireReport};
 
 use crate::catalog::{Catalog, TableState};
 use crate::error::{Result, TableError};
@@ -294,13 +297,11 @@ impl Committer {
             .with_schema_id(meta.current_schema_id())
             .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
             .build();
-        let new_meta = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(ctx.base.metadata_location.clone()))
+        let built = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(ctx.base.metadata_location.clone()))
             .add_snapshot(snapshot)?
             .set_ref(MAIN_BRANCH, SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)))?
-            .build()?
-            .metadata;
-        let location = next_metadata_location(&ctx.base.metadata_location, &new_meta)?;
-        self.catalog.swap(ctx.base, &new_meta, &location).await
+            .build()?;
+        swap_and_clean(&self.catalog, ctx.base, built).await
     }
 
     fn check_epoch(&self, meta: &TableMetadata) -> Result<()> {
@@ -311,6 +312,33 @@ impl Committer {
         Ok(())
     }
 }
+
+/// Swaps the catalog pointer to `built` and, once that landed, deletes the metadata files that
+/// fell out of the metadata log, when the table asks for it (Java's
+/// `write.metadata.delete-after-commit.enabled`). Without this a one-second freshness band
+/// leaves 86,400 metadata files a day behind.
+pub(crate) async fn swap_and_clean(
+    catalog: &Catalog,
+    base: &TableState,
+    built: TableMetadataBuildResult,
+) -> Result<bool> {
+    let location = next_metadata_location(&base.metadata_location, &built.metadata)?;
+    if !catalog.swap(base, &built.metadata, &location).await? {
+        return Ok(false);
+    }
+    let enabled = built.metadata.properties().get(DELETE_AFTER_COMMIT).is_some_and(|v| v == "true");
+    if enabled {
+        for old in &built.expired_metadata_logs {
+            if let Err(e) = catalog.file_io().delete(&old.metadata_file).await {
+                tracing::warn!(file = %old.metadata_file, "could not delete old metadata file: {e}");
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Table property: delete metadata files that fall out of the metadata log.
+pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
 
 /// The next versioned metadata file name after `current`.
 pub(crate) fn next_metadata_location(current: &str, new_meta: &TableMetadata) -> Result<MetadataLocation> {

@@ -1,0 +1,105 @@
+//! Expire snapshots: drop snapshots past retention from the metadata, then delete the files
+//! only they needed (manifest lists, manifests, data and delete files).
+//!
+//! The restore point is never expired: every snapshot of the main branch from the head down to
+//! the newest one carrying `calve.offsets` is kept whatever its age, so the walk that finds the
+//! offsets on restart always reaches them.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use iceberg::spec::{Snapshot, TableMetadataBuilder};
+
+use super::{Committer, swap_and_clean};
+use crate::error::{Result, TableError};
+use crate::reachable::reachable;
+use crate::restore::{OFFSETS_KEY, ancestry};
+
+/// Snapshot retention (the contract's `maintenance.keep_snapshots`).
+#[derive(Debug, Clone, Copy)]
+pub struct ExpirePolicy {
+    /// Snapshots younger than this are kept.
+    pub max_age: Duration,
+    /// The newest `retain_last` snapshots of the main branch are kept whatever their age.
+    pub retain_last: usize,
+}
+
+/// What an expiry did.
+#[derive(Debug, Clone, Default)]
+pub struct ExpireReport {
+    /// Snapshots removed from the metadata.
+    pub expired_snapshots: Vec<i64>,
+    /// Files deleted because only expired snapshots needed them.
+    pub deleted_files: Vec<String>,
+}
+
+impl Committer {
+    /// Expires snapshots per `policy` as of `now_ms` and deletes the files they alone needed.
+    pub async fn expire_snapshots(&self, policy: ExpirePolicy, now_ms: i64) -> Result<ExpireReport> {
+        for _ in 0..self.retry.attempts {
+            let base = self.catalog.load(&self.ident).await?;
+            let meta = base.metadata.as_ref();
+            self.check_epoch(meta)?;
+            let expired = select_expired(meta, policy, now_ms);
+            if expired.is_empty() {
+                return Ok(ExpireReport::default());
+            }
+            let built = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(base.metadata_location.clone()))
+                .remove_snapshots(&expired)
+                .build()?;
+            let after = built.metadata.clone();
+            if !swap_and_clean(&self.catalog, &base, built).await? {
+                tokio::time::sleep(self.retry.backoff).await;
+                continue;
+            }
+            let io = self.catalog.file_io();
+            let gone = reachable(io, meta, meta.snapshots().filter(|s| expired.contains(&s.snapshot_id())).map(|s| s.as_ref())).await?;
+            let kept = reachable(io, &after, after.snapshots().map(|s| s.as_ref())).await?;
+            let mut deleted = Vec::new();
+            for path in gone.manifest_lists.iter().chain(&gone.manifests).chain(&gone.content) {
+                if !kept.contains(path) {
+                    io.delete(path).await?;
+                    deleted.push(path.clone());
+                }
+            }
+            tracing::info!(table = %self.ident, snapshots = expired.len(), files = deleted.len(), "expired snapshots");
+            return Ok(ExpireReport { expired_snapshots: expired, deleted_files: deleted });
+        }
+        Err(TableError::Conflict { table: self.ident.to_string(), attempts: self.retry.attempts })
+    }
+}
+
+fn select_expired(meta: &iceberg::spec::TableMetadata, policy: ExpirePolicy, now_ms: i64) -> Vec<i64> {
+    let cutoff = now_ms - policy.max_age.as_millis() as i64;
+    let main: Vec<&Snapshot> = ancestry(meta).collect();
+    let mut keep = ref_heads(meta);
+    // Head down to the restore point, then the newest `retain_last`, then the young ones.
+    for s in &main {
+        keep.insert(s.snapshot_id());
+        if s.summary().additional_properties.contains_key(OFFSETS_KEY) {
+            break;
+        }
+    }
+    for (i, s) in main.iter().enumerate() {
+        if i < policy.retain_last || s.timestamp_ms() >= cutoff {
+            keep.insert(s.snapshot_id());
+        }
+    }
+    let on_main: HashSet<i64> = main.iter().map(|s| s.snapshot_id()).collect();
+    meta.snapshots()
+        .filter(|s| !keep.contains(&s.snapshot_id()))
+        // Off the main branch (a rolled-back line): expire by age alone.
+        .filter(|s| on_main.contains(&s.snapshot_id()) || s.timestamp_ms() < cutoff)
+        .map(|s| s.snapshot_id())
+        .collect()
+}
+
+/// Snapshots that branches and tags point at. `TableMetadata` has no public accessor for its
+/// refs, so they are read from its serialized form; a tag another engine made must survive.
+fn ref_heads(meta: &iceberg::spec::TableMetadata) -> HashSet<i64> {
+    let json = serde_json::to_value(meta).unwrap_or_default();
+    json["refs"]
+        .as_object()
+        .map(|refs| refs.values().filter_map(|r| r["snapshot-id"].as_i64()).collect())
+        .unwrap_or_default()
+}

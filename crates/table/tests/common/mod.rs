@@ -1,0 +1,98 @@
+//! Shared fixture: a day-partitioned table `t.events` in a temporary SQLite catalog.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
+use calve_table::restore::Offsets;
+use calve_table::writer::{DataWriter, arrow_schema};
+use calve_table::{Catalog, CatalogConfig, TableDefinition};
+use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
+use iceberg::TableIdent;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub catalog: Catalog,
+    pub ident: TableIdent,
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        Self::with_properties(HashMap::new()).await
+    }
+
+    pub async fn with_properties(properties: HashMap<String, String>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CatalogConfig {
+            uri: format!("sqlite:{}/catalog.db", dir.path().display()),
+            warehouse: format!("{}/warehouse", dir.path().display()),
+            name: "calve".into(),
+        };
+        let catalog = Catalog::open(&cfg).await.unwrap();
+        let ident = Catalog::ident(&["t".into()], "events").unwrap();
+        let schema = Schema::builder()
+            .with_fields(vec![
+                NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+                NestedField::optional(2, "ts", Type::Primitive(PrimitiveType::Timestamptz)).into(),
+            ])
+            .build()
+            .unwrap();
+        let spec = UnboundPartitionSpec::builder().add_partition_field(2, "ts_day", Transform::Day).unwrap().build();
+        catalog
+            .ensure_table(&TableDefinition { ident: ident.clone(), schema, partition_spec: spec, properties })
+            .await
+            .unwrap();
+        Fixture { dir, catalog, ident }
+    }
+
+    /// Writes rows `ids` (event time spread over two days) as data files.
+    pub async fn files(&self, ids: std::ops::Range<i64>) -> Vec<iceberg::spec::DataFile> {
+        let st = self.catalog.load(&self.ident).await.unwrap();
+        let schema = arrow_schema(&st.metadata).unwrap();
+        let ts: Vec<i64> = ids.clone().map(|i| 1_763_942_400_000_000 + (i % 2) * 86_400_000_000).collect();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.collect::<Vec<_>>())),
+                Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("+00:00")),
+            ],
+        )
+        .unwrap();
+        DataWriter::new(&st.metadata, self.catalog.file_io().clone(), 64 << 20).unwrap().write(&[batch]).await.unwrap()
+    }
+
+    pub fn read(&self) -> calve_testkit::python::ForeignView {
+        calve_testkit::python::read_table(
+            &self.dir.path().join("catalog.db"),
+            &self.dir.path().join("warehouse"),
+            "t.events",
+            &["id"],
+        )
+    }
+}
+
+pub fn offsets(n: i64) -> Offsets {
+    BTreeMap::from([("topic".to_string(), BTreeMap::from([(0, n)]))])
+}
+
+pub fn ids_of(view: &calve_testkit::python::ForeignView, reader: &str) -> Vec<i64> {
+    let mut v: Vec<i64> = view.rows(reader).iter().map(|r| r[0].as_i64().unwrap()).collect();
+    v.sort();
+    v
+}
+
+
+/// Every file under the table's location, as absolute paths.
+pub fn files_on_disk(location: &str) -> std::collections::BTreeSet<String> {
+    let root = location.trim_start_matches("file://").trim_start_matches("file:");
+    let mut out = std::collections::BTreeSet::new();
+    let mut dirs = vec![std::path::PathBuf::from(root)];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() { dirs.push(p) } else { out.insert(p.display().to_string()); }
+        }
+    }
+    out
+}
