@@ -9,7 +9,8 @@
 //! 3. Dead letters complete: every bad record is in the dead-letter table exactly once
 //!    (unique by partition and offset), so records in = table rows + dead letters.
 //! 4. Restore point present: the newest snapshot of both tables carries `calve.offsets`, and
-//!    the target table's equals the end of every partition.
+//!    the target table's equals the end of every partition — although retention here keeps
+//!    only the newest snapshot older than a second, so expiry runs between kills too.
 //!
 //! Replay a failure with `CALVE_CHAOS_SEED=<seed printed by the failing run>`; set the number
 //! of kills with `CALVE_CHAOS_KILLS` (default 20).
@@ -40,7 +41,9 @@ fn kill9_at_random_moments_loses_and_duplicates_nothing() {
 
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", PARTITIONS);
-    let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "1s"));
+    let contract = orders_contract("orders", "1s").replace("keep_snapshots = { min = 5, max_age = \"24h\" }", "keep_snapshots = { min = 1, max_age = \"1s\" }");
+    assert!(contract.contains("max_age = \"1s\""));
+    let s = Setup::new(&broker.bootstrap(), &contract);
     let bad = bad_values();
     let mut bad_sent = 0usize;
     let mut aborted = 0;
@@ -107,4 +110,8 @@ fn kill9_at_random_moments_loses_and_duplicates_nothing() {
     let consumed: u64 = offsets["orders"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(consumed, total + bad_sent as u64, "restore point covers every record, seed {seed}");
     newest(&dlq);
+    // Retention ran: far fewer snapshots than commits are left.
+    let snapshots = read_orders(&s).snapshots().len();
+    let commits = s.logs().matches("committed").count();
+    assert!(snapshots < commits, "{snapshots} snapshots after {commits} commits: expiry never ran (seed {seed})");
 }

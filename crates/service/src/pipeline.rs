@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
 use calve_ingest::{DeadLetter, KafkaConfig, KafkaRecord, KafkaSource, Router, dead_letters_to_batch};
+use calve_table::commit::ExpirePolicy;
 use calve_table::restore::Offsets;
 use calve_table::{Catalog, TableDefinition};
 use tokio::sync::watch;
@@ -29,6 +30,9 @@ const POLL_MAX: usize = 10_000;
 /// Longest wait in one poll while nothing is buffered: bounds how stale a shutdown check is.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retention is applied at most this often (or every `max_age`, if shorter): often enough that
+/// metadata.json, which every commit rewrites, stays small.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the topic's partition count is re-read, so added partitions are consumed too.
 const PARTITION_REFRESH: Duration = Duration::from_secs(30);
 
@@ -55,6 +59,7 @@ pub struct Pipeline {
     buffer: Buffer,
     stats: Arc<TableStats>,
     partitions_checked: Instant,
+    expired_at: Instant,
 }
 
 impl Pipeline {
@@ -83,7 +88,7 @@ impl Pipeline {
         let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();
         tracing::info!(table = %contract.table.name, %topic, ?start, "resuming from the table's restore point");
         let router = Router::new(&contract, main.schema().clone())?;
-        Ok(Pipeline { contract, source, partitions, router, main, dlq, dlq_covered, buffer: Buffer::default(), stats, partitions_checked: Instant::now() })
+        Ok(Pipeline { contract, source, partitions, router, main, dlq, dlq_covered, buffer: Buffer::default(), stats, partitions_checked: Instant::now(), expired_at: Instant::now() })
     }
 
     /// Consumes and commits until `shutdown` turns true (then flushes) or `stop` is met.
@@ -180,6 +185,24 @@ impl Pipeline {
             "committed"
         );
         self.buffer.clear();
+        self.apply_retention().await
+    }
+
+    /// The contract's `keep_snapshots`, on both tables. Runs after a commit, in the table's own
+    /// actor, so it never races this table's commits (other writers are handled by the CAS).
+    async fn apply_retention(&mut self) -> Result<(), ServiceError> {
+        let keep = &self.contract.maintenance.keep_snapshots;
+        if self.expired_at.elapsed() < EXPIRY_INTERVAL.min(keep.max_age.0) {
+            return Ok(());
+        }
+        self.expired_at = Instant::now();
+        let policy = ExpirePolicy { max_age: keep.max_age.0, retain_last: keep.min as usize };
+        for sink in [&self.main, &self.dlq] {
+            let r = sink.expire(policy).await?;
+            if !r.expired_snapshots.is_empty() {
+                tracing::debug!(table = %self.contract.table.name, snapshots = r.expired_snapshots.len(), files = r.deleted_files.len(), "retention applied");
+            }
+        }
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use calve_table::commit::{Append, CommitOutcome, Committer, RestoreUpdate, claim_epoch};
+use calve_table::commit::{Append, CommitOutcome, Committer, ExpirePolicy, ExpireReport, RestoreUpdate, claim_epoch};
 use calve_table::restore::{self, Offsets};
 use calve_table::writer::{DataWriter, arrow_schema};
 use calve_table::{Catalog, TableDefinition, TableError};
@@ -62,6 +62,13 @@ impl Sink {
         }
         self.offsets = to.clone();
         Ok(report)
+    }
+}
+
+impl Sink {
+    /// Applies snapshot retention, deleting what only expired snapshots needed.
+    pub async fn expire(&self, policy: ExpirePolicy) -> Result<ExpireReport, ServiceError> {
+        Ok(self.committer.expire_snapshots(policy, chrono::Utc::now().timestamp_millis()).await?)
     }
 }
 

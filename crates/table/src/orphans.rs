@@ -28,7 +28,8 @@ pub async fn remove_orphans(catalog: &Catalog, ident: &TableIdent, min_age: Dura
     let meta = st.metadata.as_ref();
     let root = local_path(meta.location())?;
     let listed = list_files(&root).map_err(|e| TableError::Catalog(format!("listing {}: {e}", root.display())))?;
-    let mut keep = reachable(catalog.file_io(), meta, meta.snapshots().map(|s| s.as_ref())).await?;
+    let snapshots: Vec<_> = meta.snapshots().cloned().collect();
+    let mut keep = reachable(catalog.file_io(), meta, &snapshots).await?;
     keep.manifest_lists.insert(st.metadata_location.clone());
     keep.manifest_lists.extend(meta.metadata_log().iter().map(|l| l.metadata_file.clone()));
     let referenced: std::collections::HashSet<PathBuf> = keep

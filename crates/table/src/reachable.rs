@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use iceberg::io::FileIO;
-use iceberg::spec::{ManifestList, Snapshot, TableMetadata};
+use iceberg::spec::{ManifestList, SnapshotRef, TableMetadata};
 
 use crate::error::Result;
 
@@ -29,18 +29,15 @@ impl Reachable {
 }
 
 /// Walks `snapshots` of `meta`, reading each manifest once.
-pub async fn reachable<'a>(
-    file_io: &FileIO,
-    meta: &TableMetadata,
-    snapshots: impl IntoIterator<Item = &'a Snapshot>,
-) -> Result<Reachable> {
+pub async fn reachable(file_io: &FileIO, meta: &TableMetadata, snapshots: &[SnapshotRef]) -> Result<Reachable> {
     let mut r = Reachable::default();
     for s in snapshots {
         if !r.manifest_lists.insert(s.manifest_list().to_string()) {
             continue;
         }
         let bytes = file_io.new_input(s.manifest_list())?.read().await?;
-        for mf in ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries() {
+        let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries().into_iter().collect();
+        for mf in manifests {
             if !r.manifests.insert(mf.manifest_path.clone()) {
                 continue;
             }

@@ -53,8 +53,10 @@ impl Committer {
                 continue;
             }
             let io = self.catalog.file_io();
-            let gone = reachable(io, meta, meta.snapshots().filter(|s| expired.contains(&s.snapshot_id())).map(|s| s.as_ref())).await?;
-            let kept = reachable(io, &after, after.snapshots().map(|s| s.as_ref())).await?;
+            let gone_snapshots: Vec<_> = meta.snapshots().filter(|s| expired.contains(&s.snapshot_id())).cloned().collect();
+            let kept_snapshots: Vec<_> = after.snapshots().cloned().collect();
+            let gone = reachable(io, meta, &gone_snapshots).await?;
+            let kept = reachable(io, &after, &kept_snapshots).await?;
             let mut deleted = Vec::new();
             for path in gone.manifest_lists.iter().chain(&gone.manifests).chain(&gone.content) {
                 if !kept.contains(path) {
