@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod commit;
+pub mod deletes;
 mod error;
 pub mod inspect;
 pub mod orphans;

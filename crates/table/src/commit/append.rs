@@ -16,7 +16,7 @@ use crate::summary::SummaryBuilder;
 
 /// `ManifestWriter::add_file` treats a negative sequence number as "inherit from the manifest
 /// list entry", which is what new entries want: the number is only known at commit time.
-const INHERIT_SEQUENCE_NUMBER: i64 = -1;
+pub(super) const INHERIT_SEQUENCE_NUMBER: i64 = -1;
 
 /// When and how manifests are merged.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +76,7 @@ impl SnapshotOperation for Append {
 /// Returns the manifests to keep, with the small data manifests of the default spec merged
 /// into one when there are enough of them. Entries keep their snapshot ids and sequence
 /// numbers (status EXISTING), so delete files keep applying to exactly the rows they did.
-async fn merge_small_manifests(
+pub(super) async fn merge_small_manifests(
     ctx: &mut SnapshotContext<'_>,
     existing: Vec<ManifestFile>,
     policy: MergePolicy,

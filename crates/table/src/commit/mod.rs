@@ -12,6 +12,7 @@
 mod append;
 mod epoch;
 mod expire;
+mod row_delta;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 pub use append::{Append, MergePolicy};
 pub use epoch::claim_epoch;
 pub use expire::{ExpirePolicy, ExpireReport};
+pub use row_delta::RowDelta;
 
 use crate::catalog::{Catalog, TableState};
 use crate::error::{Result, TableError};

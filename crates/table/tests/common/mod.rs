@@ -62,6 +62,23 @@ impl Fixture {
         DataWriter::new(&st.metadata, self.catalog.file_io().clone(), 64 << 20).unwrap().write(&[batch]).await.unwrap()
     }
 
+    /// Writes rows `ids`, all on one day, as exactly one data file (row i at position i).
+    pub async fn one_file(&self, ids: std::ops::Range<i64>) -> iceberg::spec::DataFile {
+        let st = self.catalog.load(&self.ident).await.unwrap();
+        let n = ids.clone().count();
+        let batch = RecordBatch::try_new(
+            arrow_schema(&st.metadata).unwrap(),
+            vec![
+                Arc::new(Int64Array::from(ids.collect::<Vec<_>>())),
+                Arc::new(TimestampMicrosecondArray::from(vec![1_763_942_400_000_000i64; n]).with_timezone("+00:00")),
+            ],
+        )
+        .unwrap();
+        let mut files = DataWriter::new(&st.metadata, self.catalog.file_io().clone(), 64 << 20).unwrap().write(&[batch]).await.unwrap();
+        assert_eq!(files.len(), 1);
+        files.pop().unwrap()
+    }
+
     pub fn read(&self) -> calve_testkit::python::ForeignView {
         calve_testkit::python::read_table(
             &self.dir.path().join("catalog.db"),
