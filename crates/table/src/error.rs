@@ -14,6 +14,14 @@ pub enum TableError {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// A rewrite's inputs changed after it was planned; it is abandoned, never committed wrong.
+    #[error("rewrite of {table} abandoned: {reason}")]
+    RewriteConflict {
+        /// The table.
+        table: String,
+        /// What changed.
+        reason: String,
+    },
     /// A newer owner claimed the table; this process must stop writing it.
     #[error("fenced: {table} is owned by writer epoch {current}, this process holds epoch {ours}")]
     Fenced {

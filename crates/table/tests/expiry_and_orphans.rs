@@ -9,31 +9,7 @@ use std::time::{Duration, SystemTime};
 use calve_table::commit::{Append, Committer, ExpirePolicy, MergePolicy, RestoreUpdate, claim_epoch};
 use calve_table::orphans::remove_orphans;
 use calve_table::restore::restore_point;
-use common::{Fixture, files_on_disk, ids_of, offsets};
-use iceberg::spec::ManifestList;
-
-/// Every file the current metadata references: itself, its log, the head snapshot's manifest
-/// list, its manifests and their live content files.
-async fn referenced_by_head(f: &Fixture) -> BTreeSet<String> {
-    let st = f.catalog.load(&f.ident).await.unwrap();
-    let m = st.metadata.as_ref();
-    let io = f.catalog.file_io();
-    let mut out = BTreeSet::from([st.metadata_location.clone()]);
-    out.extend(m.metadata_log().iter().map(|l| l.metadata_file.clone()));
-    for s in m.snapshots() {
-        out.insert(s.manifest_list().to_string());
-        let list = ManifestList::parse_with_version(&io.new_input(s.manifest_list()).unwrap().read().await.unwrap(), m.format_version()).unwrap();
-        for mf in list.entries() {
-            out.insert(mf.manifest_path.clone());
-            for e in mf.load_manifest(io).await.unwrap().entries() {
-                if e.is_alive() {
-                    out.insert(e.file_path().to_string());
-                }
-            }
-        }
-    }
-    out
-}
+use common::{Fixture, files_on_disk, ids_of, offsets, referenced_by_head};
 
 async fn committer(f: &Fixture) -> Committer {
     Committer::new(f.catalog.clone(), f.ident.clone(), claim_epoch(&f.catalog, &f.ident).await.unwrap())

@@ -12,6 +12,7 @@
 mod append;
 mod epoch;
 mod expire;
+mod rewrite;
 mod row_delta;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use uuid::Uuid;
 pub use append::{Append, MergePolicy};
 pub use epoch::claim_epoch;
 pub use expire::{ExpirePolicy, ExpireReport};
+pub use rewrite::Rewrite;
 pub use row_delta::RowDelta;
 
 use crate::catalog::{Catalog, TableState};
@@ -148,6 +150,15 @@ pub struct RestoreUpdate {
     pub to: Offsets,
 }
 
+/// Where a commit's restore point comes from.
+#[derive(Clone, Copy)]
+enum Restore<'a> {
+    /// Ingest: the commit consumed Kafka up to `to`.
+    Advance(&'a RestoreUpdate),
+    /// Maintenance: copy the base's restore point.
+    CarryForward,
+}
+
 /// How a commit ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
@@ -212,6 +223,17 @@ impl Committer {
         op: &O,
         restore: &RestoreUpdate,
     ) -> Result<CommitOutcome> {
+        self.commit_with(op, Restore::Advance(restore)).await
+    }
+
+    /// Commits `op`, a snapshot that consumed nothing from Kafka (maintenance, erasure): the
+    /// base's restore point is copied forward on every attempt, so the newest snapshot always
+    /// holds it, whatever ingest committed meanwhile.
+    pub async fn commit_maintenance<O: SnapshotOperation>(&self, op: &O) -> Result<CommitOutcome> {
+        self.commit_with(op, Restore::CarryForward).await
+    }
+
+    async fn commit_with<O: SnapshotOperation>(&self, op: &O, restore: Restore<'_>) -> Result<CommitOutcome> {
         let mut backoff = self.retry.backoff;
         for attempt in 1..=self.retry.attempts {
             match self.attempt(op, restore).await {
@@ -229,23 +251,27 @@ impl Committer {
     }
 
     /// One attempt; `Ok(None)` means another writer swapped first.
-    async fn attempt<O: SnapshotOperation>(
-        &self,
-        op: &O,
-        restore: &RestoreUpdate,
-    ) -> Result<Option<CommitOutcome>> {
+    async fn attempt<O: SnapshotOperation>(&self, op: &O, restore: Restore<'_>) -> Result<Option<CommitOutcome>> {
         let base = self.catalog.load(&self.ident).await?;
         let meta = base.metadata.as_ref();
         self.check_epoch(meta)?;
-        let commit_id = restore::commit_id(&meta.uuid().to_string(), self.epoch, &restore.from, &restore.to);
-        if restore::has_commit(meta, &commit_id) {
-            return Ok(Some(CommitOutcome::AlreadyCommitted));
-        }
-        let extra = HashMap::from([
-            (OFFSETS_KEY.to_string(), restore::format_offsets(&restore.to)),
+        let (offsets, commit_id) = match restore {
+            Restore::Advance(r) => {
+                let id = restore::commit_id(&meta.uuid().to_string(), self.epoch, &r.from, &r.to);
+                if restore::has_commit(meta, &id) {
+                    return Ok(Some(CommitOutcome::AlreadyCommitted));
+                }
+                (Some(r.to.clone()), id)
+            }
+            Restore::CarryForward => (restore::restore_point(meta)?, Uuid::new_v4().simple().to_string()),
+        };
+        let mut extra = HashMap::from([
             (COMMIT_ID_KEY.to_string(), commit_id),
             (WRITER_EPOCH_KEY.to_string(), self.epoch.to_string()),
         ]);
+        if let Some(o) = offsets {
+            extra.insert(OFFSETS_KEY.to_string(), restore::format_offsets(&o));
+        }
         let mut ctx = SnapshotContext::new(&base, &self.catalog);
         let result = self.publish(op, &mut ctx, &extra).await;
         match result {

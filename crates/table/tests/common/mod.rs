@@ -63,13 +63,14 @@ impl Fixture {
     }
 
     /// Writes rows `ids`, all on one day, as exactly one data file (row i at position i).
-    pub async fn one_file(&self, ids: std::ops::Range<i64>) -> iceberg::spec::DataFile {
+    pub async fn one_file(&self, ids: impl IntoIterator<Item = i64>) -> iceberg::spec::DataFile {
         let st = self.catalog.load(&self.ident).await.unwrap();
-        let n = ids.clone().count();
+        let ids: Vec<i64> = ids.into_iter().collect();
+        let n = ids.len();
         let batch = RecordBatch::try_new(
             arrow_schema(&st.metadata).unwrap(),
             vec![
-                Arc::new(Int64Array::from(ids.collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(ids)),
                 Arc::new(TimestampMicrosecondArray::from(vec![1_763_942_400_000_000i64; n]).with_timezone("+00:00")),
             ],
         )
@@ -113,3 +114,27 @@ pub fn files_on_disk(location: &str) -> std::collections::BTreeSet<String> {
     }
     out
 }
+
+/// Every file the current metadata references: itself, its log, the head snapshot's manifest
+/// list, its manifests and their live content files.
+pub async fn referenced_by_head(f: &Fixture) -> std::collections::BTreeSet<String> {
+    let st = f.catalog.load(&f.ident).await.unwrap();
+    let m = st.metadata.as_ref();
+    let io = f.catalog.file_io();
+    let mut out = std::collections::BTreeSet::from([st.metadata_location.clone()]);
+    out.extend(m.metadata_log().iter().map(|l| l.metadata_file.clone()));
+    for s in m.snapshots() {
+        out.insert(s.manifest_list().to_string());
+        let list = iceberg::spec::ManifestList::parse_with_version(&io.new_input(s.manifest_list()).unwrap().read().await.unwrap(), m.format_version()).unwrap();
+        for mf in list.entries() {
+            out.insert(mf.manifest_path.clone());
+            for e in mf.load_manifest(io).await.unwrap().entries() {
+                if e.is_alive() {
+                    out.insert(e.file_path().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
