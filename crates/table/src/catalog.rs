@@ -23,7 +23,8 @@ use crate::error::{Result, TableError};
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
-    /// Catalog database URL. Embedded default: `sqlite:<path>` (created if missing).
+    /// Catalog database URL. Embedded default: `sqlite:<path>` (created if missing);
+    /// production: `postgres://user:password@host:port/database`.
     pub uri: String,
     /// Warehouse root directory; tables live at `<warehouse>/<namespace>/<table>`.
     pub warehouse: String,
@@ -86,7 +87,7 @@ impl Catalog {
     pub async fn open(cfg: &CatalogConfig) -> Result<Self> {
         install_default_drivers();
         let (uri, dollar_binds) = normalize_uri(&cfg.uri)?;
-        if uri.starts_with("sqlite:") {
+        if !cfg.warehouse.contains("://") {
             std::fs::create_dir_all(&cfg.warehouse).map_err(|e| {
                 TableError::Catalog(format!("cannot create warehouse {}: {e}", cfg.warehouse))
             })?;
@@ -203,7 +204,8 @@ impl Catalog {
     }
 }
 
-/// Accepts `sqlite:<path>` (creating the file) and `postgres://`; says which bind style applies.
+/// Accepts `sqlite:<path>` (creating the file) and `postgres://…` (the JDBC catalog's schema in
+/// an existing database); says whether the driver wants `$n` placeholders.
 fn normalize_uri(uri: &str) -> Result<(String, bool)> {
     if let Some(rest) = uri.strip_prefix("sqlite:") {
         let sep = if rest.contains('?') { '&' } else { '?' };
@@ -211,9 +213,7 @@ fn normalize_uri(uri: &str) -> Result<(String, bool)> {
         return Ok((uri, false));
     }
     if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
-        return Err(TableError::Unsupported(
-            "PostgreSQL catalogs are not in this build yet; use sqlite:<path>".into(),
-        ));
+        return Ok((uri.to_string(), true));
     }
-    Err(TableError::Catalog(format!("`{uri}` is not a catalog URL (expected sqlite:<path>)")))
+    Err(TableError::Catalog(format!("`{uri}` is not a catalog URL (expected sqlite:<path> or postgres://…)")))
 }

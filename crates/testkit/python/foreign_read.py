@@ -32,7 +32,8 @@ def rows_of(table_or_rel_rows, columns):
 def read_pyiceberg(args, columns):
     from pyiceberg.catalog.sql import SqlCatalog
 
-    cat = SqlCatalog(args.catalog_name, uri=f"sqlite:///{args.catalog_db}", warehouse=f"file://{args.warehouse}")
+    uri = args.catalog_uri or f"sqlite:///{args.catalog_db}"
+    cat = SqlCatalog(args.catalog_name, uri=uri, warehouse=f"file://{args.warehouse}")
     t = cat.load_table(args.table)
     arrow = t.scan(selected_fields=tuple(columns)).to_arrow()
     files = t.inspect.files().to_pylist() if t.current_snapshot() else []
@@ -91,7 +92,8 @@ def read_duckdb(metadata_location, columns):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--catalog-db", required=True)
+    p.add_argument("--catalog-db", help="SQLite catalog file")
+    p.add_argument("--catalog-uri", help="any SQLAlchemy URL (e.g. PostgreSQL) instead of --catalog-db")
     p.add_argument("--warehouse", required=True)
     p.add_argument("--catalog-name", default="calve")
     p.add_argument("--table", required=True)

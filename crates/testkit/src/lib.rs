@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod calve;
 pub mod kafka;
+pub mod postgres;
 pub mod python;
 pub mod workload;
 

@@ -66,9 +66,18 @@ impl ForeignView {
 
 /// Reads `table` (`ns.name`) from the SQLite catalog at `catalog_db` with PyIceberg and DuckDB.
 pub fn read_table(catalog_db: &Path, warehouse: &Path, table: &str, columns: &[&str]) -> ForeignView {
+    read(&["--catalog-db", &catalog_db.display().to_string()], warehouse, table, columns)
+}
+
+/// Like [`read_table`], for a catalog at a SQLAlchemy URL (PostgreSQL).
+pub fn read_table_at(catalog_uri: &str, warehouse: &Path, table: &str, columns: &[&str]) -> ForeignView {
+    read(&["--catalog-uri", catalog_uri], warehouse, table, columns)
+}
+
+fn read(catalog: &[&str], warehouse: &Path, table: &str, columns: &[&str]) -> ForeignView {
     let out = Command::new(python())
         .arg(script("foreign_read.py"))
-        .arg("--catalog-db").arg(catalog_db)
+        .args(catalog)
         .arg("--warehouse").arg(warehouse)
         .args(["--table", table, "--columns", &columns.join(",")])
         .stderr(Stdio::inherit())

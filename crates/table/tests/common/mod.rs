@@ -15,6 +15,8 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub catalog: Catalog,
     pub ident: TableIdent,
+    /// SQLAlchemy URL of the catalog for foreign readers; `None`: the SQLite file in `dir`.
+    pub reader_uri: Option<String>,
 }
 
 impl Fixture {
@@ -24,11 +26,17 @@ impl Fixture {
 
     pub async fn with_properties(properties: HashMap<String, String>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = CatalogConfig {
-            uri: format!("sqlite:{}/catalog.db", dir.path().display()),
-            warehouse: format!("{}/warehouse", dir.path().display()),
-            name: "calve".into(),
-        };
+        let uri = format!("sqlite:{}/catalog.db", dir.path().display());
+        Self::build(dir, uri, None, properties).await
+    }
+
+    /// The same table in a PostgreSQL catalog.
+    pub async fn on_postgres(pg: &calve_testkit::postgres::Postgres) -> Fixture {
+        Self::build(tempfile::tempdir().unwrap(), pg.uri(), Some(pg.sqlalchemy_uri()), HashMap::new()).await
+    }
+
+    async fn build(dir: tempfile::TempDir, uri: String, reader_uri: Option<String>, properties: HashMap<String, String>) -> Fixture {
+        let cfg = CatalogConfig { uri, warehouse: format!("{}/warehouse", dir.path().display()), name: "calve".into() };
         let catalog = Catalog::open(&cfg).await.unwrap();
         let ident = Catalog::ident(&["t".into()], "events").unwrap();
         let schema = Schema::builder()
@@ -43,7 +51,7 @@ impl Fixture {
             .ensure_table(&TableDefinition { ident: ident.clone(), schema, partition_spec: spec, properties })
             .await
             .unwrap();
-        Fixture { dir, catalog, ident }
+        Fixture { dir, catalog, ident, reader_uri }
     }
 
     /// Writes rows `ids` (event time spread over two days) as data files.
@@ -81,12 +89,11 @@ impl Fixture {
     }
 
     pub fn read(&self) -> calve_testkit::python::ForeignView {
-        calve_testkit::python::read_table(
-            &self.dir.path().join("catalog.db"),
-            &self.dir.path().join("warehouse"),
-            "t.events",
-            &["id"],
-        )
+        let warehouse = self.dir.path().join("warehouse");
+        match &self.reader_uri {
+            Some(uri) => calve_testkit::python::read_table_at(uri, &warehouse, "t.events", &["id"]),
+            None => calve_testkit::python::read_table(&self.dir.path().join("catalog.db"), &warehouse, "t.events", &["id"]),
+        }
     }
 }
 
