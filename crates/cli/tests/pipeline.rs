@@ -127,3 +127,23 @@ fn sigterm_flushes_and_exits_zero() {
     assert!(s.logs().contains("committed"), "{}", s.logs());
     assert_orders_exactly(&read_orders(&s), &(0..n).collect::<Vec<_>>(), &s.logs());
 }
+
+/// A commit happens when the buffer reaches the target file size, long before the band.
+#[test]
+fn a_full_buffer_commits_before_the_band() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap(), "orders", 2);
+    let n = 60_000u64;
+    let msgs: Vec<Message> = (0..n).map(|i| (format!("k{i}"), Some(order_json(i)), None)).collect();
+    produce(&broker.bootstrap(), "orders", &msgs);
+    // A one-hour band and the smallest target size: only the size trigger can commit early.
+    let contract = orders_contract("orders", "1h").replace("target_file_size = \"256MB\"", "target_file_size = \"1MiB\"");
+    let s = Setup::new(&broker.bootstrap(), &contract);
+    let started = Instant::now();
+    run_until_caught_up(&s);
+    assert!(started.elapsed() < Duration::from_secs(600));
+    let view = read_orders(&s);
+    assert_orders_exactly(&view, &(0..n).collect::<Vec<_>>(), &s.logs());
+    let commits = s.logs().matches(" committed").count();
+    assert!(commits >= 2, "{n} rows over a 1 MiB target committed {commits} times\n{}", s.logs());
+}

@@ -27,7 +27,7 @@ use crate::stats::TableStats;
 
 /// Most records taken from the consumer per poll.
 const POLL_MAX: usize = 10_000;
-/// Longest wait in one poll while nothing is buffered: bounds how stale a shutdown check is.
+/// Longest wait in one poll: bounds how late periodic work and idle detection run.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retention is applied at most this often (or every `max_age`, if shorter): often enough that
@@ -98,21 +98,30 @@ impl Pipeline {
             if *shutdown.borrow() {
                 break;
             }
+            // Never wait longer than IDLE_POLL, so periodic work and idle detection keep running
+            // during long bands.
             let wait = match self.buffer.since {
-                Some(t) => band.saturating_sub(t.elapsed()).max(Duration::from_millis(1)),
+                Some(t) => band.saturating_sub(t.elapsed()).clamp(Duration::from_millis(1), IDLE_POLL),
                 None => IDLE_POLL,
             };
             let polled = tokio::select! {
                 _ = shutdown.changed() => None,
                 polled = self.source.poll(POLL_MAX, wait) => Some(polled),
             };
-            match polled {
+            let idle = match polled {
                 None => break,
-                Some(records) => self.ingest(records?)?,
-            }
+                Some(records) => {
+                    let records = records?;
+                    let idle = records.is_empty();
+                    self.ingest(records)?;
+                    idle
+                }
+            };
             let band_elapsed = self.buffer.since.is_some_and(|t| t.elapsed() >= band);
             let full = self.buffer.bytes as u64 >= self.contract.maintenance.target_file_size.0;
-            if band_elapsed || full {
+            // In batch mode a drained topic is reason enough to commit: nothing more will come.
+            let drained = stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up()?;
+            if band_elapsed || full || drained {
                 self.flush().await?;
             }
             if self.partitions_checked.elapsed() >= PARTITION_REFRESH {
@@ -222,9 +231,14 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Whether everything up to each partition's high watermark is committed or buffered.
     fn caught_up(&self) -> Result<bool, ServiceError> {
         let hw = self.source.high_watermarks(&self.partitions, METADATA_TIMEOUT)?;
         let done = self.main.offsets.get(&self.contract.table.topic);
-        Ok(hw.iter().all(|(p, h)| *h <= done.and_then(|d| d.get(p)).copied().unwrap_or(0)))
+        let position = |p: &i32| {
+            let committed = done.and_then(|d| d.get(p)).copied().unwrap_or(0);
+            self.buffer.next.get(p).copied().unwrap_or(committed).max(committed)
+        };
+        Ok(hw.iter().all(|(p, h)| *h <= position(p)))
     }
 }
