@@ -87,6 +87,19 @@ fn read(catalog: &[&str], warehouse: &Path, table: &str, columns: &[&str]) -> Fo
     ForeignView { json: serde_json::from_slice(&out.stdout).expect("foreign_read.py printed JSON") }
 }
 
+/// Appends rows `ids` to `table` with PyIceberg (a foreign writer committing to our table).
+pub fn append_with_pyiceberg(catalog_db: &Path, warehouse: &Path, table: &str, ids: &[i64]) {
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let st = Command::new(python())
+        .arg(script("foreign_write.py"))
+        .arg("--catalog-db").arg(catalog_db)
+        .arg("--warehouse").arg(warehouse)
+        .args(["--table", table, "--ids", &ids.join(",")])
+        .status()
+        .expect("running foreign_write.py");
+    assert!(st.success(), "foreign_write.py failed");
+}
+
 /// Produces `key\tvalue` lines with confluent-kafka; returns how many were delivered.
 pub fn produce_with_confluent(bootstrap: &str, topic: &str, lines: &[(String, String)]) -> usize {
     use std::io::Write;
