@@ -61,6 +61,8 @@ def read_pyiceberg(args, columns):
         ],
         "current_summary": t.current_snapshot().summary.model_dump() if t.current_snapshot() and t.current_snapshot().summary else None,
         "spec": str(t.spec()),
+        "sort_order": str(t.sort_order()),
+        "schema": str(t.schema()),
         "properties": dict(t.properties),
     }
 

@@ -14,6 +14,9 @@ mod epoch;
 mod expire;
 mod rewrite;
 mod row_delta;
+mod update_schema;
+mod update_sort_order;
+mod update_spec;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,6 +35,9 @@ pub use epoch::claim_epoch;
 pub use expire::{ExpirePolicy, ExpireReport};
 pub use rewrite::Rewrite;
 pub use row_delta::RowDelta;
+pub use update_schema::{SchemaChange, UpdateSchema, is_widening};
+pub use update_sort_order::UpdateSortOrder;
+pub use update_spec::UpdatePartitionSpec;
 
 use crate::catalog::{Catalog, TableState};
 use crate::error::{Result, TableError};
@@ -56,6 +62,13 @@ pub trait SnapshotOperation: Send + Sync {
         ctx: &mut SnapshotContext<'_>,
         extra_summary: &HashMap<String, String>,
     ) -> impl std::future::Future<Output = Result<Produced>> + Send;
+}
+
+/// A change to table metadata that adds no snapshot (schema, partition spec, sort order).
+/// Applied to the fresh base on every attempt, like a snapshot operation.
+pub trait MetadataUpdate: Send + Sync {
+    /// Adds the change to `builder`, which starts from `base`.
+    fn apply(&self, base: &TableMetadata, builder: TableMetadataBuilder) -> Result<TableMetadataBuilder>;
 }
 
 /// What an operation may use while producing a snapshot.
@@ -330,6 +343,22 @@ impl Committer {
             .set_ref(MAIN_BRANCH, SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)))?
             .build()?;
         swap_and_clean(&self.catalog, ctx.base, built).await
+    }
+
+    /// Commits a metadata-only change, with the same fencing and retries as a snapshot.
+    pub async fn update_metadata<U: MetadataUpdate>(&self, update: &U) -> Result<()> {
+        for _ in 0..self.retry.attempts {
+            let base = self.catalog.load(&self.ident).await?;
+            let meta = base.metadata.as_ref();
+            self.check_epoch(meta)?;
+            let builder = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(base.metadata_location.clone()));
+            let built = update.apply(meta, builder)?.build()?;
+            if swap_and_clean(&self.catalog, &base, built).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(self.retry.backoff).await;
+        }
+        Err(TableError::Conflict { table: self.ident.to_string(), attempts: self.retry.attempts })
     }
 
     fn check_epoch(&self, meta: &TableMetadata) -> Result<()> {

@@ -89,10 +89,14 @@ impl Fixture {
     }
 
     pub fn read(&self) -> calve_testkit::python::ForeignView {
+        self.read_columns(&["id"])
+    }
+
+    pub fn read_columns(&self, columns: &[&str]) -> calve_testkit::python::ForeignView {
         let warehouse = self.dir.path().join("warehouse");
         match &self.reader_uri {
-            Some(uri) => calve_testkit::python::read_table_at(uri, &warehouse, "t.events", &["id"]),
-            None => calve_testkit::python::read_table(&self.dir.path().join("catalog.db"), &warehouse, "t.events", &["id"]),
+            Some(uri) => calve_testkit::python::read_table_at(uri, &warehouse, "t.events", columns),
+            None => calve_testkit::python::read_table(&self.dir.path().join("catalog.db"), &warehouse, "t.events", columns),
         }
     }
 }

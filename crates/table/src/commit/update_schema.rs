@@ -1,0 +1,118 @@
+//! Schema update: the changes calve can make without rewriting data, with field ids assigned
+//! as the spec requires (new columns get fresh ids; renames and widenings keep theirs, so old
+//! files keep reading correctly).
+
+use iceberg::spec::{NestedField, PrimitiveType, Schema, TableMetadata, TableMetadataBuilder, Type};
+
+use super::MetadataUpdate;
+use crate::error::{Result, TableError};
+
+/// One change to a top-level column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchemaChange {
+    /// A new optional column.
+    AddColumn {
+        /// Name.
+        name: String,
+        /// Type.
+        ty: PrimitiveType,
+        /// Doc.
+        doc: Option<String>,
+    },
+    /// int→long, float→double, decimal(P,S)→decimal(P',S) with P' ≥ P.
+    Widen {
+        /// Column.
+        name: String,
+        /// New type.
+        to: PrimitiveType,
+    },
+    /// required → optional (never for key columns).
+    MakeOptional {
+        /// Column.
+        name: String,
+    },
+    /// Rename, keeping the field id (a breaking change for readers by name: approval path).
+    Rename {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+}
+
+/// Applies `changes` in order and makes the result the current schema.
+#[derive(Debug, Clone)]
+pub struct UpdateSchema {
+    /// The changes.
+    pub changes: Vec<SchemaChange>,
+}
+
+impl MetadataUpdate for UpdateSchema {
+    fn apply(&self, base: &TableMetadata, builder: TableMetadataBuilder) -> Result<TableMetadataBuilder> {
+        let current = base.current_schema();
+        let mut fields: Vec<NestedField> = current.as_struct().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let keys: Vec<i32> = current.identifier_field_ids().collect();
+        let mut next_id = base.last_column_id();
+        for change in &self.changes {
+            apply_change(&mut fields, &keys, &mut next_id, change).map_err(|reason| TableError::InvalidData {
+                table: base.location().to_string(),
+                reason: format!("{change:?}: {reason}"),
+            })?;
+        }
+        let schema = Schema::builder()
+            .with_fields(fields.into_iter().map(Into::into))
+            .with_identifier_field_ids(keys)
+            .build()?;
+        Ok(builder.add_current_schema(schema)?)
+    }
+}
+
+fn apply_change(fields: &mut Vec<NestedField>, keys: &[i32], next_id: &mut i32, change: &SchemaChange) -> std::result::Result<(), String> {
+    let find = |fields: &mut Vec<NestedField>, name: &str| fields.iter().position(|f| f.name == name).ok_or_else(|| format!("no column `{name}`"));
+    match change {
+        SchemaChange::AddColumn { name, ty, doc } => {
+            if fields.iter().any(|f| &f.name == name) {
+                return Err(format!("column `{name}` exists"));
+            }
+            *next_id += 1;
+            let f = NestedField::optional(*next_id, name, Type::Primitive(ty.clone()));
+            fields.push(match doc {
+                Some(d) => f.with_doc(d.clone()),
+                None => f,
+            });
+        }
+        SchemaChange::Widen { name, to } => {
+            let i = find(fields, name)?;
+            let Type::Primitive(from) = &*fields[i].field_type else { return Err("not a primitive column".into()) };
+            if !is_widening(from, to) {
+                return Err(format!("{from} → {to} is not a widening"));
+            }
+            fields[i].field_type = Box::new(Type::Primitive(to.clone()));
+        }
+        SchemaChange::MakeOptional { name } => {
+            let i = find(fields, name)?;
+            if keys.contains(&fields[i].id) {
+                return Err("key columns stay required".into());
+            }
+            fields[i].required = false;
+        }
+        SchemaChange::Rename { from, to } => {
+            if fields.iter().any(|f| &f.name == to) {
+                return Err(format!("column `{to}` exists"));
+            }
+            let i = find(fields, from)?;
+            fields[i].name = to.clone();
+        }
+    }
+    Ok(())
+}
+
+/// The type promotions the Iceberg spec allows.
+pub fn is_widening(from: &PrimitiveType, to: &PrimitiveType) -> bool {
+    use PrimitiveType::*;
+    match (from, to) {
+        (Int, Long) | (Float, Double) => true,
+        (Decimal { precision: p1, scale: s1 }, Decimal { precision: p2, scale: s2 }) => s1 == s2 && p2 >= p1,
+        (a, b) => a == b,
+    }
+}
