@@ -3,7 +3,8 @@
 
 mod common;
 
-use calve_table::commit::{Append, Committer, RestoreUpdate, Rewrite, RowDelta, claim_epoch};
+use calve_table::commit::{Append, Committer, DeleteFiles, RestoreUpdate, Rewrite, RowDelta, claim_epoch};
+use iceberg::spec::{ManifestContentType, ManifestList, ManifestStatus};
 use calve_table::deletes::{PositionDelete, PositionDeleteWriter};
 use calve_table::restore::restore_point;
 use calve_table::TableError;
@@ -113,4 +114,44 @@ async fn a_rewrite_of_files_already_replaced_is_abandoned() {
     let err = c.commit_maintenance(&Rewrite { removed: vec![f1], added: vec![second], planned_at }).await.unwrap_err();
     assert!(err.to_string().contains("no longer in the table"), "{err}");
     assert_eq!(ids_of(&f.read(), "pyiceberg"), (0..5).collect::<Vec<_>>(), "no duplicate rows");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_files_drops_whole_files_with_spec_valid_manifests() {
+    let (f, c) = setup().await;
+    let (a, b) = (f.one_file(0..4).await, f.one_file(4..9).await);
+    c.commit(&Append::new(vec![a.clone(), b.clone()]), &RestoreUpdate { from: offsets(0), to: offsets(1) }).await.unwrap();
+    delete(&f, &c, &[(&b, 0)], 1).await;
+    c.commit_maintenance(&DeleteFiles { files: vec![a.clone()] }).await.unwrap();
+
+    let view = f.read();
+    for reader in ["pyiceberg", "duckdb"] {
+        assert_eq!(ids_of(&view, reader), (5..9).collect::<Vec<_>>(), "{reader}");
+    }
+    let s = view.current_summary();
+    assert_eq!(s["operation"], "delete");
+    assert_eq!(s["deleted-data-files"], "1");
+    assert_eq!(s["deleted-records"], "4");
+    assert_eq!(s["total-data-files"], "1");
+    assert_eq!(s["total-records"], "5");
+    // The manifest list's counts agree with the entries: the rewritten data manifest has one
+    // DELETED entry (file a, with its original sequence number) and one EXISTING (file b).
+    let st = f.catalog.load(&f.ident).await.unwrap();
+    let head = st.metadata.current_snapshot().unwrap();
+    let list = ManifestList::parse_with_version(&f.catalog.file_io().new_input(head.manifest_list()).unwrap().read().await.unwrap(), st.metadata.format_version()).unwrap();
+    let first_seq = st.metadata.snapshots().map(|s| s.sequence_number()).min().unwrap();
+    for mf in list.entries() {
+        let entries = mf.load_manifest(f.catalog.file_io()).await.unwrap().entries().to_vec();
+        let count = |st: ManifestStatus| entries.iter().filter(|e| e.status() == st).count() as u32;
+        assert_eq!(mf.added_files_count, Some(count(ManifestStatus::Added)));
+        assert_eq!(mf.existing_files_count, Some(count(ManifestStatus::Existing)));
+        assert_eq!(mf.deleted_files_count, Some(count(ManifestStatus::Deleted)));
+        if mf.content == ManifestContentType::Data && mf.added_snapshot_id == head.snapshot_id() {
+            let deleted: Vec<_> = entries.iter().filter(|e| e.status() == ManifestStatus::Deleted).collect();
+            assert_eq!(deleted.len(), 1);
+            assert_eq!(deleted[0].file_path(), a.file_path());
+            assert_eq!(deleted[0].sequence_number(), Some(first_seq));
+            assert_eq!(deleted[0].snapshot_id(), Some(head.snapshot_id()));
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! manifest list and metadata, swap. A lost swap deletes what the attempt wrote and retries.
 
 mod append;
+mod delete_files;
 mod epoch;
 mod expire;
 mod rewrite;
@@ -31,6 +32,7 @@ use iceberg::{MetadataLocation, TableIdent};
 use uuid::Uuid;
 
 pub use append::{Append, MergePolicy};
+pub use delete_files::DeleteFiles;
 pub use epoch::claim_epoch;
 pub use expire::{ExpirePolicy, ExpireReport};
 pub use rewrite::Rewrite;
