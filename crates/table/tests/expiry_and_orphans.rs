@@ -6,14 +6,11 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
-use calve_table::commit::{Append, Committer, ExpirePolicy, MergePolicy, RestoreUpdate, claim_epoch};
+use calve_table::commit::{Append, ExpirePolicy, MergePolicy, RestoreUpdate};
 use calve_table::orphans::remove_orphans;
 use calve_table::restore::restore_point;
-use common::{Fixture, files_on_disk, ids_of, offsets, referenced_by_head};
+use common::{committer, Fixture, files_on_disk, ids_of, offsets, referenced_by_head};
 
-async fn committer(f: &Fixture) -> Committer {
-    Committer::new(f.catalog.clone(), f.ident.clone(), claim_epoch(&f.catalog, &f.ident).await.unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expiring_all_but_the_head_keeps_exactly_the_needed_files_and_the_restore_point() {

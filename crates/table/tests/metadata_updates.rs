@@ -6,14 +6,11 @@ mod common;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use calve_table::commit::{Append, Committer, RestoreUpdate, SchemaChange, UpdatePartitionSpec, UpdateSchema, UpdateSortOrder, claim_epoch};
+use calve_table::commit::{Append, RestoreUpdate, SchemaChange, UpdatePartitionSpec, UpdateSchema, UpdateSortOrder};
 use calve_table::writer::{DataWriter, arrow_schema};
-use common::{Fixture, ids_of, offsets};
+use common::{committer, Fixture, ids_of, offsets};
 use iceberg::spec::{NullOrder, PrimitiveType, SortDirection, SortField, SortOrder, Transform, UnboundPartitionSpec};
 
-async fn committer(f: &Fixture) -> Committer {
-    Committer::new(f.catalog.clone(), f.ident.clone(), claim_epoch(&f.catalog, &f.ident).await.unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schema_evolution_reads_old_and_new_files_together() {

@@ -3,16 +3,16 @@
 
 mod common;
 
-use calve_table::commit::{Append, Committer, DeleteFiles, RestoreUpdate, Rewrite, RowDelta, claim_epoch};
+use calve_table::commit::{Append, Committer, DeleteFiles, RestoreUpdate, Rewrite, RowDelta};
 use iceberg::spec::{ManifestContentType, ManifestList, ManifestStatus};
 use calve_table::deletes::{PositionDelete, PositionDeleteWriter};
 use calve_table::restore::restore_point;
 use calve_table::TableError;
-use common::{Fixture, files_on_disk, ids_of, offsets, referenced_by_head};
+use common::{committer, Fixture, files_on_disk, ids_of, offsets, referenced_by_head};
 
 async fn setup() -> (Fixture, Committer) {
     let f = Fixture::new().await;
-    let c = Committer::new(f.catalog.clone(), f.ident.clone(), claim_epoch(&f.catalog, &f.ident).await.unwrap());
+    let c = committer(&f).await;
     (f, c)
 }
 

@@ -2,10 +2,10 @@
 
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::{cache_dir, free_port, workspace_root};
+use crate::{free_port, installed_tool};
 
 /// A running broker.
 pub struct Broker {
@@ -16,20 +16,7 @@ pub struct Broker {
 
 /// The tansu binary: `$CALVE_TANSU`, else installed (once, cached) by `scripts/install-tansu.sh`.
 pub fn tansu_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("CALVE_TANSU") {
-        return p.into();
-    }
-    let cached = cache_dir().join("tansu-0.6.0/bin/tansu");
-    if cached.exists() {
-        return cached;
-    }
-    let out = Command::new("bash")
-        .arg(workspace_root().join("scripts/install-tansu.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/install-tansu.sh");
-    assert!(out.status.success(), "installing tansu failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    installed_tool("CALVE_TANSU", "install-tansu.sh")
 }
 
 impl Broker {

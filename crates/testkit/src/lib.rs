@@ -26,3 +26,18 @@ pub fn workspace_root() -> std::path::PathBuf {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// A tool path: `$env_var` if set, else what `scripts/<script>` (which installs the tool when
+/// missing) prints.
+pub fn installed_tool(env_var: &str, script: &str) -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
+        return p.into();
+    }
+    let out = std::process::Command::new("bash")
+        .arg(workspace_root().join("scripts").join(script))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/{script}: {e}"));
+    assert!(out.status.success(), "scripts/{script} failed");
+    std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}

@@ -3,9 +3,9 @@
 //! since the server refuses to run as root.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::{free_port, workspace_root};
+use crate::{free_port, installed_tool};
 
 /// A running server.
 pub struct Postgres {
@@ -15,16 +15,7 @@ pub struct Postgres {
 }
 
 fn bin_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("CALVE_PG_BIN") {
-        return p.into();
-    }
-    let out = Command::new("bash")
-        .arg(workspace_root().join("scripts/install-postgres.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running scripts/install-postgres.sh");
-    assert!(out.status.success(), "installing postgresql failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    installed_tool("CALVE_PG_BIN", "install-postgres.sh")
 }
 
 fn as_server_user(cmd: &str, args: &[&str]) -> Command {

@@ -149,3 +149,9 @@ pub async fn referenced_by_head(f: &Fixture) -> std::collections::BTreeSet<Strin
     out
 }
 
+
+/// A committer that has just claimed the fixture's table.
+pub async fn committer(f: &Fixture) -> calve_table::commit::Committer {
+    let epoch = calve_table::commit::claim_epoch(&f.catalog, &f.ident).await.unwrap();
+    calve_table::commit::Committer::new(f.catalog.clone(), f.ident.clone(), epoch)
+}
