@@ -37,8 +37,13 @@ fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         None | Some("ingest") => ingest(),
         Some("commits") => {
+            // Optional marks, e.g. `commits 10,1000`; default 10, 1,000 and 10,000 snapshots.
+            let marks: Vec<usize> = match std::env::args().nth(2) {
+                Some(m) => m.split(',').map(str::parse).collect::<Result<_, _>>()?,
+                None => vec![10, 1_000, 10_000],
+            };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(commits::run(&[10, 1_000, 10_000]))
+            rt.block_on(commits::run(&marks))
         }
         Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default) or `commits`"),
     }

@@ -122,6 +122,33 @@ impl Catalog {
         Ok(self.inner.load_table(ident).await?)
     }
 
+    /// The metadata file the catalog points at now (one indexed SELECT, no file read).
+    pub async fn current_location(&self, ident: &TableIdent) -> Result<Option<String>> {
+        let sql = if self.dollar_binds {
+            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3"
+        } else {
+            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?"
+        };
+        let row: Option<(Option<String>,)> = sqlx::query_as(sql)
+            .bind(&self.name)
+            .bind(ident.namespace().join("."))
+            .bind(ident.name())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| r.0))
+    }
+
+    /// Loads the table unless `cached` is still what the catalog points at: metadata files are
+    /// immutable, so a writer that made the current version need not read and parse it again.
+    pub async fn load_cached(&self, ident: &TableIdent, cached: Option<TableState>) -> Result<TableState> {
+        if let Some(c) = cached {
+            if self.current_location(ident).await?.as_deref() == Some(c.metadata_location.as_str()) {
+                return Ok(c);
+            }
+        }
+        self.load(ident).await
+    }
+
     /// Whether the table exists.
     pub async fn exists(&self, ident: &TableIdent) -> Result<bool> {
         Ok(self.inner.table_exists(ident).await?)

@@ -30,7 +30,7 @@ pub async fn claim_epoch(catalog: &Catalog, ident: &TableIdent) -> Result<u64> {
         )
         .set_properties(props)?
         .build()?;
-        if swap_and_clean(catalog, &base, built).await? {
+        if swap_and_clean(catalog, &base, built).await?.is_some() {
             tracing::info!(table = %ident, epoch, "claimed table");
             return Ok(epoch);
         }

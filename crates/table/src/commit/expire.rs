@@ -37,7 +37,7 @@ impl Committer {
     /// Expires snapshots per `policy` as of `now_ms` and deletes the files they alone needed.
     pub async fn expire_snapshots(&self, policy: ExpirePolicy, now_ms: i64) -> Result<ExpireReport> {
         for _ in 0..self.retry.attempts {
-            let base = self.catalog.load(&self.ident).await?;
+            let base = self.load_base().await?;
             let meta = base.metadata.as_ref();
             self.check_epoch(meta)?;
             let expired = select_expired(meta, policy, now_ms);
@@ -48,7 +48,7 @@ impl Committer {
                 .remove_snapshots(&expired)
                 .build()?;
             let after = built.metadata.clone();
-            if !swap_and_clean(&self.catalog, &base, built).await? {
+            if !self.remember(swap_and_clean(&self.catalog, &base, built).await?) {
                 tokio::time::sleep(self.retry.backoff).await;
                 continue;
             }

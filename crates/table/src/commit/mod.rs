@@ -20,6 +20,7 @@ mod update_sort_order;
 mod update_spec;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iceberg::spec::{
@@ -208,12 +209,14 @@ pub struct Committer {
     ident: TableIdent,
     epoch: u64,
     retry: RetryPolicy,
+    /// The state this committer last made current: reused while the catalog still points at it.
+    last: Arc<Mutex<Option<TableState>>>,
 }
 
 impl Committer {
     /// A committer that writes as writer `epoch` (see [`claim_epoch`]).
     pub fn new(catalog: Catalog, ident: TableIdent, epoch: u64) -> Self {
-        Committer { catalog, ident, epoch, retry: RetryPolicy::default() }
+        Committer { catalog, ident, epoch, retry: RetryPolicy::default(), last: Arc::default() }
     }
 
     /// Replaces the retry policy.
@@ -267,7 +270,7 @@ impl Committer {
 
     /// One attempt; `Ok(None)` means another writer swapped first.
     async fn attempt<O: SnapshotOperation>(&self, op: &O, restore: Restore<'_>) -> Result<Option<CommitOutcome>> {
-        let base = self.catalog.load(&self.ident).await?;
+        let base = self.load_base().await?;
         let meta = base.metadata.as_ref();
         self.check_epoch(meta)?;
         let (offsets, commit_id) = match restore {
@@ -344,18 +347,32 @@ impl Committer {
             .add_snapshot(snapshot)?
             .set_ref(MAIN_BRANCH, SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)))?
             .build()?;
-        swap_and_clean(&self.catalog, ctx.base, built).await
+        Ok(self.remember(swap_and_clean(&self.catalog, ctx.base, built).await?))
+    }
+
+    /// The table as it is now, without re-reading metadata this committer wrote itself.
+    async fn load_base(&self) -> Result<TableState> {
+        let cached = self.last.lock().expect("cache lock").clone();
+        self.catalog.load_cached(&self.ident, cached).await
+    }
+
+    fn remember(&self, state: Option<TableState>) -> bool {
+        let landed = state.is_some();
+        if landed {
+            *self.last.lock().expect("cache lock") = state;
+        }
+        landed
     }
 
     /// Commits a metadata-only change, with the same fencing and retries as a snapshot.
     pub async fn update_metadata<U: MetadataUpdate>(&self, update: &U) -> Result<()> {
         for _ in 0..self.retry.attempts {
-            let base = self.catalog.load(&self.ident).await?;
+            let base = self.load_base().await?;
             let meta = base.metadata.as_ref();
             self.check_epoch(meta)?;
             let builder = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(base.metadata_location.clone()));
             let built = update.apply(meta, builder)?.build()?;
-            if swap_and_clean(&self.catalog, &base, built).await? {
+            if self.remember(swap_and_clean(&self.catalog, &base, built).await?) {
                 return Ok(());
             }
             tokio::time::sleep(self.retry.backoff).await;
@@ -380,10 +397,10 @@ pub(crate) async fn swap_and_clean(
     catalog: &Catalog,
     base: &TableState,
     built: TableMetadataBuildResult,
-) -> Result<bool> {
+) -> Result<Option<TableState>> {
     let location = next_metadata_location(&base.metadata_location, &built.metadata)?;
     if !catalog.swap(base, &built.metadata, &location).await? {
-        return Ok(false);
+        return Ok(None);
     }
     let enabled = built.metadata.properties().get(DELETE_AFTER_COMMIT).is_some_and(|v| v == "true");
     if enabled {
@@ -393,7 +410,7 @@ pub(crate) async fn swap_and_clean(
             }
         }
     }
-    Ok(true)
+    Ok(Some(TableState { ident: base.ident.clone(), metadata: Arc::new(built.metadata), metadata_location: location.to_string() }))
 }
 
 /// Table property: delete metadata files that fall out of the metadata log.
