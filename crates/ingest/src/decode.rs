@@ -10,6 +10,7 @@ use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
 
 use crate::dead_letter::DeadLetterKind;
+use crate::int_guard::IntGuard;
 
 /// Result of decoding a slice of values.
 #[derive(Debug, Default)]
@@ -26,13 +27,14 @@ pub struct Decoded {
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
     schema: SchemaRef,
+    ints: IntGuard,
 }
 
 impl JsonDecoder {
     /// A decoder for `schema`; fails if arrow-json cannot decode one of its types.
     pub fn new(schema: SchemaRef) -> Result<Self, ArrowError> {
         ReaderBuilder::new(schema.clone()).build_decoder()?;
-        Ok(JsonDecoder { schema })
+        Ok(JsonDecoder { ints: IntGuard::new(&schema), schema })
     }
 
     /// The schema rows are decoded into.
@@ -42,6 +44,25 @@ impl JsonDecoder {
 
     /// Decodes `values`; never fails as a whole, bad values are reported in `rejected`.
     pub fn decode(&self, values: &[&[u8]]) -> Result<Decoded, ArrowError> {
+        let mut guarded = Vec::new();
+        let mut pass: Vec<usize> = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            match self.ints.check(v) {
+                Some(reason) => guarded.push((i, DeadLetterKind::SchemaMismatch, reason)),
+                None => pass.push(i),
+            }
+        }
+        let passing: Vec<&[u8]> = pass.iter().map(|i| values[*i]).collect();
+        let mut out = self.decode_checked(&passing)?;
+        // Back to indices into `values`.
+        out.kept.iter_mut().for_each(|k| *k = pass[*k]);
+        out.rejected.iter_mut().for_each(|r| r.0 = pass[r.0]);
+        out.rejected.extend(guarded);
+        out.rejected.sort_by_key(|r| r.0);
+        Ok(out)
+    }
+
+    fn decode_checked(&self, values: &[&[u8]]) -> Result<Decoded, ArrowError> {
         if values.is_empty() {
             return Ok(Decoded::default());
         }
@@ -162,6 +183,7 @@ mod tests {
             br#"{"id":6,"ts":"never"}"#, // bad timestamp
             b"",                         // empty
             br#"{"id":7,"extra":true}"#, // unknown fields are fine
+            br#"{"id":8.5}"#,            // would be truncated to 8 by arrow-json
         ];
         let d = decoder().decode(&vals).unwrap();
         assert_eq!(d.kept, vec![0, 8]);
@@ -176,6 +198,7 @@ mod tests {
                 (5, DeadLetterKind::MalformedJson),
                 (6, DeadLetterKind::SchemaMismatch),
                 (7, DeadLetterKind::MalformedJson),
+                (9, DeadLetterKind::SchemaMismatch),
             ]
         );
         let ids = d.batch.unwrap().column(0).as_primitive::<Int64Type>().values().to_vec();

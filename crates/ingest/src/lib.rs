@@ -7,6 +7,7 @@
 mod dead_letter;
 mod decode;
 mod error;
+mod int_guard;
 mod late;
 mod record;
 mod route;

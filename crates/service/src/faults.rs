@@ -12,19 +12,19 @@ use std::sync::OnceLock;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
     /// Data files and dead-letter files written, nothing committed.
-    AfterFilesWritten,
+    FilesWritten,
     /// Dead letters committed, target table not yet.
-    AfterDeadLetterCommit,
+    DeadLettersCommitted,
     /// Both tables committed, progress not yet reported to Kafka.
-    AfterCommit,
+    BothCommitted,
 }
 
 impl CrashPoint {
     fn name(self) -> &'static str {
         match self {
-            CrashPoint::AfterFilesWritten => "after-files-written",
-            CrashPoint::AfterDeadLetterCommit => "after-dead-letter-commit",
-            CrashPoint::AfterCommit => "after-commit",
+            CrashPoint::FilesWritten => "after-files-written",
+            CrashPoint::DeadLettersCommitted => "after-dead-letter-commit",
+            CrashPoint::BothCommitted => "after-commit",
         }
     }
 }

@@ -176,13 +176,13 @@ impl Pipeline {
             false => self.dlq.write(&[dead_letters_to_batch(&dead, self.dlq.schema().clone())?]).await?,
         };
         let files = self.main.write(&rows).await?;
-        crash_point(CrashPoint::AfterFilesWritten);
+        crash_point(CrashPoint::FilesWritten);
         if !dead_files.is_empty() {
             self.dlq.commit(dead_files, &to).await?;
-            crash_point(CrashPoint::AfterDeadLetterCommit);
+            crash_point(CrashPoint::DeadLettersCommitted);
         }
         let report = self.main.commit(files, &to).await?;
-        crash_point(CrashPoint::AfterCommit);
+        crash_point(CrashPoint::BothCommitted);
         self.dlq_covered = to[&topic].clone();
         self.source.report_progress(&to[&topic]);
         self.stats.record_commit(report.rows, dead.len() as u64, self.buffer.ignored, report.files as u64);

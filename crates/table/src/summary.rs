@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use iceberg::spec::{DataContentType, DataFile, PartitionSpecRef, SchemaRef, SnapshotSummaryCollector};
+use iceberg::spec::{DataFile, PartitionSpecRef, SchemaRef, SnapshotSummaryCollector};
 
 /// The `(total, added, removed)` key triples kept up to date.
 const TOTALS: [(&str, &str, &str); 6] = [
@@ -60,9 +60,4 @@ impl SummaryBuilder {
         }
         props
     }
-}
-
-/// Whether a file holds rows (as opposed to deletes).
-pub fn is_data(f: &DataFile) -> bool {
-    f.content_type() == DataContentType::Data
 }

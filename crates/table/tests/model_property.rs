@@ -113,7 +113,7 @@ async fn random_operation_sequences_match_the_model() {
                 let added = if live.is_empty() { vec![] } else { vec![f.one_file(live.clone()).await] };
                 let mut removed: Vec<DataFile> = chosen.iter().map(|i| m.files[*i].file.clone()).collect();
                 if full {
-                    removed.extend(m.delete_files.drain(..));
+                    removed.append(&mut m.delete_files);
                 }
                 let planned_at = f.catalog.load(&f.ident).await.unwrap().metadata.current_snapshot_id();
                 c.commit_maintenance(&Rewrite { removed, added: added.clone(), planned_at }).await.unwrap();

@@ -39,6 +39,7 @@ pub fn bad_values() -> Vec<(Option<String>, &'static str)> {
         (Some(r#"{"order_id":"seven","ts":"2025-11-24T00:00:00Z"}"#.into()), "schema-mismatch"),
         (Some(r#"{"order_id":7,"amount":"lots","ts":"2025-11-24T00:00:00Z"}"#.into()), "schema-mismatch"),
         (Some(r#"{"order_id":8,"ts":"the day after"}"#.into()), "schema-mismatch"),
+        (Some(r#"{"order_id":1.5,"ts":"2025-11-24T00:00:00Z"}"#.into()), "schema-mismatch"),
         (None, "tombstone"),
     ]
 }

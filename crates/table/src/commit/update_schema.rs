@@ -87,7 +87,7 @@ fn apply_change(fields: &mut Vec<NestedField>, keys: &[i32], next_id: &mut i32, 
             if !is_widening(from, to) {
                 return Err(format!("{from} → {to} is not a widening"));
             }
-            fields[i].field_type = Box::new(Type::Primitive(to.clone()));
+            *fields[i].field_type = Type::Primitive(to.clone());
         }
         SchemaChange::MakeOptional { name } => {
             let i = find(fields, name)?;
