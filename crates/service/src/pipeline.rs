@@ -168,7 +168,7 @@ impl Pipeline {
         let started = Instant::now();
         let topic = self.contract.table.topic.clone();
         let mut to: Offsets = self.main.offsets.clone();
-        to.entry(topic.clone()).or_default().extend(self.buffer.next.iter().map(|(p, o)| (*p, *o)));
+        to.insert(topic.clone(), self.positions());
         let dead = std::mem::take(&mut self.buffer.dead);
         let rows = std::mem::take(&mut self.buffer.rows);
         let dead_files = match dead.is_empty() {
@@ -215,30 +215,31 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Adds partitions created since the last look. Known partitions keep their position:
-    /// what is buffered, else what the table holds.
+    /// Adds partitions created since the last look; known partitions keep their position.
     fn refresh_partitions(&mut self) -> Result<(), ServiceError> {
         self.partitions_checked = Instant::now();
         let now = self.source.partitions(METADATA_TIMEOUT)?;
         if now.iter().all(|p| self.partitions.contains(p)) {
             return Ok(());
         }
-        let mut start = self.main.offsets.get(&self.contract.table.topic).cloned().unwrap_or_default();
-        start.extend(self.buffer.next.iter().map(|(p, o)| (*p, *o)));
-        self.source.assign(&now, &start)?;
+        self.source.assign(&now, &self.positions())?;
         tracing::info!(table = %self.contract.table.name, from = self.partitions.len(), to = now.len(), "topic gained partitions");
         self.partitions = now;
         Ok(())
     }
 
+    /// Next offset to read per partition: what is buffered, else what the table holds. Buffered
+    /// positions are always ahead of committed ones: consumption starts at the restore point.
+    fn positions(&self) -> BTreeMap<i32, i64> {
+        let mut next = self.main.offsets.get(&self.contract.table.topic).cloned().unwrap_or_default();
+        next.extend(self.buffer.next.iter().map(|(p, o)| (*p, *o)));
+        next
+    }
+
     /// Whether everything up to each partition's high watermark is committed or buffered.
     fn caught_up(&self) -> Result<bool, ServiceError> {
         let hw = self.source.high_watermarks(&self.partitions, METADATA_TIMEOUT)?;
-        let done = self.main.offsets.get(&self.contract.table.topic);
-        let position = |p: &i32| {
-            let committed = done.and_then(|d| d.get(p)).copied().unwrap_or(0);
-            self.buffer.next.get(p).copied().unwrap_or(committed).max(committed)
-        };
-        Ok(hw.iter().all(|(p, h)| *h <= position(p)))
+        let next = self.positions();
+        Ok(hw.iter().all(|(p, h)| *h <= next.get(p).copied().unwrap_or(0)))
     }
 }

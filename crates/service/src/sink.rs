@@ -63,9 +63,7 @@ impl Sink {
         self.offsets = to.clone();
         Ok(report)
     }
-}
 
-impl Sink {
     /// Applies snapshot retention, deleting what only expired snapshots needed.
     pub async fn expire(&self, policy: ExpirePolicy) -> Result<ExpireReport, ServiceError> {
         Ok(self.committer.expire_snapshots(policy, chrono::Utc::now().timestamp_millis()).await?)

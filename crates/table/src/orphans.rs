@@ -29,14 +29,14 @@ pub async fn remove_orphans(catalog: &Catalog, ident: &TableIdent, min_age: Dura
     let root = local_path(meta.location())?;
     let listed = list_files(&root).map_err(|e| TableError::Catalog(format!("listing {}: {e}", root.display())))?;
     let snapshots: Vec<_> = meta.snapshots().cloned().collect();
-    let mut keep = reachable(catalog.file_io(), meta, &snapshots).await?;
-    keep.manifest_lists.insert(st.metadata_location.clone());
-    keep.manifest_lists.extend(meta.metadata_log().iter().map(|l| l.metadata_file.clone()));
+    let keep = reachable(catalog.file_io(), meta, &snapshots).await?;
+    let metadata_files = std::iter::once(&st.metadata_location).chain(meta.metadata_log().iter().map(|l| &l.metadata_file));
     let referenced: std::collections::HashSet<PathBuf> = keep
         .manifest_lists
         .iter()
         .chain(&keep.manifests)
         .chain(&keep.content)
+        .chain(metadata_files)
         .filter_map(|p| local_path(p).ok())
         .collect();
     let now = SystemTime::now();

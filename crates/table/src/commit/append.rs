@@ -65,11 +65,9 @@ impl SnapshotOperation for Append {
             manifests.push(w.write_manifest_file().await?);
         }
         manifests.extend(merge_small_manifests(ctx, existing, self.merge).await?);
-        let meta = ctx.metadata();
-        let mut summary = SummaryBuilder::new(meta.current_schema().clone(), meta.default_partition_spec().clone());
+        let mut summary = SummaryBuilder::for_table(ctx.metadata());
         self.files.iter().for_each(|f| summary.added(f));
-        let previous = meta.current_snapshot().map(|s| &s.summary().additional_properties);
-        Ok(Produced { operation: Operation::Append, manifests, summary: summary.build(previous, extra) })
+        Ok(Produced { operation: Operation::Append, manifests, summary: summary.build(extra) })
     }
 }
 

@@ -8,10 +8,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use iceberg::spec::{Snapshot, TableMetadataBuilder};
+use iceberg::spec::Snapshot;
 
-use super::{Committer, swap_and_clean};
-use crate::error::{Result, TableError};
+use super::Committer;
+use crate::error::Result;
 use crate::reachable::reachable;
 use crate::restore::{OFFSETS_KEY, ancestry};
 
@@ -36,38 +36,28 @@ pub struct ExpireReport {
 impl Committer {
     /// Expires snapshots per `policy` as of `now_ms` and deletes the files they alone needed.
     pub async fn expire_snapshots(&self, policy: ExpirePolicy, now_ms: i64) -> Result<ExpireReport> {
-        for _ in 0..self.retry.attempts {
-            let base = self.load_base().await?;
-            let meta = base.metadata.as_ref();
-            self.check_epoch(meta)?;
-            let expired = select_expired(meta, policy, now_ms);
-            if expired.is_empty() {
-                return Ok(ExpireReport::default());
+        let swapped = self
+            .swap_metadata(|meta, builder| {
+                let expired = select_expired(meta, policy, now_ms);
+                Ok((!expired.is_empty()).then(|| (builder.remove_snapshots(&expired), expired)))
+            })
+            .await?;
+        let Some((base, after, expired)) = swapped else { return Ok(ExpireReport::default()) };
+        let (meta, after) = (base.metadata.as_ref(), after.metadata.as_ref());
+        let io = self.catalog.file_io();
+        let gone_snapshots: Vec<_> = meta.snapshots().filter(|s| expired.contains(&s.snapshot_id())).cloned().collect();
+        let kept_snapshots: Vec<_> = after.snapshots().cloned().collect();
+        let gone = reachable(io, meta, &gone_snapshots).await?;
+        let kept = reachable(io, after, &kept_snapshots).await?;
+        let mut deleted = Vec::new();
+        for path in gone.manifest_lists.iter().chain(&gone.manifests).chain(&gone.content) {
+            if !kept.contains(path) {
+                io.delete(path).await?;
+                deleted.push(path.clone());
             }
-            let built = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(base.metadata_location.clone()))
-                .remove_snapshots(&expired)
-                .build()?;
-            let after = built.metadata.clone();
-            if !self.remember(swap_and_clean(&self.catalog, &base, built).await?) {
-                tokio::time::sleep(self.retry.backoff).await;
-                continue;
-            }
-            let io = self.catalog.file_io();
-            let gone_snapshots: Vec<_> = meta.snapshots().filter(|s| expired.contains(&s.snapshot_id())).cloned().collect();
-            let kept_snapshots: Vec<_> = after.snapshots().cloned().collect();
-            let gone = reachable(io, meta, &gone_snapshots).await?;
-            let kept = reachable(io, &after, &kept_snapshots).await?;
-            let mut deleted = Vec::new();
-            for path in gone.manifest_lists.iter().chain(&gone.manifests).chain(&gone.content) {
-                if !kept.contains(path) {
-                    io.delete(path).await?;
-                    deleted.push(path.clone());
-                }
-            }
-            tracing::info!(table = %self.ident, snapshots = expired.len(), files = deleted.len(), "expired snapshots");
-            return Ok(ExpireReport { expired_snapshots: expired, deleted_files: deleted });
         }
-        Err(TableError::Conflict { table: self.ident.to_string(), attempts: self.retry.attempts })
+        tracing::info!(table = %self.ident, snapshots = expired.len(), files = deleted.len(), "expired snapshots");
+        Ok(ExpireReport { expired_snapshots: expired, deleted_files: deleted })
     }
 }
 

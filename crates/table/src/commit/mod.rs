@@ -347,7 +347,7 @@ impl Committer {
             .add_snapshot(snapshot)?
             .set_ref(MAIN_BRANCH, SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)))?
             .build()?;
-        Ok(self.remember(swap_and_clean(&self.catalog, ctx.base, built).await?))
+        Ok(self.remember(swap_and_clean(&self.catalog, ctx.base, built).await?).is_some())
     }
 
     /// The table as it is now, without re-reading metadata this committer wrote itself.
@@ -356,24 +356,35 @@ impl Committer {
         self.catalog.load_cached(&self.ident, cached).await
     }
 
-    fn remember(&self, state: Option<TableState>) -> bool {
-        let landed = state.is_some();
-        if landed {
-            *self.last.lock().expect("cache lock") = state;
+    /// Keeps the state a successful swap made current (see `load_base`) and hands it back.
+    fn remember(&self, state: Option<TableState>) -> Option<TableState> {
+        if let Some(s) = &state {
+            *self.last.lock().expect("cache lock") = Some(s.clone());
         }
-        landed
+        state
     }
 
     /// Commits a metadata-only change, with the same fencing and retries as a snapshot.
     pub async fn update_metadata<U: MetadataUpdate>(&self, update: &U) -> Result<()> {
+        self.swap_metadata(|base, builder| Ok(Some((update.apply(base, builder)?, ())))).await?;
+        Ok(())
+    }
+
+    /// The retry loop of every metadata-only change: on a fresh (fenced-checked) base, `change`
+    /// extends a builder (or returns `None`: nothing to do); the result is swapped in. Returns
+    /// the base the change applied to, the state it made current, and `change`'s own output.
+    pub(crate) async fn swap_metadata<T>(
+        &self,
+        change: impl Fn(&TableMetadata, TableMetadataBuilder) -> Result<Option<(TableMetadataBuilder, T)>>,
+    ) -> Result<Option<(TableState, TableState, T)>> {
         for _ in 0..self.retry.attempts {
             let base = self.load_base().await?;
             let meta = base.metadata.as_ref();
             self.check_epoch(meta)?;
             let builder = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(base.metadata_location.clone()));
-            let built = update.apply(meta, builder)?.build()?;
-            if self.remember(swap_and_clean(&self.catalog, &base, built).await?) {
-                return Ok(());
+            let Some((builder, out)) = change(meta, builder)? else { return Ok(None) };
+            if let Some(after) = self.remember(swap_and_clean(&self.catalog, &base, builder.build()?).await?) {
+                return Ok(Some((base, after, out)));
             }
             tokio::time::sleep(self.retry.backoff).await;
         }

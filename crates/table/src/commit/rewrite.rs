@@ -70,11 +70,10 @@ impl SnapshotOperation for Rewrite {
             }
             manifests.insert(0, w.write_manifest_file().await?);
         }
-        let mut summary = SummaryBuilder::new(meta.current_schema().clone(), meta.default_partition_spec().clone());
+        let mut summary = SummaryBuilder::for_table(meta);
         self.added.iter().for_each(|f| summary.added(f));
         self.removed.iter().for_each(|f| summary.removed(f));
-        let previous = meta.current_snapshot().map(|s| &s.summary().additional_properties);
-        Ok(Produced { operation: Operation::Replace, manifests, summary: summary.build(previous, extra) })
+        Ok(Produced { operation: Operation::Replace, manifests, summary: summary.build(extra) })
     }
 }
 

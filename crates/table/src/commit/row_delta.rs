@@ -53,11 +53,9 @@ impl SnapshotOperation for RowDelta {
             manifests.push(w.write_manifest_file().await?);
         }
         manifests.extend(merge_small_manifests(ctx, existing, self.merge).await?);
-        let meta = ctx.metadata();
-        let mut summary = SummaryBuilder::new(meta.current_schema().clone(), meta.default_partition_spec().clone());
+        let mut summary = SummaryBuilder::for_table(ctx.metadata());
         self.data_files.iter().chain(&self.delete_files).for_each(|f| summary.added(f));
-        let previous = meta.current_snapshot().map(|s| &s.summary().additional_properties);
         let operation = if self.delete_files.is_empty() { Operation::Append } else { Operation::Overwrite };
-        Ok(Produced { operation, manifests, summary: summary.build(previous, extra) })
+        Ok(Produced { operation, manifests, summary: summary.build(extra) })
     }
 }
