@@ -19,9 +19,8 @@ pub async fn run(marks: &[usize]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let d = dir.path().display();
     let catalog = Catalog::open(&CatalogConfig {
-        uri: format!("sqlite:{d}/catalog.db"),
-        warehouse: format!("{d}/warehouse"),
         name: "bench".into(),
+        ..CatalogConfig::new(format!("sqlite:{d}/catalog.db"), format!("{d}/warehouse"))
     })
     .await?;
     let ident = Catalog::ident(&["bench".into()], "commits")?;

@@ -112,7 +112,7 @@ fn ceiling(values: &[String]) -> anyhow::Result<(f64, usize)> {
     let schema = rt.block_on(async {
         let dir = tempfile::tempdir()?;
         let d = dir.path().display();
-        let catalog = Catalog::open(&calve_table::CatalogConfig { uri: format!("sqlite:{d}/c.db"), warehouse: format!("{d}/w"), name: "x".into() }).await?;
+        let catalog = Catalog::open(&calve_table::CatalogConfig { name: "x".into(), ..calve_table::CatalogConfig::new(format!("sqlite:{d}/c.db"), format!("{d}/w")) }).await?;
         let st = catalog.ensure_table(&calve_service::table_definition(&contract)?).await?;
         anyhow::Ok(calve_table::writer::arrow_schema(&st.metadata)?)
     })?;

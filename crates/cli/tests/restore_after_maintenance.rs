@@ -29,11 +29,10 @@ fn run_until_caught_up(s: &Setup) {
 
 /// Compacts every data file into one per partition and expires all but the newest snapshot.
 async fn compact_and_expire(s: &Setup) -> usize {
-    let catalog = Catalog::open(&CatalogConfig {
-        uri: format!("sqlite:{}", s.catalog_db().display()),
-        warehouse: s.warehouse().display().to_string(),
-        name: "calve".into(),
-    })
+    let catalog = Catalog::open(&CatalogConfig::new(
+        format!("sqlite:{}", s.catalog_db().display()),
+        s.warehouse().display().to_string(),
+    ))
     .await
     .unwrap();
     let ident = Catalog::ident(&["shop".into()], "orders").unwrap();

@@ -54,6 +54,13 @@ pub enum TableError {
         /// Why.
         reason: String,
     },
+    /// The catalog refused a request for a reason a retry will not change (HTTP 4xx other
+    /// than a commit conflict, a malformed answer).
+    #[error("catalog refused: {0}")]
+    Rejected(String),
+    /// The configuration is wrong (bad catalog URL, unusable warehouse).
+    #[error("configuration: {0}")]
+    Config(String),
     /// Configuration asks for something this build cannot do.
     #[error("unsupported: {0}")]
     Unsupported(String),

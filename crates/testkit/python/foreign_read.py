@@ -30,10 +30,9 @@ def rows_of(table_or_rel_rows, columns):
 
 
 def read_pyiceberg(args, columns):
-    from pyiceberg.catalog.sql import SqlCatalog
+    from catalogs import open_catalog
 
-    uri = args.catalog_uri or f"sqlite:///{args.catalog_db}"
-    cat = SqlCatalog(args.catalog_name, uri=uri, warehouse=f"file://{args.warehouse}")
+    cat = open_catalog(args)
     t = cat.load_table(args.table)
     arrow = t.scan(selected_fields=tuple(columns)).to_arrow()
     files = t.inspect.files().to_pylist() if t.current_snapshot() else []
@@ -94,10 +93,10 @@ def read_duckdb(metadata_location, columns):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--catalog-db", help="SQLite catalog file")
-    p.add_argument("--catalog-uri", help="any SQLAlchemy URL (e.g. PostgreSQL) instead of --catalog-db")
+    from catalogs import add_catalog_args
+
+    add_catalog_args(p)
     p.add_argument("--warehouse", required=True)
-    p.add_argument("--catalog-name", default="calve")
     p.add_argument("--table", required=True)
     p.add_argument("--columns", required=True, help="comma-separated")
     p.add_argument("--readers", default="pyiceberg,duckdb")

@@ -6,17 +6,17 @@ import argparse
 import datetime
 
 import pyarrow as pa
-from pyiceberg.catalog.sql import SqlCatalog
+from catalogs import add_catalog_args, open_catalog
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--catalog-db", required=True)
+    add_catalog_args(p)
     p.add_argument("--warehouse", required=True)
     p.add_argument("--table", required=True)
     p.add_argument("--ids", required=True, help="comma-separated")
     args = p.parse_args()
-    cat = SqlCatalog("calve", uri=f"sqlite:///{args.catalog_db}", warehouse=f"file://{args.warehouse}")
+    cat = open_catalog(args)
     t = cat.load_table(args.table)
     ids = [int(i) for i in args.ids.split(",")]
     ts = datetime.datetime(2025, 11, 24, tzinfo=datetime.timezone.utc)

@@ -10,25 +10,38 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
     /// `calve.toml`.
     pub config: PathBuf,
+    /// The catalog URI when it is not the SQLite file in `dir` (a REST catalog).
+    pub catalog_uri: Option<String>,
 }
 
 impl Setup {
     /// Writes `calve.toml` pointing at `bootstrap` and one contract (`contract_text`).
     pub fn new(bootstrap: &str, contract_text: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
+        let uri = format!("sqlite:{}/catalog.db", dir.path().display());
+        Self::write(dir, bootstrap, contract_text, uri, None)
+    }
+
+    /// Like [`Setup::new`], with the catalog at `catalog_uri` (e.g. a REST catalog) and the
+    /// warehouse at `warehouse`.
+    pub fn with_catalog(bootstrap: &str, contract_text: &str, dir: tempfile::TempDir, catalog_uri: &str) -> Setup {
+        Self::write(dir, bootstrap, contract_text, catalog_uri.to_string(), Some(catalog_uri.to_string()))
+    }
+
+    fn write(dir: tempfile::TempDir, bootstrap: &str, contract_text: &str, uri: String, catalog_uri: Option<String>) -> Setup {
         let d = dir.path().display().to_string();
         std::fs::write(dir.path().join("contract.toml"), contract_text).unwrap();
         let config = dir.path().join("calve.toml");
         std::fs::write(
             &config,
             format!(
-                "contracts = [\"contract.toml\"]\n\n[catalog]\nuri = \"sqlite:{d}/catalog.db\"\nwarehouse = \"{d}/warehouse\"\n\n\
+                "contracts = [\"contract.toml\"]\n\n[catalog]\nuri = \"{uri}\"\nwarehouse = \"{d}/warehouse\"\n\n\
                  [kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"calve-test\"\n\
                  properties = {{ \"fetch.wait.max.ms\" = \"50\" }}\n"
             ),
         )
         .unwrap();
-        Setup { dir, config }
+        Setup { dir, config, catalog_uri }
     }
 
     /// The SQLite catalog file.

@@ -7,6 +7,7 @@ pub mod calve;
 pub mod kafka;
 pub mod postgres;
 pub mod python;
+pub mod rest_catalog;
 pub mod workload;
 
 /// Directory for caches shared across test runs (broker binary, venv): `$CALVE_CACHE` or

@@ -69,7 +69,8 @@ pub fn read_table(catalog_db: &Path, warehouse: &Path, table: &str, columns: &[&
     read(&["--catalog-db", &catalog_db.display().to_string()], warehouse, table, columns)
 }
 
-/// Like [`read_table`], for a catalog at a SQLAlchemy URL (PostgreSQL).
+/// Like [`read_table`], for a catalog at a SQLAlchemy URL (PostgreSQL) or a REST catalog's
+/// base URL (`http://…`).
 pub fn read_table_at(catalog_uri: &str, warehouse: &Path, table: &str, columns: &[&str]) -> ForeignView {
     read(&["--catalog-uri", catalog_uri], warehouse, table, columns)
 }
@@ -89,10 +90,15 @@ fn read(catalog: &[&str], warehouse: &Path, table: &str, columns: &[&str]) -> Fo
 
 /// Appends rows `ids` to `table` with PyIceberg (a foreign writer committing to our table).
 pub fn append_with_pyiceberg(catalog_db: &Path, warehouse: &Path, table: &str, ids: &[i64]) {
+    append_with_pyiceberg_at(&format!("sqlite:///{}", catalog_db.display()), warehouse, table, ids)
+}
+
+/// Like [`append_with_pyiceberg`], for a catalog at a SQLAlchemy or REST URL.
+pub fn append_with_pyiceberg_at(catalog_uri: &str, warehouse: &Path, table: &str, ids: &[i64]) {
     let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
     let st = Command::new(python())
         .arg(script("foreign_write.py"))
-        .arg("--catalog-db").arg(catalog_db)
+        .args(["--catalog-uri", catalog_uri])
         .arg("--warehouse").arg(warehouse)
         .args(["--table", table, "--ids", &ids.join(",")])
         .status()

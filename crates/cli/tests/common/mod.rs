@@ -22,11 +22,18 @@ pub fn orders_contract(topic: &str, freshness: &str) -> String {
 }
 
 pub fn read_orders(s: &Setup) -> ForeignView {
-    read_table(&s.catalog_db(), &s.warehouse(), "shop.orders", ORDER_COLUMNS)
+    read_from(s, "shop.orders", ORDER_COLUMNS)
 }
 
 pub fn read_dlq(s: &Setup) -> ForeignView {
-    read_table(&s.catalog_db(), &s.warehouse(), "shop.orders__dlq", DLQ_COLUMNS)
+    read_from(s, "shop.orders__dlq", DLQ_COLUMNS)
+}
+
+fn read_from(s: &Setup, table: &str, columns: &[&str]) -> ForeignView {
+    match &s.catalog_uri {
+        Some(uri) => calve_testkit::python::read_table_at(uri, &s.warehouse(), table, columns),
+        None => read_table(&s.catalog_db(), &s.warehouse(), table, columns),
+    }
 }
 
 /// order_id values of rows, sorted (duplicates kept, so a duplicate fails equality).

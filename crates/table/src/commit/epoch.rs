@@ -5,13 +5,19 @@
 //! the epoch on every attempt after reloading; the compare-and-swap guarantees that a claim
 //! landing between that check and the swap makes the swap fail, so the stale owner reloads,
 //! sees the higher epoch and stops.
+//!
+//! A REST catalog has no compare-and-swap of the whole metadata, only requirements, and none
+//! of them can assert a property. Every calve commit there asserts the head of `main`, so on
+//! REST the claim is an empty snapshot (it adds no rows and carries the restore point forward)
+//! committed together with the new epoch: it moves `main`, and a stale owner's next commit
+//! fails its requirement, reloads, and sees the higher epoch.
 
 use std::collections::HashMap;
 
 use iceberg::spec::TableMetadataBuilder;
 use iceberg::TableIdent;
 
-use super::swap_and_clean;
+use super::{Append, Committer, swap_and_clean};
 use crate::catalog::Catalog;
 use crate::error::{Result, TableError};
 use crate::restore::{self, WRITER_EPOCH_KEY};
@@ -23,6 +29,22 @@ pub async fn claim_epoch(catalog: &Catalog, ident: &TableIdent) -> Result<u64> {
     for _ in 0..CLAIM_ATTEMPTS {
         let base = catalog.load(ident).await?;
         let epoch = restore::table_epoch(&base.metadata)? + 1;
+        if catalog.fences_by_ref() {
+            if claim_with_snapshot(catalog, ident, epoch).await? {
+                tracing::info!(table = %ident, epoch, "claimed table");
+                return Ok(epoch);
+            }
+        } else if claim_property(catalog, &base, epoch).await? {
+            tracing::info!(table = %ident, epoch, "claimed table");
+            return Ok(epoch);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(TableError::Conflict { table: ident.to_string(), attempts: CLAIM_ATTEMPTS })
+}
+
+/// SQL catalogs: the epoch property alone; the pointer swap fences.
+async fn claim_property(catalog: &Catalog, base: &crate::catalog::TableState, epoch: u64) -> Result<bool> {
         let props = HashMap::from([(WRITER_EPOCH_KEY.to_string(), epoch.to_string())]);
         let built = TableMetadataBuilder::new_from_metadata(
             base.metadata.as_ref().clone(),
@@ -30,11 +52,16 @@ pub async fn claim_epoch(catalog: &Catalog, ident: &TableIdent) -> Result<u64> {
         )
         .set_properties(props)?
         .build()?;
-        if swap_and_clean(catalog, &base, built).await?.is_some() {
-            tracing::info!(table = %ident, epoch, "claimed table");
-            return Ok(epoch);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    Ok(swap_and_clean(catalog, base, built).await?.is_some())
+}
+
+/// One attempt at claiming `epoch` with an empty snapshot; `false` when another claim or commit
+/// got there first (the caller reloads and tries the next epoch).
+async fn claim_with_snapshot(catalog: &Catalog, ident: &TableIdent, epoch: u64) -> Result<bool> {
+    let committer = Committer::claiming(catalog.clone(), ident.clone(), epoch);
+    match committer.commit_maintenance(&Append::new(Vec::new())).await {
+        Ok(_) => Ok(true),
+        Err(TableError::Conflict { .. } | TableError::Fenced { .. }) => Ok(false),
+        Err(e) => Err(e),
     }
-    Err(TableError::Conflict { table: ident.to_string(), attempts: CLAIM_ATTEMPTS })
 }

@@ -29,7 +29,7 @@ use iceberg::spec::{
     SnapshotReference, SnapshotRetention, Summary, TableMetadata, TableMetadataBuildResult,
     TableMetadataBuilder,
 };
-use iceberg::{MetadataLocation, TableIdent};
+use iceberg::TableIdent;
 use uuid::Uuid;
 
 pub use append::{Append, MergePolicy};
@@ -211,12 +211,21 @@ pub struct Committer {
     retry: RetryPolicy,
     /// The state this committer last made current: reused while the catalog still points at it.
     last: Arc<Mutex<Option<TableState>>>,
+    /// This committer's snapshot also claims the table for `epoch` (see [`claim_epoch`]).
+    claim: bool,
 }
 
 impl Committer {
     /// A committer that writes as writer `epoch` (see [`claim_epoch`]).
     pub fn new(catalog: Catalog, ident: TableIdent, epoch: u64) -> Self {
-        Committer { catalog, ident, epoch, retry: RetryPolicy::default(), last: Arc::default() }
+        Committer { catalog, ident, epoch, retry: RetryPolicy::default(), last: Arc::default(), claim: false }
+    }
+
+    /// A committer whose one attempt also records `epoch` as the table's writer epoch, and that
+    /// refuses a base whose epoch is not older than `epoch` (another claim got there first).
+    pub(crate) fn claiming(catalog: Catalog, ident: TableIdent, epoch: u64) -> Self {
+        let retry = RetryPolicy { attempts: 1, backoff: Duration::ZERO };
+        Committer { claim: true, ..Committer::new(catalog, ident, epoch).with_retry(retry) }
     }
 
     /// Replaces the retry policy.
@@ -343,10 +352,13 @@ impl Committer {
             .with_schema_id(meta.current_schema_id())
             .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
             .build();
-        let built = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(ctx.base.metadata_location.clone()))
+        let mut builder = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(ctx.base.metadata_location.clone()))
             .add_snapshot(snapshot)?
-            .set_ref(MAIN_BRANCH, SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)))?
-            .build()?;
+            .set_ref(MAIN_BRANCH, SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)))?;
+        if self.claim {
+            builder = builder.set_properties(HashMap::from([(WRITER_EPOCH_KEY.to_string(), self.epoch.to_string())]))?;
+        }
+        let built = builder.build()?;
         Ok(self.remember(swap_and_clean(&self.catalog, ctx.base, built).await?).is_some())
     }
 
@@ -393,7 +405,7 @@ impl Committer {
 
     fn check_epoch(&self, meta: &TableMetadata) -> Result<()> {
         let current = restore::table_epoch(meta)?;
-        if current > self.epoch {
+        if current > self.epoch || (self.claim && current >= self.epoch) {
             return Err(TableError::Fenced { table: self.ident.to_string(), ours: self.epoch, current });
         }
         Ok(())
@@ -409,26 +421,17 @@ pub(crate) async fn swap_and_clean(
     base: &TableState,
     built: TableMetadataBuildResult,
 ) -> Result<Option<TableState>> {
-    let location = next_metadata_location(&base.metadata_location, &built.metadata)?;
-    if !catalog.swap(base, &built.metadata, &location).await? {
-        return Ok(None);
-    }
+    let Some(after) = catalog.commit(base, &built).await? else { return Ok(None) };
     let enabled = built.metadata.properties().get(DELETE_AFTER_COMMIT).is_some_and(|v| v == "true");
-    if enabled {
+    if enabled && !catalog.server_writes_metadata() {
         for old in &built.expired_metadata_logs {
             if let Err(e) = catalog.file_io().delete(&old.metadata_file).await {
                 tracing::warn!(file = %old.metadata_file, "could not delete old metadata file: {e}");
             }
         }
     }
-    Ok(Some(TableState { ident: base.ident.clone(), metadata: Arc::new(built.metadata), metadata_location: location.to_string() }))
+    Ok(Some(after))
 }
 
 /// Table property: delete metadata files that fall out of the metadata log.
 pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
-
-/// The next versioned metadata file name after `current`.
-pub(crate) fn next_metadata_location(current: &str, new_meta: &TableMetadata) -> Result<MetadataLocation> {
-    let loc: MetadataLocation = current.parse()?;
-    Ok(loc.with_next_version().with_new_metadata(new_meta))
-}

@@ -35,8 +35,32 @@ impl Fixture {
         Self::build(tempfile::tempdir().unwrap(), pg.uri(), Some(pg.sqlalchemy_uri()), HashMap::new()).await
     }
 
+    /// The same table in a REST catalog (the in-process protocol server), read back by
+    /// PyIceberg's RestCatalog through the same server.
+    pub async fn on_rest() -> (Fixture, calve_testkit::rest_catalog::RestCatalogServer) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = calve_testkit::rest_catalog::RestCatalogServer::start(&dir.path().join("warehouse"));
+        let f = Self::build(dir, server.uri(), Some(server.uri()), HashMap::new()).await;
+        (f, server)
+    }
+
+    /// A second process opening the same REST table (it must load, not create).
+    pub async fn on_rest_again(f: &Fixture, server: &calve_testkit::rest_catalog::RestCatalogServer) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CatalogConfig::new(server.uri(), format!("{}/warehouse", f.dir.path().display()));
+        let catalog = Catalog::open(&cfg).await.unwrap();
+        let def = TableDefinition {
+            ident: f.ident.clone(),
+            schema: f.catalog.load(&f.ident).await.unwrap().metadata.current_schema().as_ref().clone(),
+            partition_spec: UnboundPartitionSpec::builder().add_partition_field(2, "ts_day", Transform::Day).unwrap().build(),
+            properties: HashMap::new(),
+        };
+        catalog.ensure_table(&def).await.unwrap();
+        Fixture { dir, catalog, ident: f.ident.clone(), reader_uri: Some(server.uri()) }
+    }
+
     async fn build(dir: tempfile::TempDir, uri: String, reader_uri: Option<String>, properties: HashMap<String, String>) -> Fixture {
-        let cfg = CatalogConfig { uri, warehouse: format!("{}/warehouse", dir.path().display()), name: "calve".into() };
+        let cfg = CatalogConfig::new(uri, format!("{}/warehouse", dir.path().display()));
         let catalog = Catalog::open(&cfg).await.unwrap();
         let ident = Catalog::ident(&["t".into()], "events").unwrap();
         let schema = Schema::builder()

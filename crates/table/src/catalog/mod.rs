@@ -1,0 +1,226 @@
+//! Catalog access: where table pointers live, and the atomic step that makes a new table
+//! version current.
+//!
+//! Two protocols, one interface: the SQL catalog (SQLite embedded, PostgreSQL; a
+//! compare-and-swap of the metadata pointer, see [`sql`]) and the REST catalog (requirements
+//! plus updates posted to the server, see [`rest`]). The commit layer builds new metadata the
+//! same way for both and hands it to [`Catalog::commit`].
+
+mod rest;
+mod sql;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::io::{FileIO, LocalFsStorageFactory};
+use iceberg::spec::{Schema, TableMetadataBuildResult, TableMetadataRef, UnboundPartitionSpec};
+use iceberg::table::Table;
+use iceberg::{Catalog as _, NamespaceIdent, TableCreation, TableIdent};
+use serde::Deserialize;
+
+use crate::error::{Result, TableError};
+
+
+/// `[catalog]` in `calve.toml`: where table pointers and files live.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Catalog URL. Embedded default: `sqlite:<path>` (created if missing); production:
+    /// `postgres://user:password@host:port/database` (the JDBC catalog's tables) or the base
+    /// URL of an Iceberg REST catalog, `http(s)://host:port[/path]`.
+    pub uri: String,
+    /// Warehouse root directory; tables live at `<warehouse>/<namespace>/<table>`. For REST,
+    /// also sent as the `warehouse` parameter of `GET /v1/config`.
+    pub warehouse: String,
+    /// Catalog name stored in every catalog row; readers (PyIceberg's SqlCatalog) must use
+    /// the same name to see the tables. Unused by REST.
+    #[serde(default = "default_catalog_name")]
+    pub name: String,
+    /// REST only: a bearer token sent with every request. Unset: no `Authorization` header.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl CatalogConfig {
+    /// A configuration with defaults for everything but `uri` and `warehouse`.
+    pub fn new(uri: impl Into<String>, warehouse: impl Into<String>) -> Self {
+        CatalogConfig { uri: uri.into(), warehouse: warehouse.into(), name: default_catalog_name(), token: None }
+    }
+}
+
+fn default_catalog_name() -> String {
+    "calve".to_string()
+}
+
+/// A table as last read from the catalog.
+#[derive(Debug, Clone)]
+pub struct TableState {
+    /// Catalog identifier.
+    pub ident: TableIdent,
+    /// The metadata the pointer referred to when read.
+    pub metadata: TableMetadataRef,
+    /// Where that metadata lives (the value a swap must still find in the catalog).
+    pub metadata_location: String,
+}
+
+impl TableState {
+    fn from_table(t: &Table) -> Result<Self> {
+        Ok(TableState {
+            ident: t.identifier().clone(),
+            metadata: t.metadata_ref(),
+            metadata_location: t.metadata_location_result()?.to_string(),
+        })
+    }
+}
+
+/// What to create when a table does not exist yet.
+#[derive(Debug, Clone)]
+pub struct TableDefinition {
+    /// Identifier.
+    pub ident: TableIdent,
+    /// Schema with field ids.
+    pub schema: Schema,
+    /// Partition spec.
+    pub partition_spec: UnboundPartitionSpec,
+    /// Initial table properties.
+    pub properties: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sql(sql::Sql),
+    Rest(rest::Rest),
+}
+
+/// An open catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    backend: Backend,
+    file_io: FileIO,
+}
+
+impl Catalog {
+    /// Connects. SQL: creates the SQLite database and the catalog tables if missing. REST:
+    /// reads the server's configuration.
+    pub async fn open(cfg: &CatalogConfig) -> Result<Self> {
+        if !cfg.warehouse.contains("://") {
+            std::fs::create_dir_all(&cfg.warehouse).map_err(|e| {
+                TableError::Config(format!("cannot create warehouse {}: {e}", cfg.warehouse))
+            })?;
+        }
+        let file_io = iceberg::io::FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build();
+        let backend = if cfg.uri.starts_with("http://") || cfg.uri.starts_with("https://") {
+            Backend::Rest(rest::Rest::open(cfg).await?)
+        } else {
+            Backend::Sql(sql::Sql::open(cfg, file_io.clone()).await?)
+        };
+        Ok(Catalog { backend, file_io })
+    }
+
+    /// File access for table files.
+    pub fn file_io(&self) -> &FileIO {
+        &self.file_io
+    }
+
+    /// Whether a stale owner is fenced by the main branch moving rather than by the metadata
+    /// pointer: a REST server checks requirements, and none can assert a table property, so an
+    /// epoch claim must also move `main` (see [`crate::commit::claim_epoch`]).
+    pub fn fences_by_ref(&self) -> bool {
+        matches!(self.backend, Backend::Rest(_))
+    }
+
+    /// Whether the catalog server writes metadata files itself (and removes old ones per the
+    /// table's properties), rather than calve.
+    pub fn server_writes_metadata(&self) -> bool {
+        matches!(self.backend, Backend::Rest(_))
+    }
+
+    /// Loads the table's current state.
+    pub async fn load(&self, ident: &TableIdent) -> Result<TableState> {
+        match &self.backend {
+            Backend::Sql(s) => TableState::from_table(&s.inner.load_table(ident).await?),
+            Backend::Rest(r) => r.load(ident).await,
+        }
+    }
+
+    /// The `iceberg` crate's table handle (for scans).
+    pub async fn iceberg_table(&self, ident: &TableIdent) -> Result<Table> {
+        let state = self.load(ident).await?;
+        Ok(Table::builder()
+            .identifier(state.ident)
+            .metadata(state.metadata)
+            .metadata_location(state.metadata_location)
+            .file_io(self.file_io.clone())
+            .readonly(true)
+            .build()?)
+    }
+
+    /// Loads the table unless `cached` is still current: metadata files are immutable, so a
+    /// writer that made the current version need not read and parse it again. (SQL: one
+    /// indexed SELECT. REST has no cheaper question than loading, so it always loads.)
+    pub async fn load_cached(&self, ident: &TableIdent, cached: Option<TableState>) -> Result<TableState> {
+        if let (Backend::Sql(s), Some(c)) = (&self.backend, cached) {
+            if s.current_location(ident).await?.as_deref() == Some(c.metadata_location.as_str()) {
+                return Ok(c);
+            }
+        }
+        self.load(ident).await
+    }
+
+    /// Whether the table exists.
+    pub async fn exists(&self, ident: &TableIdent) -> Result<bool> {
+        match &self.backend {
+            Backend::Sql(s) => Ok(s.inner.table_exists(ident).await?),
+            Backend::Rest(r) => r.exists(ident).await,
+        }
+    }
+
+    /// Loads the table, creating namespace and table first if they do not exist. Two processes
+    /// racing to create it both end up loading the one that won.
+    pub async fn ensure_table(&self, def: &TableDefinition) -> Result<TableState> {
+        let s = match &self.backend {
+            Backend::Sql(s) => s,
+            Backend::Rest(r) => return r.ensure_table(def).await,
+        };
+        if s.inner.table_exists(&def.ident).await? {
+            return self.load(&def.ident).await;
+        }
+        let ns = def.ident.namespace();
+        if !s.inner.namespace_exists(ns).await? {
+            if let Err(e) = s.inner.create_namespace(ns, HashMap::new()).await {
+                if !s.inner.namespace_exists(ns).await? {
+                    return Err(e.into());
+                }
+            }
+        }
+        let creation = TableCreation::builder()
+            .name(def.ident.name().to_string())
+            .schema(def.schema.clone())
+            .partition_spec(def.partition_spec.clone())
+            .properties(def.properties.clone())
+            .build();
+        match s.inner.create_table(ns, creation).await {
+            Ok(t) => TableState::from_table(&t),
+            Err(e) if s.inner.table_exists(&def.ident).await? => {
+                tracing::debug!(table = %def.ident, "lost the creation race ({e}); loading");
+                self.load(&def.ident).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes `built` (metadata derived from `base`) the table's current version, atomically.
+    /// `Ok(None)`: someone else changed the table first; nothing of ours is current. An error
+    /// of class temporary may mean the outcome is unknown: reload and look for the commit id.
+    pub async fn commit(&self, base: &TableState, built: &TableMetadataBuildResult) -> Result<Option<TableState>> {
+        match &self.backend {
+            Backend::Sql(s) => s.commit(base, built).await,
+            Backend::Rest(r) => r.commit(base, built).await,
+        }
+    }
+
+    /// A table identifier from dotted parts.
+    pub fn ident(namespace: &[String], name: &str) -> Result<TableIdent> {
+        Ok(TableIdent::new(NamespaceIdent::from_vec(namespace.to_vec())?, name.to_string()))
+    }
+}

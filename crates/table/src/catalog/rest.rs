@@ -1,0 +1,247 @@
+//! The Iceberg REST catalog protocol, client side.
+//!
+//! `iceberg-catalog-rest` exists, but a commit there must be a `TableCommit`, which only the
+//! crate's own (fast-append-only) transactions may build. calve's commit layer produces its own
+//! metadata changes, so it speaks the protocol itself: the few endpoints it needs, with the
+//! request and response shapes of the REST spec (`rest-catalog-open-api.yaml`).
+//!
+//! A commit posts the changes the metadata builder recorded (`add-snapshot`,
+//! `set-snapshot-ref`, `remove-snapshots`, `set-properties`, …) with requirements that pin
+//! everything the changes were computed against. The server applies them atomically or answers
+//! 409; unlike the SQL catalog's pointer swap, the server writes the metadata file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iceberg::spec::{
+    MAIN_BRANCH, Schema, TableMetadata, TableMetadataBuildResult, UnboundPartitionSpec,
+};
+use iceberg::{TableIdent, TableRequirement, TableUpdate};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::{CatalogConfig, TableDefinition, TableState};
+use crate::error::{Result, TableError};
+
+/// The unit separator the REST spec uses to join multi-level namespaces in a path segment.
+const NAMESPACE_SEPARATOR: &str = "\u{1f}";
+
+/// An open REST catalog.
+#[derive(Debug, Clone)]
+pub(super) struct Rest {
+    client: reqwest::Client,
+    /// `<uri>/v1/<prefix>`: what every resource path is appended to.
+    root: Arc<url::Url>,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ConfigResponse {
+    #[serde(default)]
+    defaults: HashMap<String, String>,
+    #[serde(default)]
+    overrides: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct LoadTableResult {
+    metadata_location: Option<String>,
+    metadata: TableMetadata,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct CreateTableRequest<'a> {
+    name: &'a str,
+    schema: &'a Schema,
+    partition_spec: &'a UnboundPartitionSpec,
+    properties: &'a HashMap<String, String>,
+    stage_create: bool,
+}
+
+#[derive(Serialize)]
+struct CommitTableRequest<'a> {
+    identifier: Identifier<'a>,
+    requirements: Vec<TableRequirement>,
+    updates: &'a [TableUpdate],
+}
+
+#[derive(Serialize)]
+struct Identifier<'a> {
+    namespace: &'a [String],
+    name: &'a str,
+}
+
+impl Rest {
+    /// Reads the server's configuration (`GET /v1/config`) for the path prefix.
+    pub(super) async fn open(cfg: &CatalogConfig) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| TableError::Config(format!("REST client: {e}")))?;
+        let base = url::Url::parse(cfg.uri.trim_end_matches('/'))
+            .map_err(|e| TableError::Config(format!("catalog uri `{}`: {e}", cfg.uri)))?;
+        let mut config_url = join(&base, &["v1", "config"]);
+        config_url.query_pairs_mut().append_pair("warehouse", &cfg.warehouse);
+        let mut rest = Rest { client, root: Arc::new(base.clone()), token: cfg.token.clone() };
+        let resp = rest.send(rest.request(Method::GET, config_url)).await?;
+        let config: ConfigResponse = json(expect_ok(resp, "reading catalog config").await?).await?;
+        let prefix = config.overrides.get("prefix").or(config.defaults.get("prefix"));
+        let mut root = join(&base, &["v1"]);
+        if let Some(p) = prefix.filter(|p| !p.is_empty()) {
+            root = join(&root, &p.split('/').collect::<Vec<_>>());
+        }
+        rest.root = Arc::new(root);
+        Ok(rest)
+    }
+
+    /// Loads a table: its metadata and where the server keeps it.
+    pub(super) async fn load(&self, ident: &TableIdent) -> Result<TableState> {
+        let resp = self.send(self.request(Method::GET, self.table_url(ident))).await?;
+        let what = format!("loading {ident}");
+        load_result(ident, json(expect_ok(resp, &what).await?).await?)
+    }
+
+    /// Whether the table exists (`HEAD`).
+    pub(super) async fn exists(&self, ident: &TableIdent) -> Result<bool> {
+        self.head(self.table_url(ident), &format!("checking {ident}")).await
+    }
+
+    /// Creates namespace and table unless they exist; a creation race ends in a load.
+    pub(super) async fn ensure_table(&self, def: &TableDefinition) -> Result<TableState> {
+        if self.exists(&def.ident).await? {
+            return self.load(&def.ident).await;
+        }
+        let ns = def.ident.namespace().as_ref();
+        let ns_url = join(&self.root, &["namespaces", &ns.join(NAMESPACE_SEPARATOR)]);
+        if !self.head(ns_url, &format!("checking namespace {}", ns.join("."))).await? {
+            let body = serde_json::json!({ "namespace": ns, "properties": {} });
+            let url = join(&self.root, &["namespaces"]);
+            let resp = self.send(self.request(Method::POST, url).json(&body)).await?;
+            if resp.status() != StatusCode::CONFLICT {
+                expect_ok(resp, &format!("creating namespace {}", ns.join("."))).await?;
+            }
+        }
+        let body = CreateTableRequest {
+            name: def.ident.name(),
+            schema: &def.schema,
+            partition_spec: &def.partition_spec,
+            properties: &def.properties,
+            stage_create: false,
+        };
+        let url = join(&self.root, &["namespaces", &ns.join(NAMESPACE_SEPARATOR), "tables"]);
+        let resp = self.send(self.request(Method::POST, url).json(&body)).await?;
+        if resp.status() == StatusCode::CONFLICT {
+            tracing::debug!(table = %def.ident, "lost the creation race; loading");
+            return self.load(&def.ident).await;
+        }
+        load_result(&def.ident, json(expect_ok(resp, &format!("creating {}", def.ident)).await?).await?)
+    }
+
+    /// Posts the changes `built` recorded against `base`. `None` when the server refused
+    /// because the table moved on (409): the caller reloads and retries.
+    pub(super) async fn commit(&self, base: &TableState, built: &TableMetadataBuildResult) -> Result<Option<TableState>> {
+        let body = CommitTableRequest {
+            identifier: Identifier { namespace: base.ident.namespace().as_ref(), name: base.ident.name() },
+            requirements: requirements(&base.metadata),
+            updates: &built.changes,
+        };
+        let resp = self.send(self.request(Method::POST, self.table_url(&base.ident)).json(&body)).await?;
+        let status = resp.status();
+        if status == StatusCode::CONFLICT {
+            return Ok(None);
+        }
+        if status.is_server_error() {
+            // 500/502/503/504: the spec says the commit state is unknown. A temporary error
+            // makes the committer reload and look for its commit id before trying again.
+            let text = resp.text().await.unwrap_or_default();
+            return Err(TableError::Catalog(format!("commit to {}: HTTP {status}, outcome unknown: {text}", base.ident)));
+        }
+        let result = json(expect_ok(resp, &format!("committing to {}", base.ident)).await?).await?;
+        load_result(&base.ident, result).map(Some)
+    }
+
+    fn table_url(&self, ident: &TableIdent) -> url::Url {
+        let ns = ident.namespace().as_ref().join(NAMESPACE_SEPARATOR);
+        join(&self.root, &["namespaces", &ns, "tables", ident.name()])
+    }
+
+    fn request(&self, method: Method, url: url::Url) -> RequestBuilder {
+        let r = self.client.request(method, url);
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn send(&self, req: RequestBuilder) -> Result<Response> {
+        req.send().await.map_err(|e| TableError::Catalog(format!("REST catalog unreachable: {e}")))
+    }
+
+    async fn head(&self, url: url::Url, what: &str) -> Result<bool> {
+        let resp = self.send(self.request(Method::HEAD, url)).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            s if s.is_success() => Ok(true),
+            _ => expect_ok(resp, what).await.map(|_| false),
+        }
+    }
+}
+
+/// What a commit computed against `base` must still hold for the changes to be right: the same
+/// table, the same main head (this is also what fences a stale owner, see `claim_epoch`), and
+/// the same schema, spec and sort order ids the new snapshot and manifests were written with.
+fn requirements(base: &TableMetadata) -> Vec<TableRequirement> {
+    vec![
+        TableRequirement::UuidMatch { uuid: base.uuid() },
+        TableRequirement::RefSnapshotIdMatch {
+            r#ref: MAIN_BRANCH.to_string(),
+            snapshot_id: base.snapshot_for_ref(MAIN_BRANCH).map(|s| s.snapshot_id()),
+        },
+        TableRequirement::CurrentSchemaIdMatch { current_schema_id: base.current_schema_id() },
+        TableRequirement::LastAssignedFieldIdMatch { last_assigned_field_id: base.last_column_id() },
+        TableRequirement::DefaultSpecIdMatch { default_spec_id: base.default_partition_spec_id() },
+        TableRequirement::LastAssignedPartitionIdMatch { last_assigned_partition_id: base.last_partition_id() },
+        TableRequirement::DefaultSortOrderIdMatch { default_sort_order_id: base.default_sort_order_id() },
+    ]
+}
+
+fn load_result(ident: &TableIdent, r: LoadTableResult) -> Result<TableState> {
+    let metadata_location = r.metadata_location.ok_or_else(|| {
+        TableError::Rejected(format!("REST catalog returned {ident} without a metadata location"))
+    })?;
+    Ok(TableState { ident: ident.clone(), metadata: Arc::new(r.metadata), metadata_location })
+}
+
+fn join(base: &url::Url, segments: &[&str]) -> url::Url {
+    let mut u = base.clone();
+    u.path_segments_mut().expect("http(s) URLs have paths").pop_if_empty().extend(segments);
+    u
+}
+
+/// Passes a 2xx response through; turns anything else into an error carrying the server's
+/// message (the spec's `{"error": {"message", "type", "code"}}`).
+async fn expect_ok(resp: Response, what: &str) -> Result<Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or(text);
+    let msg = format!("{what}: HTTP {status}: {message}");
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        Err(TableError::Catalog(msg))
+    } else {
+        Err(TableError::Rejected(msg))
+    }
+}
+
+async fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T> {
+    let bytes = resp.bytes().await.map_err(|e| TableError::Catalog(format!("reading REST response: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| TableError::Rejected(format!("unexpected REST response: {e}")))
+}
