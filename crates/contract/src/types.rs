@@ -74,7 +74,10 @@ pub enum Evolution {
 pub struct KeysSection {
     /// Business key columns; empty means an append-only table.
     pub columns: Vec<String>,
-    /// Whether the Kafka message key is the business key. By default it is only a
+    /// Whether the Kafka message key carries the business key: the values of `columns`, as a
+    /// JSON object (`{"id": 7}`, optionally in a `{"schema", "payload"}` wrapper) or, for a
+    /// single key column, the bare value (`7`, `"abc"` or raw text). Needed for a tombstone
+    /// (null value) to say which row it deletes. By default the Kafka key is only a
     /// partitioning choice of the producer, so calve does not assume it.
     #[serde(default)]
     pub from_kafka_key: bool,

@@ -181,7 +181,7 @@ impl Contract {
 
     /// Whether the table holds one live row per key (upserts) rather than appending.
     pub fn is_keyed(&self) -> bool {
-        !self.keys.columns.is_empty() || self.keys.from_kafka_key
+        !self.keys.columns.is_empty()
     }
 
     fn check_rules(&self, p: &mut Problems) {
@@ -253,8 +253,8 @@ fn check_keys(c: &Contract, p: &mut Problems) {
             Some(_) => {}
         }
     }
-    if c.keys.from_kafka_key && !c.keys.columns.is_empty() {
-        p.push("keys.from_kafka_key", "use either key columns or the Kafka key, not both");
+    if c.keys.from_kafka_key && c.keys.columns.is_empty() {
+        p.push("keys.from_kafka_key", "name the key columns the Kafka key carries in keys.columns");
     }
 }
 
@@ -284,6 +284,11 @@ fn check_policies(c: &Contract, p: &mut Problems) {
     }
     if c.deletes.tombstone == TombstonePolicy::DeleteRow && !c.is_keyed() {
         p.push("deletes.tombstone", "`delete-row` needs a business key in [keys]; an append-only table has no row to delete");
+    } else if c.deletes.tombstone == TombstonePolicy::DeleteRow && !c.keys.from_kafka_key {
+        p.push(
+            "deletes.tombstone",
+            "`delete-row` needs keys.from_kafka_key = true: a tombstone has no value, only its Kafka key says which row it deletes",
+        );
     }
 }
 

@@ -22,6 +22,15 @@ pub enum TableError {
         /// What changed.
         reason: String,
     },
+    /// Row positions a row delta deletes were looked up before another writer rewrote or
+    /// deleted files; the commit is refused (reopening rebuilds the key index).
+    #[error("position deletes for {table} are stale: {reason}")]
+    StaleDeletes {
+        /// The table.
+        table: String,
+        /// Which snapshot made them stale.
+        reason: String,
+    },
     /// A newer owner claimed the table; this process must stop writing it.
     #[error("fenced: {table} is owned by writer epoch {current}, this process holds epoch {ours}")]
     Fenced {
@@ -70,7 +79,7 @@ impl TableError {
     /// Whether retrying may succeed.
     pub fn class(&self) -> RetryClass {
         match self {
-            TableError::Conflict { .. } | TableError::Catalog(_) => RetryClass::Temporary,
+            TableError::Conflict { .. } | TableError::Catalog(_) | TableError::StaleDeletes { .. } => RetryClass::Temporary,
             TableError::Iceberg(e) if e.retryable() => RetryClass::Temporary,
             // Storage hiccups (a full disk, a flaky object store) surface as unexpected IO.
             TableError::Iceberg(e) if e.kind() == iceberg::ErrorKind::Unexpected => RetryClass::Temporary,

@@ -9,6 +9,8 @@ pub mod commit;
 pub mod deletes;
 mod error;
 pub mod inspect;
+pub mod key_index;
+pub mod live;
 pub mod orphans;
 mod reachable;
 pub mod restore;

@@ -30,6 +30,15 @@ pub fn arrow_schema(metadata: &TableMetadata) -> Result<ArrowSchemaRef> {
     Ok(Arc::new(schema_to_arrow_schema(metadata.current_schema())?))
 }
 
+/// The files one partition's rows were written to, and those rows in file order.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Files in write order.
+    pub files: Vec<DataFile>,
+    /// Rows in the order they were written.
+    pub rows: Vec<RecordBatch>,
+}
+
 /// Writes data files for one table's current schema and partition spec.
 pub struct DataWriter {
     schema: SchemaRef,
@@ -65,6 +74,26 @@ impl DataWriter {
     /// Writes `batches` and returns the data files, at most one per partition unless a
     /// partition's rows exceed the target file size.
     pub async fn write(&self, batches: &[RecordBatch]) -> Result<Vec<DataFile>> {
+        let mut files = Vec::new();
+        for (key, parts) in self.group(batches)? {
+            files.extend(self.write_partition(key, &parts).await?);
+        }
+        Ok(files)
+    }
+
+    /// Like [`DataWriter::write`], and says where each row went: per partition, the files in
+    /// write order and the rows in file order (file 1 holds the first `record_count` rows, …).
+    /// The key index learns row positions from this.
+    pub async fn write_tracked(&self, batches: &[RecordBatch]) -> Result<Vec<Written>> {
+        let mut out = Vec::new();
+        for (key, parts) in self.group(batches)? {
+            let files = self.write_partition(key, &parts).await?;
+            out.push(Written { files, rows: parts });
+        }
+        Ok(out)
+    }
+
+    fn group(&self, batches: &[RecordBatch]) -> Result<Vec<(Option<PartitionKey>, Vec<RecordBatch>)>> {
         let mut groups: BTreeMap<String, (Option<PartitionKey>, Vec<RecordBatch>)> = BTreeMap::new();
         for batch in batches.iter().filter(|b| b.num_rows() > 0) {
             match &self.splitter {
@@ -77,11 +106,7 @@ impl DataWriter {
                 }
             }
         }
-        let mut files = Vec::new();
-        for (key, parts) in groups.into_values() {
-            files.extend(self.write_partition(key, &parts).await?);
-        }
-        Ok(files)
+        Ok(groups.into_values().collect())
     }
 
     async fn write_partition(

@@ -152,6 +152,7 @@ impl Catalog {
             .metadata_location(state.metadata_location)
             .file_io(self.file_io.clone())
             .readonly(true)
+            .runtime(iceberg::Runtime::current())
             .build()?)
     }
 

@@ -37,7 +37,7 @@ pub use delete_files::DeleteFiles;
 pub use epoch::claim_epoch;
 pub use expire::{ExpirePolicy, ExpireReport};
 pub use rewrite::Rewrite;
-pub use row_delta::RowDelta;
+pub use row_delta::{ComputedAt, RowDelta};
 pub use update_schema::{SchemaChange, UpdateSchema, is_widening};
 pub use update_sort_order::UpdateSortOrder;
 pub use update_spec::UpdatePartitionSpec;

@@ -13,6 +13,7 @@ use iceberg::spec::{DataContentType, DataFile, ManifestContentType, Operation};
 use super::append::{INHERIT_SEQUENCE_NUMBER, MergePolicy, merge_small_manifests};
 use super::{Produced, SnapshotContext, SnapshotOperation};
 use crate::error::{Result, TableError};
+use crate::restore::{self, WRITER_EPOCH_KEY};
 use crate::summary::SummaryBuilder;
 
 /// Data files and position-delete files committed together.
@@ -24,13 +25,59 @@ pub struct RowDelta {
     pub delete_files: Vec<DataFile>,
     /// Manifest merge settings for data manifests.
     pub merge: MergePolicy,
+    /// Where the deletes' row positions were looked up; validated on every attempt.
+    pub computed_at: Option<ComputedAt>,
+}
+
+/// The table version a row delta's positions were computed against (the key index's head)
+/// and the writer that computed them. A later snapshot that may have moved or removed rows —
+/// any `replace`, `delete` or `overwrite` by another writer — makes the positions stale: the
+/// commit fails rather than delete the wrong rows. Appends and this writer's own row deltas
+/// are safe: they move no existing row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComputedAt {
+    /// The snapshot the positions describe (`None`: the empty table).
+    pub snapshot_id: Option<i64>,
+    /// The writer epoch whose own overwrites are known to the index.
+    pub epoch: u64,
 }
 
 impl RowDelta {
-    /// A row delta with the default merge policy.
+    /// A row delta with the default merge policy and no position validation.
     pub fn new(data_files: Vec<DataFile>, delete_files: Vec<DataFile>) -> Self {
-        RowDelta { data_files, delete_files, merge: MergePolicy::default() }
+        RowDelta { data_files, delete_files, merge: MergePolicy::default(), computed_at: None }
     }
+
+    /// A row delta whose delete positions were computed at `computed_at`.
+    pub fn computed_at(mut self, computed_at: ComputedAt) -> Self {
+        self.computed_at = Some(computed_at);
+        self
+    }
+}
+
+/// Fails when a snapshot after `at` may have moved rows the deletes point at.
+fn check_positions_still_valid(ctx: &SnapshotContext<'_>, at: ComputedAt) -> Result<()> {
+    let meta = ctx.metadata();
+    let stale = |reason: String| Err(TableError::StaleDeletes { table: meta.location().to_string(), reason });
+    if let Some(id) = at.snapshot_id {
+        if meta.snapshot_by_id(id).is_none() {
+            return stale(format!("snapshot {id} the positions were computed at is no longer in the table"));
+        }
+    }
+    let epoch = at.epoch.to_string();
+    for s in restore::ancestry(meta) {
+        if Some(s.snapshot_id()) == at.snapshot_id {
+            break;
+        }
+        let summary = s.summary();
+        let ours = summary.additional_properties.get(WRITER_EPOCH_KEY) == Some(&epoch);
+        match &summary.operation {
+            Operation::Append => {}
+            Operation::Overwrite if ours => {}
+            op => return stale(format!("snapshot {} ({op:?}) changed files after the positions were computed", s.snapshot_id())),
+        }
+    }
+    Ok(())
 }
 
 impl SnapshotOperation for RowDelta {
@@ -39,6 +86,9 @@ impl SnapshotOperation for RowDelta {
             return Err(TableError::Unsupported(format!(
                 "{} is not a position-delete file; calve writes no equality deletes", f.file_path()
             )));
+        }
+        if let Some(at) = self.computed_at {
+            check_positions_still_valid(ctx, at)?;
         }
         let existing = ctx.current_manifests().await?;
         let mut manifests = Vec::with_capacity(existing.len() + 2);
