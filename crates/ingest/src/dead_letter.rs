@@ -22,6 +22,8 @@ pub enum DeadLetterKind {
     Tombstone,
     /// Event time older than the contract's allowed lateness.
     Late,
+    /// A tombstone whose Kafka key does not give the business key.
+    BadKey,
 }
 
 impl DeadLetterKind {
@@ -33,6 +35,7 @@ impl DeadLetterKind {
             DeadLetterKind::SchemaMismatch => "schema-mismatch",
             DeadLetterKind::Tombstone => "tombstone",
             DeadLetterKind::Late => "late",
+            DeadLetterKind::BadKey => "bad-key",
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::buffer::Buffer;
 use crate::error::ServiceError;
 use crate::faults::{CrashPoint, crash_point};
 use crate::definition::{dead_letter_definition, table_definition};
-use crate::sink::Sink;
+use crate::sink::{Prepared, Sink};
 use crate::stats::TableStats;
 
 /// Most records taken from the consumer per poll.
@@ -44,6 +44,12 @@ pub enum StopWhen {
     Shutdown,
     /// Stop once everything in the topic at the time of a commit is committed (demo, bench).
     CaughtUp,
+}
+
+/// Target-table files written by a flush, awaiting their commit.
+enum Pending {
+    Append(Vec<iceberg::spec::DataFile>),
+    Changes(Prepared),
 }
 
 /// A running table pipeline.
@@ -70,16 +76,10 @@ impl Pipeline {
         kafka: &KafkaConfig,
         stats: Arc<TableStats>,
     ) -> Result<Self, ServiceError> {
-        if contract.is_keyed() {
-            return Err(ServiceError::Unsupported {
-                table: contract.table.name.clone(),
-                what: "a keyed (upsert) table".into(),
-            });
-        }
         let target = contract.maintenance.target_file_size.0;
-        let main = Sink::open(catalog, &table_definition(&contract)?, target).await?;
+        let main = Sink::open(catalog, &table_definition(&contract)?, target, &contract.keys.columns).await?;
         let dlq_def: TableDefinition = dead_letter_definition(&contract)?;
-        let dlq = Sink::open(catalog, &dlq_def, target).await?;
+        let dlq = Sink::open(catalog, &dlq_def, target, &[]).await?;
         let topic = contract.table.topic.clone();
         let source = KafkaSource::new(kafka, &topic)?;
         let partitions = source.partitions(METADATA_TIMEOUT)?;
@@ -147,7 +147,11 @@ impl Pipeline {
         for r in &records {
             self.buffer.advance(r.partition, r.offset);
         }
-        if let Some(rows) = routed.rows {
+        if self.contract.is_keyed() {
+            let rows = routed.rows.map(|b| (b, routed.row_origin));
+            let deletes = routed.deletes.map(|b| (b, routed.delete_origin));
+            self.buffer.push_changes(records.len(), rows, deletes);
+        } else if let Some(rows) = routed.rows {
             self.buffer.push_rows(rows);
         }
         let covered = &self.dlq_covered;
@@ -170,31 +174,48 @@ impl Pipeline {
         let mut to: Offsets = self.main.offsets.clone();
         to.insert(topic.clone(), self.positions());
         let dead = std::mem::take(&mut self.buffer.dead);
-        let rows = std::mem::take(&mut self.buffer.rows);
         let dead_files = match dead.is_empty() {
             true => Vec::new(),
             false => self.dlq.write(&[dead_letters_to_batch(&dead, self.dlq.schema().clone())?]).await?,
         };
-        let files = self.main.write(&rows).await?;
+        let pending = self.write_main().await?;
         crash_point(CrashPoint::FilesWritten);
         if !dead_files.is_empty() {
             self.dlq.commit(dead_files, &to).await?;
             crash_point(CrashPoint::DeadLettersCommitted);
         }
-        let report = self.main.commit(files, &to).await?;
+        let report = match pending {
+            Pending::Append(files) => self.main.commit(files, &to).await?,
+            Pending::Changes(prepared) => {
+                let stats = prepared.stats();
+                tracing::debug!(table = %self.contract.table.name, ?stats, "resolved changes against the key index");
+                self.main.commit_changes(prepared, &to).await?
+            }
+        };
         crash_point(CrashPoint::BothCommitted);
         self.dlq_covered = to[&topic].clone();
         self.source.report_progress(&to[&topic]);
         self.stats.record_commit(report.rows, dead.len() as u64, self.buffer.ignored, report.files as u64);
         tracing::info!(
             table = %self.contract.table.name,
-            rows = report.rows, files = report.files, bytes = report.bytes,
+            rows = report.rows, files = report.files, delete_files = report.delete_files, bytes = report.bytes,
             dead_letters = dead.len(), ignored = self.buffer.ignored,
             took_ms = started.elapsed().as_millis() as u64,
             "committed"
         );
         self.buffer.clear();
         self.apply_retention().await
+    }
+
+    /// Writes the buffered rows (append) or changes (keyed) as files of the target table.
+    async fn write_main(&mut self) -> Result<Pending, ServiceError> {
+        if self.contract.is_keyed() {
+            let upserts = std::mem::take(&mut self.buffer.upserts);
+            let deletes = std::mem::take(&mut self.buffer.deletes);
+            return Ok(Pending::Changes(self.main.write_changes(&upserts, &deletes).await?));
+        }
+        let rows = std::mem::take(&mut self.buffer.rows);
+        Ok(Pending::Append(self.main.write(&rows).await?))
     }
 
     /// The contract's `keep_snapshots`, on both tables. Runs after a commit, in the table's own

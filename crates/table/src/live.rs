@@ -31,7 +31,8 @@ pub async fn live_files(file_io: &FileIO, meta: &TableMetadata) -> Result<LiveFi
     let mut out = LiveFiles::default();
     let Some(s) = meta.current_snapshot() else { return Ok(out) };
     let bytes = file_io.new_input(s.manifest_list())?.read().await?;
-    for mf in ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries() {
+    let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries().into_iter().collect();
+    for mf in manifests {
         let manifest = mf.load_manifest(file_io).await?;
         for e in manifest.entries().iter().filter(|e| e.is_alive()) {
             let live = LiveFile {
@@ -53,7 +54,8 @@ pub async fn equality_deletes_in_any_snapshot(file_io: &FileIO, meta: &TableMeta
     let mut n = 0;
     for s in meta.snapshots() {
         let bytes = file_io.new_input(s.manifest_list())?.read().await?;
-        for mf in ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries() {
+        let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries().into_iter().collect();
+        for mf in manifests {
             let manifest = mf.load_manifest(file_io).await?;
             n += manifest.entries().iter().filter(|e| e.content_type() == DataContentType::EqualityDeletes).count();
         }

@@ -266,6 +266,8 @@ impl Committer {
             match self.attempt(op, restore).await {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => tracing::debug!(table = %self.ident, attempt, "commit conflicted; retrying"),
+                // Re-running the operation cannot help: its inputs, not the attempt, are stale.
+                Err(e @ TableError::StaleDeletes { .. }) => return Err(e),
                 Err(e) if e.class() == calve_contract::RetryClass::Temporary => {
                     tracing::warn!(table = %self.ident, attempt, "commit attempt failed: {e}; retrying")
                 }

@@ -1,0 +1,177 @@
+//! The key index turns upserts and deletes into position deletes: resolved per commit (last
+//! change per key wins), committed as row deltas, rebuilt from the table with the same
+//! answer, and refused when another writer rewrote files after the positions were computed.
+//! Read back by PyIceberg and DuckDB; no equality delete anywhere.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
+use calve_table::commit::{CommitOutcome, Committer, ComputedAt, RestoreUpdate, Rewrite, RowDelta};
+use calve_table::deletes::PositionDeleteWriter;
+use calve_table::key_index::{KeyIndex, PlanStats, SeqBatch};
+use calve_table::live::{equality_deletes_in_any_snapshot, live_files};
+use calve_table::writer::{DataWriter, arrow_schema};
+use calve_table::TableError;
+use common::{Fixture, committer, offsets};
+
+const DAY_US: i64 = 86_400_000_000;
+const BASE_US: i64 = 1_763_942_400_000_000;
+
+/// Rows `(id, version)`: the version is stored as the event time's day, so every update moves
+/// the key to another partition (its old row's delete lands in the old partition).
+fn rows(f: &Fixture, meta: &iceberg::spec::TableMetadata, rows: &[(i64, i64)]) -> RecordBatch {
+    let _ = f;
+    RecordBatch::try_new(
+        arrow_schema(meta).unwrap(),
+        vec![
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| BASE_US + r.1 * DAY_US).collect::<Vec<_>>()).with_timezone("+00:00")),
+        ],
+    )
+    .unwrap()
+}
+
+fn keys(ids: &[i64]) -> RecordBatch {
+    let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false)]));
+    RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids.to_vec()))]).unwrap()
+}
+
+/// One upsert commit the way the pipeline's sink does it.
+async fn commit_changes(f: &Fixture, c: &Committer, index: &mut KeyIndex, upserts: Vec<SeqBatch>, deletes: Vec<SeqBatch>, n: i64) -> PlanStats {
+    let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
+    let plan = index.plan(&upserts, &deletes).unwrap();
+    let stats = plan.stats;
+    let written = DataWriter::new(&meta, f.catalog.file_io().clone(), 64 << 20).unwrap().write_tracked(&plan.rows).await.unwrap();
+    let positions = index.deletes_for(&plan);
+    let delete_files = match positions.is_empty() {
+        true => vec![],
+        false => PositionDeleteWriter::new(&meta, f.catalog.file_io().clone()).unwrap().write(&positions).await.unwrap(),
+    };
+    let data_files = written.iter().flat_map(|w| w.files.clone()).collect();
+    let op = RowDelta::new(data_files, delete_files).computed_at(ComputedAt { snapshot_id: index.head(), epoch: c.epoch() });
+    let CommitOutcome::Committed { snapshot_id } = c.commit(&op, &RestoreUpdate { from: offsets(n), to: offsets(n + 1) }).await.unwrap() else { panic!() };
+    index.apply(plan, &written, Some(snapshot_id)).unwrap();
+    stats
+}
+
+/// (id, version) pairs both readers see, sorted.
+fn state(f: &Fixture) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
+    let view = f.read_columns(&["id", "ts"]);
+    let of = |reader: &str| {
+        let mut v: Vec<(i64, i64)> = view
+            .rows(reader)
+            .iter()
+            .map(|r| {
+                let ts = chrono::DateTime::parse_from_rfc3339(r[1].as_str().unwrap()).unwrap().timestamp_micros();
+                (r[0].as_i64().unwrap(), (ts - BASE_US) / DAY_US)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    (of("pyiceberg"), of("duckdb"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upserts_and_deletes_become_position_deletes_and_survive_a_rebuild() {
+    let f = Fixture::new().await;
+    let c = committer(&f).await;
+    let key = vec!["id".to_string()];
+    let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
+    let mut index = KeyIndex::build(f.catalog.file_io(), &meta, &key).await.unwrap();
+    let mut model: BTreeMap<i64, i64> = BTreeMap::new();
+
+    // Commit 1: ids 0..100 at version 0, with id 7 written twice (the later one, version 3, wins).
+    let mut first: Vec<(i64, i64)> = (0..100).map(|i| (i, 0)).collect();
+    first.push((7, 3));
+    let seq = (0..first.len() as u64).collect();
+    let s = commit_changes(&f, &c, &mut index, vec![SeqBatch { batch: rows(&f, &meta, &first), seq }], vec![], 0).await;
+    assert_eq!(s, PlanStats { inserts: 100, collapsed: 1, ..PlanStats::default() });
+    model.extend((0..100).map(|i| (i, 0)));
+    model.insert(7, 3);
+
+    // Commit 2: update 50..150 to version 1, delete 0..10 — but id 5 is re-inserted after its
+    // delete (version 2) and id 60 deleted after its update; id 999 deleted but never existed.
+    let upd: Vec<(i64, i64)> = (50..150).map(|i| (i, 1)).collect();
+    let upserts = vec![
+        SeqBatch { batch: rows(&f, &meta, &upd), seq: (0..100).collect() },
+        SeqBatch { batch: rows(&f, &meta, &[(5, 2)]), seq: vec![300] },
+    ];
+    let deletes = vec![SeqBatch { batch: keys(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 60, 999]), seq: vec![200, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 211] }];
+    let s = commit_changes(&f, &c, &mut index, upserts, deletes, 1).await;
+    for i in 50..150 {
+        model.insert(i, 1);
+    }
+    for i in (0..10).chain([60]) {
+        model.remove(&i);
+    }
+    model.insert(5, 2);
+    assert_eq!(s, PlanStats { inserts: 50, updates: 50, deletes: 10, deletes_of_absent_keys: 1, collapsed: 2 }, "5 and 60 changed twice");
+    let want: Vec<(i64, i64)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+    let (py, duck) = state(&f);
+    assert_eq!(py, want, "pyiceberg");
+    assert_eq!(duck, want, "duckdb");
+    assert_eq!(index.len(), model.len());
+
+    // Rebuilt from the table, the index holds the same keys and drives a correct third commit.
+    let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
+    let mut rebuilt = KeyIndex::build(f.catalog.file_io(), &meta, &key).await.unwrap();
+    assert_eq!(rebuilt.len(), model.len());
+    assert_eq!(rebuilt.head(), meta.current_snapshot_id());
+    let third: Vec<(i64, i64)> = model.keys().map(|k| (*k, 4)).collect();
+    let n = third.len() as u64;
+    let s = commit_changes(&f, &c, &mut rebuilt, vec![SeqBatch { batch: rows(&f, &meta, &third), seq: (0..n).collect() }], vec![], 2).await;
+    assert_eq!((s.updates, s.inserts), (n, 0));
+    model.values_mut().for_each(|v| *v = 4);
+    let want: Vec<(i64, i64)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+    let (py, duck) = state(&f);
+    assert_eq!(py, want, "pyiceberg after the rebuilt index's commit");
+    assert_eq!(duck, want, "duckdb after the rebuilt index's commit");
+
+    let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
+    assert_eq!(equality_deletes_in_any_snapshot(f.catalog.file_io(), &meta).await.unwrap(), 0);
+    let live = live_files(f.catalog.file_io(), &meta).await.unwrap();
+    assert!(!live.position_deletes.is_empty());
+    // Every version-0..3 row is dead: the live rows per the index equal the model.
+    assert_eq!(KeyIndex::build(f.catalog.file_io(), &meta, &key).await.unwrap().len(), model.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn positions_computed_before_another_writers_rewrite_are_refused() {
+    let f = Fixture::new().await;
+    let c = committer(&f).await;
+    let key = vec!["id".to_string()];
+    let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
+    let mut index = KeyIndex::build(f.catalog.file_io(), &meta, &key).await.unwrap();
+    let first: Vec<(i64, i64)> = (0..20).map(|i| (i, 0)).collect();
+    commit_changes(&f, &c, &mut index, vec![SeqBatch { batch: rows(&f, &meta, &first), seq: (0..20).collect() }], vec![], 0).await;
+
+    // Another process compacts: the file the index points at is replaced by a copy.
+    let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
+    let old = live_files(f.catalog.file_io(), &meta).await.unwrap().data.into_iter().map(|l| l.file).collect::<Vec<_>>();
+    let copy = DataWriter::new(&meta, f.catalog.file_io().clone(), 64 << 20).unwrap().write(&[rows(&f, &meta, &first)]).await.unwrap();
+    let other = Committer::new(f.catalog.clone(), f.ident.clone(), c.epoch());
+    other.commit_maintenance(&Rewrite { removed: old, added: copy, planned_at: meta.current_snapshot_id() }).await.unwrap();
+
+    // Our next update's positions name the replaced file: refused, never committed wrong.
+    let plan = index.plan(&[SeqBatch { batch: rows(&f, &meta, &[(3, 1)]), seq: vec![0] }], &[]).unwrap();
+    let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
+    let deletes = PositionDeleteWriter::new(&meta, f.catalog.file_io().clone()).unwrap().write(&index.deletes_for(&plan)).await.unwrap();
+    let data = DataWriter::new(&meta, f.catalog.file_io().clone(), 64 << 20).unwrap().write(&plan.rows).await.unwrap();
+    let op = RowDelta::new(data, deletes).computed_at(ComputedAt { snapshot_id: index.head(), epoch: c.epoch() });
+    let err = c.commit(&op, &RestoreUpdate { from: offsets(1), to: offsets(2) }).await.unwrap_err();
+    assert!(matches!(err, TableError::StaleDeletes { .. }), "{err}");
+    assert_eq!(err.class(), calve_contract::RetryClass::Temporary, "reopening (and rebuilding the index) is the fix");
+
+    // A rebuilt index points at the copy and the same update now lands correctly.
+    let mut rebuilt = KeyIndex::build(f.catalog.file_io(), &meta, &key).await.unwrap();
+    commit_changes(&f, &c, &mut rebuilt, vec![SeqBatch { batch: rows(&f, &meta, &[(3, 1)]), seq: vec![0] }], vec![], 1).await;
+    let mut want: Vec<(i64, i64)> = (0..20).map(|i| (i, 0)).collect();
+    want[3] = (3, 1);
+    let (py, duck) = state(&f);
+    assert_eq!(py, want);
+    assert_eq!(duck, want);
+}
