@@ -32,6 +32,7 @@ fn cpu_seconds() -> f64 {
 }
 
 mod commits;
+mod upserts;
 
 fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
@@ -45,7 +46,12 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(commits::run(&marks))
         }
-        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default) or `commits`"),
+        Some("upserts") => upserts::upserts(),
+        Some("index") => {
+            let keys = std::env::args().nth(2).map(|k| k.parse()).transpose()?.unwrap_or(10_000_000);
+            upserts::index(keys)
+        }
+        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `commits`, `upserts` or `index [keys]`"),
     }
 }
 

@@ -26,6 +26,10 @@ pub struct TableSection {
 pub enum Format {
     /// One JSON object per record; fields are matched to columns by name.
     Json,
+    /// Debezium change events (JSON converter, with or without the schema wrapper): `c`, `r`
+    /// and `u` write the `after` image, `d` deletes the `before` image's key per
+    /// `[deletes] tombstone`. Needs `[keys]`.
+    DebeziumJson,
 }
 
 /// `[schema]`: the columns and who may change them.

@@ -253,6 +253,9 @@ fn check_keys(c: &Contract, p: &mut Problems) {
             Some(_) => {}
         }
     }
+    if c.table.format == Format::DebeziumJson && c.keys.columns.is_empty() {
+        p.push("keys.columns", "format `debezium-json` needs the table's key columns: change events update and delete rows by key");
+    }
     if c.keys.from_kafka_key && c.keys.columns.is_empty() {
         p.push("keys.from_kafka_key", "name the key columns the Kafka key carries in keys.columns");
     }
@@ -284,7 +287,7 @@ fn check_policies(c: &Contract, p: &mut Problems) {
     }
     if c.deletes.tombstone == TombstonePolicy::DeleteRow && !c.is_keyed() {
         p.push("deletes.tombstone", "`delete-row` needs a business key in [keys]; an append-only table has no row to delete");
-    } else if c.deletes.tombstone == TombstonePolicy::DeleteRow && !c.keys.from_kafka_key {
+    } else if c.deletes.tombstone == TombstonePolicy::DeleteRow && !c.keys.from_kafka_key && c.table.format == Format::Json {
         p.push(
             "deletes.tombstone",
             "`delete-row` needs keys.from_kafka_key = true: a tombstone has no value, only its Kafka key says which row it deletes",

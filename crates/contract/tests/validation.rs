@@ -107,3 +107,24 @@ fn broken_toml_is_a_single_file_problem() {
     assert_eq!(p.len(), 1);
     assert!(p[0].starts_with("(file):"), "{p:?}");
 }
+
+const CUSTOMERS: &str = include_str!("../../../examples/contracts/customers.toml");
+
+#[test]
+fn keyed_contracts_say_how_deletes_find_their_row() {
+    let c = Contract::parse(CUSTOMERS, "customers.toml").unwrap();
+    assert!(c.is_keyed());
+    assert_eq!(c.keys.columns, vec!["customer_id"]);
+
+    // A tombstone has only its Kafka key: delete-row without from_kafka_key cannot work.
+    let p = problems(&CUSTOMERS.replace("from_kafka_key = true", "from_kafka_key = false"));
+    assert!(p.iter().any(|p| p.starts_with("deletes.tombstone:") && p.contains("from_kafka_key")), "{p:?}");
+    // ... unless deletes come as Debezium events, whose `before` image names the row.
+    let debezium = CUSTOMERS.replace("from_kafka_key = true", "from_kafka_key = false").replace("format = \"json\"", "format = \"debezium-json\"");
+    Contract::parse(&debezium, "d.toml").unwrap();
+    // Debezium needs keys; from_kafka_key needs key columns.
+    let p = problems(&debezium.replace("columns = [\"customer_id\"]", "columns = []").replace("tombstone = \"delete-row\"", "tombstone = \"ignore\""));
+    assert!(p.iter().any(|p| p.starts_with("keys.columns:") && p.contains("debezium-json")), "{p:?}");
+    let p = problems(&CUSTOMERS.replace("columns = [\"customer_id\"]", "columns = []"));
+    assert!(p.iter().any(|p| p.starts_with("keys.from_kafka_key:")), "{p:?}");
+}

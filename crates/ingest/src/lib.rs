@@ -5,6 +5,7 @@
 //! cannot become a row becomes a [`DeadLetter`], never an error that stops the table.
 
 mod dead_letter;
+mod debezium;
 mod decode;
 mod error;
 mod int_guard;

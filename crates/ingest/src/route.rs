@@ -5,9 +5,10 @@
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use calve_contract::{Contract, LatePolicy, TombstonePolicy};
+use calve_contract::{Contract, Format, LatePolicy, TombstonePolicy};
 
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
+use crate::debezium::{self, Change};
 use crate::decode::JsonDecoder;
 use crate::error::IngestError;
 use crate::key::KeyDecoder;
@@ -38,6 +39,10 @@ pub struct Router {
     decoder: JsonDecoder,
     keys: Option<KeyDecoder>,
     tombstone: TombstonePolicy,
+    /// Values are Debezium change events.
+    debezium: bool,
+    /// Kafka keys carry the business key (tombstones can say which row they delete).
+    key_in_kafka_key: bool,
     late: Option<(String, i64)>,
 }
 
@@ -51,7 +56,14 @@ impl Router {
             TombstonePolicy::DeleteRow => Some(KeyDecoder::new(&schema, &contract.keys.columns)?),
             _ => None,
         };
-        Ok(Router { decoder: JsonDecoder::new(schema)?, keys, tombstone: contract.deletes.tombstone, late })
+        Ok(Router {
+            decoder: JsonDecoder::new(schema)?,
+            keys,
+            tombstone: contract.deletes.tombstone,
+            debezium: contract.table.format == Format::DebeziumJson,
+            key_in_kafka_key: contract.keys.from_kafka_key,
+            late,
+        })
     }
 
     /// Routes `records`, judging lateness against `now_us` (microseconds since the epoch).
@@ -59,21 +71,40 @@ impl Router {
         let mut out = Routed::default();
         let mut values: Vec<&[u8]> = Vec::with_capacity(records.len());
         let mut origin: Vec<usize> = Vec::with_capacity(records.len());
-        let mut tombstones: Vec<usize> = Vec::new();
+        // Delete requests: record index and the bytes naming the key (a Kafka key, or a
+        // Debezium `before` image); `None` when a tombstone has no Kafka key.
+        let mut deletes: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
+        let mut after_images: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, r) in records.iter().enumerate() {
             match (&r.value, self.tombstone) {
+                (Some(v), _) if self.debezium => match debezium::unwrap(v) {
+                    Ok(Change::Upsert(after)) => after_images.push((i, after)),
+                    Ok(Change::Delete(before)) => match self.tombstone {
+                        TombstonePolicy::DeleteRow => deletes.push((i, Some(before))),
+                        TombstonePolicy::Ignore => out.ignored += 1,
+                        TombstonePolicy::DeadLetter => out.dead.push(dead(r, DeadLetterKind::Tombstone, "Debezium delete".into(), now_us)),
+                    },
+                    Err(reason) => out.dead.push(dead(r, DeadLetterKind::MalformedJson, reason, now_us)),
+                },
                 (Some(v), _) => {
                     values.push(v);
                     origin.push(i);
                 }
                 (None, TombstonePolicy::Ignore) => out.ignored += 1,
-                (None, TombstonePolicy::DeleteRow) => tombstones.push(i),
+                // Debezium follows every delete event with a tombstone for log compaction; the
+                // delete event already did the work unless the Kafka key names the row too.
+                (None, TombstonePolicy::DeleteRow) if self.debezium && !self.key_in_kafka_key => out.ignored += 1,
+                (None, TombstonePolicy::DeleteRow) => deletes.push((i, r.key.clone())),
                 (None, TombstonePolicy::DeadLetter) => {
                     out.dead.push(dead(r, DeadLetterKind::Tombstone, "null value (tombstone)".into(), now_us))
                 }
             }
         }
-        self.route_deletes(records, &tombstones, now_us, &mut out)?;
+        self.route_deletes(records, &deletes, now_us, &mut out)?;
+        for (i, v) in &after_images {
+            values.push(v);
+            origin.push(*i);
+        }
         let decoded = self.decoder.decode(&values)?;
         for (i, kind, reason) in decoded.rejected {
             out.dead.push(dead(&records[origin[i]], kind, reason, now_us));
@@ -97,15 +128,15 @@ impl Router {
         Ok(out)
     }
 
-    /// Tombstones under `delete-row`: their Kafka keys become keys to delete.
-    fn route_deletes(&self, records: &[KafkaRecord], tombstones: &[usize], now_us: i64, out: &mut Routed) -> Result<(), IngestError> {
-        let Some(keys) = self.keys.as_ref().filter(|_| !tombstones.is_empty()) else { return Ok(()) };
-        let raw: Vec<Option<&[u8]>> = tombstones.iter().map(|i| records[*i].key.as_deref()).collect();
+    /// Deletes under `delete-row`: the key bytes become rows of the key columns.
+    fn route_deletes(&self, records: &[KafkaRecord], deletes: &[(usize, Option<Vec<u8>>)], now_us: i64, out: &mut Routed) -> Result<(), IngestError> {
+        let Some(keys) = self.keys.as_ref().filter(|_| !deletes.is_empty()) else { return Ok(()) };
+        let raw: Vec<Option<&[u8]>> = deletes.iter().map(|(_, k)| k.as_deref()).collect();
         let decoded = keys.decode(&raw)?;
         for (i, kind, reason) in decoded.rejected {
-            out.dead.push(dead(&records[tombstones[i]], kind, reason, now_us));
+            out.dead.push(dead(&records[deletes[i].0], kind, reason, now_us));
         }
-        out.delete_origin = decoded.kept.iter().map(|k| tombstones[*k]).collect();
+        out.delete_origin = decoded.kept.iter().map(|k| deletes[*k].0).collect();
         out.deletes = decoded.batch;
         Ok(())
     }

@@ -127,3 +127,19 @@ pub fn produce_with_confluent(bootstrap: &str, topic: &str, lines: &[(String, St
     assert!(out.status.success(), "produce.py failed");
     String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
 }
+
+/// Runs `query_bench.py` with `spec` (see the script) and returns its JSON answer.
+pub fn query_bench(spec: &serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = Command::new(python())
+        .arg(script("query_bench.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("running query_bench.py");
+    child.stdin.take().unwrap().write_all(spec.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "query_bench.py failed");
+    serde_json::from_slice(&out.stdout).expect("query_bench.py printed JSON")
+}

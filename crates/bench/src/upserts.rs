@@ -1,0 +1,207 @@
+//! `calve-bench upserts`: what keeping one live row per key costs, against plain appends of
+//! the same events in the same run, and what it costs readers (DuckDB over the un-compacted
+//! upsert table against the same rows freshly written).
+//!
+//! `calve-bench index [keys]`: rebuilding the key index from a table of `keys` rows (default
+//! 10M): time and memory per key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
+use calve_service::{RunConfig, StopWhen, run_tables};
+use calve_table::commit::{Append, Committer, RestoreUpdate, claim_epoch};
+use calve_table::key_index::KeyIndex;
+use calve_table::writer::{DataWriter, arrow_schema};
+use calve_table::{Catalog, CatalogConfig};
+use calve_testkit::broker::Broker;
+use calve_testkit::kafka::{Message, create_topic, produce};
+use calve_testkit::workload::customer_json;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::cpu_seconds;
+
+const CUSTOMERS: &str = include_str!("../../../examples/contracts/customers.toml");
+const PARTITIONS: i32 = 4;
+
+/// `(id, version)` per event: each event updates an existing key with probability `ratio`.
+fn workload(events: u64, ratio: f64, seed: u64) -> (Vec<(u64, u64)>, BTreeMap<u64, u64>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut latest: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut out = Vec::with_capacity(events as usize);
+    for _ in 0..events {
+        let n = latest.len() as u64;
+        let id = if n > 0 && rng.gen_bool(ratio) { rng.gen_range(0..n) } else { n };
+        let v = latest.entry(id).or_insert(0);
+        *v += 1;
+        out.push((id, *v));
+    }
+    (out, latest)
+}
+
+fn contract(table: &str, topic: &str, keyed: bool) -> String {
+    let mut c = CUSTOMERS
+        .replace("name = \"crm.customers\"", &format!("name = \"crm.{table}\""))
+        .replace("topic = \"customers\"", &format!("topic = \"{topic}\""))
+        .replace("freshness = \"1m\"", "freshness = \"1s\"");
+    if !keyed {
+        c = c
+            .replace("columns = [\"customer_id\"]", "columns = []")
+            .replace("from_kafka_key = true", "from_kafka_key = false")
+            .replace("tombstone = \"delete-row\"", "tombstone = \"dead-letter\"");
+    }
+    c
+}
+
+struct Run {
+    wall: f64,
+    cpu: f64,
+    metadata: String,
+}
+
+/// Runs calve in this process on one contract until it has caught up with its topic.
+fn run_calve(dir: &std::path::Path, bootstrap: &str, contract_text: &str, name: &str) -> anyhow::Result<Run> {
+    std::fs::write(dir.join(format!("{name}.toml")), contract_text)?;
+    let d = dir.display();
+    let config = dir.join(format!("{name}-calve.toml"));
+    std::fs::write(&config, format!("contracts = [\"{name}.toml\"]\n\n[catalog]\nuri = \"sqlite:{d}/catalog.db\"\nwarehouse = \"{d}/warehouse\"\n\n[kafka]\nbrokers = \"{bootstrap}\"\n"))?;
+    let cfg = RunConfig::load(&config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let catalog = Catalog::open(&cfg.catalog).await?;
+        let contracts = cfg.contracts()?;
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        let (outcomes, _) = run_tables(contracts.clone(), catalog.clone(), cfg.kafka.clone(), rx, StopWhen::CaughtUp).await;
+        let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+        for (_, r) in outcomes {
+            r.context("calve run")?;
+        }
+        let ident = calve_service::table_definition(&contracts[0])?.ident;
+        let metadata = catalog.load(&ident).await?.metadata_location;
+        Ok(Run { wall, cpu, metadata })
+    })
+}
+
+/// The model's rows written once, as a freshly loaded table would be: one file per partition.
+fn fresh_table(dir: &std::path::Path, latest: &BTreeMap<u64, u64>) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let d = dir.display();
+        let catalog = Catalog::open(&CatalogConfig::new(format!("sqlite:{d}/fresh.db"), format!("{d}/fresh"))).await?;
+        let c = calve_contract::Contract::parse(&contract("fresh", "none", false), "fresh")?;
+        let def = calve_service::table_definition(&c)?;
+        let st = catalog.ensure_table(&def).await?;
+        let schema = arrow_schema(&st.metadata)?;
+        let lines: Vec<String> = latest.iter().map(|(id, v)| customer_json(*id, *v)).collect();
+        let mut decoder = arrow_json::ReaderBuilder::new(schema).with_batch_size(lines.len().max(1)).build_decoder()?;
+        for l in &lines {
+            decoder.decode(l.as_bytes())?;
+        }
+        let batch = decoder.flush()?.context("rows")?;
+        let files = DataWriter::new(&st.metadata, catalog.file_io().clone(), 256 << 20)?.write(&[batch]).await?;
+        let committer = Committer::new(catalog.clone(), def.ident.clone(), claim_epoch(&catalog, &def.ident).await?);
+        committer.commit(&Append::new(files), &RestoreUpdate { from: Default::default(), to: Default::default() }).await?;
+        Ok(catalog.load(&def.ident).await?.metadata_location)
+    })
+}
+
+pub fn upserts() -> anyhow::Result<()> {
+    let events: u64 = std::env::var("CALVE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let broker = Broker::start();
+    let dir = tempfile::tempdir()?;
+    println!("workload: {events} customer change events per run, {PARTITIONS} partitions, 1 s band");
+    for (pct, seed) in [(10u32, 1u64), (90, 2)] {
+        let (events_list, latest) = workload(events, pct as f64 / 100.0, seed);
+        for topic in [format!("upsert{pct}"), format!("append{pct}")] {
+            create_topic(&broker.bootstrap(), &topic, PARTITIONS);
+            let msgs: Vec<Message> = events_list
+                .iter()
+                .map(|(id, v)| (id.to_string(), Some(customer_json(*id, *v)), Some((*id % PARTITIONS as u64) as i32)))
+                .collect();
+            produce(&broker.bootstrap(), &topic, &msgs);
+        }
+        let append = run_calve(dir.path(), &broker.bootstrap(), &contract(&format!("append{pct}"), &format!("append{pct}"), false), &format!("append{pct}"))?;
+        let upsert = run_calve(dir.path(), &broker.bootstrap(), &contract(&format!("upsert{pct}"), &format!("upsert{pct}"), true), &format!("upsert{pct}"))?;
+        let per_cpu = |r: &Run| events as f64 / r.cpu;
+        println!();
+        println!("{pct}% updates ({} live keys at the end)", latest.len());
+        println!("  append : {:.0} rows per CPU-second, {:.2}s wall, {:.2} CPU-s", per_cpu(&append), append.wall, append.cpu);
+        println!("  upsert : {:.0} rows per CPU-second, {:.2}s wall, {:.2} CPU-s", per_cpu(&upsert), upsert.wall, upsert.cpu);
+        println!("  ratio  : upserts run at {:.0}% of append throughput per CPU-second", 100.0 * per_cpu(&upsert) / per_cpu(&append));
+
+        let fresh = fresh_table(dir.path(), &latest)?;
+        let spec = serde_json::json!({
+            "tables": {"upsert": upsert.metadata, "fresh": fresh},
+            "queries": {
+                "full count": "SELECT count(*) FROM {t}",
+                "event-time filter": "SELECT count(*) FROM {t} WHERE updated_at >= TIMESTAMPTZ '2025-10-01 00:00:00+00' AND updated_at < TIMESTAMPTZ '2025-10-15 00:00:00+00'",
+                "key filter": "SELECT name, version FROM {t} WHERE customer_id = 4242",
+                "aggregate": "SELECT tier, count(*), max(version) FROM {t} GROUP BY tier ORDER BY tier",
+            },
+            "repeats": 7,
+        });
+        let times = calve_testkit::python::query_bench(&spec);
+        for (name, t) in times.as_object().context("query times")? {
+            anyhow::ensure!(t["upsert"]["result"] == t["fresh"]["result"], "{name}: the upsert table and the fresh table disagree: {t}");
+            let (u, f) = (t["upsert"]["seconds"].as_f64().unwrap_or(0.0), t["fresh"]["seconds"].as_f64().unwrap_or(0.0));
+            println!("  duckdb {name:<18}: {:.1} ms upsert table vs {:.1} ms fresh = {:.2}x", u * 1e3, f * 1e3, u / f);
+        }
+    }
+    Ok(())
+}
+
+/// Rows in the `resident` set of this process (bytes), from /proc.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+pub fn index(keys: u64) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path().display();
+        let catalog = Catalog::open(&CatalogConfig::new(format!("sqlite:{d}/c.db"), format!("{d}/w"))).await?;
+        let c = calve_contract::Contract::parse(&contract("index", "none", true), "index")?;
+        let def = calve_service::table_definition(&c)?;
+        let st = catalog.ensure_table(&def).await?;
+        let schema = arrow_schema(&st.metadata)?;
+        let writer = DataWriter::new(&st.metadata, catalog.file_io().clone(), 256 << 20)?;
+        let committer = Committer::new(catalog.clone(), def.ident.clone(), claim_epoch(&catalog, &def.ident).await?);
+        let t = Instant::now();
+        let chunk = 1_000_000u64;
+        let mut start = 0;
+        while start < keys {
+            let n = chunk.min(keys - start);
+            let ids = Int64Array::from_iter_values((start..start + n).map(|i| i as i64));
+            // All in one month partition: the index cost, not partitioning, is measured.
+            let ts = TimestampMicrosecondArray::from_iter_values((0..n).map(|_| 1_759_276_800_000_000i64)).with_timezone("+00:00");
+            let mut columns: Vec<arrow_array::ArrayRef> = vec![Arc::new(ids)];
+            for f in schema.fields().iter().skip(1) {
+                columns.push(match f.name().as_str() {
+                    "updated_at" => Arc::new(ts.clone()),
+                    _ => arrow_array::new_null_array(f.data_type(), n as usize),
+                });
+            }
+            let batch = RecordBatch::try_new(schema.clone(), columns)?;
+            let files = writer.write(&[batch]).await?;
+            committer.commit(&Append::new(files), &RestoreUpdate { from: Default::default(), to: Default::default() }).await?;
+            start += n;
+        }
+        println!("wrote {keys} keys in {:.1}s", t.elapsed().as_secs_f64());
+        let meta = catalog.load(&def.ident).await?.metadata;
+        let rss0 = resident_bytes();
+        let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        let index = KeyIndex::build(catalog.file_io(), &meta, &["customer_id".to_string()]).await?;
+        let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+        let rss = resident_bytes().saturating_sub(rss0);
+        anyhow::ensure!(index.len() as u64 == keys, "index holds {} keys, expected {keys}", index.len());
+        println!("key index rebuild: {keys} keys in {wall:.2}s wall, {cpu:.2} CPU-s ({:.1}M keys per second)", keys as f64 / wall / 1e6);
+        println!("memory: {:.0} bytes per key by the index's own count, {:.0} bytes per key resident growth", index.approx_bytes() as f64 / keys as f64, rss as f64 / keys as f64);
+        Ok(())
+    })
+}
