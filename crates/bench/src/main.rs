@@ -86,13 +86,32 @@ fn ingest() -> anyhow::Result<()> {
 fn run_calve(bootstrap: &str) -> anyhow::Result<(f64, f64, u64)> {
     let dir = tempfile::tempdir()?;
     let contract = include_str!("../../../examples/contracts/orders.toml").replace("freshness = \"1m\"", "freshness = \"1s\"");
-    std::fs::write(dir.path().join("orders.toml"), contract)?;
-    let d = dir.path().display();
+    let run = run_in_process(dir.path(), bootstrap, &contract, "orders")?;
+    Ok((run.wall, run.cpu, run.rows))
+}
+
+/// One calve run, in this process, of a single contract until it has caught up with its topic.
+pub struct Run {
+    /// Wall-clock seconds.
+    pub wall: f64,
+    /// CPU-seconds of this process during the run.
+    pub cpu: f64,
+    /// Rows the table holds (`total-records`).
+    pub rows: u64,
+    /// The table's metadata file afterwards.
+    pub metadata: String,
+}
+
+/// Runs calve on `contract_text` (saved as `<name>.toml` in `dir`, catalog and warehouse too).
+pub fn run_in_process(dir: &std::path::Path, bootstrap: &str, contract_text: &str, name: &str) -> anyhow::Result<Run> {
+    std::fs::write(dir.join(format!("{name}.toml")), contract_text)?;
+    let d = dir.display();
+    let config = dir.join(format!("{name}-calve.toml"));
     std::fs::write(
-        dir.path().join("calve.toml"),
-        format!("contracts = [\"orders.toml\"]\n\n[catalog]\nuri = \"sqlite:{d}/catalog.db\"\nwarehouse = \"{d}/warehouse\"\n\n[kafka]\nbrokers = \"{bootstrap}\"\n"),
+        &config,
+        format!("contracts = [\"{name}.toml\"]\n\n[catalog]\nuri = \"sqlite:{d}/catalog.db\"\nwarehouse = \"{d}/warehouse\"\n\n[kafka]\nbrokers = \"{bootstrap}\"\n"),
     )?;
-    let cfg = RunConfig::load(&dir.path().join("calve.toml"))?;
+    let cfg = RunConfig::load(&config)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let catalog = Catalog::open(&cfg.catalog).await?;
@@ -106,8 +125,9 @@ fn run_calve(bootstrap: &str) -> anyhow::Result<(f64, f64, u64)> {
         }
         let ident = calve_service::table_definition(&contracts[0])?.ident;
         let rows = summarize(&catalog, &ident).await?.records;
+        let metadata = catalog.load(&ident).await?.metadata_location;
         tokio::time::sleep(Duration::from_millis(10)).await;
-        Ok((wall, cpu, rows))
+        Ok(Run { wall, cpu, rows, metadata })
     })
 }
 

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
-use calve_service::{RunConfig, StopWhen, run_tables};
 use calve_table::commit::{Append, Committer, RestoreUpdate, claim_epoch};
 use calve_table::key_index::KeyIndex;
 use calve_table::writer::{DataWriter, arrow_schema};
@@ -22,7 +21,7 @@ use calve_testkit::workload::customer_json;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::cpu_seconds;
+use crate::{Run, cpu_seconds, run_in_process};
 
 const CUSTOMERS: &str = include_str!("../../../examples/contracts/customers.toml");
 const PARTITIONS: i32 = 4;
@@ -54,36 +53,6 @@ fn contract(table: &str, topic: &str, keyed: bool) -> String {
             .replace("tombstone = \"delete-row\"", "tombstone = \"dead-letter\"");
     }
     c
-}
-
-struct Run {
-    wall: f64,
-    cpu: f64,
-    metadata: String,
-}
-
-/// Runs calve in this process on one contract until it has caught up with its topic.
-fn run_calve(dir: &std::path::Path, bootstrap: &str, contract_text: &str, name: &str) -> anyhow::Result<Run> {
-    std::fs::write(dir.join(format!("{name}.toml")), contract_text)?;
-    let d = dir.display();
-    let config = dir.join(format!("{name}-calve.toml"));
-    std::fs::write(&config, format!("contracts = [\"{name}.toml\"]\n\n[catalog]\nuri = \"sqlite:{d}/catalog.db\"\nwarehouse = \"{d}/warehouse\"\n\n[kafka]\nbrokers = \"{bootstrap}\"\n"))?;
-    let cfg = RunConfig::load(&config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async {
-        let catalog = Catalog::open(&cfg.catalog).await?;
-        let contracts = cfg.contracts()?;
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let (cpu0, t0) = (cpu_seconds(), Instant::now());
-        let (outcomes, _) = run_tables(contracts.clone(), catalog.clone(), cfg.kafka.clone(), rx, StopWhen::CaughtUp).await;
-        let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
-        for (_, r) in outcomes {
-            r.context("calve run")?;
-        }
-        let ident = calve_service::table_definition(&contracts[0])?.ident;
-        let metadata = catalog.load(&ident).await?.metadata_location;
-        Ok(Run { wall, cpu, metadata })
-    })
 }
 
 /// The model's rows written once, as a freshly loaded table would be: one file per partition.
@@ -124,8 +93,8 @@ pub fn upserts() -> anyhow::Result<()> {
                 .collect();
             produce(&broker.bootstrap(), &topic, &msgs);
         }
-        let append = run_calve(dir.path(), &broker.bootstrap(), &contract(&format!("append{pct}"), &format!("append{pct}"), false), &format!("append{pct}"))?;
-        let upsert = run_calve(dir.path(), &broker.bootstrap(), &contract(&format!("upsert{pct}"), &format!("upsert{pct}"), true), &format!("upsert{pct}"))?;
+        let append = run_in_process(dir.path(), &broker.bootstrap(), &contract(&format!("append{pct}"), &format!("append{pct}"), false), &format!("append{pct}"))?;
+        let upsert = run_in_process(dir.path(), &broker.bootstrap(), &contract(&format!("upsert{pct}"), &format!("upsert{pct}"), true), &format!("upsert{pct}"))?;
         let per_cpu = |r: &Run| events as f64 / r.cpu;
         println!();
         println!("{pct}% updates ({} live keys at the end)", latest.len());

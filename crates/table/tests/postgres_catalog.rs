@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 
 use calve_table::commit::{Append, Committer, RestoreUpdate, claim_epoch};
-use calve_table::restore::Offsets;
 use calve_table::TableError;
 use calve_testkit::postgres::Postgres;
-use common::{Fixture, ids_of, offsets};
+use common::{Fixture, concurrent_appends, ids_of, offsets};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commits_fencing_and_concurrency_on_postgres() {
@@ -30,18 +28,7 @@ async fn commits_fencing_and_concurrency_on_postgres() {
     let err = old.commit(&Append::new(f.files(10..20).await), &RestoreUpdate { from: offsets(1), to: offsets(2) }).await.unwrap_err();
     assert!(matches!(err, TableError::Fenced { .. }), "{err}");
 
-    let mut tasks = Vec::new();
-    for w in 0..3i64 {
-        let c = Committer::new(f.catalog.clone(), f.ident.clone(), epoch);
-        let files = f.files(100 + w * 10..110 + w * 10).await;
-        tasks.push(tokio::spawn(async move {
-            let to: Offsets = BTreeMap::from([(format!("w{w}"), BTreeMap::from([(0, 1)]))]);
-            c.commit(&Append::new(files), &RestoreUpdate { from: Offsets::new(), to }).await.unwrap();
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    concurrent_appends(&f, epoch).await;
     let want: Vec<i64> = (0..10).chain(100..130).collect();
     let view = f.read();
     for reader in ["pyiceberg", "duckdb"] {

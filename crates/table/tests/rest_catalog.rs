@@ -8,16 +8,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use calve_table::commit::{
     Append, CommitOutcome, Committer, ExpirePolicy, RestoreUpdate, SchemaChange, UpdateSchema, claim_epoch,
 };
-use calve_table::restore::{self, Offsets};
+use calve_table::restore;
 use calve_table::TableError;
 use calve_testkit::rest_catalog::Fault;
-use common::{Fixture, files_on_disk, ids_of, offsets, referenced_by_head};
+use common::{Fixture, concurrent_appends, files_on_disk, ids_of, offsets, referenced_by_head};
 use iceberg::spec::PrimitiveType;
 use serde_json::Value;
 
@@ -112,19 +111,7 @@ async fn a_stale_owner_is_fenced_through_the_main_ref() {
     // The old owner reloaded before posting, so it never even reached the server.
     assert_eq!(server.commits().len(), before);
 
-    let new = Committer::new(f.catalog.clone(), f.ident.clone(), new_epoch);
-    let mut tasks = Vec::new();
-    for w in 0..3i64 {
-        let c = new.clone();
-        let files = f.files(100 + w * 10..110 + w * 10).await;
-        tasks.push(tokio::spawn(async move {
-            let to: Offsets = BTreeMap::from([(format!("w{w}"), BTreeMap::from([(0, 1)]))]);
-            c.commit(&Append::new(files), &RestoreUpdate { from: Offsets::new(), to }).await.unwrap();
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    concurrent_appends(&f, new_epoch).await;
     let rejected = server.requests().iter().filter(|r| r.method == "POST" && r.path.ends_with("/events")).count();
     assert!(rejected >= 4, "concurrent committers went through the server ({rejected} commits)");
     let want: Vec<i64> = (0..10).chain(100..130).collect();

@@ -179,3 +179,21 @@ pub async fn committer(f: &Fixture) -> calve_table::commit::Committer {
     let epoch = calve_table::commit::claim_epoch(&f.catalog, &f.ident).await.unwrap();
     calve_table::commit::Committer::new(f.catalog.clone(), f.ident.clone(), epoch)
 }
+
+/// Three committers of `epoch` appending rows 100..130 at once (ten each, each with its own
+/// restore-point topic): every one must land, whatever order the catalog sees them in.
+pub async fn concurrent_appends(f: &Fixture, epoch: u64) {
+    use calve_table::commit::{Append, Committer, RestoreUpdate};
+    let mut tasks = Vec::new();
+    for w in 0..3i64 {
+        let c = Committer::new(f.catalog.clone(), f.ident.clone(), epoch);
+        let files = f.files(100 + w * 10..110 + w * 10).await;
+        tasks.push(tokio::spawn(async move {
+            let to: Offsets = BTreeMap::from([(format!("w{w}"), BTreeMap::from([(0, 1)]))]);
+            c.commit(&Append::new(files), &RestoreUpdate { from: Offsets::new(), to }).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
