@@ -79,7 +79,7 @@ fn fresh_table(dir: &std::path::Path, latest: &BTreeMap<u64, u64>) -> anyhow::Re
 }
 
 pub fn upserts() -> anyhow::Result<()> {
-    let events: u64 = std::env::var("CALVE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let events: u64 = std::env::var("CALVE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let broker = Broker::start();
     let dir = tempfile::tempdir()?;
     println!("workload: {events} customer change events per run, {PARTITIONS} partitions, 1 s band");
@@ -102,7 +102,9 @@ pub fn upserts() -> anyhow::Result<()> {
         println!("  upsert : {:.0} rows per CPU-second, {:.2}s wall, {:.2} CPU-s", per_cpu(&upsert), upsert.wall, upsert.cpu);
         println!("  ratio  : upserts run at {:.0}% of append throughput per CPU-second", 100.0 * per_cpu(&upsert) / per_cpu(&append));
 
-        let fresh = fresh_table(dir.path(), &latest)?;
+        let fresh_dir = dir.path().join(format!("fresh{pct}"));
+        std::fs::create_dir_all(&fresh_dir)?;
+        let fresh = fresh_table(&fresh_dir, &latest)?;
         let spec = serde_json::json!({
             "tables": {"upsert": upsert.metadata, "fresh": fresh},
             "queries": {
@@ -158,7 +160,9 @@ pub fn index(keys: u64) -> anyhow::Result<()> {
             }
             let batch = RecordBatch::try_new(schema.clone(), columns)?;
             let files = writer.write(&[batch]).await?;
-            committer.commit(&Append::new(files), &RestoreUpdate { from: Default::default(), to: Default::default() }).await?;
+            // Distinct restore points: equal ones would make each commit look like a retry of the first.
+            let at = |o: u64| [("bench".to_string(), [(0, o as i64)].into())].into();
+            committer.commit(&Append::new(files), &RestoreUpdate { from: at(start), to: at(start + n) }).await?;
             start += n;
         }
         println!("wrote {keys} keys in {:.1}s", t.elapsed().as_secs_f64());
