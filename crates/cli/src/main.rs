@@ -4,6 +4,7 @@
 
 mod check;
 mod demo;
+mod erase;
 mod run;
 mod status;
 
@@ -42,6 +43,25 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Remove every version of some keys from a table's storage (files rewritten, old
+    /// snapshots expired, then checked), and log the request.
+    Erase {
+        /// Path to calve.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The table (`namespace.name`, as in its contract).
+        #[arg(long)]
+        table: String,
+        /// A key to erase: `17`, `"abc"` or a JSON object of the key columns. Repeatable.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// A file with one key per line.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Who asked (recorded in the erasure log).
+        #[arg(long)]
+        requested_by: String,
+    },
     /// Self-contained demo: in-process Kafka, sample events (some bad), a table you can query.
     Demo {
         /// Where to put the catalog and warehouse (default: a new directory under /tmp).
@@ -68,6 +88,9 @@ fn main() -> ExitCode {
             Command::Run { config, until_caught_up } => run::run(&config, until_caught_up).await,
             Command::Status { config } => status::run(&config).await,
             Command::Demo { dir, events } => demo::run(dir, events).await,
+            Command::Erase { config, table, keys, key_file, requested_by } => {
+                erase::run(erase::Request { config, table, keys, key_file, requested_by }).await
+            }
         }
     });
     match result {

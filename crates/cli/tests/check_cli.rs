@@ -9,8 +9,8 @@ fn calve(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn valid_contract_prints_ok() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/contracts/orders.toml");
-    let (ok, out) = calve(&["check", path]);
+    let path = calve_testkit::workspace_root().join("examples/contracts/orders.toml");
+    let (ok, out) = calve(&["check", path.to_str().unwrap()]);
     assert!(ok, "{out}");
     assert!(out.starts_with("ok: ") && out.contains("table shop.orders, topic orders"), "{out}");
 }

@@ -358,7 +358,7 @@ impl KeyIndex {
     }
 }
 
-async fn read_position_deletes(io: &FileIO, path: &str, into: &mut HashMap<String, Vec<i64>>) -> Result<()> {
+pub(crate) async fn read_position_deletes(io: &FileIO, path: &str, into: &mut HashMap<String, Vec<i64>>) -> Result<()> {
     let bytes = io.new_input(path)?.read().await?;
     let bad = |e: String| TableError::CorruptState { table: path.to_string(), reason: e };
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?.build().map_err(|e| bad(e.to_string()))?;

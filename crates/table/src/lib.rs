@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod commit;
 pub mod deletes;
+pub mod erase;
 mod error;
 pub mod inspect;
 pub mod key_index;

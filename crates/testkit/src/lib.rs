@@ -19,8 +19,19 @@ pub fn cache_dir() -> std::path::PathBuf {
 }
 
 /// The workspace root (for scripts and examples).
+///
+/// Found at run time from the crate under test (`cargo test` sets `CARGO_MANIFEST_DIR`), not
+/// baked in at compile time: CI clones to a new directory each run and shares the target dir,
+/// so a testkit compiled in an earlier clone must not point into it.
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().expect("current dir"));
+    start
+        .ancestors()
+        .find(|d| d.join("scripts/test.sh").is_file())
+        .unwrap_or_else(|| panic!("no workspace root (with scripts/test.sh) above {}", start.display()))
+        .to_path_buf()
 }
 
 /// A free TCP port on 127.0.0.1.

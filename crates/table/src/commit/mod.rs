@@ -36,7 +36,7 @@ pub use append::{Append, MergePolicy};
 pub use delete_files::DeleteFiles;
 pub use epoch::claim_epoch;
 pub use expire::{ExpirePolicy, ExpireReport};
-pub use rewrite::Rewrite;
+pub use rewrite::{ForgettingRewrite, Rewrite};
 pub use row_delta::{ComputedAt, RowDelta};
 pub use update_schema::{SchemaChange, UpdateSchema, is_widening};
 pub use update_sort_order::UpdateSortOrder;

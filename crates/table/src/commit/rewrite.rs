@@ -35,10 +35,34 @@ pub struct Rewrite {
 
 impl SnapshotOperation for Rewrite {
     async fn produce(&self, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>) -> Result<Produced> {
+        produce(self, ctx, extra, Removed::MarkDeleted).await
+    }
+}
+
+/// A rewrite for erasure: the new manifests do not list the replaced files at all. A normal
+/// rewrite keeps them as DELETED entries, and an entry keeps its file's column bounds — the
+/// erased values, in plain text — for as long as the snapshot lives.
+#[derive(Debug, Clone)]
+pub struct ForgettingRewrite(pub Rewrite);
+
+impl SnapshotOperation for ForgettingRewrite {
+    async fn produce(&self, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>) -> Result<Produced> {
+        produce(&self.0, ctx, extra, Removed::Forget).await
+    }
+}
+
+/// How replaced files appear in the rewritten manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removed {
+    MarkDeleted,
+    Forget,
+}
+
+async fn produce(op: &Rewrite, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>, how: Removed) -> Result<Produced> {
         let meta = ctx.metadata();
-        let removed: HashSet<&str> = self.removed.iter().map(|f| f.file_path()).collect();
-        let data_removed: HashSet<&str> = self.removed.iter().filter(|f| f.content_type() == DataContentType::Data).map(|f| f.file_path()).collect();
-        let newer = snapshots_since(ctx, self.planned_at);
+        let removed: HashSet<&str> = op.removed.iter().map(|f| f.file_path()).collect();
+        let data_removed: HashSet<&str> = op.removed.iter().filter(|f| f.content_type() == DataContentType::Data).map(|f| f.file_path()).collect();
+        let newer = snapshots_since(ctx, op.planned_at);
         let io = ctx.catalog.file_io().clone();
         let mut manifests = Vec::new();
         let mut found = 0usize;
@@ -58,23 +82,22 @@ impl SnapshotOperation for Rewrite {
                 return Err(TableError::Unsupported("rewriting files of an older partition spec".into()));
             }
             found += hits;
-            manifests.push(rewrite_manifest(ctx, &mf, &entries, &removed).await?);
+            manifests.push(rewrite_manifest(ctx, &mf, &entries, &removed, how).await?);
         }
         if found != removed.len() {
             return Err(conflict(ctx, format!("{} of the {} files to replace are no longer in the table", removed.len() - found, removed.len())));
         }
-        if !self.added.is_empty() {
+        if !op.added.is_empty() {
             let mut w = ctx.new_manifest_writer(ManifestContentType::Data)?;
-            for f in &self.added {
+            for f in &op.added {
                 w.add_file(f.clone(), INHERIT_SEQUENCE_NUMBER)?;
             }
             manifests.insert(0, w.write_manifest_file().await?);
         }
         let mut summary = SummaryBuilder::for_table(meta);
-        self.added.iter().for_each(|f| summary.added(f));
-        self.removed.iter().for_each(|f| summary.removed(f));
+        op.added.iter().for_each(|f| summary.added(f));
+        op.removed.iter().for_each(|f| summary.removed(f));
         Ok(Produced { operation: Operation::Replace, manifests, summary: summary.build(extra) })
-    }
 }
 
 /// Snapshots committed after `planned_at` on the main branch.
@@ -113,12 +136,16 @@ async fn rewrite_manifest(
     mf: &ManifestFile,
     entries: &[ManifestEntryRef],
     removed: &HashSet<&str>,
+    how: Removed,
 ) -> Result<ManifestFile> {
     let mut w = ctx.new_manifest_writer(mf.content)?;
     for e in entries.iter().filter(|e| e.is_alive()) {
         let seq = e.sequence_number().unwrap_or(mf.sequence_number);
         let file_seq = e.file_sequence_number.or(Some(seq));
         if removed.contains(e.file_path()) {
+            if how == Removed::Forget {
+                continue;
+            }
             w.add_delete_file(e.data_file().clone(), seq, file_seq)?;
         } else {
             w.add_existing_file(e.data_file().clone(), e.snapshot_id().unwrap_or(mf.added_snapshot_id), seq, file_seq)?;

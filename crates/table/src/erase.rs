@@ -1,0 +1,155 @@
+//! Erasure: remove every version of some keys from the table's storage, not just from its
+//! current state.
+//!
+//! A position delete only hides a row; its bytes stay in the data file, and time travel still
+//! reaches older snapshots. So erasure (1) rewrites every live data file that holds any row of
+//! the keys — current or superseded — without those rows and without the rows live deletes
+//! already removed, committed as a `replace` that carries the restore point forward; (2)
+//! expires every snapshot but the new head (whose manifests do not even list the old files), which physically deletes the old files and the
+//! manifests that held statistics of them; (3) checks its work by reading every remaining data
+//! file, deletes ignored, for the keys.
+//!
+//! The commit is made under the table's current writer epoch without claiming the table, so a
+//! running pipeline is not fenced; its next row delta sees a `replace` it did not make,
+//! refuses its stale positions, and reopens with a rebuilt key index.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow_array::{BooleanArray, RecordBatch};
+use arrow_select::filter::filter_record_batch;
+use iceberg::io::FileIO;
+use iceberg::spec::{DataFile, TableMetadata};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::commit::{Committer, ExpirePolicy, ForgettingRewrite, Rewrite};
+use crate::error::{Result, TableError};
+use crate::key_index::{KeyIndex, read_position_deletes};
+use crate::live::live_files;
+use crate::writer::{DataWriter, arrow_schema};
+use crate::Catalog;
+
+/// What an erasure did and what it verified.
+#[derive(Debug, Clone, Default)]
+pub struct ErasureReport {
+    /// Data files that held a row of an erased key (now rewritten and deleted).
+    pub files_with_key: Vec<String>,
+    /// Rows removed from those files (every version of the keys).
+    pub rows_removed: u64,
+    /// Snapshots expired so time travel cannot reach the old files.
+    pub snapshots_expired: usize,
+    /// Files physically deleted by the expiry.
+    pub files_deleted: usize,
+    /// Files that held the key and still exist (must be empty).
+    pub still_on_storage: Vec<String>,
+    /// Data files read back for the check.
+    pub files_checked: usize,
+    /// Rows of the keys found in those files, deletes ignored (must be 0).
+    pub rows_found_after: u64,
+}
+
+impl ErasureReport {
+    /// Whether the keys are gone from storage.
+    pub fn verified(&self) -> bool {
+        self.still_on_storage.is_empty() && self.rows_found_after == 0
+    }
+}
+
+/// Erases the keys in `keys` (a batch of the key columns) from the table `committer` writes.
+pub async fn erase(catalog: &Catalog, committer: &Committer, key_columns: &[String], keys: &RecordBatch) -> Result<ErasureReport> {
+    let io = catalog.file_io();
+    let base = catalog.load(committer.ident()).await?;
+    let meta = base.metadata.as_ref();
+    let index = KeyIndex::empty(meta, key_columns)?;
+    let targets: HashSet<Box<[u8]>> = index.keys_of(keys)?.iter().map(|r| r.as_ref().into()).collect();
+    let live = live_files(io, meta).await?;
+    let mut deleted: HashMap<String, Vec<i64>> = HashMap::new();
+    for d in &live.position_deletes {
+        read_position_deletes(io, d.file.file_path(), &mut deleted).await?;
+    }
+    let writer = DataWriter::new(meta, io.clone(), 512 << 20)?;
+    let mut report = ErasureReport::default();
+    let (mut removed, mut added): (Vec<DataFile>, Vec<DataFile>) = (Vec::new(), Vec::new());
+    for f in &live.data {
+        let batches = read_rows(io, meta, f.file.file_path()).await?;
+        let dead: HashSet<i64> = deleted.get(f.file.file_path()).map(|v| v.iter().copied().collect()).unwrap_or_default();
+        let (kept, hits) = without_keys(&index, &targets, &batches, &dead)?;
+        if hits == 0 {
+            continue;
+        }
+        report.rows_removed += hits;
+        report.files_with_key.push(f.file.file_path().to_string());
+        removed.push(f.file.clone());
+        added.extend(writer.write(&kept).await?);
+    }
+    if removed.is_empty() {
+        return Ok(report);
+    }
+    // Delete files that only name rewritten files go with them; shared ones keep naming paths
+    // that no longer exist, which is harmless.
+    let gone: HashSet<&str> = removed.iter().map(|f| f.file_path()).collect();
+    let only_gone: Vec<DataFile> = live
+        .position_deletes
+        .iter()
+        .filter(|d| d.file.referenced_data_file().is_some_and(|r| gone.contains(r.as_str())))
+        .map(|d| d.file.clone())
+        .collect();
+    removed.extend(only_gone);
+    committer.commit_maintenance(&ForgettingRewrite(Rewrite { removed, added, planned_at: meta.current_snapshot_id() })).await?;
+    let expired = committer.expire_snapshots(ExpirePolicy { max_age: std::time::Duration::ZERO, retain_last: 1 }, i64::MAX / 2).await?;
+    report.snapshots_expired = expired.expired_snapshots.len();
+    report.files_deleted = expired.deleted_files.len();
+    verify(catalog, committer, &index, &targets, &mut report).await?;
+    Ok(report)
+}
+
+async fn verify(catalog: &Catalog, committer: &Committer, index: &KeyIndex, targets: &HashSet<Box<[u8]>>, report: &mut ErasureReport) -> Result<()> {
+    let io = catalog.file_io();
+    for path in &report.files_with_key {
+        if io.exists(path).await? {
+            report.still_on_storage.push(path.clone());
+        }
+    }
+    let after = catalog.load(committer.ident()).await?;
+    for f in live_files(io, &after.metadata).await?.data {
+        let batches = read_rows(io, &after.metadata, f.file.file_path()).await?;
+        let (_, hits) = without_keys(index, targets, &batches, &HashSet::new())?;
+        report.rows_found_after += hits;
+        report.files_checked += 1;
+    }
+    Ok(())
+}
+
+/// The rows of `batches` that are neither deleted (`dead` positions) nor of a target key, and
+/// how many rows of target keys there were (deleted ones included: they are bytes on storage).
+fn without_keys(index: &KeyIndex, targets: &HashSet<Box<[u8]>>, batches: &[RecordBatch], dead: &HashSet<i64>) -> Result<(Vec<RecordBatch>, u64)> {
+    let (mut out, mut hits, mut pos) = (Vec::new(), 0u64, 0i64);
+    for b in batches {
+        let keys = index.keys_of(b)?;
+        let mut keep = Vec::with_capacity(b.num_rows());
+        for k in keys.iter() {
+            let target = targets.contains(k.as_ref());
+            hits += target as u64;
+            keep.push(!target && !dead.contains(&pos));
+            pos += 1;
+        }
+        let kept = filter_record_batch(b, &BooleanArray::from(keep)).map_err(|e| TableError::InvalidData { table: String::new(), reason: e.to_string() })?;
+        if kept.num_rows() > 0 {
+            out.push(kept);
+        }
+    }
+    Ok((out, hits))
+}
+
+/// Every row of a data file, with the table's Arrow schema (field ids included) for rewriting.
+async fn read_rows(io: &FileIO, meta: &TableMetadata, path: &str) -> Result<Vec<RecordBatch>> {
+    let schema = arrow_schema(meta)?;
+    let bad = |e: String| TableError::InvalidData { table: meta.location().to_string(), reason: format!("{path}: {e}") };
+    let bytes = io.new_input(path)?.read().await?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?.build().map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.map_err(|e| bad(e.to_string()))?;
+        out.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| bad(e.to_string()))?);
+    }
+    Ok(out)
+}
