@@ -13,7 +13,7 @@
 //! running pipeline is not fenced; its next row delta sees a `replace` it did not make,
 //! refuses its stale positions, and reopens with a rebuilt key index.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_select::filter::filter_record_batch;
@@ -23,7 +23,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::commit::{Committer, ExpirePolicy, ForgettingRewrite, Rewrite};
 use crate::error::{Result, TableError};
-use crate::key_index::{KeyIndex, read_position_deletes};
+use crate::key_index::{KeyIndex, deleted_positions};
 use crate::live::live_files;
 use crate::writer::{DataWriter, arrow_schema};
 use crate::Catalog;
@@ -62,17 +62,14 @@ pub async fn erase(catalog: &Catalog, committer: &Committer, key_columns: &[Stri
     let index = KeyIndex::empty(meta, key_columns)?;
     let targets: HashSet<Box<[u8]>> = index.keys_of(keys)?.iter().map(|r| r.as_ref().into()).collect();
     let live = live_files(io, meta).await?;
-    let mut deleted: HashMap<String, Vec<i64>> = HashMap::new();
-    for d in &live.position_deletes {
-        read_position_deletes(io, d.file.file_path(), &mut deleted).await?;
-    }
+    let deleted = deleted_positions(io, &live).await?;
     let writer = DataWriter::new(meta, io.clone(), 512 << 20)?;
     let mut report = ErasureReport::default();
     let (mut removed, mut added): (Vec<DataFile>, Vec<DataFile>) = (Vec::new(), Vec::new());
     for f in &live.data {
         let batches = read_rows(io, meta, f.file.file_path()).await?;
-        let dead: HashSet<i64> = deleted.get(f.file.file_path()).map(|v| v.iter().copied().collect()).unwrap_or_default();
-        let (kept, hits) = without_keys(&index, &targets, &batches, &dead)?;
+        let dead = deleted.get(f.file.file_path()).map(Vec::as_slice).unwrap_or_default();
+        let (kept, hits) = without_keys(&index, &targets, &batches, dead)?;
         if hits == 0 {
             continue;
         }
@@ -112,16 +109,16 @@ async fn verify(catalog: &Catalog, committer: &Committer, index: &KeyIndex, targ
     let after = catalog.load(committer.ident()).await?;
     for f in live_files(io, &after.metadata).await?.data {
         let batches = read_rows(io, &after.metadata, f.file.file_path()).await?;
-        let (_, hits) = without_keys(index, targets, &batches, &HashSet::new())?;
+        let (_, hits) = without_keys(index, targets, &batches, &[])?;
         report.rows_found_after += hits;
         report.files_checked += 1;
     }
     Ok(())
 }
 
-/// The rows of `batches` that are neither deleted (`dead` positions) nor of a target key, and
+/// The rows of `batches` that are neither deleted (`dead`: sorted positions) nor of a target key, and
 /// how many rows of target keys there were (deleted ones included: they are bytes on storage).
-fn without_keys(index: &KeyIndex, targets: &HashSet<Box<[u8]>>, batches: &[RecordBatch], dead: &HashSet<i64>) -> Result<(Vec<RecordBatch>, u64)> {
+fn without_keys(index: &KeyIndex, targets: &HashSet<Box<[u8]>>, batches: &[RecordBatch], dead: &[i64]) -> Result<(Vec<RecordBatch>, u64)> {
     let (mut out, mut hits, mut pos) = (Vec::new(), 0u64, 0i64);
     for b in batches {
         let keys = index.keys_of(b)?;
@@ -129,7 +126,7 @@ fn without_keys(index: &KeyIndex, targets: &HashSet<Box<[u8]>>, batches: &[Recor
         for k in keys.iter() {
             let target = targets.contains(k.as_ref());
             hits += target as u64;
-            keep.push(!target && !dead.contains(&pos));
+            keep.push(!target && dead.binary_search(&pos).is_err());
             pos += 1;
         }
         let kept = filter_record_batch(b, &BooleanArray::from(keep)).map_err(|e| TableError::InvalidData { table: String::new(), reason: e.to_string() })?;

@@ -26,7 +26,7 @@ use parquet::arrow::ProjectionMask;
 
 use crate::deletes::PositionDelete;
 use crate::error::{Result, TableError};
-use crate::live::live_files;
+use crate::live::{LiveFiles, live_files};
 use crate::writer::{Written, arrow_schema};
 
 /// A row's place: index of its file in the index's file table, and its position there.
@@ -84,7 +84,6 @@ pub struct KeyIndex {
     converter: RowConverter,
     files: Vec<Option<Slot>>,
     free: Vec<u32>,
-    by_path: HashMap<String, u32>,
     keys: HashMap<Box<[u8]>, Loc>,
     head: Option<i64>,
 }
@@ -107,7 +106,6 @@ impl KeyIndex {
             converter: RowConverter::new(fields).map_err(|e| invalid(meta, e.to_string()))?,
             files: Vec::new(),
             free: Vec::new(),
-            by_path: HashMap::new(),
             keys: HashMap::new(),
             head: None,
         })
@@ -123,11 +121,7 @@ impl KeyIndex {
                 "{} has equality deletes ({}); calve keys tables by position only", meta.location(), eq.file.file_path()
             )));
         }
-        let mut deleted: HashMap<String, Vec<i64>> = HashMap::new();
-        for d in &live.position_deletes {
-            read_position_deletes(file_io, d.file.file_path(), &mut deleted).await?;
-        }
-        deleted.values_mut().for_each(|v| v.sort_unstable());
+        let deleted = deleted_positions(file_io, &live).await?;
         let mut duplicates = 0u64;
         for f in &live.data {
             duplicates += index.load_file(file_io, meta, &f.file, deleted.get(f.file.file_path())).await?;
@@ -322,7 +316,6 @@ impl KeyIndex {
     }
 
     fn add_file(&mut self, file: DataFile, live: u32) -> u32 {
-        let path = file.file_path().to_string();
         let slot = Slot { file, live };
         let i = match self.free.pop() {
             Some(i) => {
@@ -334,7 +327,6 @@ impl KeyIndex {
                 (self.files.len() - 1) as u32
             }
         };
-        self.by_path.insert(path, i);
         i
     }
 
@@ -351,14 +343,23 @@ impl KeyIndex {
     }
 
     fn release_slot(&mut self, i: u32) {
-        if let Some(s) = self.files[i as usize].take() {
-            self.by_path.remove(s.file.file_path());
+        if self.files[i as usize].take().is_some() {
             self.free.push(i);
         }
     }
 }
 
-pub(crate) async fn read_position_deletes(io: &FileIO, path: &str, into: &mut HashMap<String, Vec<i64>>) -> Result<()> {
+/// Row positions the live position-delete files remove, per data file path, sorted.
+pub(crate) async fn deleted_positions(io: &FileIO, live: &LiveFiles) -> Result<HashMap<String, Vec<i64>>> {
+    let mut deleted: HashMap<String, Vec<i64>> = HashMap::new();
+    for d in &live.position_deletes {
+        read_position_deletes(io, d.file.file_path(), &mut deleted).await?;
+    }
+    deleted.values_mut().for_each(|v| v.sort_unstable());
+    Ok(deleted)
+}
+
+async fn read_position_deletes(io: &FileIO, path: &str, into: &mut HashMap<String, Vec<i64>>) -> Result<()> {
     let bytes = io.new_input(path)?.read().await?;
     let bad = |e: String| TableError::CorruptState { table: path.to_string(), reason: e };
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?.build().map_err(|e| bad(e.to_string()))?;
