@@ -76,28 +76,22 @@ impl Router {
         let mut deletes: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
         let mut after_images: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, r) in records.iter().enumerate() {
-            match (&r.value, self.tombstone) {
-                (Some(v), _) if self.debezium => match debezium::unwrap(v) {
+            match &r.value {
+                Some(v) if self.debezium => match debezium::unwrap(v) {
                     Ok(Change::Upsert(after)) => after_images.push((i, after)),
-                    Ok(Change::Delete(before)) => match self.tombstone {
-                        TombstonePolicy::DeleteRow => deletes.push((i, Some(before))),
-                        TombstonePolicy::Ignore => out.ignored += 1,
-                        TombstonePolicy::DeadLetter => out.dead.push(dead(r, DeadLetterKind::Tombstone, "Debezium delete".into(), now_us)),
-                    },
+                    Ok(Change::Delete(before)) => self.delete(i, Some(before), "Debezium delete", now_us, records, &mut deletes, &mut out),
                     Err(reason) => out.dead.push(dead(r, DeadLetterKind::MalformedJson, reason, now_us)),
                 },
-                (Some(v), _) => {
+                Some(v) => {
                     values.push(v);
                     origin.push(i);
                 }
-                (None, TombstonePolicy::Ignore) => out.ignored += 1,
                 // Debezium follows every delete event with a tombstone for log compaction; the
                 // delete event already did the work unless the Kafka key names the row too.
-                (None, TombstonePolicy::DeleteRow) if self.debezium && !self.key_in_kafka_key => out.ignored += 1,
-                (None, TombstonePolicy::DeleteRow) => deletes.push((i, r.key.clone())),
-                (None, TombstonePolicy::DeadLetter) => {
-                    out.dead.push(dead(r, DeadLetterKind::Tombstone, "null value (tombstone)".into(), now_us))
+                None if self.debezium && !self.key_in_kafka_key && self.tombstone == TombstonePolicy::DeleteRow => {
+                    out.ignored += 1
                 }
+                None => self.delete(i, r.key.clone(), "null value (tombstone)", now_us, records, &mut deletes, &mut out),
             }
         }
         self.route_deletes(records, &deletes, now_us, &mut out)?;
@@ -126,6 +120,27 @@ impl Router {
         });
         out.row_origin = row_origin;
         Ok(out)
+    }
+
+    /// A delete request (a tombstone or a Debezium delete), handled per the contract's
+    /// `[deletes] tombstone`: kept to delete the row its `key` bytes name, ignored, or
+    /// dead-lettered with `what` as the reason.
+    #[allow(clippy::too_many_arguments)]
+    fn delete(
+        &self,
+        i: usize,
+        key: Option<Vec<u8>>,
+        what: &str,
+        now_us: i64,
+        records: &[KafkaRecord],
+        deletes: &mut Vec<(usize, Option<Vec<u8>>)>,
+        out: &mut Routed,
+    ) {
+        match self.tombstone {
+            TombstonePolicy::DeleteRow => deletes.push((i, key)),
+            TombstonePolicy::Ignore => out.ignored += 1,
+            TombstonePolicy::DeadLetter => out.dead.push(dead(&records[i], DeadLetterKind::Tombstone, what.into(), now_us)),
+        }
     }
 
     /// Deletes under `delete-row`: the key bytes become rows of the key columns.
