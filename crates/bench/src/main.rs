@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arrow_json::ReaderBuilder;
-use calve_service::{RunConfig, StopWhen, run_tables};
+use calve_service::{RunConfig, Services, StopWhen, run_tables};
 use calve_table::Catalog;
 use calve_table::inspect::summarize;
 use calve_testkit::broker::Broker;
@@ -118,7 +118,7 @@ pub fn run_in_process(dir: &std::path::Path, bootstrap: &str, contract_text: &st
         let contracts = cfg.contracts()?;
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
-        let (outcomes, _) = run_tables(contracts.clone(), catalog.clone(), cfg.kafka.clone(), rx, StopWhen::CaughtUp).await;
+        let (outcomes, _) = run_tables(contracts.clone(), Services::new(&cfg, catalog.clone()), rx, StopWhen::CaughtUp).await;
         let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
         for (_, r) in outcomes {
             r.context("calve run")?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arrow::util::pretty::pretty_format_batches;
-use calve_service::{RunConfig, StopWhen, dead_letter_definition, run_tables, table_definition};
+use calve_service::{RunConfig, Services, StopWhen, dead_letter_definition, run_tables, table_definition};
 use calve_table::Catalog;
 use calve_table::inspect::{scan_all, summarize};
 use rdkafka::mocking::MockCluster;
@@ -51,7 +51,7 @@ pub async fn run(dir: Option<PathBuf>, events: usize) -> anyhow::Result<ExitCode
     let catalog = Catalog::open(&cfg.catalog).await?;
     let (_tx, rx) = tokio::sync::watch::channel(false);
     println!("running calve until the topic is fully committed (freshness band 2s) ...");
-    let (outcomes, _) = run_tables(contracts.clone(), catalog.clone(), cfg.kafka.clone(), rx, StopWhen::CaughtUp).await;
+    let (outcomes, _) = run_tables(contracts.clone(), Services::new(&cfg, catalog.clone()), rx, StopWhen::CaughtUp).await;
     for (t, r) in outcomes {
         r.with_context(|| format!("table {t}"))?;
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use calve_service::{RunConfig, StopWhen, run_tables};
+use calve_service::{RunConfig, Services, StopWhen, run_tables};
 use calve_table::Catalog;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -23,7 +23,7 @@ pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCod
         let _ = tx.send(true);
     });
     let stop = if until_caught_up { StopWhen::CaughtUp } else { StopWhen::Shutdown };
-    let (outcomes, _) = run_tables(contracts, catalog, cfg.kafka.clone(), rx, stop).await;
+    let (outcomes, _) = run_tables(contracts, Services::new(&cfg, catalog), rx, stop).await;
     let mut failed = false;
     for (table, r) in outcomes {
         if let Err(e) = r {

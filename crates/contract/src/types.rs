@@ -177,6 +177,18 @@ pub struct MaintenanceSection {
     pub orphan_min_age: HumanDuration,
     /// Bytes maintenance may rewrite per unit of time.
     pub budget: ByteRate,
+    /// Compaction jobs of this table that may run at once (default 1: maintenance shares the
+    /// machine with ingestion).
+    #[serde(default = "one")]
+    pub max_concurrent_rewrites: u32,
+    /// Columns compacted files are sorted by, so readers skip row groups and files on them
+    /// (default: the event-time column; a table's own Iceberg sort order wins when it has one).
+    #[serde(default)]
+    pub sort_by: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Snapshot retention: keep at least `min`, and every snapshot younger than `max_age`.

@@ -184,12 +184,21 @@ impl Contract {
         !self.keys.columns.is_empty()
     }
 
+    /// Columns compacted files are sorted by: `maintenance.sort_by`, else the event-time column.
+    pub fn sort_columns(&self) -> Vec<String> {
+        match self.maintenance.sort_by.is_empty() {
+            true => vec![self.event_time.column.clone()],
+            false => self.maintenance.sort_by.clone(),
+        }
+    }
+
     fn check_rules(&self, p: &mut Problems) {
         check_table(&self.table, p);
         check_keys(self, p);
         check_event_time(self, p);
         check_policies(self, p);
         check_maintenance(&self.maintenance, p);
+        check_sort_by(self, p);
         check_people(self, p);
         check_sla(&self.sla, p);
     }
@@ -307,6 +316,17 @@ fn check_maintenance(m: &MaintenanceSection, p: &mut Problems) {
     }
     if m.budget.bytes == 0 {
         p.push("maintenance.budget", "a zero budget means the table is never maintained");
+    }
+    if m.max_concurrent_rewrites == 0 {
+        p.push("maintenance.max_concurrent_rewrites", "at least one rewrite must be allowed");
+    }
+}
+
+fn check_sort_by(c: &Contract, p: &mut Problems) {
+    for (i, col) in c.maintenance.sort_by.iter().enumerate() {
+        if !c.schema.columns.iter().any(|s| &s.name == col) {
+            p.push(format!("maintenance.sort_by[{i}]"), format!("`{col}` is not a column of [schema]"));
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use calve_contract::Contract;
+use calve_contract::{Contract, HumanDuration};
 use calve_ingest::KafkaConfig;
 use calve_table::CatalogConfig;
 use serde::Deserialize;
@@ -20,6 +20,25 @@ pub struct RunConfig {
     pub kafka: KafkaConfig,
     /// Contract files, relative to this file's directory.
     pub contracts: Vec<PathBuf>,
+    /// The background maintenance of every table (what it may spend is in each contract).
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
+}
+
+/// `[maintenance]` in `calve.toml`: whether and how often `calve run` maintains its tables.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Run maintenance inside `calve run` (default true; `calve maintain` works either way).
+    pub enabled: bool,
+    /// Time between two cycles of one table (default "1m").
+    pub interval: HumanDuration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig { enabled: true, interval: HumanDuration(std::time::Duration::from_secs(60)) }
+    }
 }
 
 impl RunConfig {

@@ -7,14 +7,15 @@ mod config;
 mod definition;
 mod error;
 mod faults;
+mod maintenance;
 mod pipeline;
 mod sink;
 mod stats;
 mod supervisor;
 
-pub use config::RunConfig;
+pub use config::{MaintenanceConfig, RunConfig};
 pub use definition::{dead_letter_definition, table_definition};
 pub use error::ServiceError;
 pub use pipeline::{Pipeline, StopWhen};
 pub use stats::TableStats;
-pub use supervisor::{Outcomes, run_tables};
+pub use supervisor::{Outcomes, Services, run_tables};

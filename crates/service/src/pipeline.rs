@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
 use calve_ingest::{DeadLetter, KafkaConfig, KafkaRecord, KafkaSource, Router, dead_letters_to_batch};
-use calve_table::commit::ExpirePolicy;
 use calve_table::restore::Offsets;
 use calve_table::{Catalog, TableDefinition};
 use tokio::sync::watch;
@@ -22,7 +21,9 @@ use crate::buffer::Buffer;
 use crate::error::ServiceError;
 use crate::faults::{CrashPoint, crash_point};
 use crate::definition::{dead_letter_definition, table_definition};
-use crate::sink::{Prepared, Sink};
+use crate::sink::{CommitReport, Sink};
+use calve_table::upsert::Prepared;
+use calve_table::TableError;
 use crate::stats::TableStats;
 
 /// Most records taken from the consumer per poll.
@@ -30,9 +31,6 @@ const POLL_MAX: usize = 10_000;
 /// Longest wait in one poll: bounds how late periodic work and idle detection run.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
-/// Retention is applied at most this often (or every `max_age`, if shorter): often enough that
-/// metadata.json, which every commit rewrites, stays small.
-const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the topic's partition count is re-read, so added partitions are consumed too.
 const PARTITION_REFRESH: Duration = Duration::from_secs(30);
 
@@ -65,7 +63,6 @@ pub struct Pipeline {
     buffer: Buffer,
     stats: Arc<TableStats>,
     partitions_checked: Instant,
-    expired_at: Instant,
 }
 
 impl Pipeline {
@@ -88,7 +85,7 @@ impl Pipeline {
         let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();
         tracing::info!(table = %contract.table.name, %topic, ?start, "resuming from the table's restore point");
         let router = Router::new(&contract, main.schema().clone())?;
-        Ok(Pipeline { contract, source, partitions, router, main, dlq, dlq_covered, buffer: Buffer::default(), stats, partitions_checked: Instant::now(), expired_at: Instant::now() })
+        Ok(Pipeline { contract, source, partitions, router, main, dlq, dlq_covered, buffer: Buffer::default(), stats, partitions_checked: Instant::now() })
     }
 
     /// Consumes and commits until `shutdown` turns true (then flushes) or `stop` is met.
@@ -186,11 +183,7 @@ impl Pipeline {
         }
         let report = match pending {
             Pending::Append(files) => self.main.commit(files, &to).await?,
-            Pending::Changes(prepared) => {
-                let stats = prepared.stats();
-                tracing::debug!(table = %self.contract.table.name, ?stats, "resolved changes against the key index");
-                self.main.commit_changes(prepared, &to).await?
-            }
+            Pending::Changes(prepared) => self.commit_changes(prepared, &to).await?,
         };
         crash_point(CrashPoint::BothCommitted);
         self.dlq_covered = to[&topic].clone();
@@ -204,36 +197,35 @@ impl Pipeline {
             "committed"
         );
         self.buffer.clear();
-        self.apply_retention().await
+        Ok(())
+    }
+
+    /// Commits a keyed change. When maintenance moved rows since the key index last looked
+    /// (the commit is refused as stale, its files removed), the index is rebuilt from the
+    /// table and the buffered changes are written and committed again; the consumer keeps
+    /// its place.
+    async fn commit_changes(&mut self, prepared: Prepared, to: &Offsets) -> Result<CommitReport, ServiceError> {
+        let stats = prepared.stats();
+        tracing::debug!(table = %self.contract.table.name, ?stats, "resolved changes against the key index");
+        match self.main.commit_changes(prepared, to).await {
+            Err(ServiceError::Table(TableError::StaleDeletes { reason, .. })) => {
+                tracing::info!(table = %self.contract.table.name, %reason, "rows moved under the key index; rebuilding it and writing the changes again");
+                self.main.rebuild_index().await?;
+                let again = self.main.write_changes(&self.buffer.upserts, &self.buffer.deletes).await?;
+                self.main.commit_changes(again, to).await
+            }
+            r => r,
+        }
     }
 
     /// Writes the buffered rows (append) or changes (keyed) as files of the target table.
     async fn write_main(&mut self) -> Result<Pending, ServiceError> {
         if self.contract.is_keyed() {
-            let upserts = std::mem::take(&mut self.buffer.upserts);
-            let deletes = std::mem::take(&mut self.buffer.deletes);
-            return Ok(Pending::Changes(self.main.write_changes(&upserts, &deletes).await?));
+            // The changes stay buffered until committed: a stale commit writes them again.
+            return Ok(Pending::Changes(self.main.write_changes(&self.buffer.upserts, &self.buffer.deletes).await?));
         }
         let rows = std::mem::take(&mut self.buffer.rows);
         Ok(Pending::Append(self.main.write(&rows).await?))
-    }
-
-    /// The contract's `keep_snapshots`, on both tables. Runs after a commit, in the table's own
-    /// actor, so it never races this table's commits (other writers are handled by the CAS).
-    async fn apply_retention(&mut self) -> Result<(), ServiceError> {
-        let keep = &self.contract.maintenance.keep_snapshots;
-        if self.expired_at.elapsed() < EXPIRY_INTERVAL.min(keep.max_age.0) {
-            return Ok(());
-        }
-        self.expired_at = Instant::now();
-        let policy = ExpirePolicy { max_age: keep.max_age.0, retain_last: keep.min as usize };
-        for sink in [&self.main, &self.dlq] {
-            let r = sink.expire(policy).await?;
-            if !r.expired_snapshots.is_empty() {
-                tracing::debug!(table = %self.contract.table.name, snapshots = r.expired_snapshots.len(), files = r.deleted_files.len(), "retention applied");
-            }
-        }
-        Ok(())
     }
 
     /// Adds partitions created since the last look; known partitions keep their position.

@@ -11,13 +11,11 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use std::time::Instant;
 
-use calve_table::commit::{
-    Append, CommitOutcome, Committer, ComputedAt, ExpirePolicy, ExpireReport, RestoreUpdate, RowDelta, claim_epoch,
-};
-use calve_table::deletes::PositionDeleteWriter;
-use calve_table::key_index::{KeyIndex, Plan, PlanStats, SeqBatch};
+use calve_table::commit::{Append, CommitOutcome, Committer, RestoreUpdate, claim_epoch};
+use calve_table::key_index::SeqBatch;
 use calve_table::restore::{self, Offsets};
-use calve_table::writer::{DataWriter, Written, arrow_schema};
+use calve_table::upsert::{Prepared, Upserter};
+use calve_table::writer::{DataWriter, arrow_schema};
 use calve_table::{Catalog, TableDefinition, TableError};
 use iceberg::spec::DataFile;
 
@@ -29,25 +27,10 @@ pub struct Sink {
     committer: Committer,
     writer: DataWriter,
     schema: SchemaRef,
-    /// Keyed tables: where each key's live row is, and the writer for position deletes.
-    keyed: Option<(KeyIndex, PositionDeleteWriter)>,
+    /// Keyed tables: the key index and the writers of its row deltas.
+    keyed: Option<Upserter>,
     /// The restore point the table holds now.
     pub offsets: Offsets,
-}
-
-/// A keyed commit whose files are written but not yet committed.
-pub struct Prepared {
-    plan: Plan,
-    written: Vec<Written>,
-    data_files: Vec<DataFile>,
-    delete_files: Vec<DataFile>,
-}
-
-impl Prepared {
-    /// What the commit will do.
-    pub fn stats(&self) -> PlanStats {
-        self.plan.stats
-    }
 }
 
 impl Sink {
@@ -63,12 +46,13 @@ impl Sink {
             true => None,
             false => {
                 let started = Instant::now();
-                let index = KeyIndex::build(catalog.file_io(), &state.metadata, keys).await?;
+                let upserter = Upserter::open(catalog.file_io(), &state.metadata, keys, target_file_size).await?;
+                let index = upserter.index();
                 tracing::info!(
                     table = %def.ident, keys = index.len(), approx_mb = index.approx_bytes() >> 20,
                     took_ms = started.elapsed().as_millis() as u64, "key index rebuilt from the table"
                 );
-                Some((index, PositionDeleteWriter::new(&state.metadata, catalog.file_io().clone())?))
+                Some(upserter)
             }
         };
         Ok(Sink {
@@ -84,37 +68,32 @@ impl Sink {
     /// Keyed tables: resolves `upserts` and `deletes` against the key index and writes the
     /// new rows and the position deletes for the rows they supersede.
     pub async fn write_changes(&self, upserts: &[SeqBatch], deletes: &[SeqBatch]) -> Result<Prepared, ServiceError> {
-        let (index, delete_writer) = self.keyed.as_ref().expect("write_changes on a keyed table");
-        let plan = index.plan(upserts, deletes)?;
-        let written = self.writer.write_tracked(&plan.rows).await?;
-        let data_files = written.iter().flat_map(|w| w.files.iter().cloned()).collect();
-        let positions = index.deletes_for(&plan);
-        let delete_files = match positions.is_empty() {
-            true => Vec::new(),
-            false => delete_writer.write(&positions).await?,
-        };
-        Ok(Prepared { plan, written, data_files, delete_files })
+        let upserter = self.keyed.as_ref().expect("write_changes on a keyed table");
+        Ok(upserter.write(upserts, deletes).await?)
     }
 
     /// Commits a prepared keyed change as a row delta with the restore point `to`, then
     /// teaches the key index where the new rows are.
     pub async fn commit_changes(&mut self, prepared: Prepared, to: &Offsets) -> Result<CommitReport, ServiceError> {
-        let Prepared { plan, written, data_files, delete_files } = prepared;
-        let report = CommitReport::of(&data_files, &delete_files);
-        let (index, _) = self.keyed.as_mut().expect("commit_changes on a keyed table");
-        let at = ComputedAt { snapshot_id: index.head(), epoch: self.committer.epoch() };
-        let op = RowDelta::new(data_files, delete_files).computed_at(at);
+        let report = CommitReport::of(&prepared.data_files, &prepared.delete_files);
+        let upserter = self.keyed.as_mut().expect("commit_changes on a keyed table");
         let restore = RestoreUpdate { from: self.offsets.clone(), to: to.clone() };
-        let head = match self.committer.commit(&op, &restore).await? {
-            CommitOutcome::Committed { snapshot_id } => Some(snapshot_id),
-            CommitOutcome::AlreadyCommitted => {
-                tracing::info!(table = %self.committer.ident(), "commit had already landed");
-                self.catalog.load(self.committer.ident()).await?.metadata.current_snapshot_id()
-            }
-        };
-        index.apply(plan, &written, head)?;
+        if upserter.commit(&self.catalog, &self.committer, prepared, &restore).await? == CommitOutcome::AlreadyCommitted {
+            tracing::info!(table = %self.committer.ident(), "commit had already landed");
+        }
         self.offsets = to.clone();
         Ok(report)
+    }
+
+    /// Keyed tables: rebuilds the key index from the table as it is now (after maintenance or
+    /// erasure moved rows under it).
+    pub async fn rebuild_index(&mut self) -> Result<(), ServiceError> {
+        let upserter = self.keyed.as_mut().expect("rebuild_index on a keyed table");
+        let started = Instant::now();
+        let state = self.catalog.load(self.committer.ident()).await?;
+        upserter.rebuild(self.catalog.file_io(), &state.metadata).await?;
+        tracing::info!(table = %self.committer.ident(), took_ms = started.elapsed().as_millis() as u64, "key index rebuilt: rows moved under it");
+        Ok(())
     }
 
     /// The Arrow schema rows must have.
@@ -137,11 +116,6 @@ impl Sink {
         }
         self.offsets = to.clone();
         Ok(report)
-    }
-
-    /// Applies snapshot retention, deleting what only expired snapshots needed.
-    pub async fn expire(&self, policy: ExpirePolicy) -> Result<ExpireReport, ServiceError> {
-        Ok(self.committer.expire_snapshots(policy, chrono::Utc::now().timestamp_millis()).await?)
     }
 }
 

@@ -12,7 +12,9 @@ use calve_ingest::KafkaConfig;
 use calve_table::Catalog;
 use tokio::sync::watch;
 
+use crate::config::{MaintenanceConfig, RunConfig};
 use crate::error::ServiceError;
+use crate::maintenance::maintain;
 use crate::pipeline::{Pipeline, StopWhen};
 use crate::stats::TableStats;
 
@@ -21,11 +23,31 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How each table's pipeline ended.
 pub type Outcomes = BTreeMap<String, Result<(), ServiceError>>;
 
-/// Runs every contract until shutdown (or until caught up, with [`StopWhen::CaughtUp`]).
+/// Where the tables live and how they are maintained: what every table's tasks share.
+#[derive(Clone)]
+pub struct Services {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// Kafka.
+    pub kafka: KafkaConfig,
+    /// The warehouse (maintenance publishes its status under it).
+    pub warehouse: String,
+    /// Background maintenance settings.
+    pub maintenance: MaintenanceConfig,
+}
+
+impl Services {
+    /// The services `cfg` describes, on an opened `catalog`.
+    pub fn new(cfg: &RunConfig, catalog: Catalog) -> Self {
+        Services { catalog, kafka: cfg.kafka.clone(), warehouse: cfg.catalog.warehouse.clone(), maintenance: cfg.maintenance.clone() }
+    }
+}
+
+/// Runs every contract until shutdown (or until caught up, with [`StopWhen::CaughtUp`]): per
+/// table, its pipeline and, beside it, its maintenance, which stops when the pipeline ends.
 pub async fn run_tables(
     contracts: Vec<Contract>,
-    catalog: Catalog,
-    kafka: KafkaConfig,
+    services: Services,
     shutdown: watch::Receiver<bool>,
     stop: StopWhen,
 ) -> (Outcomes, BTreeMap<String, Arc<TableStats>>) {
@@ -34,9 +56,10 @@ pub async fn run_tables(
     for c in contracts {
         let s = Arc::new(TableStats::default());
         stats.insert(c.table.name.clone(), s.clone());
-        let (catalog, kafka, shutdown) = (catalog.clone(), kafka.clone(), shutdown.clone());
+        let services = services.clone();
+        let shutdown = shutdown.clone();
         let name = c.table.name.clone();
-        tasks.push((name, tokio::spawn(supervise(c, catalog, kafka, shutdown, stop, s))));
+        tasks.push((name, tokio::spawn(table_tasks(c, services, shutdown, stop, s))));
     }
     let mut outcomes = Outcomes::new();
     for (name, t) in tasks {
@@ -44,6 +67,19 @@ pub async fn run_tables(
         outcomes.insert(name, r);
     }
     (outcomes, stats)
+}
+
+async fn table_tasks(c: Contract, services: Services, shutdown: watch::Receiver<bool>, stop: StopWhen, stats: Arc<TableStats>) -> Result<(), ServiceError> {
+    let (maintenance_stop, maintenance_rx) = watch::channel(false);
+    let maintenance = services.maintenance.enabled.then(|| {
+        tokio::spawn(maintain(c.clone(), services.catalog.clone(), services.warehouse.clone(), services.maintenance.clone(), maintenance_rx))
+    });
+    let result = supervise(c, services.catalog, services.kafka, shutdown, stop, stats).await;
+    let _ = maintenance_stop.send(true);
+    if let Some(m) = maintenance {
+        let _ = m.await;
+    }
+    result
 }
 
 async fn supervise(

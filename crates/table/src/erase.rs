@@ -17,15 +17,14 @@ use std::collections::HashSet;
 
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_select::filter::filter_record_batch;
-use iceberg::io::FileIO;
-use iceberg::spec::{DataFile, TableMetadata};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use iceberg::spec::DataFile;
 
 use crate::commit::{Committer, ExpirePolicy, ForgettingRewrite, Rewrite};
 use crate::error::{Result, TableError};
-use crate::key_index::{KeyIndex, deleted_positions};
+use crate::key_index::KeyIndex;
+use crate::read::{read_data_file as read_rows, read_deletes};
 use crate::live::live_files;
-use crate::writer::{DataWriter, arrow_schema};
+use crate::writer::DataWriter;
 use crate::Catalog;
 
 /// What an erasure did and what it verified.
@@ -62,13 +61,13 @@ pub async fn erase(catalog: &Catalog, committer: &Committer, key_columns: &[Stri
     let index = KeyIndex::empty(meta, key_columns)?;
     let targets: HashSet<Box<[u8]>> = index.keys_of(keys)?.iter().map(|r| r.as_ref().into()).collect();
     let live = live_files(io, meta).await?;
-    let deleted = deleted_positions(io, &live).await?;
+    let deleted = read_deletes(io, &live).await?;
     let writer = DataWriter::new(meta, io.clone(), 512 << 20)?;
     let mut report = ErasureReport::default();
     let (mut removed, mut added): (Vec<DataFile>, Vec<DataFile>) = (Vec::new(), Vec::new());
     for f in &live.data {
         let batches = read_rows(io, meta, f.file.file_path()).await?;
-        let dead = deleted.get(f.file.file_path()).map(Vec::as_slice).unwrap_or_default();
+        let dead = deleted.of(f.file.file_path());
         let (kept, hits) = without_keys(&index, &targets, &batches, dead)?;
         if hits == 0 {
             continue;
@@ -137,16 +136,3 @@ fn without_keys(index: &KeyIndex, targets: &HashSet<Box<[u8]>>, batches: &[Recor
     Ok((out, hits))
 }
 
-/// Every row of a data file, with the table's Arrow schema (field ids included) for rewriting.
-async fn read_rows(io: &FileIO, meta: &TableMetadata, path: &str) -> Result<Vec<RecordBatch>> {
-    let schema = arrow_schema(meta)?;
-    let bad = |e: String| TableError::InvalidData { table: meta.location().to_string(), reason: format!("{path}: {e}") };
-    let bytes = io.new_input(path)?.read().await?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?.build().map_err(|e| bad(e.to_string()))?;
-    let mut out = Vec::new();
-    for b in reader {
-        let b = b.map_err(|e| bad(e.to_string()))?;
-        out.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| bad(e.to_string()))?);
-    }
-    Ok(out)
-}

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_select::filter::filter_record_batch;
 use iceberg::io::FileIO;
@@ -26,7 +26,8 @@ use parquet::arrow::ProjectionMask;
 
 use crate::deletes::PositionDelete;
 use crate::error::{Result, TableError};
-use crate::live::{LiveFiles, live_files};
+use crate::live::live_files;
+use crate::read::read_deletes;
 use crate::writer::{Written, arrow_schema};
 
 /// A row's place: index of its file in the index's file table, and its position there.
@@ -121,7 +122,7 @@ impl KeyIndex {
                 "{} has equality deletes ({}); calve keys tables by position only", meta.location(), eq.file.file_path()
             )));
         }
-        let deleted = deleted_positions(file_io, &live).await?;
+        let deleted = read_deletes(file_io, &live).await?.positions;
         let mut duplicates = 0u64;
         for f in &live.data {
             duplicates += index.load_file(file_io, meta, &f.file, deleted.get(f.file.file_path())).await?;
@@ -347,32 +348,6 @@ impl KeyIndex {
             self.free.push(i);
         }
     }
-}
-
-/// Row positions the live position-delete files remove, per data file path, sorted.
-pub(crate) async fn deleted_positions(io: &FileIO, live: &LiveFiles) -> Result<HashMap<String, Vec<i64>>> {
-    let mut deleted: HashMap<String, Vec<i64>> = HashMap::new();
-    for d in &live.position_deletes {
-        read_position_deletes(io, d.file.file_path(), &mut deleted).await?;
-    }
-    deleted.values_mut().for_each(|v| v.sort_unstable());
-    Ok(deleted)
-}
-
-async fn read_position_deletes(io: &FileIO, path: &str, into: &mut HashMap<String, Vec<i64>>) -> Result<()> {
-    let bytes = io.new_input(path)?.read().await?;
-    let bad = |e: String| TableError::CorruptState { table: path.to_string(), reason: e };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?.build().map_err(|e| bad(e.to_string()))?;
-    for batch in reader {
-        let batch = batch.map_err(|e| bad(e.to_string()))?;
-        let paths = batch.column_by_name("file_path").and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
-        let pos = batch.column_by_name("pos").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
-        let (Some(paths), Some(pos)) = (paths, pos) else { return Err(bad("not a position-delete file".into())) };
-        for i in 0..batch.num_rows() {
-            into.entry(paths.value(i).to_string()).or_default().push(pos.value(i));
-        }
-    }
-    Ok(())
 }
 
 fn invalid(meta: &TableMetadata, reason: String) -> TableError {

@@ -13,10 +13,12 @@ pub mod inspect;
 pub mod key_index;
 pub mod live;
 pub mod orphans;
+pub mod read;
 mod reachable;
 pub mod restore;
 pub mod schema;
 pub mod summary;
+pub mod upsert;
 pub mod writer;
 
 pub use catalog::{Catalog, CatalogConfig, TableDefinition, TableState};

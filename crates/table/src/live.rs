@@ -13,6 +13,8 @@ pub struct LiveFile {
     pub file: DataFile,
     /// Data sequence number (which deletes apply to it).
     pub sequence_number: i64,
+    /// Partition spec of its manifest.
+    pub spec_id: i32,
 }
 
 /// Live data files and live delete files of the current snapshot.
@@ -38,6 +40,7 @@ pub async fn live_files(file_io: &FileIO, meta: &TableMetadata) -> Result<LiveFi
             let live = LiveFile {
                 file: e.data_file().clone(),
                 sequence_number: e.sequence_number().unwrap_or(mf.sequence_number),
+                spec_id: mf.partition_spec_id,
             };
             match e.content_type() {
                 DataContentType::Data => out.data.push(live),

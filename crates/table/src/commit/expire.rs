@@ -33,6 +33,13 @@ pub struct ExpireReport {
     pub deleted_files: Vec<String>,
 }
 
+impl ExpirePolicy {
+    /// The snapshots of `meta` this policy expires as of `now_ms` (what a dry run reports).
+    pub fn expirable(&self, meta: &iceberg::spec::TableMetadata, now_ms: i64) -> Vec<i64> {
+        select_expired(meta, *self, now_ms)
+    }
+}
+
 impl Committer {
     /// Expires snapshots per `policy` as of `now_ms` and deletes the files they alone needed.
     pub async fn expire_snapshots(&self, policy: ExpirePolicy, now_ms: i64) -> Result<ExpireReport> {

@@ -31,7 +31,7 @@ pub struct RowDelta {
 
 /// The table version a row delta's positions were computed against (the key index's head)
 /// and the writer that computed them. A later snapshot that may have moved or removed rows —
-/// any `replace`, `delete` or `overwrite` by another writer — makes the positions stale: the
+/// a `replace` that removed data files, any `delete`, an `overwrite` by another writer — makes the positions stale: the
 /// commit fails rather than delete the wrong rows. Appends and this writer's own row deltas
 /// are safe: they move no existing row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +71,13 @@ fn check_positions_still_valid(ctx: &SnapshotContext<'_>, at: ComputedAt) -> Res
         }
         let summary = s.summary();
         let ours = summary.additional_properties.get(WRITER_EPOCH_KEY) == Some(&epoch);
+        // A `replace` that removed no data file (a manifest rewrite, dropping delete files
+        // that no longer apply) moved no row.
+        let moved_rows = summary.additional_properties.get("deleted-data-files").is_some_and(|n| n != "0");
         match &summary.operation {
             Operation::Append => {}
             Operation::Overwrite if ours => {}
+            Operation::Replace if !moved_rows => {}
             op => return stale(format!("snapshot {} ({op:?}) changed files after the positions were computed", s.snapshot_id())),
         }
     }

@@ -1,0 +1,92 @@
+//! The backlog of one table: what maintenance owes it, measured from the table itself.
+//!
+//! Every number is something a reader pays for: files opened per query, deletes merged,
+//! manifests read, the size of the metadata file every engine parses first.
+
+use calve_table::commit::ExpirePolicy;
+use calve_table::live::{LiveFiles, live_files};
+use calve_table::read::{DeleteMap, read_deletes};
+use calve_table::{Catalog, TableState};
+use iceberg::spec::{ManifestContentType, ManifestList};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::plan::{Plan, PlanSettings, plan};
+
+/// What maintenance owes a table at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Backlog {
+    /// Live data files.
+    pub data_files: usize,
+    /// Live data files under 3/4 of the target size.
+    pub small_files: usize,
+    /// Partitions holding data.
+    pub partitions: usize,
+    /// Live position-delete files.
+    pub delete_files: usize,
+    /// Rows those files delete.
+    pub deleted_rows: u64,
+    /// Compaction jobs the planner would run with an unlimited budget.
+    pub compaction_jobs: usize,
+    /// Bytes those jobs would rewrite: the compaction debt.
+    pub compaction_bytes: u64,
+    /// Snapshots in the metadata.
+    pub snapshots: usize,
+    /// Of those, past the retention policy.
+    pub expirable_snapshots: usize,
+    /// Data manifests of the current snapshot.
+    pub data_manifests: usize,
+    /// Delete manifests of the current snapshot.
+    pub delete_manifests: usize,
+    /// Size of the current metadata.json.
+    pub metadata_json_bytes: u64,
+}
+
+/// A table's files as maintenance sees them: the inputs of both the plan and the backlog.
+pub struct Snapshot {
+    /// The table state read.
+    pub state: TableState,
+    /// Its live files.
+    pub live: LiveFiles,
+    /// What its delete files delete.
+    pub deletes: DeleteMap,
+    /// The compaction plan over them.
+    pub plan: Plan,
+    /// The backlog.
+    pub backlog: Backlog,
+}
+
+/// Reads the table and measures its backlog.
+pub async fn measure(catalog: &Catalog, state: TableState, settings: &PlanSettings, keep: ExpirePolicy, now_ms: i64) -> Result<Snapshot> {
+    let io = catalog.file_io();
+    let meta = state.metadata.as_ref();
+    let live = live_files(io, meta).await?;
+    let deletes = read_deletes(io, &live).await?;
+    let plan = plan(meta, &live, &deletes, settings);
+    let (mut data_manifests, mut delete_manifests) = (0, 0);
+    if let Some(s) = meta.current_snapshot() {
+        let bytes = io.new_input(s.manifest_list())?.read().await?;
+        for m in ManifestList::parse_with_version(&bytes, meta.format_version())?.entries() {
+            match m.content {
+                ManifestContentType::Data => data_manifests += 1,
+                ManifestContentType::Deletes => delete_manifests += 1,
+            }
+        }
+    }
+    let metadata_json_bytes = io.new_input(&state.metadata_location)?.metadata().await?.size;
+    let backlog = Backlog {
+        data_files: plan.data_files,
+        small_files: plan.small_files,
+        partitions: plan.partitions,
+        delete_files: live.position_deletes.len(),
+        deleted_rows: deletes.positions.values().map(|v| v.len() as u64).sum(),
+        compaction_jobs: plan.jobs.len(),
+        compaction_bytes: plan.debt_bytes(),
+        snapshots: meta.snapshots().count(),
+        expirable_snapshots: keep.expirable(meta, now_ms).len(),
+        data_manifests,
+        delete_manifests,
+        metadata_json_bytes,
+    };
+    Ok(Snapshot { state, live, deletes, plan, backlog })
+}

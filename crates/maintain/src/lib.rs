@@ -1,0 +1,30 @@
+//! Table maintenance as a standing service: the table stays as fast to read as a freshly
+//! written one, whatever the freshness band made of it.
+//!
+//! Every commit at a short band adds a small file per partition, a manifest, a snapshot and a
+//! metadata file; every upsert adds position deletes readers must merge. A [`Maintainer`] pays
+//! that debt back, one table at a time, inside a budget of bytes rewritten per hour:
+//!
+//! - [`plan`] measures the debt (small files, deletes, per partition) and proposes compaction
+//!   jobs ranked by read speed bought per byte rewritten;
+//! - [`compact`] runs the jobs that fit the [`budget`]: rows minus deletes, sorted, written to
+//!   target-size files, swapped in as one `replace` snapshot;
+//! - the cycle also expires snapshots (the restore point always kept), regroups manifests by
+//!   partition, and removes orphans older than the safety age;
+//! - [`signal`] watches whether the debt keeps growing at this budget and says loudly what
+//!   budget the table would need; [`status`] records it where `calve status` reads it.
+//!
+//! Nothing here blocks ingestion: every change is a compare-and-swap commit through the commit
+//! layer, validated against the table as it is at commit time.
+
+pub mod backlog;
+pub mod budget;
+pub mod compact;
+mod cycle;
+mod error;
+pub mod plan;
+pub mod signal;
+pub mod status;
+
+pub use cycle::{CycleReport, MaintenancePolicy, Maintainer, NoProgress, Progress, human_bytes};
+pub use error::{MaintainError, Result};

@@ -1,0 +1,155 @@
+//! Compaction through a maintenance cycle: small files and position deletes of a keyed table
+//! become one sorted file per partition with no deletes left, read back identically by
+//! PyIceberg and DuckDB; a rewrite whose inputs changed meanwhile is abandoned (the rest
+//! lands); manifests are regrouped without disturbing the writer's key index.
+
+mod common;
+
+use std::sync::Mutex;
+
+use calve_maintain::plan::partition_label;
+use calve_maintain::{Maintainer, NoProgress, Progress};
+use calve_table::commit::{Committer, RestoreUpdate, RowDelta};
+use calve_table::deletes::{PositionDelete, PositionDeleteWriter};
+use calve_table::live::{equality_deletes_in_any_snapshot, live_files};
+use calve_table::orphans::remove_orphans;
+use calve_table::read::read_data_file;
+use calve_table::restore::restore_point;
+use common::*;
+use rand::{Rng, SeedableRng};
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_applies_deletes_sorts_and_drops_delete_files_that_no_longer_apply() {
+    let mut t = Table::new().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for c in 0..10 {
+        // Updates keep or move a key's hour: deletes land in the old row's partition.
+        let rows: Vec<(i64, i64, i64)> = (0..40).map(|_| {
+            let id = rng.gen_range(0..150);
+            (id, (id + rng.gen_range(0..2)) % 3, c * 1000 + id)
+        }).collect();
+        let deletes: Vec<i64> = (0..3).map(|_| rng.gen_range(0..150)).collect();
+        t.commit(&rows, &deletes).await;
+    }
+    let catalog = t.catalog.clone();
+    let io = catalog.file_io();
+    let before = live_files(io, &t.catalog.load(&t.ident).await.unwrap().metadata).await.unwrap();
+    assert!(before.position_deletes.len() >= 5 && before.data.len() >= 20, "{} deletes, {} data files", before.position_deletes.len(), before.data.len());
+
+    let mut m = Maintainer::new(t.catalog.clone(), t.ident.clone(), policy(), now());
+    let r = m.cycle(now(), false, &NoProgress).await.unwrap();
+
+    assert_eq!(r.jobs_run, 3, "one job per hour partition: {r:?}");
+    assert_eq!(r.files_in, before.data.len());
+    assert!(r.deletes_applied > 0);
+    assert_eq!(r.delete_files_dropped, before.position_deletes.len(), "every delete file applied and dropped");
+    assert_eq!((r.after.data_files, r.after.delete_files, r.after.compaction_jobs), (3, 0, 0), "{:?}", r.after);
+    assert_eq!(r.rows_written as usize, t.model.len());
+    let st = t.catalog.load(&t.ident).await.unwrap();
+    assert_eq!(restore_point(&st.metadata).unwrap(), Some(offsets(10)), "the restore point is carried forward");
+    for f in live_files(io, &st.metadata).await.unwrap().data {
+        let ts: Vec<i64> = read_data_file(io, &st.metadata, f.file.file_path()).await.unwrap().iter()
+            .flat_map(|b| b.column(1).as_any().downcast_ref::<arrow_array::TimestampMicrosecondArray>().unwrap().values().to_vec())
+            .collect();
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{} is sorted by ts", f.file.file_path());
+    }
+    t.assert_matches_model("after compaction");
+
+    // The writer's key index is stale now: its next commit is refused, rebuilt, and lands.
+    let rebuilt = t.commit(&[(1, 0, 99_001), (2, 1, 99_002), (500, 2, 99_500)], &[3]).await;
+    assert!(rebuilt, "positions computed before the compaction must be refused");
+    t.assert_matches_model("after the next upsert");
+    assert_eq!(equality_deletes_in_any_snapshot(io, &t.catalog.load(&t.ident).await.unwrap().metadata).await.unwrap(), 0);
+}
+
+/// On the first finished job, commits a position delete into `file` (row 0): a change to a
+/// rewrite's input that lands between planning and commit.
+struct DeleteDuringCompaction {
+    committer: Committer,
+    catalog: calve_table::Catalog,
+    file: iceberg::spec::DataFile,
+    fired: Mutex<bool>,
+    restore: RestoreUpdate,
+}
+
+impl Progress for DeleteDuringCompaction {
+    fn job_done(&self, _bytes: u64) {
+        let mut fired = self.fired.lock().unwrap();
+        if *fired {
+            return;
+        }
+        *fired = true;
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let meta = self.catalog.load(self.committer.ident()).await.unwrap().metadata;
+                let writer = PositionDeleteWriter::new(&meta, self.catalog.file_io().clone()).unwrap();
+                let files = writer.write(&[PositionDelete { data_file: &self.file, pos: 0 }]).await.unwrap();
+                self.committer.commit(&RowDelta::new(vec![], files), &self.restore).await.unwrap();
+            })
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rewrite_whose_input_changed_is_abandoned_and_the_other_jobs_land() {
+    let mut t = Table::new().await;
+    // Fresh keys only, so row 0 of every file is live.
+    for c in 0..4 {
+        let rows: Vec<(i64, i64, i64)> = (0..20).map(|i| (c * 100 + i, i % 2, c)).collect();
+        t.commit(&rows, &[]).await;
+    }
+    let io = t.catalog.file_io();
+    let st = t.catalog.load(&t.ident).await.unwrap();
+    let live = live_files(io, &st.metadata).await.unwrap();
+    let victim = live.data.iter().find(|f| partition_label(&st.metadata, &f.file).ends_with("-00")).expect("a file of hour 0").file.clone();
+    let first_id = read_data_file(io, &st.metadata, victim.file_path()).await.unwrap()[0]
+        .column(0).as_any().downcast_ref::<arrow_array::Int64Array>().unwrap().value(0);
+    let hook = DeleteDuringCompaction {
+        committer: t.committer.clone(),
+        catalog: t.catalog.clone(),
+        file: victim,
+        fired: Mutex::new(false),
+        restore: RestoreUpdate { from: offsets(4), to: offsets(5) },
+    };
+    let mut p = policy();
+    p.max_concurrent_rewrites = 1;
+    let mut m = Maintainer::new(t.catalog.clone(), t.ident.clone(), p, now());
+    let r = m.cycle(now(), false, &hook).await.unwrap();
+    t.model.remove(&first_id);
+
+    assert_eq!((r.jobs_run, r.jobs_abandoned), (1, 1), "{r:?}");
+    t.assert_matches_model("after the abandoned rewrite");
+    let orphans = remove_orphans(&t.catalog, &t.ident, std::time::Duration::ZERO, true).await.unwrap();
+    let stray: Vec<_> = orphans.orphans.iter().filter(|p| p.ends_with(".parquet")).collect();
+    assert!(stray.is_empty(), "the abandoned job's files were removed: {stray:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_are_regrouped_without_making_the_key_index_stale() {
+    let mut t = Table::new().await;
+    for c in 0..20 {
+        // Inserts only: a key with deletes would be compacted, whatever min_input_files says.
+        let rows: Vec<(i64, i64, i64)> = (0..5).map(|i| (c * 10 + i, c % 4, c)).collect();
+        t.commit(&rows, &[]).await;
+    }
+    let mut p = policy();
+    p.min_input_files = 1000; // no compaction: only the manifests change
+    p.max_manifests = 4;
+    p.keep.retain_last = 100;
+    p.keep.max_age = std::time::Duration::from_secs(3600);
+    let mut m = Maintainer::new(t.catalog.clone(), t.ident.clone(), p, now());
+    let r = m.cycle(now(), false, &NoProgress).await.unwrap();
+
+    assert!(r.before.data_manifests + r.before.delete_manifests > 4, "{:?}", r.before);
+    assert!(r.manifests_rewritten);
+    assert_eq!((r.after.data_manifests, r.after.delete_manifests), (1, 0), "{:?}", r.after);
+    assert_eq!(r.after.data_files, r.before.data_files);
+    t.assert_matches_model("after the manifest rewrite");
+    let rebuilt = t.commit(&[(0, 0, 5000), (1, 3, 5001)], &[2]).await;
+    assert!(!rebuilt, "a manifest rewrite moves no row");
+    t.assert_matches_model("after the next upsert");
+}

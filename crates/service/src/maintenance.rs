@@ -1,0 +1,81 @@
+//! The background maintenance of one table and its dead-letter table inside `calve run`.
+//!
+//! It runs beside the table's pipeline, never in its way: every maintenance change is its own
+//! compare-and-swap commit, a compaction whose inputs changed is abandoned, and a keyed
+//! pipeline whose positions a compaction made stale rebuilds its index and commits again.
+//! A failed cycle is logged and tried again at the next interval; maintenance never stops
+//! ingestion.
+
+use calve_contract::{Contract, RetryClass};
+use calve_maintain::{CycleReport, MaintenancePolicy, Maintainer, NoProgress};
+use calve_table::Catalog;
+use tokio::sync::watch;
+
+use crate::config::MaintenanceConfig;
+use crate::definition::{dead_letter_definition, table_definition};
+use crate::error::ServiceError;
+
+/// Maintains `contract`'s tables every `cfg.interval` until `stop` turns true.
+pub async fn maintain(contract: Contract, catalog: Catalog, warehouse: String, cfg: MaintenanceConfig, mut stop: watch::Receiver<bool>) {
+    let mut maintainers = match maintainers(&contract, &catalog, &warehouse) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(table = %contract.table.name, "maintenance not started: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.interval.0) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        for m in &mut maintainers {
+            run_cycle(&catalog, m).await;
+        }
+    }
+}
+
+fn maintainers(c: &Contract, catalog: &Catalog, warehouse: &str) -> Result<Vec<Maintainer>, ServiceError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let policy = MaintenancePolicy::from_contract(c);
+    let main = table_definition(c)?.ident;
+    let dlq = dead_letter_definition(c)?.ident;
+    Ok(vec![
+        Maintainer::new(catalog.clone(), main, policy.clone(), now).publish_status_to(warehouse.to_string()),
+        Maintainer::new(catalog.clone(), dlq, policy.for_dead_letters(), now).publish_status_to(warehouse.to_string()),
+    ])
+}
+
+async fn run_cycle(catalog: &Catalog, m: &mut Maintainer) {
+    match catalog.exists(m.ident()).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(table = %m.ident(), "maintenance skipped a cycle: {e}");
+            return;
+        }
+    }
+    match m.cycle(chrono::Utc::now().timestamp_millis(), false, &NoProgress).await {
+        Ok(r) => log_cycle(&r),
+        Err(e) if e.class() == RetryClass::Temporary => tracing::warn!(table = %m.ident(), "maintenance cycle failed, retrying next interval: {e}"),
+        Err(e) => tracing::error!(table = %m.ident(), "maintenance cycle failed: {e}"),
+    }
+}
+
+fn log_cycle(r: &CycleReport) {
+    let did_something = r.jobs_run + r.snapshots_expired + r.orphans_removed + r.delete_files_dropped > 0 || r.manifests_rewritten;
+    if !did_something {
+        return;
+    }
+    tracing::info!(
+        table = %r.table, jobs = r.jobs_run, deferred = r.jobs_deferred, abandoned = r.jobs_abandoned,
+        files_in = r.files_in, files_out = r.files_out, bytes_in = r.bytes_in, bytes_out = r.bytes_out,
+        deletes_applied = r.deletes_applied, delete_files_dropped = r.delete_files_dropped,
+        snapshots_expired = r.snapshots_expired, files_expired = r.files_expired,
+        manifests_rewritten = r.manifests_rewritten, orphans = r.orphans_removed,
+        "maintained"
+    );
+}
