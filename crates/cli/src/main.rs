@@ -5,6 +5,7 @@
 mod check;
 mod demo;
 mod erase;
+mod maintain;
 mod run;
 mod status;
 
@@ -62,6 +63,22 @@ enum Command {
         #[arg(long)]
         requested_by: String,
     },
+    /// Maintain tables now: compact small files and deletes, expire snapshots, regroup
+    /// manifests, remove orphans; prints what it did.
+    Maintain {
+        /// Path to calve.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this table (`namespace.name`, as in its contract) and its dead-letter table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Measure and plan only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Spend no more than the contract's budget (default: work off the whole backlog).
+        #[arg(long)]
+        respect_budget: bool,
+    },
     /// Self-contained demo: in-process Kafka, sample events (some bad), a table you can query.
     Demo {
         /// Where to put the catalog and warehouse (default: a new directory under /tmp).
@@ -79,6 +96,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for people: log files and collectors get plain `key=value` text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -87,6 +106,9 @@ fn main() -> ExitCode {
             Command::Check { contracts } => check::run(&contracts),
             Command::Run { config, until_caught_up } => run::run(&config, until_caught_up).await,
             Command::Status { config } => status::run(&config).await,
+            Command::Maintain { config, table, dry_run, respect_budget } => {
+                maintain::run(maintain::Request { config: &config, table, dry_run, respect_budget }).await
+            }
             Command::Demo { dir, events } => demo::run(dir, events).await,
             Command::Erase { config, table, keys, key_file, requested_by } => {
                 erase::run(erase::Request { config, table, keys, key_file, requested_by }).await

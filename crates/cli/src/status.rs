@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use calve_service::{RunConfig, dead_letter_definition, table_definition};
 use calve_table::Catalog;
+use calve_maintain::{human_bytes, status};
 use calve_table::inspect::summarize;
 
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
@@ -23,7 +24,28 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
             );
             println!("  metadata: {}", s.metadata_location);
             println!("  restore point: {}", s.restore.map(|o| format!("{o:?}")).unwrap_or_else(|| "none".into()));
+            print_maintenance(&catalog, &cfg.catalog.warehouse, &def.ident.to_string()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The last maintenance cycle's view, and the falls-behind signal if it is up.
+async fn print_maintenance(catalog: &Catalog, warehouse: &str, table: &str) -> anyhow::Result<()> {
+    let Some(st) = status::read(catalog.file_io(), warehouse, table).await? else {
+        println!("  maintenance: no cycle yet");
+        return Ok(());
+    };
+    let b = &st.backlog;
+    println!(
+        "  maintenance (as of {}): backlog {} in {} compaction jobs, {} small files, {} delete files, {} snapshots past retention; budget {}",
+        st.at, human_bytes(b.compaction_bytes), b.compaction_jobs, b.small_files, b.delete_files, b.expirable_snapshots, st.budget
+    );
+    if let Some(behind) = &st.behind {
+        println!(
+            "  FALLS BEHIND: backlog grew {}/h for {} cycles; the budget is {}/h, it needs about {}/h",
+            human_bytes(behind.growth_bytes_per_hour), behind.cycles, human_bytes(behind.budget_bytes_per_hour), human_bytes(behind.needed_bytes_per_hour)
+        );
+    }
+    Ok(())
 }

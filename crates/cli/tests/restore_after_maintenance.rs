@@ -1,15 +1,12 @@
-//! The restore point survives maintenance: after calve ingested, the table is compacted into
-//! one file (a `replace` snapshot) and every snapshot but the newest is expired; calve restarts
-//! and resumes exactly where it was, proven by PyIceberg and DuckDB.
+//! The restore point survives maintenance: after calve ingested, `calve maintain` compacts the
+//! table into one file per partition (a `replace` snapshot) and a second pass expires every
+//! snapshot but the newest; calve restarts and resumes exactly where it was, proven by
+//! PyIceberg and DuckDB.
 
 mod common;
 
 use std::time::Duration;
 
-use calve_table::commit::{Committer, ExpirePolicy, Rewrite, claim_epoch};
-use calve_table::inspect::scan_all;
-use calve_table::writer::DataWriter;
-use calve_table::{Catalog, CatalogConfig};
 use calve_testkit::broker::Broker;
 use calve_testkit::calve::{Setup, wait_for};
 use calve_testkit::kafka::{Message, create_topic, produce};
@@ -27,61 +24,39 @@ fn run_until_caught_up(s: &Setup) {
     assert!(st.success(), "{}", s.logs());
 }
 
-/// Compacts every data file into one per partition and expires all but the newest snapshot.
-async fn compact_and_expire(s: &Setup) -> usize {
-    let catalog = Catalog::open(&CatalogConfig::new(
-        format!("sqlite:{}", s.catalog_db().display()),
-        s.warehouse().display().to_string(),
-    ))
-    .await
-    .unwrap();
-    let ident = Catalog::ident(&["shop".into()], "orders").unwrap();
-    let committer = Committer::new(catalog.clone(), ident.clone(), claim_epoch(&catalog, &ident).await.unwrap());
-    let st = catalog.load(&ident).await.unwrap();
-    let rows = scan_all(&catalog, &ident).await.unwrap();
-    let added = DataWriter::new(&st.metadata, catalog.file_io().clone(), 256 << 20).unwrap().write(&rows).await.unwrap();
-    let removed_files = live_data_files(&catalog, &st).await;
-    committer
-        .commit_maintenance(&Rewrite { removed: removed_files, added: added.clone(), planned_at: st.metadata.current_snapshot_id() })
-        .await
+/// `calve maintain`, which must succeed; returns what it printed.
+fn maintain(s: &Setup) -> String {
+    let out = std::process::Command::new(calve_bin())
+        .args(["maintain", "--config", s.config.to_str().unwrap()])
+        .output()
         .unwrap();
-    let report = committer.expire_snapshots(ExpirePolicy { max_age: Duration::ZERO, retain_last: 1 }, i64::MAX / 2).await.unwrap();
-    assert!(!report.expired_snapshots.is_empty());
-    assert_eq!(catalog.load(&ident).await.unwrap().metadata.snapshots().count(), 1);
-    added.len()
-}
-
-/// Every live data file of the head snapshot.
-async fn live_data_files(catalog: &Catalog, st: &calve_table::TableState) -> Vec<iceberg::spec::DataFile> {
-    let m = st.metadata.as_ref();
-    let bytes = catalog.file_io().new_input(m.current_snapshot().unwrap().manifest_list()).unwrap().read().await.unwrap();
-    let mut out = Vec::new();
-    for mf in iceberg::spec::ManifestList::parse_with_version(&bytes, m.format_version()).unwrap().entries() {
-        for e in mf.load_manifest(catalog.file_io()).await.unwrap().entries() {
-            if e.is_alive() && e.content_type() == iceberg::spec::DataContentType::Data {
-                out.push(e.data_file().clone());
-            }
-        }
-    }
-    assert!(!out.is_empty());
-    out
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
 }
 
 #[test]
 fn restore_point_survives_compaction_and_expiry() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", 3);
-    let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "1s"));
+    let contract = orders_contract("orders", "1s").replace("keep_snapshots = { min = 5, max_age = \"24h\" }", "keep_snapshots = { min = 1, max_age = \"1s\" }");
+    assert!(contract.contains("max_age = \"1s\""));
+    let s = Setup::new(&broker.bootstrap(), &contract);
     produce_ids(&broker, 0..600);
     run_until_caught_up(&s);
     produce_ids(&broker, 600..900);
     run_until_caught_up(&s);
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let compacted = rt.block_on(compact_and_expire(&s));
+    // Compact, then (once the compaction snapshot is past max_age) expire all but the newest.
+    let first = maintain(&s);
+    assert!(first.contains("shop.orders: compacted"), "{first}");
+    std::thread::sleep(Duration::from_millis(1100));
+    maintain(&s);
     let view = read_orders(&s);
-    assert_eq!(view.current_summary()["operation"], "replace");
-    assert_eq!(view.files().len(), compacted, "one file per day partition after compaction");
+    assert_eq!(view.snapshots().len(), 1, "every snapshot but the newest expired");
+    assert!(view.current_summary()["calve.offsets"].is_string(), "the newest snapshot holds the restore point");
+    let partitions: std::collections::BTreeSet<String> = view.files().iter().map(|f| f["partition"].to_string()).collect();
+    assert_eq!(view.files().len(), partitions.len(), "one file per day partition after compaction: {:?}", view.files());
     assert_orders_exactly(&view, &(0..900).collect::<Vec<_>>(), &s.logs());
 
     // calve restarts from the compacted, expired table: nothing is read twice or skipped.

@@ -82,6 +82,19 @@ impl FromStr for ByteRate {
     }
 }
 
+impl fmt::Display for ByteRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            3600 => "h",
+            86_400 => "d",
+            _ => return write!(f, "{} per {}", ByteSize(self.bytes), HumanDuration(self.per)),
+        };
+        write!(f, "{}/{unit}", ByteSize(self.bytes))
+    }
+}
+
 macro_rules! deserialize_from_str {
     ($($ty:ty),*) => {$(
         impl<'de> Deserialize<'de> for $ty {

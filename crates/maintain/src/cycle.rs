@@ -1,9 +1,9 @@
 //! One maintenance cycle of one table, and the state that carries over between cycles (the
 //! budget's bucket, the falls-behind history, when orphans were last swept).
 //!
-//! Order within a cycle: expire snapshots first (everything after reads smaller metadata),
-//! measure, compact the jobs the budget allows, regroup manifests when there are too many,
-//! sweep orphans now and then, measure again, publish. Every change is a commit through the
+//! Order within a cycle: measure, compact the jobs the budget allows, regroup manifests when
+//! there are too many, expire snapshots (last, so the files compaction replaced can go in the
+//! same cycle), sweep orphans now and then, measure again, publish. Every change is a commit through the
 //! commit layer on the table's current writer epoch, without claiming the table: ingestion
 //! keeps running, and a rewrite whose inputs changed meanwhile is abandoned, never committed
 //! wrong.
@@ -97,7 +97,7 @@ pub struct CycleReport {
     pub table: String,
     /// Nothing was changed; the counts say what would have run.
     pub dry_run: bool,
-    /// Backlog before compaction (after expiry).
+    /// Backlog at the start of the cycle.
     pub before: Backlog,
     /// Backlog at the end of the cycle.
     pub after: Backlog,
@@ -165,15 +165,9 @@ impl Maintainer {
     /// Runs one cycle as of `now_ms`; with `dry_run`, only measures and plans.
     pub async fn cycle(&mut self, now_ms: i64, dry_run: bool, progress: &dyn Progress) -> Result<CycleReport> {
         let mut report = CycleReport { table: self.ident.to_string(), dry_run, ..CycleReport::default() };
-        let st = self.catalog.load(&self.ident).await?;
-        let committer = Committer::new(self.catalog.clone(), self.ident.clone(), table_epoch(&st.metadata)?);
-        if !dry_run {
-            let expired = committer.expire_snapshots(self.policy.keep, now_ms).await?;
-            report.snapshots_expired = expired.expired_snapshots.len();
-            report.files_expired = expired.deleted_files.len();
-        }
         let snap = self.measure(now_ms).await?;
         report.before = snap.backlog.clone();
+        let committer = Committer::new(self.catalog.clone(), self.ident.clone(), table_epoch(&snap.state.metadata)?);
         let (selected, deferred) = self.select(&snap.plan.jobs, now_ms, dry_run);
         report.jobs_deferred = deferred;
         if dry_run {
@@ -184,6 +178,10 @@ impl Maintainer {
         } else {
             self.compact(&committer, &snap, &selected, progress, &mut report).await?;
             report.manifests_rewritten = self.regroup_manifests(&committer, now_ms).await?;
+            // Last, so the files compaction replaced go in this cycle when retention allows.
+            let expired = committer.expire_snapshots(self.policy.keep, now_ms).await?;
+            report.snapshots_expired = expired.expired_snapshots.len();
+            report.files_expired = expired.deleted_files.len();
         }
         report.orphans_removed = self.sweep_orphans(now_ms, dry_run).await?;
         report.after = match dry_run {
@@ -365,7 +363,7 @@ impl Maintainer {
             table: self.ident.to_string(),
             at: chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().to_rfc3339(),
             backlog: report.after.clone(),
-            budget: self.policy.budget.map_or("unlimited".into(), |b| format!("{} B per {:?}", b.bytes, b.per)),
+            budget: self.policy.budget.map_or("unlimited".into(), |b| b.to_string()),
             rewritten_bytes: report.bytes_in,
             deferred_jobs: report.jobs_deferred,
             behind: report.behind.clone(),

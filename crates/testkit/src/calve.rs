@@ -37,11 +37,19 @@ impl Setup {
             format!(
                 "contracts = [\"contract.toml\"]\n\n[catalog]\nuri = \"{uri}\"\nwarehouse = \"{d}/warehouse\"\n\n\
                  [kafka]\nbrokers = \"{bootstrap}\"\ngroup_id = \"calve-test\"\n\
-                 properties = {{ \"fetch.wait.max.ms\" = \"50\" }}\n"
+                 properties = {{ \"fetch.wait.max.ms\" = \"50\" }}\n\n\
+                 [maintenance]\ninterval = \"2s\"\n"
             ),
         )
         .unwrap();
         Setup { dir, config, catalog_uri }
+    }
+
+    /// Runs background maintenance every `interval` (e.g. "300ms"; the default here is 2 s).
+    pub fn maintenance_interval(self, interval: &str) -> Setup {
+        let text = std::fs::read_to_string(&self.config).unwrap().replace("interval = \"2s\"", &format!("interval = \"{interval}\""));
+        std::fs::write(&self.config, text).unwrap();
+        self
     }
 
     /// The SQLite catalog file.
