@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use calve_contract::{Contract, HumanDuration};
+use calve_contract::{ByteSize, Contract, HumanDuration};
 use calve_ingest::KafkaConfig;
 use calve_table::CatalogConfig;
+use calve_table::key_index::IndexSettings;
 use serde::Deserialize;
 
 use crate::error::ServiceError;
@@ -23,6 +24,37 @@ pub struct RunConfig {
     /// The background maintenance of every table (what it may spend is in each contract).
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    /// Memory and spill space of keyed tables' key indexes.
+    #[serde(default)]
+    pub key_index: KeyIndexConfig,
+}
+
+/// `[key_index]` in `calve.toml`: how much memory each keyed table's index may hold before it
+/// spills to local disk, and where. Size it to the machine, not to the table: a table with
+/// more keys than fit spills and keeps running, at the cost of disk lookups.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyIndexConfig {
+    /// Memory of one table's index (default "1GiB"): three quarters for recent entries, the
+    /// rest as page cache of the spilled part.
+    pub memory: ByteSize,
+    /// Directory for spill files (default: the system's temporary directory). Each index
+    /// spills into a private subdirectory removed when it closes; use a local disk.
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Default for KeyIndexConfig {
+    fn default() -> Self {
+        let d = IndexSettings::default();
+        KeyIndexConfig { memory: ByteSize(d.memory_limit), spill_dir: None }
+    }
+}
+
+impl KeyIndexConfig {
+    /// The index settings this section describes.
+    pub fn settings(&self) -> IndexSettings {
+        IndexSettings { memory_limit: self.memory.0, spill_dir: self.spill_dir.clone().unwrap_or_else(|| IndexSettings::default().spill_dir) }
+    }
 }
 
 /// `[maintenance]` in `calve.toml`: whether and how often `calve run` maintains its tables.
@@ -79,5 +111,27 @@ impl RunConfig {
             return Err(ServiceError::Config(format!("two contracts define table {}", w[0])));
         }
         Ok(ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "contracts = [\"c.toml\"]\n[catalog]\nuri = \"sqlite:/tmp/c.db\"\nwarehouse = \"/tmp/w\"\n[kafka]\nbrokers = \"localhost:9092\"\n";
+
+    #[test]
+    fn key_index_defaults_and_settings() {
+        let cfg: RunConfig = toml::from_str(BASE).unwrap();
+        assert_eq!(cfg.key_index.settings(), IndexSettings::default());
+        let cfg: RunConfig = toml::from_str(&format!("{BASE}[key_index]\nmemory = \"64MB\"\nspill_dir = \"/var/tmp/idx\"\n")).unwrap();
+        let s = cfg.key_index.settings();
+        assert_eq!((s.memory_limit, s.spill_dir), (64_000_000, PathBuf::from("/var/tmp/idx")));
+    }
+
+    #[test]
+    fn unknown_key_index_fields_are_refused() {
+        let e = toml::from_str::<RunConfig>(&format!("{BASE}[key_index]\nmemroy = \"64MB\"\n")).unwrap_err();
+        assert!(e.to_string().contains("memroy"), "{e}");
     }
 }

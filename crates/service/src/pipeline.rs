@@ -12,16 +12,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
-use calve_ingest::{DeadLetter, KafkaConfig, KafkaRecord, KafkaSource, Router, dead_letters_to_batch};
+use calve_ingest::{DeadLetter, KafkaRecord, KafkaSource, Router, dead_letters_to_batch};
 use calve_table::restore::Offsets;
-use calve_table::{Catalog, TableDefinition};
+use calve_table::TableDefinition;
 use tokio::sync::watch;
 
 use crate::buffer::Buffer;
 use crate::error::ServiceError;
 use crate::faults::{CrashPoint, crash_point};
 use crate::definition::{dead_letter_definition, table_definition};
-use crate::sink::{CommitReport, Sink};
+use crate::sink::{CommitReport, Keys, Sink};
+use crate::supervisor::Services;
 use calve_table::upsert::Prepared;
 use calve_table::TableError;
 use crate::stats::TableStats;
@@ -67,18 +68,15 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Opens both tables, claims them, reads the restore point and positions the consumer.
-    pub async fn open(
-        contract: Contract,
-        catalog: &Catalog,
-        kafka: &KafkaConfig,
-        stats: Arc<TableStats>,
-    ) -> Result<Self, ServiceError> {
+    pub async fn open(contract: Contract, services: &Services, stats: Arc<TableStats>) -> Result<Self, ServiceError> {
+        let catalog = &services.catalog;
         let target = contract.maintenance.target_file_size.0;
-        let main = Sink::open(catalog, &table_definition(&contract)?, target, &contract.keys.columns).await?;
+        let keys = Keys { columns: &contract.keys.columns, index: &services.key_index };
+        let main = Sink::open(catalog, &table_definition(&contract)?, target, Some(keys).filter(|k| !k.columns.is_empty())).await?;
         let dlq_def: TableDefinition = dead_letter_definition(&contract)?;
-        let dlq = Sink::open(catalog, &dlq_def, target, &[]).await?;
+        let dlq = Sink::open(catalog, &dlq_def, target, None).await?;
         let topic = contract.table.topic.clone();
-        let source = KafkaSource::new(kafka, &topic)?;
+        let source = KafkaSource::new(&services.kafka, &topic)?;
         let partitions = source.partitions(METADATA_TIMEOUT)?;
         let start = main.offsets.get(&topic).cloned().unwrap_or_default();
         source.assign(&partitions, &start)?;
@@ -201,16 +199,16 @@ impl Pipeline {
     }
 
     /// Commits a keyed change. When maintenance moved rows since the key index last looked
-    /// (the commit is refused as stale, its files removed), the index is rebuilt from the
-    /// table and the buffered changes are written and committed again; the consumer keeps
+    /// (the commit is refused as stale, its files removed), the index catches up with the
+    /// files that changed and the buffered changes are written and committed again; the consumer keeps
     /// its place.
     async fn commit_changes(&mut self, prepared: Prepared, to: &Offsets) -> Result<CommitReport, ServiceError> {
         let stats = prepared.stats();
         tracing::debug!(table = %self.contract.table.name, ?stats, "resolved changes against the key index");
         match self.main.commit_changes(prepared, to).await {
             Err(ServiceError::Table(TableError::StaleDeletes { reason, .. })) => {
-                tracing::info!(table = %self.contract.table.name, %reason, "rows moved under the key index; rebuilding it and writing the changes again");
-                self.main.rebuild_index().await?;
+                tracing::info!(table = %self.contract.table.name, %reason, "rows moved under the key index; refreshing it and writing the changes again");
+                self.main.refresh_index().await?;
                 let again = self.main.write_changes(&self.buffer.upserts, &self.buffer.deletes).await?;
                 self.main.commit_changes(again, to).await
             }

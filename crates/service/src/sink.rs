@@ -12,7 +12,7 @@ use arrow_schema::SchemaRef;
 use std::time::Instant;
 
 use calve_table::commit::{Append, CommitOutcome, Committer, RestoreUpdate, claim_epoch};
-use calve_table::key_index::SeqBatch;
+use calve_table::key_index::{IndexSettings, SeqBatch};
 use calve_table::restore::{self, Offsets};
 use calve_table::upsert::{Prepared, Upserter};
 use calve_table::writer::{DataWriter, arrow_schema};
@@ -20,6 +20,15 @@ use calve_table::{Catalog, TableDefinition, TableError};
 use iceberg::spec::DataFile;
 
 use crate::error::ServiceError;
+
+/// A keyed table's key columns and the limits of its index.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys<'a> {
+    /// Business key columns.
+    pub columns: &'a [String],
+    /// Memory and spill space of the index.
+    pub index: &'a IndexSettings,
+}
 
 /// A table this process owns for the pipeline's lifetime.
 pub struct Sink {
@@ -36,21 +45,21 @@ pub struct Sink {
 impl Sink {
     /// Creates the table if needed, claims it (fencing older owners) and reads its restore
     /// point. With `keys`, also builds the key index from the claimed table.
-    pub async fn open(catalog: &Catalog, def: &TableDefinition, target_file_size: u64, keys: &[String]) -> Result<Self, ServiceError> {
+    pub async fn open(catalog: &Catalog, def: &TableDefinition, target_file_size: u64, keys: Option<Keys<'_>>) -> Result<Self, ServiceError> {
         let state = catalog.ensure_table(def).await?;
         check_schema(def, &state.metadata)?;
         let epoch = claim_epoch(catalog, &def.ident).await?;
         let state = catalog.load(&def.ident).await?;
         let offsets = restore::restore_point(&state.metadata)?.unwrap_or_default();
-        let keyed = match keys.is_empty() {
-            true => None,
-            false => {
+        let keyed = match keys {
+            None => None,
+            Some(k) => {
                 let started = Instant::now();
-                let upserter = Upserter::open(catalog.file_io(), &state.metadata, keys, target_file_size).await?;
+                let upserter = Upserter::open(catalog.file_io(), &state.metadata, k.columns, target_file_size, k.index).await?;
                 let index = upserter.index();
                 tracing::info!(
-                    table = %def.ident, keys = index.len(), approx_mb = index.approx_bytes() >> 20,
-                    took_ms = started.elapsed().as_millis() as u64, "key index rebuilt from the table"
+                    table = %def.ident, keys = index.len(), memory_mb = index.approx_bytes() >> 20, spilled_mb = index.disk_bytes() >> 20,
+                    took_ms = started.elapsed().as_millis() as u64, "key index built from the table"
                 );
                 Some(upserter)
             }
@@ -78,21 +87,25 @@ impl Sink {
         let report = CommitReport::of(&prepared.data_files, &prepared.delete_files);
         let upserter = self.keyed.as_mut().expect("commit_changes on a keyed table");
         let restore = RestoreUpdate { from: self.offsets.clone(), to: to.clone() };
-        if upserter.commit(&self.catalog, &self.committer, prepared, &restore).await? == CommitOutcome::AlreadyCommitted {
+        if matches!(upserter.commit(&self.catalog, &self.committer, prepared, &restore).await?, CommitOutcome::AlreadyCommitted { .. }) {
             tracing::info!(table = %self.committer.ident(), "commit had already landed");
         }
         self.offsets = to.clone();
         Ok(report)
     }
 
-    /// Keyed tables: rebuilds the key index from the table as it is now (after maintenance or
-    /// erasure moved rows under it).
-    pub async fn rebuild_index(&mut self) -> Result<(), ServiceError> {
-        let upserter = self.keyed.as_mut().expect("rebuild_index on a keyed table");
+    /// Keyed tables: catches the key index up with the table as it is now (after maintenance
+    /// or erasure moved rows under it), reading only the files that changed.
+    pub async fn refresh_index(&mut self) -> Result<(), ServiceError> {
+        let upserter = self.keyed.as_mut().expect("refresh_index on a keyed table");
         let started = Instant::now();
         let state = self.catalog.load(self.committer.ident()).await?;
-        upserter.rebuild(self.catalog.file_io(), &state.metadata).await?;
-        tracing::info!(table = %self.committer.ident(), took_ms = started.elapsed().as_millis() as u64, "key index rebuilt: rows moved under it");
+        let r = upserter.refresh(self.catalog.file_io(), &state.metadata).await?;
+        tracing::info!(
+            table = %self.committer.ident(), rebuilt = r.rebuilt, files_dropped = r.files_dropped, files_read = r.files_read,
+            delete_files_applied = r.deletes_applied, took_ms = started.elapsed().as_millis() as u64,
+            "key index caught up: rows moved under it"
+        );
         Ok(())
     }
 
@@ -111,7 +124,7 @@ impl Sink {
         let report = CommitReport::of(&files, &[]);
         let restore = RestoreUpdate { from: self.offsets.clone(), to: to.clone() };
         let outcome = self.committer.commit(&Append::new(files), &restore).await?;
-        if outcome == CommitOutcome::AlreadyCommitted {
+        if matches!(outcome, CommitOutcome::AlreadyCommitted { .. }) {
             tracing::info!(table = %self.committer.ident(), "commit had already landed");
         }
         self.offsets = to.clone();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use calve_contract::{Contract, RetryClass};
 use calve_ingest::KafkaConfig;
 use calve_table::Catalog;
+use calve_table::key_index::IndexSettings;
 use tokio::sync::watch;
 
 use crate::config::{MaintenanceConfig, RunConfig};
@@ -34,12 +35,20 @@ pub struct Services {
     pub warehouse: String,
     /// Background maintenance settings.
     pub maintenance: MaintenanceConfig,
+    /// Keyed tables' index memory and spill space.
+    pub key_index: IndexSettings,
 }
 
 impl Services {
     /// The services `cfg` describes, on an opened `catalog`.
     pub fn new(cfg: &RunConfig, catalog: Catalog) -> Self {
-        Services { catalog, kafka: cfg.kafka.clone(), warehouse: cfg.catalog.warehouse.clone(), maintenance: cfg.maintenance.clone() }
+        Services {
+            catalog,
+            kafka: cfg.kafka.clone(),
+            warehouse: cfg.catalog.warehouse.clone(),
+            maintenance: cfg.maintenance.clone(),
+            key_index: cfg.key_index.settings(),
+        }
     }
 }
 
@@ -74,7 +83,7 @@ async fn table_tasks(c: Contract, services: Services, shutdown: watch::Receiver<
     let maintenance = services.maintenance.enabled.then(|| {
         tokio::spawn(maintain(c.clone(), services.catalog.clone(), services.warehouse.clone(), services.maintenance.clone(), maintenance_rx))
     });
-    let result = supervise(c, services.catalog, services.kafka, shutdown, stop, stats).await;
+    let result = supervise(c, &services, shutdown, stop, stats).await;
     let _ = maintenance_stop.send(true);
     if let Some(m) = maintenance {
         let _ = m.await;
@@ -84,8 +93,7 @@ async fn table_tasks(c: Contract, services: Services, shutdown: watch::Receiver<
 
 async fn supervise(
     contract: Contract,
-    catalog: Catalog,
-    kafka: KafkaConfig,
+    services: &Services,
     mut shutdown: watch::Receiver<bool>,
     stop: StopWhen,
     stats: Arc<TableStats>,
@@ -93,7 +101,7 @@ async fn supervise(
     let name = contract.table.name.clone();
     let mut backoff = Duration::from_millis(500);
     loop {
-        let result = match Pipeline::open(contract.clone(), &catalog, &kafka, stats.clone()).await {
+        let result = match Pipeline::open(contract.clone(), services, stats.clone()).await {
             Ok(p) => p.run(shutdown.clone(), stop).await,
             Err(e) => Err(e),
         };

@@ -58,7 +58,7 @@ pub async fn erase(catalog: &Catalog, committer: &Committer, key_columns: &[Stri
     let io = catalog.file_io();
     let base = catalog.load(committer.ident()).await?;
     let meta = base.metadata.as_ref();
-    let index = KeyIndex::empty(meta, key_columns)?;
+    let index = KeyIndex::empty(meta, key_columns, &Default::default())?;
     let targets: HashSet<Box<[u8]>> = index.keys_of(keys)?.iter().map(|r| r.as_ref().into()).collect();
     let live = live_files(io, meta).await?;
     let deleted = read_deletes(io, &live).await?;

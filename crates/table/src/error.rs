@@ -41,6 +41,9 @@ pub enum TableError {
         /// The epoch recorded in the table.
         current: u64,
     },
+    /// The key index could not spill to or read from its local disk tier.
+    #[error("key index spill: {0}")]
+    KeyIndexSpill(String),
     /// The catalog database could not be reached or answered with an error.
     #[error("catalog: {0}")]
     Catalog(String),
@@ -80,6 +83,8 @@ impl TableError {
     pub fn class(&self) -> RetryClass {
         match self {
             TableError::Conflict { .. } | TableError::Catalog(_) | TableError::StaleDeletes { .. } => RetryClass::Temporary,
+            // A full or failing local disk: the pipeline reopens and rebuilds when it clears.
+            TableError::KeyIndexSpill(_) => RetryClass::Temporary,
             TableError::Iceberg(e) if e.retryable() => RetryClass::Temporary,
             // Storage hiccups (a full disk, a flaky object store) surface as unexpected IO.
             TableError::Iceberg(e) if e.kind() == iceberg::ErrorKind::Unexpected => RetryClass::Temporary,

@@ -43,9 +43,15 @@ pub fn restore_point(metadata: &TableMetadata) -> Result<Option<Offsets>> {
 
 /// Whether a snapshot with this commit id is among the newest snapshots of main.
 pub fn has_commit(metadata: &TableMetadata, commit_id: &str) -> bool {
-    ancestry(metadata).take(COMMIT_ID_SEARCH_DEPTH).any(|s| {
-        s.summary().additional_properties.get(COMMIT_ID_KEY).map(String::as_str) == Some(commit_id)
-    })
+    find_commit(metadata, commit_id).is_some()
+}
+
+/// The snapshot that landed `commit_id`, if it is among the recent ancestors of main.
+pub fn find_commit(metadata: &TableMetadata, commit_id: &str) -> Option<i64> {
+    ancestry(metadata)
+        .take(COMMIT_ID_SEARCH_DEPTH)
+        .find(|s| s.summary().additional_properties.get(COMMIT_ID_KEY).map(String::as_str) == Some(commit_id))
+        .map(|s| s.snapshot_id())
 }
 
 /// Snapshots of the main branch from newest to oldest (stops where expiry cut the chain).

@@ -12,7 +12,7 @@ use iceberg::spec::{DataFile, TableMetadata};
 use crate::commit::{CommitOutcome, Committer, ComputedAt, RestoreUpdate, RowDelta};
 use crate::deletes::PositionDeleteWriter;
 use crate::error::{Result, TableError};
-use crate::key_index::{KeyIndex, Plan, PlanStats, SeqBatch};
+use crate::key_index::{IndexSettings, KeyIndex, Plan, PlanStats, Refreshed, SeqBatch};
 use crate::writer::{DataWriter, Written};
 use crate::Catalog;
 
@@ -43,17 +43,15 @@ pub struct Upserter {
     index: KeyIndex,
     writer: DataWriter,
     deletes: PositionDeleteWriter,
-    key_columns: Vec<String>,
 }
 
 impl Upserter {
-    /// Builds the key index of `meta`'s current snapshot.
-    pub async fn open(io: &FileIO, meta: &TableMetadata, key_columns: &[String], target_file_size: u64) -> Result<Self> {
+    /// Builds the key index of `meta`'s current snapshot within `settings`.
+    pub async fn open(io: &FileIO, meta: &TableMetadata, key_columns: &[String], target_file_size: u64, settings: &IndexSettings) -> Result<Self> {
         Ok(Upserter {
-            index: KeyIndex::build(io, meta, key_columns).await?,
+            index: KeyIndex::build(io, meta, key_columns, settings).await?,
             writer: DataWriter::new(meta, io.clone(), target_file_size)?,
             deletes: PositionDeleteWriter::new(meta, io.clone())?,
-            key_columns: key_columns.to_vec(),
         })
     }
 
@@ -62,10 +60,10 @@ impl Upserter {
         &self.index
     }
 
-    /// Rebuilds the index from `meta` (after another writer moved rows: compaction, erasure).
-    pub async fn rebuild(&mut self, io: &FileIO, meta: &TableMetadata) -> Result<()> {
-        self.index = KeyIndex::build(io, meta, &self.key_columns).await?;
-        Ok(())
+    /// Catches the index up with `meta` after another writer moved rows (compaction,
+    /// erasure): reads only the files that changed.
+    pub async fn refresh(&mut self, io: &FileIO, meta: &TableMetadata) -> Result<Refreshed> {
+        self.index.refresh(io, meta).await
     }
 
     /// Resolves the changes against the index and writes new rows and position deletes.
@@ -99,11 +97,12 @@ impl Upserter {
             }
             r => r?,
         };
+        // The index describes the table as of our own snapshot, not the current head: a
+        // compaction committed after it is caught by the next row delta's validation.
         let head = match &outcome {
-            CommitOutcome::Committed { snapshot_id } => Some(*snapshot_id),
-            CommitOutcome::AlreadyCommitted => catalog.load(committer.ident()).await?.metadata.current_snapshot_id(),
+            CommitOutcome::Committed { snapshot_id } | CommitOutcome::AlreadyCommitted { snapshot_id } => Some(*snapshot_id),
         };
-        self.index.apply(plan, &written, head)?;
+        self.index.apply(plan, &written, &op.delete_files, head)?;
         Ok(outcome)
     }
 }

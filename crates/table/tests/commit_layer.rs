@@ -69,9 +69,9 @@ async fn a_retried_commit_that_landed_is_not_applied_twice() {
     let c = Committer::new(f.catalog.clone(), f.ident.clone(), epoch);
     let restore = RestoreUpdate { from: offsets(0), to: offsets(5) };
     let first = c.commit(&Append::new(f.files(0..5).await), &restore).await.unwrap();
-    assert!(matches!(first, CommitOutcome::Committed { .. }));
+    let CommitOutcome::Committed { snapshot_id } = first else { panic!("{first:?}") };
     let again = c.commit(&Append::new(f.files(0..5).await), &restore).await.unwrap();
-    assert_eq!(again, CommitOutcome::AlreadyCommitted);
+    assert_eq!(again, CommitOutcome::AlreadyCommitted { snapshot_id }, "names the snapshot that landed it");
     let st = f.catalog.load(&f.ident).await.unwrap();
     assert_eq!(st.metadata.snapshots().count(), 1);
     assert_eq!(ids_of(&f.read(), "pyiceberg"), (0..5).collect::<Vec<_>>());

@@ -186,7 +186,10 @@ pub enum CommitOutcome {
         snapshot_id: i64,
     },
     /// An earlier attempt whose outcome was unknown had landed already.
-    AlreadyCommitted,
+    AlreadyCommitted {
+        /// The snapshot it landed as (others may have committed after it).
+        snapshot_id: i64,
+    },
 }
 
 /// Retry settings for conflicts and unknown outcomes.
@@ -289,8 +292,8 @@ impl Committer {
         let (offsets, commit_id) = match restore {
             Restore::Advance(r) => {
                 let id = restore::commit_id(&meta.uuid().to_string(), self.epoch, &r.from, &r.to);
-                if restore::has_commit(meta, &id) {
-                    return Ok(Some(CommitOutcome::AlreadyCommitted));
+                if let Some(snapshot_id) = restore::find_commit(meta, &id) {
+                    return Ok(Some(CommitOutcome::AlreadyCommitted { snapshot_id }));
                 }
                 (Some(r.to.clone()), id)
             }
