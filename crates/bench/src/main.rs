@@ -32,6 +32,7 @@ fn cpu_seconds() -> f64 {
 }
 
 mod commits;
+mod day;
 mod upserts;
 
 fn main() -> anyhow::Result<()> {
@@ -47,11 +48,12 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(commits::run(&marks))
         }
         Some("upserts") => upserts::upserts(),
+        Some("day") => day::day(std::env::args().nth(2).map(|c| c.parse()).transpose()?.unwrap_or(1440)),
         Some("index") => {
             let keys = std::env::args().nth(2).map(|k| k.parse()).transpose()?.unwrap_or(10_000_000);
             upserts::index(keys)
         }
-        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `commits`, `upserts` or `index [keys]`"),
+        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `commits`, `upserts`, `index [keys]` or `day [commits]`"),
     }
 }
 

@@ -2,8 +2,9 @@
 //! the same events in the same run, and what it costs readers (DuckDB over the un-compacted
 //! upsert table against the same rows freshly written).
 //!
-//! `calve-bench index [keys]`: rebuilding the key index from a table of `keys` rows (default
-//! 10M): time and memory per key.
+//! `calve-bench index [keys]`: building the key index from a table of `keys` rows (default
+//! 10M), in memory and spilled under a 64 MiB limit: time, memory and disk per key, one
+//! commit's lookups, and catching up after another writer compacted a tenth of the table.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
 use calve_table::commit::{Append, Committer, RestoreUpdate, claim_epoch};
-use calve_table::key_index::KeyIndex;
+use calve_table::key_index::{IndexSettings, KeyIndex};
 use calve_table::writer::{DataWriter, arrow_schema};
 use calve_table::{Catalog, CatalogConfig};
 use calve_testkit::broker::Broker;
@@ -105,8 +106,9 @@ pub fn upserts() -> anyhow::Result<()> {
         let fresh_dir = dir.path().join(format!("fresh{pct}"));
         std::fs::create_dir_all(&fresh_dir)?;
         let fresh = fresh_table(&fresh_dir, &latest)?;
+        let maintained = maintain_once(dir.path(), &contract(&format!("upsert{pct}"), &format!("upsert{pct}"), true))?;
         let spec = serde_json::json!({
-            "tables": {"upsert": upsert.metadata, "fresh": fresh, "append": append.metadata},
+            "tables": {"upsert": upsert.metadata, "maintained": maintained, "fresh": fresh, "append": append.metadata},
             "queries": {
                 "full count": "SELECT count(*) FROM {t}",
                 "event-time filter": "SELECT count(*) FROM {t} WHERE updated_at >= TIMESTAMPTZ '2025-10-01 00:00:00+00' AND updated_at < TIMESTAMPTZ '2025-10-15 00:00:00+00'",
@@ -118,15 +120,38 @@ pub fn upserts() -> anyhow::Result<()> {
         let times = calve_testkit::python::query_bench(&spec);
         for (name, t) in times.as_object().context("query times")? {
             anyhow::ensure!(t["upsert"]["result"] == t["fresh"]["result"], "{name}: the upsert table and the fresh table disagree: {t}");
+            anyhow::ensure!(t["maintained"]["result"] == t["fresh"]["result"], "{name}: the maintained table and the fresh table disagree: {t}");
             let secs = |l: &str| t[l]["seconds"].as_f64().unwrap_or(0.0);
-            let (u, f, a) = (secs("upsert"), secs("fresh"), secs("append"));
+            let (u, m, f, a) = (secs("upsert"), secs("maintained"), secs("fresh"), secs("append"));
             println!(
-                "  duckdb {name:<18}: {:.1} ms upsert table vs {:.1} ms fresh = {:.2}x  (append table, same commits, all {events} rows: {:.1} ms)",
-                u * 1e3, f * 1e3, u / f, a * 1e3
+                "  duckdb {name:<18}: un-compacted {:.1} ms = {:.2}x fresh ({:.1} ms); after one maintenance pass {:.1} ms = {:.2}x  (append table, same commits, all {events} rows: {:.1} ms)",
+                u * 1e3, u / f, f * 1e3, m * 1e3, m / f, a * 1e3
             );
         }
     }
     Ok(())
+}
+
+/// One maintenance pass over the table of `contract_text` in `dir` (as `calve maintain` runs
+/// it: no budget, any two small files merged); returns the table's metadata file afterwards.
+fn maintain_once(dir: &std::path::Path, contract_text: &str) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let d = dir.display();
+        let catalog = Catalog::open(&CatalogConfig::new(format!("sqlite:{d}/catalog.db"), format!("{d}/warehouse"))).await?;
+        let c = calve_contract::Contract::parse(contract_text, "maintained")?;
+        let ident = calve_service::table_definition(&c)?.ident;
+        let mut policy = calve_maintain::MaintenancePolicy::from_contract(&c);
+        policy.budget = None;
+        policy.min_input_files = 2;
+        let now = chrono::Utc::now().timestamp_millis();
+        let r = calve_maintain::Maintainer::new(catalog.clone(), ident.clone(), policy, now).cycle(now, false, &calve_maintain::NoProgress).await?;
+        println!(
+            "  maintenance pass: {} files into {}, {} deleted rows applied, {} delete files dropped",
+            r.files_in, r.files_out, r.deletes_applied, r.delete_files_dropped
+        );
+        Ok(catalog.load(&ident).await?.metadata_location)
+    })
 }
 
 /// Rows in the `resident` set of this process (bytes), from /proc.
@@ -170,15 +195,55 @@ pub fn index(keys: u64) -> anyhow::Result<()> {
             start += n;
         }
         println!("wrote {keys} keys in {:.1}s", t.elapsed().as_secs_f64());
+        let key = ["customer_id".to_string()];
         let meta = catalog.load(&def.ident).await?.metadata;
-        let rss0 = resident_bytes();
-        let (cpu0, t0) = (cpu_seconds(), Instant::now());
-        let index = KeyIndex::build(catalog.file_io(), &meta, &["customer_id".to_string()]).await?;
-        let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
-        let rss = resident_bytes().saturating_sub(rss0);
-        anyhow::ensure!(index.len() as u64 == keys, "index holds {} keys, expected {keys}", index.len());
-        println!("key index rebuild: {keys} keys in {wall:.2}s wall, {cpu:.2} CPU-s ({:.1}M keys per second)", keys as f64 / wall / 1e6);
-        println!("memory: {:.0} bytes per key by the index's own count, {:.0} bytes per key resident growth", index.approx_bytes() as f64 / keys as f64, rss as f64 / keys as f64);
+        let spill = tempfile::tempdir()?;
+        let bounded = IndexSettings { memory_limit: 64 << 20, spill_dir: spill.path().to_path_buf() };
+        let mut built = Vec::new();
+        for (label, settings) in [("in memory (1 GiB limit)", IndexSettings::default()), ("64 MiB limit, spilled", bounded)] {
+            let rss0 = resident_bytes();
+            let (cpu0, t0) = (cpu_seconds(), Instant::now());
+            let index = KeyIndex::build(catalog.file_io(), &meta, &key, &settings).await?;
+            let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+            let rss = resident_bytes().saturating_sub(rss0);
+            anyhow::ensure!(index.len() as u64 == keys, "index holds {} keys, expected {keys}", index.len());
+            println!("key index build, {label}: {keys} keys in {wall:.2}s wall, {cpu:.2} CPU-s ({:.2}M keys per second)", keys as f64 / wall / 1e6);
+            println!(
+                "  memory {:.1} bytes per key by the index's own count, {:.1} bytes per key resident growth; disk {:.1} bytes per key",
+                index.approx_bytes() as f64 / keys as f64, rss as f64 / keys as f64, index.disk_bytes() as f64 / keys as f64
+            );
+            let (cpu0, t0) = (cpu_seconds(), Instant::now());
+            let probes = lookups(&index, keys, 5_000)?;
+            println!("  one commit's lookups: {probes} keys in {:.1} ms ({:.1} us per key, {:.1} ms CPU)", t0.elapsed().as_secs_f64() * 1e3, t0.elapsed().as_secs_f64() * 1e6 / probes as f64, (cpu_seconds() - cpu0) * 1e3);
+            built.push((label, index, wall));
+        }
+        // A compaction of one file (a tenth of the table) by another writer: the index catches
+        // up by reading the new file only.
+        let first = calve_table::live::live_files(catalog.file_io(), &meta).await?.data.remove(0).file;
+        let rows = calve_table::read::read_data_file(catalog.file_io(), &meta, first.file_path()).await?;
+        let copy = writer.write(&rows).await?;
+        committer.commit_maintenance(&calve_table::commit::Rewrite { removed: vec![first.clone()], added: copy, planned_at: meta.current_snapshot_id() }).await?;
+        let meta = catalog.load(&def.ident).await?.metadata;
+        for (label, index, build_wall) in &mut built {
+            let t0 = Instant::now();
+            let r = index.refresh(catalog.file_io(), &meta).await?;
+            let wall = t0.elapsed().as_secs_f64();
+            anyhow::ensure!(!r.rebuilt && index.len() as u64 == keys, "refresh after compaction: {r:?}, {} keys", index.len());
+            println!(
+                "refresh after a compaction of {} keys, {label}: {wall:.2}s ({:.0}% of a full build)",
+                first.record_count(), 100.0 * wall / *build_wall
+            );
+        }
         Ok(())
     })
+}
+
+/// Plans an update of `n` random existing keys against `index`; returns how many it found.
+fn lookups(index: &KeyIndex, keys: u64, n: usize) -> anyhow::Result<u64> {
+    let mut rng = StdRng::seed_from_u64(5);
+    let ids = Int64Array::from_iter_values((0..n).map(|_| rng.gen_range(0..keys) as i64));
+    let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new("customer_id", arrow_schema::DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(ids)])?;
+    let plan = index.plan(&[], &[calve_table::key_index::SeqBatch { batch, seq: (0..n as u64).collect() }])?;
+    Ok(plan.stats.deletes)
 }

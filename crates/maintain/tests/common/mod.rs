@@ -56,7 +56,7 @@ impl Table {
         let st = catalog.ensure_table(&TableDefinition { ident: ident.clone(), schema, partition_spec: spec, properties }).await.unwrap();
         let epoch = claim_epoch(&catalog, &ident).await.unwrap();
         let committer = Committer::new(catalog.clone(), ident.clone(), epoch);
-        let upserter = Upserter::open(catalog.file_io(), &st.metadata, &["id".to_string()], 64 << 20).await.unwrap();
+        let upserter = Upserter::open(catalog.file_io(), &st.metadata, &["id".to_string()], 64 << 20, &Default::default()).await.unwrap();
         Table { dir, catalog, ident, committer, upserter, model: BTreeMap::new(), commits: 0 }
     }
 
@@ -93,7 +93,7 @@ impl Table {
             Err(TableError::StaleDeletes { .. }) => {
                 rebuilt = true;
                 let meta = self.catalog.load(&self.ident).await.unwrap().metadata;
-                self.upserter.rebuild(self.catalog.file_io(), &meta).await.unwrap();
+                self.upserter.refresh(self.catalog.file_io(), &meta).await.unwrap();
                 let again = self.upserter.write(&upserts, &dels).await.unwrap();
                 self.upserter.commit(&self.catalog, &self.committer, again, &restore).await.unwrap();
             }
