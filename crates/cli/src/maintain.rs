@@ -82,14 +82,14 @@ fn print_report(r: &CycleReport) {
     let (b, a) = (&r.before, &r.after);
     if r.dry_run {
         println!(
-            "{} (dry run): would compact {} files ({}) in {} jobs, applying {} deleted rows; would expire {} snapshots; {} orphan files found",
-            r.table, r.files_in, human_bytes(r.bytes_in), r.jobs_run, r.deletes_applied, b.expirable_snapshots, r.orphans_removed
+            "{} (dry run): would compact {} files ({}) in {} jobs, applying {} deleted rows; would merge {} delete files; would expire {} snapshots; {} orphan files found",
+            r.table, r.files_in, human_bytes(r.bytes_in), r.jobs_run, r.deletes_applied, r.delete_files_merged, b.expirable_snapshots, r.orphans_removed
         );
     } else {
         println!(
-            "{}: compacted {} files ({}) into {} ({}), {} deleted rows applied, {} delete files dropped; expired {} snapshots ({} files deleted); manifests {}; {} orphan files removed",
+            "{}: compacted {} files ({}) into {} ({}), {} deleted rows applied, {} delete files dropped, {} merged into {}; expired {} snapshots ({} files deleted); manifests {}; {} orphan files removed",
             r.table, r.files_in, human_bytes(r.bytes_in), r.files_out, human_bytes(r.bytes_out), r.deletes_applied,
-            r.delete_files_dropped, r.snapshots_expired, r.files_expired,
+            r.delete_files_dropped, r.delete_files_merged, r.delete_files_written, r.snapshots_expired, r.files_expired,
             if r.manifests_rewritten { "regrouped" } else { "left as they were" }, r.orphans_removed
         );
     }

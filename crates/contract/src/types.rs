@@ -185,6 +185,13 @@ pub struct MaintenanceSection {
     /// (default: the event-time column; a table's own Iceberg sort order wins when it has one).
     #[serde(default)]
     pub sort_by: Vec<String>,
+    /// Share of a data file's rows that position deletes must have removed before compaction
+    /// rewrites the file to apply them (default 0: any delete). Readers such as DuckDB pay
+    /// several times a query's cost for every delete file, so the default keeps none; a
+    /// table read by engines that merge deletes cheaply can trade them for less rewriting
+    /// (e.g. 0.1). Deletes below the share are merged into one delete file per partition.
+    #[serde(default)]
+    pub rewrite_delete_ratio: f64,
 }
 
 fn one() -> u32 {

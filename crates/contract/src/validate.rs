@@ -320,6 +320,9 @@ fn check_maintenance(m: &MaintenanceSection, p: &mut Problems) {
     if m.max_concurrent_rewrites == 0 {
         p.push("maintenance.max_concurrent_rewrites", "at least one rewrite must be allowed");
     }
+    if !(0.0..=1.0).contains(&m.rewrite_delete_ratio) {
+        p.push("maintenance.rewrite_delete_ratio", format!("{} is not a share between 0 and 1", m.rewrite_delete_ratio));
+    }
 }
 
 fn check_sort_by(c: &Contract, p: &mut Problems) {

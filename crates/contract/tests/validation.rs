@@ -102,6 +102,15 @@ fn bad_quantities_are_explained() {
 }
 
 #[test]
+fn the_delete_ratio_is_a_share() {
+    let c = Contract::parse(&ORDERS.replace("budget = \"20GB/h\"", "budget = \"20GB/h\"\nrewrite_delete_ratio = 0.25"), "o.toml").unwrap();
+    assert_eq!(c.maintenance.rewrite_delete_ratio, 0.25);
+    assert_eq!(Contract::parse(ORDERS, "o.toml").unwrap().maintenance.rewrite_delete_ratio, 0.0, "default: any delete is applied");
+    let p = problems(&ORDERS.replace("budget = \"20GB/h\"", "budget = \"20GB/h\"\nrewrite_delete_ratio = 1.5"));
+    assert!(p.iter().any(|m| m.starts_with("maintenance.rewrite_delete_ratio:") && m.contains("1.5")), "{p:?}");
+}
+
+#[test]
 fn broken_toml_is_a_single_file_problem() {
     let p = problems("[table\nname=");
     assert_eq!(p.len(), 1);

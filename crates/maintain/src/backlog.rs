@@ -26,6 +26,9 @@ pub struct Backlog {
     pub delete_files: usize,
     /// Rows those files delete.
     pub deleted_rows: u64,
+    /// Partitions with delete files to merge.
+    #[serde(default)]
+    pub delete_merges: usize,
     /// Compaction jobs the planner would run with an unlimited budget.
     pub compaction_jobs: usize,
     /// Bytes those jobs would rewrite: the compaction debt.
@@ -80,6 +83,7 @@ pub async fn measure(catalog: &Catalog, state: TableState, settings: &PlanSettin
         partitions: plan.partitions,
         delete_files: live.position_deletes.len(),
         deleted_rows: deletes.positions.values().map(|v| v.len() as u64).sum(),
+        delete_merges: plan.delete_merges.len(),
         compaction_jobs: plan.jobs.len(),
         compaction_bytes: plan.debt_bytes(),
         snapshots: meta.snapshots().count(),

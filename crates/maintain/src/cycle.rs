@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::backlog::{Backlog, Snapshot, measure};
 use crate::budget::Budget;
 use crate::compact::{Compacted, compact, sort_keys};
+use crate::merge_deletes::merge_deletes;
 use crate::error::Result;
 use crate::plan::{CompactionJob, PlanSettings, droppable};
 use crate::signal::{Behind, DEFAULT_WINDOW, FallsBehind};
@@ -48,8 +49,11 @@ pub struct MaintenancePolicy {
     pub max_concurrent_rewrites: usize,
     /// Sort columns when the table has no sort order of its own.
     pub sort_by: Vec<String>,
-    /// Small files a partition needs before it is compacted (deletes always qualify).
+    /// Small files a partition needs before it is compacted.
     pub min_input_files: usize,
+    /// Share of a data file's rows deleted that makes rewriting it pay (0: any delete; fewer
+    /// deletes are merged into one delete file per partition instead).
+    pub delete_ratio: f64,
     /// Manifests (data + delete) the current snapshot may list before they are regrouped.
     pub max_manifests: usize,
 }
@@ -67,6 +71,7 @@ impl MaintenancePolicy {
             max_concurrent_rewrites: m.max_concurrent_rewrites as usize,
             sort_by: c.sort_columns(),
             min_input_files: 5,
+            delete_ratio: m.rewrite_delete_ratio,
             max_manifests: 16,
         }
     }
@@ -121,6 +126,10 @@ pub struct CycleReport {
     pub deletes_applied: u64,
     /// Delete files that no longer applied, removed.
     pub delete_files_dropped: usize,
+    /// Delete files merged (dry run: that would be).
+    pub delete_files_merged: usize,
+    /// Merged delete files written.
+    pub delete_files_written: usize,
     /// Snapshots expired.
     pub snapshots_expired: usize,
     /// Files deleted by expiry.
@@ -175,8 +184,10 @@ impl Maintainer {
             report.files_in = selected.iter().map(|j| j.files.len()).sum();
             report.bytes_in = selected.iter().map(|j| j.bytes).sum();
             report.deletes_applied = selected.iter().map(|j| j.deleted_rows).sum();
+            report.delete_files_merged = snap.plan.delete_merges.iter().map(|m| m.files.len()).sum();
         } else {
             self.compact(&committer, &snap, &selected, progress, &mut report).await?;
+            self.merge_deletes(&committer, now_ms, &mut report).await?;
             report.manifests_rewritten = self.regroup_manifests(&committer, now_ms).await?;
             // Last, so the files compaction replaced go in this cycle when retention allows.
             let expired = committer.expire_snapshots(self.policy.keep, now_ms).await?;
@@ -196,7 +207,11 @@ impl Maintainer {
 
     async fn measure(&self, now_ms: i64) -> Result<Snapshot> {
         let st = self.catalog.load(&self.ident).await?;
-        let settings = PlanSettings { target_file_size: self.policy.target_file_size, min_input_files: self.policy.min_input_files };
+        let settings = PlanSettings {
+            target_file_size: self.policy.target_file_size,
+            min_input_files: self.policy.min_input_files,
+            delete_ratio: self.policy.delete_ratio,
+        };
         measure(&self.catalog, st, &settings, self.policy.keep, now_ms).await
     }
 
@@ -312,9 +327,42 @@ impl Maintainer {
     }
 
     async fn discard(&self, done: &[Compacted]) {
-        for f in done.iter().flat_map(|c| &c.added) {
+        self.discard_files(done.iter().flat_map(|c| &c.added)).await;
+    }
+
+    async fn discard_files(&self, files: impl Iterator<Item = &DataFile>) {
+        for f in files {
             if let Err(e) = self.catalog.file_io().delete(f.file_path()).await {
-                tracing::warn!(file = f.file_path(), "could not remove an uncommitted compaction output: {e}");
+                tracing::warn!(file = f.file_path(), "could not remove an uncommitted maintenance output: {e}");
+            }
+        }
+    }
+
+    /// Merges each partition's delete files into one, on the table as compaction left it.
+    async fn merge_deletes(&self, committer: &Committer, now_ms: i64, report: &mut CycleReport) -> Result<()> {
+        let snap = self.measure(now_ms).await?;
+        if snap.plan.delete_merges.is_empty() {
+            return Ok(());
+        }
+        let meta = snap.state.metadata.as_ref();
+        let merged = merge_deletes(self.catalog.file_io(), meta, &snap.plan.delete_merges, &snap.live, &snap.deletes).await?;
+        let rewrite = Rewrite { removed: merged.removed.clone(), added: merged.added.clone(), planned_at: meta.current_snapshot_id() };
+        match committer.commit_maintenance(&rewrite).await {
+            Ok(_) => {
+                report.delete_files_merged += merged.removed.len();
+                report.delete_files_written += merged.added.len();
+                Ok(())
+            }
+            Err(TableError::RewriteConflict { reason, .. }) => {
+                tracing::info!(table = %self.ident, %reason, "delete-file merge abandoned: its inputs changed");
+                self.discard_files(merged.added.iter()).await;
+                Ok(())
+            }
+            Err(e) => {
+                if !matches!(e, TableError::Catalog(_)) {
+                    self.discard_files(merged.added.iter()).await;
+                }
+                Err(e.into())
             }
         }
     }

@@ -9,6 +9,8 @@
 //!   jobs ranked by read speed bought per byte rewritten;
 //! - [`compact`] runs the jobs that fit the [`budget`]: rows minus deletes, sorted, written to
 //!   target-size files, swapped in as one `replace` snapshot;
+//! - [`merge_deletes`] merges the delete files of each partition into one, so a table whose
+//!   updates are spread thin pays one extra file per partition, not one per commit;
 //! - the cycle also expires snapshots (the restore point always kept), regroups manifests by
 //!   partition, and removes orphans older than the safety age;
 //! - [`signal`] watches whether the debt keeps growing at this budget and says loudly what
@@ -22,6 +24,7 @@ pub mod budget;
 pub mod compact;
 mod cycle;
 mod error;
+pub mod merge_deletes;
 pub mod plan;
 pub mod signal;
 pub mod status;

@@ -1,11 +1,19 @@
 //! Compaction planning: which data files to rewrite together, and which jobs first.
 //!
 //! Per partition, the candidates are the small files (under 3/4 of the target size, as Java's
-//! `min-file-size-bytes` default) and every file that position deletes point into: a reader
-//! pays for both, once per file opened and once per delete merged. Candidates are bin-packed
-//! by their live bytes into target-size groups. A partition whose only debt is a few small
-//! files waits until it has `min_input_files` of them, so the partition being written now is
-//! not rewritten after every commit (each rewrite of a growing file costs its whole size).
+//! `min-file-size-bytes` default) and the files position deletes removed a large share of
+//! (`delete_ratio`, by row count): a reader opens each of the first and scans the dead rows
+//! of the second. Candidates are bin-packed by their live bytes into target-size groups. A
+//! partition whose only debt is a few small files waits until it has `min_input_files` of
+//! them, so the partition being written now is not rewritten after every commit (each
+//! rewrite of a growing file costs its whole size).
+//!
+//! By default any deleted row qualifies a file: DuckDB, for one, pays several times a query's
+//! cost for delete files (measured by `calve-bench day`). A contract may set a higher share
+//! for readers that merge deletes cheaply. What stays — below the share, or deferred by the
+//! budget — costs readers one more file per commit that updated the partition; those delete
+//! files are merged ([`DeleteMerge`]): every partition with two or more gets one file, written
+//! from the positions they hold, for a few kilobytes of I/O.
 //!
 //! Jobs are ranked by read speed bought per byte rewritten: files removed plus (weighted)
 //! files freed of deletes, divided by the bytes the job reads and writes. The budget then
@@ -27,6 +35,19 @@ pub struct PlanSettings {
     pub target_file_size: u64,
     /// Small files (without deletes) a partition needs before it is compacted.
     pub min_input_files: usize,
+    /// Share of a file's rows deleted that makes it worth rewriting on its own.
+    pub delete_ratio: f64,
+}
+
+/// Position-delete files of one partition to merge into one.
+#[derive(Debug, Clone)]
+pub struct DeleteMerge {
+    /// The partition, as readers see it.
+    pub partition: String,
+    /// Its live position-delete files.
+    pub files: Vec<DataFile>,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// One compaction job: data files of one partition rewritten together.
@@ -53,6 +74,8 @@ pub struct Plan {
     pub jobs: Vec<CompactionJob>,
     /// Delete files whose data files are all gone: dropped by any rewrite at no cost.
     pub dangling_deletes: Vec<DataFile>,
+    /// Partitions whose delete files should be merged, as the table is now.
+    pub delete_merges: Vec<DeleteMerge>,
     /// Data files in the table (default spec).
     pub data_files: usize,
     /// Small data files among them.
@@ -87,7 +110,26 @@ pub fn plan(meta: &TableMetadata, live: &LiveFiles, deletes: &DeleteMap, s: &Pla
     out.jobs.sort_by(|a, b| b.score.total_cmp(&a.score));
     let live_paths: HashSet<&str> = live.data.iter().map(|f| f.file.file_path()).collect();
     out.dangling_deletes = droppable(live, deletes, &live_paths, &HashSet::new());
+    out.delete_merges = delete_merges(meta, live);
     out
+}
+
+/// Every partition (of the default spec) holding two or more position-delete files.
+pub fn delete_merges(meta: &TableMetadata, live: &LiveFiles) -> Vec<DeleteMerge> {
+    let spec_id = meta.default_partition_spec_id();
+    let mut by_partition: BTreeMap<String, Vec<&DataFile>> = BTreeMap::new();
+    for d in live.position_deletes.iter().filter(|d| d.spec_id == spec_id) {
+        by_partition.entry(partition_label(meta, &d.file)).or_default().push(&d.file);
+    }
+    by_partition
+        .into_iter()
+        .filter(|(_, files)| files.len() >= 2)
+        .map(|(partition, files)| DeleteMerge {
+            partition,
+            bytes: files.iter().map(|f| f.file_size_in_bytes()).sum(),
+            files: files.into_iter().cloned().collect(),
+        })
+        .collect()
 }
 
 /// Delete files that apply to no live data file once `removed` are gone.
@@ -110,10 +152,10 @@ fn plan_partition(partition: &str, files: &[&DataFile], deletes: &DeleteMap, s: 
             let dead = deletes.of(f.file_path()).len() as u64;
             (*f, live_bytes(f, dead), dead)
         })
-        .filter(|(f, _, dead)| *dead > 0 || f.file_size_in_bytes() < small)
+        .filter(|(f, _, dead)| heavy(f, *dead, s.delete_ratio) || f.file_size_in_bytes() < small)
         .collect();
-    let any_deletes = candidates.iter().any(|c| c.2 > 0);
-    if !any_deletes && candidates.len() < s.min_input_files.max(2) {
+    let any_heavy = candidates.iter().any(|c| heavy(c.0, c.2, s.delete_ratio));
+    if !any_heavy && candidates.len() < s.min_input_files.max(2) {
         return Vec::new();
     }
     // First-fit decreasing by live bytes.
@@ -129,9 +171,14 @@ fn plan_partition(partition: &str, files: &[&DataFile], deletes: &DeleteMap, s: 
         }
     }
     bins.into_iter()
-        .filter(|(_, b)| b.len() >= 2 || b.iter().any(|c| c.2 > 0))
+        .filter(|(_, b)| b.len() >= 2 || b.iter().any(|c| heavy(c.0, c.2, s.delete_ratio)))
         .map(|(_, b)| job(partition, &b))
         .collect()
+}
+
+/// Whether deletes removed enough of `f` (`dead` rows) for a rewrite of it alone to pay.
+fn heavy(f: &DataFile, dead: u64, ratio: f64) -> bool {
+    dead > 0 && dead as f64 >= ratio * f.record_count().max(1) as f64
 }
 
 fn job(partition: &str, bin: &[(&DataFile, u64, u64)]) -> CompactionJob {

@@ -157,3 +157,63 @@ async fn manifests_are_regrouped_without_making_the_key_index_stale() {
     assert!(!rebuilt, "a manifest rewrite moves no row");
     t.assert_matches_model("after the next upsert");
 }
+
+/// Updates spread thin over old partitions: no data file loses enough rows to be worth a
+/// rewrite, so each partition's delete files are merged into one instead. Readers see the
+/// same rows; the key index takes the merged files as already applied (no stale commit, no
+/// rebuild), and a later compaction still lands correctly.
+#[tokio::test(flavor = "multi_thread")]
+async fn thin_updates_get_their_delete_files_merged_not_their_data_rewritten() {
+    let mut t = Table::new().await;
+    let base: Vec<(i64, i64, i64)> = (0..600).map(|i| (i, i % 3, 0)).collect();
+    t.commit(&base, &[]).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for c in 1..=8 {
+        // Two updates and one delete per commit, each landing in its row's own partition.
+        let ids: Vec<i64> = (0..2).map(|_| rng.gen_range(0..600)).filter(|i| t.model.contains_key(i)).collect();
+        let rows: Vec<(i64, i64, i64)> = ids.iter().map(|i| (*i, t.model[i].0, c)).collect();
+        let gone = rng.gen_range(0..600);
+        t.commit(&rows, &[gone]).await;
+    }
+    let io = t.catalog.file_io().clone();
+    let before = live_files(&io, &t.catalog.load(&t.ident).await.unwrap().metadata).await.unwrap();
+    assert!(before.position_deletes.len() >= 6, "{} delete files", before.position_deletes.len());
+    let mut p = policy();
+    p.min_input_files = 1000; // only deletes could trigger a rewrite
+    p.delete_ratio = 0.1; // `rewrite_delete_ratio = 0.1` in the contract
+    p.keep.retain_last = 20; // the key index's head snapshot stays, as retention keeps it in production
+    let mut m = Maintainer::new(t.catalog.clone(), t.ident.clone(), p, now());
+    let r = m.cycle(now(), false, &NoProgress).await.unwrap();
+
+    assert_eq!(r.jobs_run, 0, "no file lost 10% of its rows: {r:?}");
+    assert_eq!(r.delete_files_merged, before.position_deletes.len(), "{r:?}");
+    let after = live_files(&io, &t.catalog.load(&t.ident).await.unwrap().metadata).await.unwrap();
+    assert_eq!(after.data.len(), before.data.len(), "data untouched");
+    assert_eq!(after.position_deletes.len(), r.delete_files_written);
+    assert!(after.position_deletes.len() <= 3, "one delete file per partition: {}", after.position_deletes.len());
+    assert_eq!(r.after.delete_merges, 0);
+    t.assert_matches_model("after the delete files were merged");
+    let meta = t.catalog.load(&t.ident).await.unwrap().metadata;
+    let caught = t.upserter.refresh(&io, &meta).await.unwrap();
+    assert_eq!((caught.rebuilt, caught.files_read, caught.files_scanned, caught.deletes_applied), (false, 0, 0, 0), "{caught:?}");
+    assert_eq!(caught.deletes_restated, r.delete_files_written, "merged files taken as applied, unread");
+
+    let index_head = t.upserter.index().head();
+    let stale = t.commit(&[(1, t.model.get(&1).map_or(1, |r| r.0), 500)], &[2]).await;
+    assert!(!stale, "a merge of delete files moves no row: the next upsert commits as is");
+    assert_ne!(t.upserter.index().head(), index_head);
+    t.assert_matches_model("after the next upsert");
+
+    // A compaction now (every file qualifies) makes the index catch up by reading only the
+    // files it wrote: the merged delete files count as applied, nothing is rebuilt.
+    let mut p = policy();
+    p.delete_ratio = 0.0;
+    p.keep.retain_last = 20;
+    let r = Maintainer::new(t.catalog.clone(), t.ident.clone(), p, now()).cycle(now(), false, &NoProgress).await.unwrap();
+    assert!(r.jobs_run > 0 && r.after.delete_files == 0, "{r:?}");
+    let meta = t.catalog.load(&t.ident).await.unwrap().metadata;
+    let caught = t.upserter.refresh(&io, &meta).await.unwrap();
+    assert!(!caught.rebuilt && caught.files_read == r.files_out, "{caught:?} vs {r:?}");
+    assert!(!t.commit(&[(3, 0, 600)], &[4]).await);
+    t.assert_matches_model("after compaction and one more upsert");
+}

@@ -66,7 +66,7 @@ async fn run_cycle(catalog: &Catalog, m: &mut Maintainer) {
 }
 
 fn log_cycle(r: &CycleReport) {
-    let did_something = r.jobs_run + r.snapshots_expired + r.orphans_removed + r.delete_files_dropped > 0 || r.manifests_rewritten;
+    let did_something = r.jobs_run + r.snapshots_expired + r.orphans_removed + r.delete_files_dropped + r.delete_files_merged > 0 || r.manifests_rewritten;
     if !did_something {
         return;
     }
@@ -74,6 +74,7 @@ fn log_cycle(r: &CycleReport) {
         table = %r.table, jobs = r.jobs_run, deferred = r.jobs_deferred, abandoned = r.jobs_abandoned,
         files_in = r.files_in, files_out = r.files_out, bytes_in = r.bytes_in, bytes_out = r.bytes_out,
         deletes_applied = r.deletes_applied, delete_files_dropped = r.delete_files_dropped,
+        delete_files_merged = r.delete_files_merged, delete_files_written = r.delete_files_written,
         snapshots_expired = r.snapshots_expired, files_expired = r.files_expired,
         manifests_rewritten = r.manifests_rewritten, orphans = r.orphans_removed,
         "maintained"

@@ -12,6 +12,7 @@ mod error;
 pub mod inspect;
 pub mod key_index;
 pub mod live;
+pub mod manifests;
 pub mod orphans;
 pub mod read;
 mod reachable;

@@ -15,6 +15,8 @@ pub struct LiveFile {
     pub sequence_number: i64,
     /// Partition spec of its manifest.
     pub spec_id: i32,
+    /// The snapshot that added it.
+    pub added_by: i64,
 }
 
 /// Live data files and live delete files of the current snapshot.
@@ -35,12 +37,13 @@ pub async fn live_files(file_io: &FileIO, meta: &TableMetadata) -> Result<LiveFi
     let bytes = file_io.new_input(s.manifest_list())?.read().await?;
     let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries().into_iter().collect();
     for mf in manifests {
-        let manifest = mf.load_manifest(file_io).await?;
-        for e in manifest.entries().iter().filter(|e| e.is_alive()) {
+        let entries = crate::manifests::entries(file_io, &mf).await?;
+        for e in entries.iter().filter(|e| e.is_alive()) {
             let live = LiveFile {
                 file: e.data_file().clone(),
                 sequence_number: e.sequence_number().unwrap_or(mf.sequence_number),
                 spec_id: mf.partition_spec_id,
+                added_by: e.snapshot_id().unwrap_or(mf.added_snapshot_id),
             };
             match e.content_type() {
                 DataContentType::Data => out.data.push(live),
@@ -59,8 +62,8 @@ pub async fn equality_deletes_in_any_snapshot(file_io: &FileIO, meta: &TableMeta
         let bytes = file_io.new_input(s.manifest_list())?.read().await?;
         let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries().into_iter().collect();
         for mf in manifests {
-            let manifest = mf.load_manifest(file_io).await?;
-            n += manifest.entries().iter().filter(|e| e.content_type() == DataContentType::EqualityDeletes).count();
+            let entries = crate::manifests::entries(file_io, &mf).await?;
+            n += entries.iter().filter(|e| e.content_type() == DataContentType::EqualityDeletes).count();
         }
     }
     Ok(n)

@@ -41,7 +41,7 @@ pub async fn reachable(file_io: &FileIO, meta: &TableMetadata, snapshots: &[Snap
             if !r.manifests.insert(mf.manifest_path.clone()) {
                 continue;
             }
-            for e in mf.load_manifest(file_io).await?.entries() {
+            for e in crate::manifests::entries(file_io, &mf).await?.iter() {
                 if e.is_alive() {
                     r.content.insert(e.file_path().to_string());
                 }

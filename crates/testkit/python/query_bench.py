@@ -2,7 +2,7 @@
 how calve laid a table out, compared against the same rows laid out another way.
 
 Input (stdin): {"tables": {"label": "<metadata.json>", ...}, "queries": {"name": "SQL with {t}"},
-"repeats": 5}. Output: {"name": {"label": median seconds, ...}, ...} plus the row count each
+"repeats": 5, "repeats_for": {"label": 1}} (repeats_for: fewer runs for a slow baseline). Output: {"name": {"label": median seconds, ...}, ...} plus the row count each
 query returned per table (they must agree, or the comparison is meaningless).
 """
 import json
@@ -19,16 +19,22 @@ def main():
     repeats = spec.get("repeats", 5)
     out = {}
     for name, sql in spec["queries"].items():
-        out[name] = {}
-        for label, meta in spec["tables"].items():
-            q = sql.replace("{t}", f"iceberg_scan('{meta}')")
-            result = con.execute(q).fetchall()
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                con.execute(q).fetchall()
-                times.append(time.perf_counter() - t0)
-            out[name][label] = {"seconds": statistics.median(times), "result": json.loads(json.dumps(result, default=str))}
+        queries = {label: sql.replace("{t}", f"iceberg_scan('{meta}')") for label, meta in spec["tables"].items()}
+        # One untimed run each (warms caches and gives the result), then the timed runs
+        # interleaved table by table, so drift in the machine's speed hits every table alike.
+        results = {label: con.execute(q).fetchall() for label, q in queries.items()}
+        runs = {label: spec.get("repeats_for", {}).get(label, repeats) for label in queries}
+        times = {label: [] for label in queries}
+        for r in range(max(runs.values())):
+            for label, q in queries.items():
+                if r < runs[label]:
+                    t0 = time.perf_counter()
+                    con.execute(q).fetchall()
+                    times[label].append(time.perf_counter() - t0)
+        out[name] = {
+            label: {"seconds": statistics.median(times[label]), "result": json.loads(json.dumps(results[label], default=str))}
+            for label in queries
+        }
     json.dump(out, sys.stdout)
 
 

@@ -152,6 +152,7 @@ pub fn policy() -> MaintenancePolicy {
         max_concurrent_rewrites: 2,
         sort_by: vec!["ts".into()],
         min_input_files: 2,
+        delete_ratio: 0.0,
         max_manifests: 16,
     }
 }

@@ -93,7 +93,7 @@ pub(super) async fn merge_small_manifests(
     let mut w = ctx.new_manifest_writer(ManifestContentType::Data)?;
     let file_io = ctx.catalog.file_io().clone();
     for m in &small {
-        for e in m.load_manifest(&file_io).await?.entries() {
+        for e in crate::manifests::entries(&file_io, m).await?.iter() {
             if !e.is_alive() {
                 continue;
             }

@@ -27,7 +27,8 @@ use crate::summary::SummaryBuilder;
 pub struct Rewrite {
     /// Files to remove: data files and the position-delete files that only touch them.
     pub removed: Vec<DataFile>,
-    /// New data files with the same live rows.
+    /// New files with the same live rows: data files, or position-delete files deleting
+    /// exactly what the removed delete files did (delete files merged).
     pub added: Vec<DataFile>,
     /// The snapshot the rewrite read its inputs from.
     pub planned_at: Option<i64>,
@@ -67,7 +68,7 @@ async fn produce(op: &Rewrite, ctx: &mut SnapshotContext<'_>, extra: &HashMap<St
         let mut manifests = Vec::new();
         let mut found = 0usize;
         for mf in ctx.current_manifests().await? {
-            let entries = mf.load_manifest(&io).await?.entries().to_vec();
+            let entries = crate::manifests::entries(&io, &mf).await?;
             for e in entries.iter().filter(|e| e.is_alive()) {
                 if e.content_type() != DataContentType::Data && e.snapshot_id().is_some_and(|s| newer.contains(&s)) {
                     check_new_delete(ctx, e.data_file(), &data_removed)?;
@@ -87,9 +88,16 @@ async fn produce(op: &Rewrite, ctx: &mut SnapshotContext<'_>, extra: &HashMap<St
         if found != removed.len() {
             return Err(conflict(ctx, format!("{} of the {} files to replace are no longer in the table", removed.len() - found, removed.len())));
         }
-        if !op.added.is_empty() {
-            let mut w = ctx.new_manifest_writer(ManifestContentType::Data)?;
-            for f in &op.added {
+        for content in [ManifestContentType::Deletes, ManifestContentType::Data] {
+            let files: Vec<&DataFile> = op.added.iter().filter(|f| (f.content_type() == DataContentType::Data) == (content == ManifestContentType::Data)).collect();
+            if files.is_empty() {
+                continue;
+            }
+            if let Some(eq) = files.iter().find(|f| f.content_type() == DataContentType::EqualityDeletes) {
+                return Err(TableError::Unsupported(format!("{} is an equality delete; calve writes none", eq.file_path())));
+            }
+            let mut w = ctx.new_manifest_writer(content)?;
+            for f in files {
                 w.add_file(f.clone(), INHERIT_SEQUENCE_NUMBER)?;
             }
             manifests.insert(0, w.write_manifest_file().await?);

@@ -43,7 +43,7 @@ impl SnapshotOperation for RewriteManifests {
             // Partition (rendered) → entries with the manifest they came from.
             let mut by_partition: BTreeMap<String, Vec<(ManifestEntryRef, i64, i64)>> = BTreeMap::new();
             for m in mine.iter().filter(|m| m.content == content) {
-                for e in m.load_manifest(&io).await?.entries().iter().filter(|e| e.is_alive()) {
+                for e in crate::manifests::entries(&io, m).await?.iter().filter(|e| e.is_alive()) {
                     let key = format!("{:?}", e.data_file().partition());
                     by_partition.entry(key).or_default().push((e.clone(), m.sequence_number, m.added_snapshot_id));
                 }

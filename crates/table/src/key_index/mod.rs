@@ -272,10 +272,11 @@ impl KeyIndex {
                     })?;
                     id = self.add_file(f.clone());
                     left = f.record_count();
+                    // Counted up front: every row written to a file is a live key there.
+                    self.claim(id, left);
                     pos = 0;
                 }
                 self.store.insert(key.as_ref(), Loc { file: id, pos });
-                self.claim(id);
                 pos += 1;
                 left -= 1;
             }
@@ -291,11 +292,11 @@ impl KeyIndex {
         id
     }
 
-    /// A key now lives in file `id`.
-    fn claim(&mut self, id: u32) {
+    /// `n` keys now live in file `id`.
+    fn claim(&mut self, id: u32, n: u64) {
         if let Some(s) = self.files.get_mut(&id) {
-            s.live += 1;
-            self.keys += 1;
+            s.live += n;
+            self.keys += n;
         }
     }
 

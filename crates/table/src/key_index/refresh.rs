@@ -9,18 +9,20 @@
 //!   with it — those entries are dead, however many there are, without touching them;
 //! - a file it does not know is read (key columns only) and its keys point there now — for a
 //!   compaction's output, that re-points every key the removed files held;
-//! - a delete file it has not seen removes the keys at the positions it names.
+//! - a delete file it has not seen removes the keys at the positions it names — unless a
+//!   `replace` added it (merged delete files): a replace changes no row by the spec, so such a
+//!   file deletes nothing the index has not already removed, and is taken as read.
 //!
-//! So after a compaction the index reads only the files compaction wrote, not the table. A
-//! build is the same walk from an empty index. Only what cannot be followed this way — the
-//! table rolled back behind the index, or deletes withdrawn while their rows stayed — starts
-//! over from empty.
+//! So after a compaction the index reads only the files compaction wrote, and after a merge
+//! of delete files nothing at all. A build is the same walk from an empty index. Only what
+//! cannot be followed this way — the table rolled back behind the index, or deletes withdrawn
+//! by a non-replace snapshot while their rows stayed — starts over from empty.
 
 use std::collections::HashSet;
 
 use arrow_array::ArrayRef;
 use iceberg::io::FileIO;
-use iceberg::spec::{DataFile, TableMetadata};
+use iceberg::spec::{DataFile, Operation, TableMetadata};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -40,8 +42,12 @@ pub struct Refreshed {
     pub files_dropped: usize,
     /// Files read.
     pub files_read: usize,
-    /// Delete files applied.
+    /// Delete files read and applied.
     pub deletes_applied: usize,
+    /// Delete files a `replace` added, taken as applied without reading them.
+    pub deletes_restated: usize,
+    /// Files already indexed whose keys were read to apply new deletes.
+    pub files_scanned: usize,
     /// Keys that live in more than one row (written by another engine; the index keeps one).
     pub duplicates: u64,
 }
@@ -70,7 +76,11 @@ impl KeyIndex {
             done.rebuilt = true;
         }
         done.files_dropped = self.drop_gone_files(&live);
-        let unseen = LiveFiles { position_deletes: live.position_deletes.iter().filter(|d| !self.seen_deletes.contains_key(d.file.file_path())).cloned().collect(), ..LiveFiles::default() };
+        let (unseen, restated) = self.unseen_deletes(meta, &live);
+        done.deletes_restated = restated.len();
+        for path in restated {
+            self.seen_deletes.insert(path, Vec::new());
+        }
         let deleted = read_deletes(io, &unseen).await?;
         let known: HashSet<u32> = self.files.keys().copied().collect();
         let added: Vec<&DataFile> = live.data.iter().map(|f| &f.file).filter(|f| !self.by_path.contains_key(f.file_path())).collect();
@@ -83,6 +93,7 @@ impl KeyIndex {
             let positions = deleted.of(&path);
             if !positions.is_empty() {
                 self.apply_deletes(io, meta, id, positions).await?;
+                done.files_scanned += 1;
             }
         }
         done.deletes_applied = unseen.position_deletes.len();
@@ -95,13 +106,43 @@ impl KeyIndex {
         Ok(done)
     }
 
+    /// Delete files the index has not applied, split in two: those to read, and those a
+    /// `replace` snapshot that added no data file added (merged delete files: by the spec a
+    /// replace changes no row, so they delete only rows of files the index knows that it has
+    /// already removed; they are taken as applied, unread).
+    fn unseen_deletes(&self, meta: &TableMetadata, live: &LiveFiles) -> (LiveFiles, Vec<String>) {
+        let mut to_read = LiveFiles::default();
+        let mut restated = Vec::new();
+        for d in live.position_deletes.iter().filter(|d| !self.seen_deletes.contains_key(d.file.file_path())) {
+            let by_replace = meta.snapshot_by_id(d.added_by).is_some_and(|s| {
+                let added_data = s.summary().additional_properties.get("added-data-files");
+                s.summary().operation == Operation::Replace && added_data.is_none_or(|n| n == "0")
+            });
+            match by_replace && self.head.is_some() {
+                true => restated.push(d.file.file_path().to_string()),
+                false => to_read.position_deletes.push(d.clone()),
+            }
+        }
+        (to_read, restated)
+    }
+
     /// Whether the table moved on from the index's head in ways the index can follow: the
     /// head is an ancestor of the current snapshot, and no delete file the index applied was
-    /// withdrawn while rows it named are still in the table.
+    /// withdrawn while rows it named are still in the table (which would bring them back).
+    /// Only a snapshot that is neither an append nor a replace can withdraw deletes that way.
     fn follows(&self, meta: &TableMetadata, live: &LiveFiles) -> bool {
         if let Some(head) = self.head {
             if !ancestry(meta).any(|s| s.snapshot_id() == head) {
                 return false;
+            }
+            let may_withdraw = ancestry(meta).take_while(|s| s.snapshot_id() != head).any(|s| {
+                let summary = s.summary();
+                // Writers (Java, PyIceberg, calve) record this count only when it is positive.
+                let removed = summary.additional_properties.get("removed-delete-files");
+                !matches!(summary.operation, Operation::Append | Operation::Replace) && removed.is_some_and(|n| n != "0")
+            });
+            if !may_withdraw {
+                return true;
             }
         }
         let live_data: HashSet<&str> = live.data.iter().map(|f| f.file.file_path()).collect();
@@ -153,6 +194,7 @@ impl KeyIndex {
         let mut duplicates = 0;
         let mut next_deleted = 0usize;
         for_each_key_batch(self, io, meta, file, |index, first, rows| {
+            let mut claimed = 0;
             for (i, key) in rows.iter().enumerate() {
                 let pos = first + i as u32;
                 while next_deleted < deleted.len() && deleted[next_deleted] < pos as i64 {
@@ -167,8 +209,9 @@ impl KeyIndex {
                         index.release(old.file);
                     }
                 }
-                index.claim(id);
+                claimed += 1;
             }
+            index.claim(id, claimed);
             index.store.spill_if_full()
         })
         .await?;

@@ -11,8 +11,10 @@
 //! opens, so the spill file lives in a private temporary directory that goes with the store.
 //! What is bounded is memory: the memtable's share plus redb's page cache.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use hashbrown::HashMap;
+use hashbrown::hash_map::EntryRef;
 
 use redb::{ReadableDatabase, TableDefinition};
 
@@ -44,12 +46,9 @@ impl Default for IndexSettings {
     }
 }
 
-/// Memtable value: where the key lives, or that it was deleted after it was spilled.
-#[derive(Debug, Clone, Copy)]
-enum Entry {
-    At(Loc),
-    Deleted,
-}
+/// Memtable value meaning "deleted after it was spilled" (a tombstone). File ids never reach
+/// it; a plain `Loc` keeps the memtable slot at 24 bytes where an enum would take 32.
+const DELETED: Loc = Loc { file: u32::MAX, pos: u32::MAX };
 
 /// The on-disk tier: one redb B-tree of key bytes → (file id, position).
 struct Spill {
@@ -61,14 +60,20 @@ struct Spill {
 
 const KEYS: TableDefinition<&[u8], (u32, u32)> = TableDefinition::new("keys");
 
-/// Bytes a memtable entry costs beyond its key: the boxed slice, the value, hashbrown's control
-/// byte, and the map's spare capacity (at most 1/8 empty after growth, ~1/4 on average).
-const ENTRY_OVERHEAD: usize = std::mem::size_of::<(Box<[u8]>, Entry)>() * 5 / 4 + 1;
+/// Bytes of one memtable slot: the boxed slice's pointer and length, the value, and hashbrown's
+/// control byte. Slots are counted by capacity, so spare room after growth counts too.
+const SLOT: usize = std::mem::size_of::<(Box<[u8]>, Loc)>() + 1;
+
+/// Heap bytes of one boxed key: the allocator rounds up to 8 and keeps a header.
+fn key_heap(key: &[u8]) -> usize {
+    key.len().div_ceil(8) * 8 + 8
+}
 
 /// Keys → places, in memory up to a limit and on disk beyond it.
 pub struct KeyStore {
-    mem: HashMap<Box<[u8]>, Entry>,
-    mem_bytes: usize,
+    mem: HashMap<Box<[u8]>, Loc>,
+    /// Heap bytes of the memtable's keys.
+    key_bytes: usize,
     mem_limit: usize,
     cache_bytes: usize,
     spill_dir: PathBuf,
@@ -81,7 +86,7 @@ impl KeyStore {
         let limit = settings.memory_limit.max(1 << 20) as usize;
         KeyStore {
             mem: HashMap::new(),
-            mem_bytes: 0,
+            key_bytes: 0,
             mem_limit: limit / 4 * 3,
             cache_bytes: (limit / 4).max(1 << 20),
             spill_dir: settings.spill_dir.clone(),
@@ -104,14 +109,11 @@ impl KeyStore {
     /// Points `key` at `loc`; returns the place it had in memory (entries on disk are not
     /// consulted: callers that need the old place look it up first).
     pub fn insert(&mut self, key: &[u8], loc: Loc) -> Option<Loc> {
-        match self.mem.get_mut(key) {
-            Some(e) => match std::mem::replace(e, Entry::At(loc)) {
-                Entry::At(old) => Some(old),
-                Entry::Deleted => None,
-            },
-            None => {
-                self.mem.insert(key.into(), Entry::At(loc));
-                self.mem_bytes += key.len() + ENTRY_OVERHEAD;
+        match self.mem.entry_ref(key) {
+            EntryRef::Occupied(mut e) => Some(e.insert(loc)).filter(|old| *old != DELETED),
+            EntryRef::Vacant(e) => {
+                e.insert(loc);
+                self.key_bytes += key_heap(key);
                 None
             }
         }
@@ -121,16 +123,18 @@ impl KeyStore {
     pub fn remove(&mut self, key: &[u8]) {
         if self.spill.is_none() {
             if self.mem.remove(key).is_some() {
-                self.mem_bytes -= key.len() + ENTRY_OVERHEAD;
+                self.key_bytes -= key_heap(key);
             }
             return;
         }
         // The key may be on disk too: shadow it until the next spill deletes it there.
-        match self.mem.get_mut(key) {
-            Some(e) => *e = Entry::Deleted,
-            None => {
-                self.mem.insert(key.into(), Entry::Deleted);
-                self.mem_bytes += key.len() + ENTRY_OVERHEAD;
+        match self.mem.entry_ref(key) {
+            EntryRef::Occupied(mut e) => {
+                e.insert(DELETED);
+            }
+            EntryRef::Vacant(e) => {
+                e.insert(DELETED);
+                self.key_bytes += key_heap(key);
             }
         }
     }
@@ -139,18 +143,15 @@ impl KeyStore {
     /// Entries on disk are filtered at lookup instead: rewriting the disk tier is not worth it.
     pub fn retain_files(&mut self, keep: impl Fn(u32) -> bool) {
         let before = self.mem.len();
-        self.mem.retain(|_, e| match e {
-            Entry::At(l) => keep(l.file),
-            Entry::Deleted => true,
-        });
+        self.mem.retain(|_, l| *l == DELETED || keep(l.file));
         if self.mem.len() != before {
-            self.mem_bytes = self.mem.keys().map(|k| k.len() + ENTRY_OVERHEAD).sum();
+            self.key_bytes = self.mem.keys().map(|k| key_heap(k)).sum();
         }
     }
 
     /// Writes the memtable to disk when it is over its share of the memory limit.
     pub fn spill_if_full(&mut self) -> Result<()> {
-        if self.mem_bytes <= self.mem_limit {
+        if self.memory_bytes() <= self.mem_limit {
             return Ok(());
         }
         self.spill()
@@ -162,8 +163,8 @@ impl KeyStore {
             return Ok(());
         }
         let mem = std::mem::take(&mut self.mem);
-        self.mem_bytes = 0;
-        let mut entries: Vec<(Box<[u8]>, Entry)> = mem.into_iter().collect();
+        self.key_bytes = 0;
+        let mut entries: Vec<(Box<[u8]>, Loc)> = mem.into_iter().collect();
         // Sorted inserts touch each B-tree page once per spill instead of once per key.
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let spill = self.open_spill()?;
@@ -171,14 +172,11 @@ impl KeyStore {
         let tx = spill.db.begin_write().map_err(|e| fail(&e))?;
         {
             let mut t = tx.open_table(KEYS).map_err(|e| fail(&e))?;
-            for (k, e) in &entries {
-                match e {
-                    Entry::At(l) => {
-                        t.insert(k.as_ref(), (l.file, l.pos)).map_err(|e| fail(&e))?;
-                    }
-                    Entry::Deleted => {
-                        t.remove(k.as_ref()).map_err(|e| fail(&e))?;
-                    }
+            for (k, l) in &entries {
+                if *l == DELETED {
+                    t.remove(k.as_ref()).map_err(|e| fail(&e))?;
+                } else {
+                    t.insert(k.as_ref(), (l.file, l.pos)).map_err(|e| fail(&e))?;
                 }
             }
         }
@@ -203,7 +201,7 @@ impl KeyStore {
 
     /// Approximate bytes of memory held (the memtable; the disk tier's cache is bounded apart).
     pub fn memory_bytes(&self) -> usize {
-        self.mem_bytes
+        self.mem.capacity() * SLOT + self.key_bytes
     }
 
     /// The memory the store may use in all: memtable share plus the disk tier's page cache.
@@ -232,10 +230,8 @@ pub struct Reader<'a> {
 impl Reader<'_> {
     /// Where `key` lives, as far as the store knows (the caller checks the file still exists).
     pub fn get(&self, key: &[u8]) -> Result<Option<Loc>> {
-        match self.store.mem.get(key) {
-            Some(Entry::At(l)) => return Ok(Some(*l)),
-            Some(Entry::Deleted) => return Ok(None),
-            None => {}
+        if let Some(l) = self.store.mem.get(key) {
+            return Ok(Some(*l).filter(|l| *l != DELETED));
         }
         let Some(t) = &self.disk else { return Ok(None) };
         let found = t.get(key).map_err(|e| spill_error(self.path.unwrap_or(Path::new("?")), e))?;
