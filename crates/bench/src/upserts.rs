@@ -147,8 +147,9 @@ fn maintain_once(dir: &std::path::Path, contract_text: &str) -> anyhow::Result<S
         let now = chrono::Utc::now().timestamp_millis();
         let r = calve_maintain::Maintainer::new(catalog.clone(), ident.clone(), policy, now).cycle(now, false, &calve_maintain::NoProgress).await?;
         println!(
-            "  maintenance pass: {} files into {}, {} deleted rows applied, {} delete files dropped",
-            r.files_in, r.files_out, r.deletes_applied, r.delete_files_dropped
+            "  maintenance pass: {} files into {}, {} deleted rows applied, {} delete files dropped, manifests {} -> {}",
+            r.files_in, r.files_out, r.deletes_applied, r.delete_files_dropped,
+            r.before.data_manifests + r.before.delete_manifests, r.after.data_manifests + r.after.delete_manifests
         );
         Ok(catalog.load(&ident).await?.metadata_location)
     })

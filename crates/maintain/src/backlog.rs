@@ -41,6 +41,10 @@ pub struct Backlog {
     pub data_manifests: usize,
     /// Delete manifests of the current snapshot.
     pub delete_manifests: usize,
+    /// Of those manifests, the ones still listing files a rewrite removed (DELETED entries,
+    /// which every reader parses and skips until a later snapshot drops them).
+    #[serde(default)]
+    pub tombstoned_manifests: usize,
     /// Size of the current metadata.json.
     pub metadata_json_bytes: u64,
 }
@@ -66,7 +70,7 @@ pub async fn measure(catalog: &Catalog, state: TableState, settings: &PlanSettin
     let live = live_files(io, meta).await?;
     let deletes = read_deletes(io, &live).await?;
     let plan = plan(meta, &live, &deletes, settings);
-    let (mut data_manifests, mut delete_manifests) = (0, 0);
+    let (mut data_manifests, mut delete_manifests, mut tombstoned_manifests) = (0, 0, 0);
     if let Some(s) = meta.current_snapshot() {
         let bytes = io.new_input(s.manifest_list())?.read().await?;
         for m in ManifestList::parse_with_version(&bytes, meta.format_version())?.entries() {
@@ -74,6 +78,7 @@ pub async fn measure(catalog: &Catalog, state: TableState, settings: &PlanSettin
                 ManifestContentType::Data => data_manifests += 1,
                 ManifestContentType::Deletes => delete_manifests += 1,
             }
+            tombstoned_manifests += m.deleted_files_count.is_some_and(|n| n > 0) as usize;
         }
     }
     let metadata_json_bytes = io.new_input(&state.metadata_location)?.metadata().await?.size;
@@ -90,6 +95,7 @@ pub async fn measure(catalog: &Catalog, state: TableState, settings: &PlanSettin
         expirable_snapshots: keep.expirable(meta, now_ms).len(),
         data_manifests,
         delete_manifests,
+        tombstoned_manifests,
         metadata_json_bytes,
     };
     Ok(Snapshot { state, live, deletes, plan, backlog })

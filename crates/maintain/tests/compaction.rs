@@ -52,6 +52,8 @@ async fn compaction_applies_deletes_sorts_and_drops_delete_files_that_no_longer_
     assert!(r.deletes_applied > 0);
     assert_eq!(r.delete_files_dropped, before.position_deletes.len(), "every delete file applied and dropped");
     assert_eq!((r.after.data_files, r.after.delete_files, r.after.compaction_jobs), (3, 0, 0), "{:?}", r.after);
+    assert!(r.manifests_rewritten, "the compaction's tombstone entries are regrouped away");
+    assert_eq!((r.after.tombstoned_manifests, r.after.data_manifests, r.after.delete_manifests), (0, 1, 0), "{:?}", r.after);
     assert_eq!(r.rows_written as usize, t.model.len());
     let st = t.catalog.load(&t.ident).await.unwrap();
     assert_eq!(restore_point(&st.metadata).unwrap(), Some(offsets(10)), "the restore point is carried forward");
