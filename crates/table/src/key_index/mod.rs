@@ -89,6 +89,8 @@ pub struct KeyIndex {
     seen_deletes: HashMap<String, Vec<u32>>,
     store: KeyStore,
     keys: u64,
+    /// Memtable entries (about) still pointing at files that left the table.
+    dead_entries: u64,
     head: Option<i64>,
 }
 
@@ -115,6 +117,7 @@ impl KeyIndex {
             seen_deletes: HashMap::new(),
             store: KeyStore::new(settings),
             keys: 0,
+            dead_entries: 0,
             head: None,
         })
     }
@@ -276,7 +279,9 @@ impl KeyIndex {
                     self.claim(id, left);
                     pos = 0;
                 }
-                self.store.insert(key.as_ref(), Loc { file: id, pos });
+                if self.store.insert(key.as_ref(), Loc { file: id, pos }).is_some_and(|old| !self.files.contains_key(&old.file)) {
+                    self.dead_entries = self.dead_entries.saturating_sub(1);
+                }
                 pos += 1;
                 left -= 1;
             }
@@ -314,6 +319,7 @@ impl KeyIndex {
     fn drop_file(&mut self, id: u32) {
         if let Some(s) = self.files.remove(&id) {
             self.keys -= s.live;
+            self.dead_entries += s.live;
             self.by_path.remove(s.file.file_path());
         }
     }

@@ -97,6 +97,7 @@ impl KeyIndex {
             }
         }
         done.deletes_applied = unseen.position_deletes.len();
+        self.sweep_dead_entries();
         self.remember_deletes(&live, &deleted);
         self.head = meta.current_snapshot_id();
         if done.duplicates > 0 {
@@ -160,6 +161,7 @@ impl KeyIndex {
         self.seen_deletes.clear();
         self.store = KeyStore::new(&self.settings);
         self.keys = 0;
+        self.dead_entries = 0;
         self.head = None;
     }
 
@@ -170,11 +172,20 @@ impl KeyIndex {
         for id in &gone {
             self.drop_file(*id);
         }
-        if !gone.is_empty() {
-            let files = &self.files;
-            self.store.retain_files(|id| files.contains_key(&id));
-        }
         gone.len()
+    }
+
+    /// Removes memtable entries of files that left the table once they are a tenth of it.
+    /// Most are re-pointed for free when the compaction output is read (a compacted key
+    /// comes back in the new file); what stays dead is erased or foreign-deleted keys, and a
+    /// scan of the whole memtable per compaction would cost more than they do.
+    fn sweep_dead_entries(&mut self) {
+        if self.dead_entries * 10 <= self.store.len() as u64 {
+            return;
+        }
+        let files = &self.files;
+        self.store.retain_files(|id| files.contains_key(&id));
+        self.dead_entries = 0;
     }
 
     /// Records the live delete files as applied, with the file ids they name.
@@ -204,9 +215,12 @@ impl KeyIndex {
                     continue;
                 }
                 if let Some(old) = index.store.insert(key.as_ref(), Loc { file: id, pos }) {
-                    if index.files.contains_key(&old.file) {
-                        duplicates += 1;
-                        index.release(old.file);
+                    match index.files.contains_key(&old.file) {
+                        true => {
+                            duplicates += 1;
+                            index.release(old.file);
+                        }
+                        false => index.dead_entries = index.dead_entries.saturating_sub(1),
                     }
                 }
                 claimed += 1;

@@ -199,6 +199,16 @@ impl KeyStore {
         Ok(self.spill.as_mut().expect("just opened"))
     }
 
+    /// Entries in the memtable (tombstones included).
+    pub fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// Whether the memtable is empty.
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
+    }
+
     /// Approximate bytes of memory held (the memtable; the disk tier's cache is bounded apart).
     pub fn memory_bytes(&self) -> usize {
         self.mem.capacity() * SLOT + self.key_bytes
