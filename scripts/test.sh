@@ -11,4 +11,4 @@ export CALVE_TANSU="$(scripts/install-tansu.sh)"
 export CALVE_PG_BIN="$(scripts/install-postgres.sh)"
 scripts/setup-python.sh >&2
 export CALVE_VENV="$CALVE_CACHE/venv"
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"

@@ -3,7 +3,8 @@
 //! The workload: customers 0..KEYS on a 4-partition upsert topic (partition = id % 4, Kafka
 //! key = the id). Each round sends a seeded mix of inserts, updates, tombstones (deletes),
 //! re-sent duplicates of a key's latest value, and malformed values, while `calve run` is
-//! killed at random moments or aborted at a named crash point inside a flush.
+//! killed at random moments (every fourth incarnation soon after its first commit) or aborted
+//! at a named crash point inside a flush.
 //!
 //! Invariants checked at the end, with PyIceberg and DuckDB:
 //! 1. The table equals the model: one row per live key, holding the key's latest version
@@ -93,7 +94,16 @@ fn upserts_deletes_and_kills_end_in_exactly_the_model() {
 
     for round in 0..rounds {
         produce(&broker.bootstrap(), "customers", &model.round(&mut rng));
-        if rng.gen_bool(0.35) {
+        if round % 4 == 1 {
+            // Killed soon after its first commit, so that kills land on work in progress
+            // however slow the machine is to start.
+            let mut child = s.spawn(&calve_bin(), &["run"]);
+            assert!(s.wait_for_log(&mut child, "committed", Duration::from_secs(60)), "no commit within 60 s in round {round}, seed {seed}\n{}", s.latest_log());
+            if let Some(st) = wait_for(&mut child, Duration::from_millis(rng.gen_range(0..1500))) {
+                panic!("calve exited on its own ({st}) in round {round}, seed {seed}\n{}", s.logs());
+            }
+            kill9(&mut child);
+        } else if rng.gen_bool(0.35) {
             let plan = format!("{}:{}", CRASH_POINTS[rng.gen_range(0..CRASH_POINTS.len())], rng.gen_range(1..=2));
             let mut child = s.spawn_with_env(&calve_bin(), &["run"], &[("CALVE_CRASH_AT", &plan)]);
             if wait_for(&mut child, Duration::from_secs(4)).is_none() {

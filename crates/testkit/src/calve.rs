@@ -85,13 +85,43 @@ impl Setup {
 
     /// All calve logs of this test, concatenated (for assertion messages).
     pub fn logs(&self) -> String {
-        let mut names: Vec<_> = std::fs::read_dir(self.dir.path())
+        self.log_files().iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// The log of the most recently started process.
+    pub fn latest_log(&self) -> String {
+        self.log_files().last().map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` until the most recently started process has logged `needle`;
+    /// false if it did not (or exited first).
+    pub fn wait_for_log(&self, child: &mut Child, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.latest_log().contains(needle) {
+                return true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                return self.latest_log().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    // Log files sorted by start order (`calve-<n>.log`, n growing with the directory).
+    fn log_files(&self) -> Vec<PathBuf> {
+        let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("calve-"))
+            .filter_map(|p| {
+                let name = p.file_name()?.to_string_lossy().into_owned();
+                let n = name.strip_prefix("calve-")?.strip_suffix(".log")?.parse().ok()?;
+                Some((n, p))
+            })
             .collect();
         names.sort();
-        names.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+        names.into_iter().map(|(_, p)| p).collect()
     }
 }
 
