@@ -88,12 +88,12 @@ completeness = "none"
 "#;
 
 /// One order version: (customer, amount, status, ts µs).
-type Row = (i64, f64, &'static str, i64);
+pub(crate) type Row = (i64, f64, &'static str, i64);
 
-struct SimTable {
-    catalog: Catalog,
-    ident: iceberg::TableIdent,
-    committer: Committer,
+pub(crate) struct SimTable {
+    pub(crate) catalog: Catalog,
+    pub(crate) ident: iceberg::TableIdent,
+    pub(crate) committer: Committer,
     upserter: Upserter,
     commits: i64,
     ingest_cpu: f64,
@@ -103,7 +103,7 @@ struct SimTable {
 }
 
 impl SimTable {
-    async fn create(dir: &std::path::Path, name: &str) -> anyhow::Result<(SimTable, calve_contract::Contract)> {
+    pub(crate) async fn create(dir: &std::path::Path, name: &str) -> anyhow::Result<(SimTable, calve_contract::Contract)> {
         let d = dir.display();
         let catalog = Catalog::open(&CatalogConfig::new(format!("sqlite:{d}/{name}.db"), format!("{d}/{name}"))).await?;
         let contract = calve_contract::Contract::parse(&CONTRACT.replace("TABLE", name), name)?;
@@ -138,16 +138,16 @@ impl SimTable {
         Ok(())
     }
 
-    async fn state(&self) -> anyhow::Result<TableState> {
+    pub(crate) async fn state(&self) -> anyhow::Result<TableState> {
         Ok(self.catalog.load(&self.ident).await?)
     }
 }
 
-fn offsets(n: i64) -> Offsets {
+pub(crate) fn offsets(n: i64) -> Offsets {
     BTreeMap::from([("sim".to_string(), BTreeMap::from([(0, n)]))])
 }
 
-fn batch(meta: &iceberg::spec::TableMetadata, rows: &[(i64, Row)]) -> anyhow::Result<RecordBatch> {
+pub(crate) fn batch(meta: &iceberg::spec::TableMetadata, rows: &[(i64, Row)]) -> anyhow::Result<RecordBatch> {
     Ok(RecordBatch::try_new(
         arrow_schema(meta)?,
         vec![

@@ -32,6 +32,7 @@ fn cpu_seconds() -> f64 {
 }
 
 mod commits;
+mod compaction;
 mod day;
 mod upserts;
 
@@ -49,11 +50,12 @@ fn main() -> anyhow::Result<()> {
         }
         Some("upserts") => upserts::upserts(),
         Some("day") => day::day(std::env::args().nth(2).map(|c| c.parse()).transpose()?.unwrap_or(1440)),
+        Some("compaction") => compaction::compaction(std::env::args().nth(2).map(|r| r.parse()).transpose()?.unwrap_or(2_000_000)),
         Some("index") => {
             let keys = std::env::args().nth(2).map(|k| k.parse()).transpose()?.unwrap_or(10_000_000);
             upserts::index(keys)
         }
-        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `commits`, `upserts`, `index [keys]` or `day [commits]`"),
+        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `commits`, `upserts`, `index [keys]`, `compaction [rows]` or `day [commits]`"),
     }
 }
 

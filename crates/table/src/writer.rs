@@ -18,7 +18,7 @@ use iceberg::spec::{
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
 };
-use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::file_writer::rolling_writer::{RollingFileWriter, RollingFileWriterBuilder};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -109,20 +109,32 @@ impl DataWriter {
         Ok(groups.into_values().collect())
     }
 
-    async fn write_partition(
-        &self,
-        key: Option<PartitionKey>,
-        batches: &[RecordBatch],
-    ) -> Result<Vec<DataFile>> {
+    async fn write_partition(&self, key: Option<PartitionKey>, batches: &[RecordBatch]) -> Result<Vec<DataFile>> {
+        let mut files = self.partition_files(key);
+        for b in batches {
+            files.write(b).await?;
+        }
+        files.close().await
+    }
+
+    /// A writer of one partition's files fed piece by piece, for callers that produce a
+    /// partition's rows in order and must not hold them all (compaction's sorted output).
+    /// `partition` is the partition's value under the table's default spec (`None` when
+    /// the table is unpartitioned).
+    pub fn partition_writer(&self, partition: Option<iceberg::spec::Struct>) -> PartitionFiles<'_> {
+        let key = match (partition, self.spec.is_unpartitioned()) {
+            (Some(data), false) => Some(PartitionKey::new(self.spec.as_ref().clone(), self.schema.clone(), data)),
+            _ => None,
+        };
+        self.partition_files(key)
+    }
+
+    fn partition_files(&self, key: Option<PartitionKey>) -> PartitionFiles<'_> {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
             .build();
-        let names = DefaultFileNameGenerator::new(
-            format!("{}", uuid::Uuid::new_v4()),
-            None,
-            DataFileFormat::Parquet,
-        );
-        let mut writer = RollingFileWriterBuilder::new(
+        let names = DefaultFileNameGenerator::new(format!("{}", uuid::Uuid::new_v4()), None, DataFileFormat::Parquet);
+        let inner = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(props, self.schema.clone()),
             self.target_file_size,
             self.file_io.clone(),
@@ -130,25 +142,45 @@ impl DataWriter {
             names,
         )
         .build();
-        for b in batches {
-            writer.write(&key, b).await.map_err(|e| self.invalid(e))?;
-        }
-        writer
+        PartitionFiles { owner: self, key, inner }
+    }
+
+    fn invalid(&self, e: impl std::fmt::Display) -> TableError {
+        TableError::InvalidData { table: self.table.clone(), reason: e.to_string() }
+    }
+}
+
+type Rolling = RollingFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+
+/// The files of one partition being written (see [`DataWriter::partition_writer`]): rolled
+/// at the target file size, finished by [`PartitionFiles::close`].
+pub struct PartitionFiles<'a> {
+    owner: &'a DataWriter,
+    key: Option<PartitionKey>,
+    inner: Rolling,
+}
+
+impl PartitionFiles<'_> {
+    /// Appends `batch` (rows of this partition only).
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.inner.write(&self.key, batch).await.map_err(|e| self.owner.invalid(e))
+    }
+
+    /// Finishes the last file; returns every file written, with partition and spec set.
+    pub async fn close(self) -> Result<Vec<DataFile>> {
+        let owner = self.owner;
+        self.inner
             .close()
             .await?
             .into_iter()
             .map(|mut b| {
                 b.content(DataContentType::Data);
-                b.partition_spec_id(self.spec.spec_id());
-                if let Some(k) = &key {
+                b.partition_spec_id(owner.spec.spec_id());
+                if let Some(k) = &self.key {
                     b.partition(k.data().clone());
                 }
-                b.build().map_err(|e| self.invalid(e))
+                b.build().map_err(|e| owner.invalid(e))
             })
             .collect()
-    }
-
-    fn invalid(&self, e: impl std::fmt::Display) -> TableError {
-        TableError::InvalidData { table: self.table.clone(), reason: e.to_string() }
     }
 }
