@@ -273,7 +273,7 @@ async fn run(commits: usize) -> anyhow::Result<()> {
             "aggregate": "SELECT status, count(*), round(sum(amount), 2) FROM {t} GROUP BY status ORDER BY status",
         },
         // The unmaintained table takes seconds a query: one run of it keeps the bench in minutes.
-        "repeats": 15,
+        "repeats": 41,
         "repeats_for": {"unmaintained": 1},
     });
     let times = calve_testkit::python::query_bench(&spec);
