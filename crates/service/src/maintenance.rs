@@ -2,7 +2,8 @@
 //!
 //! It runs beside the table's pipeline, never in its way: every maintenance change is its own
 //! compare-and-swap commit, a compaction whose inputs changed is abandoned, and a keyed
-//! pipeline whose positions a compaction made stale rebuilds its index and commits again.
+//! pipeline whose positions a compaction made stale catches its key index up (reading only
+//! the files compaction wrote) and commits again.
 //! A failed cycle is logged and tried again at the next interval; maintenance never stops
 //! ingestion.
 

@@ -61,7 +61,7 @@ impl Table {
     }
 
     /// One commit: `rows` (id, hour, v) upserted, then `deletes` removed. When maintenance
-    /// moved rows since the index looked, rebuilds the index and commits again (as the
+    /// moved rows since the index looked, catches the index up and commits again (as the
     /// pipeline does); returns whether that happened.
     pub async fn commit(&mut self, rows: &[(i64, i64, i64)], deletes: &[i64]) -> bool {
         let meta = self.catalog.load(&self.ident).await.unwrap().metadata;
