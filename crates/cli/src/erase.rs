@@ -1,6 +1,12 @@
 //! `calve erase`: remove every version of some keys from a table's storage, report what was
 //! removed and what was checked, and record the request (who, when, a hash of each key — not
 //! the key itself) in `<warehouse>/_calve/erasure-log.jsonl`.
+//!
+//! The table's dead-letter table is erased too: a record that failed to land still carries the
+//! person's data in its raw bytes. A dead letter belongs to an erased key when its Kafka key,
+//! or its value (the object itself, or a Debezium envelope's `before` or `after`), decodes to
+//! one — the same decoding the pipeline applies, so a value too broken to decode at all is
+//! found by its Kafka key or not at all, and the report says how many dead letters it removed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,10 +15,11 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use calve_contract::Erasure;
 use calve_ingest::KeyDecoder;
-use calve_service::{RunConfig, table_definition};
-use calve_table::Catalog;
+use arrow::array::{AsArray, RecordBatch};
+use calve_service::{RunConfig, dead_letter_definition, table_definition};
 use calve_table::commit::Committer;
-use calve_table::erase::{ErasureReport, erase};
+use calve_table::erase::{ErasureReport, KeyMatch, RowMatch, erase_rows};
+use calve_table::{Catalog, TableError};
 use calve_table::restore::table_epoch;
 use calve_table::writer::arrow_schema;
 use sha2::{Digest, Sha256};
@@ -51,10 +58,82 @@ pub async fn run(req: Request) -> anyhow::Result<ExitCode> {
     }
     let batch = decoded.batch.context("no keys given")?;
     let committer = Committer::new(catalog.clone(), ident.clone(), table_epoch(&state.metadata)?);
-    let report = erase(&catalog, &committer, &contract.keys.columns, &batch).await?;
-    print_report(&req.table, keys.len(), &report);
-    log_request(Path::new(&cfg.catalog.warehouse), &req, &keys, &report)?;
-    Ok(if report.verified() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let report = erase_rows(&catalog, &committer, &KeyMatch::new(&state.metadata, &contract.keys.columns, &batch)?).await?;
+    let dlq_ident = dead_letter_definition(&contract)?.ident;
+    let dead_letters = match catalog.exists(&dlq_ident).await? {
+        false => ErasureReport::default(),
+        true => {
+            let dlq = catalog.load(&dlq_ident).await?;
+            let rows = DeadLetterMatch { decoder, keys: KeyMatch::new(&state.metadata, &contract.keys.columns, &batch)? };
+            erase_rows(&catalog, &Committer::new(catalog.clone(), dlq_ident, table_epoch(&dlq.metadata)?), &rows).await?
+        }
+    };
+    print_report(&req.table, keys.len(), &report, &dead_letters);
+    log_request(Path::new(&cfg.catalog.warehouse), &req, &keys, &report, &dead_letters)?;
+    Ok(if report.verified() && dead_letters.verified() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Dead letters of the erased keys (see the module docs).
+struct DeadLetterMatch {
+    decoder: KeyDecoder,
+    keys: KeyMatch,
+}
+
+impl RowMatch for DeadLetterMatch {
+    fn matches(&self, batch: &RecordBatch) -> Result<Vec<bool>, TableError> {
+        // Iceberg's binary is Arrow's large binary as calve reads it; plain binary is accepted too.
+        let bytes = |name: &str| -> Option<Vec<Option<&[u8]>>> {
+            let c = batch.column_by_name(name)?;
+            match (c.as_binary_opt::<i64>(), c.as_binary_opt::<i32>()) {
+                (Some(b), _) => Some(b.iter().collect()),
+                (None, Some(b)) => Some(b.iter().collect()),
+                _ => None,
+            }
+        };
+        let (Some(key), Some(value)) = (bytes("key"), bytes("value")) else {
+            return Err(TableError::InvalidData { table: String::new(), reason: "dead letters lack binary `key` and `value` columns".into() });
+        };
+        let (mut candidates, mut owner) = (Vec::new(), Vec::new());
+        for row in 0..batch.num_rows() {
+            let mut add = |c: Vec<u8>| {
+                candidates.push(c);
+                owner.push(row);
+            };
+            if let Some(k) = key[row] {
+                add(k.to_vec());
+            }
+            if let Some(v) = value[row] {
+                value_candidates(v).into_iter().for_each(&mut add);
+            }
+        }
+        let mut out = vec![false; batch.num_rows()];
+        let raw: Vec<Option<&[u8]>> = candidates.iter().map(|c| Some(c.as_slice())).collect();
+        let decoded = self.decoder.decode(&raw).map_err(|e| TableError::InvalidData { table: String::new(), reason: e.to_string() })?;
+        if let Some(keys) = decoded.batch {
+            for (j, hit) in self.keys.matches(&keys)?.into_iter().enumerate() {
+                if hit {
+                    out[owner[decoded.kept[j]]] = true;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What in a dead letter's value can carry the key: the value itself and, when it is a
+/// Debezium envelope (schema-wrapped or not), its `before` and `after` images.
+fn value_candidates(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![value.to_vec()];
+    let Ok(serde_json::Value::Object(mut top)) = serde_json::from_slice::<serde_json::Value>(value) else { return out };
+    if let Some(serde_json::Value::Object(payload)) = top.remove("payload") {
+        top = payload;
+    }
+    for image in ["before", "after"] {
+        if let Some(obj @ serde_json::Value::Object(_)) = top.get(image) {
+            out.push(obj.to_string().into_bytes());
+        }
+    }
+    out
 }
 
 fn collect_keys(args: &[String], file: Option<&Path>) -> anyhow::Result<Vec<String>> {
@@ -69,7 +148,7 @@ fn collect_keys(args: &[String], file: Option<&Path>) -> anyhow::Result<Vec<Stri
     Ok(keys)
 }
 
-fn print_report(table: &str, keys: usize, r: &ErasureReport) {
+fn print_report(table: &str, keys: usize, r: &ErasureReport, dead: &ErasureReport) {
     println!("erasure of {keys} key(s) from {table}");
     println!("  files that held the keys: {}", r.files_with_key.len());
     for f in &r.files_with_key {
@@ -80,10 +159,13 @@ fn print_report(table: &str, keys: usize, r: &ErasureReport) {
     println!("  snapshots expired (no time travel to the old files): {}", r.snapshots_expired);
     println!("  files deleted by expiry: {}", r.files_deleted);
     println!("  check: read all {} remaining data files, found {} row(s) of the keys", r.files_checked, r.rows_found_after);
-    println!("  {}", if r.verified() { "verified: the keys are gone from the table's storage" } else { "NOT VERIFIED: see above" });
+    println!("  dead letters of the keys removed: {} (from {} file(s), {} deleted from storage)", dead.rows_removed, dead.files_with_key.len(), dead.files_with_key.len() - dead.still_on_storage.len());
+    println!("  check: read all {} remaining dead-letter files, found {} of the keys", dead.files_checked, dead.rows_found_after);
+    let verified = r.verified() && dead.verified();
+    println!("  {}", if verified { "verified: the keys are gone from the table's and its dead-letter table's storage" } else { "NOT VERIFIED: see above" });
 }
 
-fn log_request(warehouse: &Path, req: &Request, keys: &[String], r: &ErasureReport) -> anyhow::Result<()> {
+fn log_request(warehouse: &Path, req: &Request, keys: &[String], r: &ErasureReport, dead: &ErasureReport) -> anyhow::Result<()> {
     let dir = warehouse.join("_calve");
     std::fs::create_dir_all(&dir)?;
     let hashes: Vec<String> = keys.iter().map(|k| hex::encode(Sha256::digest(k.as_bytes()))).collect();
@@ -95,7 +177,8 @@ fn log_request(warehouse: &Path, req: &Request, keys: &[String], r: &ErasureRepo
         "files_rewritten": r.files_with_key.len(),
         "rows_removed": r.rows_removed,
         "snapshots_expired": r.snapshots_expired,
-        "verified": r.verified(),
+        "dead_letters_removed": dead.rows_removed,
+        "verified": r.verified() && dead.verified(),
     });
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("erasure-log.jsonl"))?;
     writeln!(f, "{line}")?;

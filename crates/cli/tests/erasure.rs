@@ -1,6 +1,7 @@
 //! `calve erase` end to end: every version of a customer is removed from storage — the raw
-//! bytes of every file under the table location no longer contain its values — while the other
-//! rows, the restore point and the pipeline carry on.
+//! bytes of every file under the warehouse (the table and its dead-letter table) no longer
+//! contain its values — while the other rows, other customers' dead letters, the restore
+//! point and the pipeline carry on.
 
 mod common;
 
@@ -47,6 +48,32 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     out
 }
 
+/// Bad records: three of customer 99 (found by the Kafka key, by the value, by a Debezium
+/// `after` image under another Kafka key) and one of customer 98.
+fn dead_letters() -> Vec<Message> {
+    let bad_version = |id: u64| customer_json(id, 7).replace("\"version\":7", "\"version\":\"seven\"");
+    let envelope = format!(r#"{{"before":null,"after":{},"op":"c"}}"#, customer_json(99, 8));
+    vec![
+        ("99".to_string(), Some("customer 99 v9 <not json>".to_string()), Some(1)),
+        ("x99".to_string(), Some(bad_version(99)), Some(1)),
+        ("5".to_string(), Some(envelope), Some(1)),
+        ("98".to_string(), Some(bad_version(98)), Some(0)),
+    ]
+}
+
+/// The Kafka keys of the dead letters, as text (both readers agree).
+fn dead_letter_keys(s: &Setup) -> Vec<String> {
+    let view = read_table(&s.catalog_db(), &s.warehouse(), "crm.customers__dlq", &["key"]);
+    let keys = |reader| {
+        // Binary columns come back hex-encoded.
+        let mut k: Vec<String> = view.rows(reader).iter().map(|r| String::from_utf8(hex::decode(r[0].as_str().unwrap()).unwrap()).unwrap()).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys("duckdb"), keys("pyiceberg"), "readers agree");
+    keys("duckdb")
+}
+
 fn latest_per_customer(s: &Setup) -> Vec<(u64, u64)> {
     let view = read_table(&s.catalog_db(), &s.warehouse(), "crm.customers", &["customer_id", "version"]);
     let mut duck: Vec<(u64, u64)> = view.rows("duckdb").iter().map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap())).collect();
@@ -64,10 +91,14 @@ fn erase_removes_every_version_from_storage() {
     let s = Setup::new(&broker.bootstrap(), &CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\""));
     produce(&broker.bootstrap(), "customers", &versions(0..100, 1));
     run(&s);
-    produce(&broker.bootstrap(), "customers", &versions(50..100, 2));
+    let mut changes = versions(50..100, 2);
+    changes.extend(dead_letters());
+    produce(&broker.bootstrap(), "customers", &changes);
     run(&s);
     let table_dir = s.warehouse().join("crm/customers");
     assert!(!files_containing(&table_dir, ERASED).is_empty(), "the value is visible in raw bytes before erasure");
+    assert!(!files_containing(&s.warehouse().join("crm/customers__dlq"), ERASED).is_empty(), "and in the dead letters");
+    assert_eq!(dead_letter_keys(&s).len(), 4, "every bad record is a dead letter");
 
     let out = Command::new(calve_bin())
         .args(["erase", "--table", "crm.customers", "--key", "99", "--requested-by", "dpo@example.com", "--config"])
@@ -79,8 +110,10 @@ fn erase_removes_every_version_from_storage() {
     assert!(stdout.contains("verified: the keys are gone"), "{stdout}");
     assert!(stdout.contains("rows removed (every version): 2"), "v1 (superseded) and v2: {stdout}");
 
-    let left = files_containing(&table_dir, ERASED);
+    assert!(stdout.contains("dead letters of the keys removed: 3"), "{stdout}");
+    let left = files_containing(&s.warehouse(), ERASED);
     assert!(left.is_empty(), "files still holding the erased value: {left:?}");
+    assert_eq!(dead_letter_keys(&s), vec!["98".to_string()], "another customer's dead letter stays");
     let mut want: Vec<(u64, u64)> = (0..50).map(|i| (i, 1)).chain((50..99).map(|i| (i, 2))).collect();
     assert_eq!(latest_per_customer(&s), want, "only customer 99 is gone");
     let view = read_table(&s.catalog_db(), &s.warehouse(), "crm.customers", &["customer_id"]);
@@ -92,6 +125,7 @@ fn erase_removes_every_version_from_storage() {
     assert_eq!(entry["requested_by"], "dpo@example.com");
     assert_eq!(entry["key_sha256"][0], "8c1f1046219ddd216a023f792356ddf127fce372a72ec9b4cdac989ee5b0b455", "sha256(\"99\")");
     assert!(!log.contains("\"99\""), "the log holds the key's hash, not the key");
+    assert_eq!(entry["dead_letters_removed"], 3);
 
     // The pipeline carries on from the restore point: customer 99 is not re-read from Kafka,
     // and new changes land (its key index is rebuilt from the rewritten table).

@@ -11,7 +11,10 @@
 //!
 //! The commit is made under the table's current writer epoch without claiming the table, so a
 //! running pipeline is not fenced; its next row delta sees a `replace` it did not make,
-//! refuses its stale positions, and reopens with a rebuilt key index.
+//! refuses its stale positions, and catches its key index up.
+//!
+//! Which rows belong to the keys is a [`RowMatch`]: [`KeyMatch`] compares a table's key
+//! columns; a dead-letter table, whose rows are raw bytes, brings its own (see `calve erase`).
 
 use std::collections::HashSet;
 
@@ -53,13 +56,44 @@ impl ErasureReport {
     }
 }
 
+/// Which rows of a batch belong to the keys being erased.
+pub trait RowMatch: Sync {
+    /// One flag per row of `batch`: true for a row of an erased key.
+    fn matches(&self, batch: &RecordBatch) -> Result<Vec<bool>>;
+}
+
+/// Rows whose key columns hold one of the given keys.
+pub struct KeyMatch {
+    index: KeyIndex,
+    targets: HashSet<Box<[u8]>>,
+}
+
+impl KeyMatch {
+    /// Matches the keys in `keys` (a batch of the key columns) in tables described by `meta`.
+    pub fn new(meta: &iceberg::spec::TableMetadata, key_columns: &[String], keys: &RecordBatch) -> Result<Self> {
+        let index = KeyIndex::empty(meta, key_columns, &Default::default())?;
+        let targets = index.keys_of(keys)?.iter().map(|r| r.as_ref().into()).collect();
+        Ok(KeyMatch { index, targets })
+    }
+}
+
+impl RowMatch for KeyMatch {
+    fn matches(&self, batch: &RecordBatch) -> Result<Vec<bool>> {
+        Ok(self.index.keys_of(batch)?.iter().map(|k| self.targets.contains(k.as_ref())).collect())
+    }
+}
+
 /// Erases the keys in `keys` (a batch of the key columns) from the table `committer` writes.
 pub async fn erase(catalog: &Catalog, committer: &Committer, key_columns: &[String], keys: &RecordBatch) -> Result<ErasureReport> {
+    let base = catalog.load(committer.ident()).await?;
+    erase_rows(catalog, committer, &KeyMatch::new(&base.metadata, key_columns, keys)?).await
+}
+
+/// Erases the rows `rows` matches from the table `committer` writes (see the module docs).
+pub async fn erase_rows(catalog: &Catalog, committer: &Committer, rows: &dyn RowMatch) -> Result<ErasureReport> {
     let io = catalog.file_io();
     let base = catalog.load(committer.ident()).await?;
     let meta = base.metadata.as_ref();
-    let index = KeyIndex::empty(meta, key_columns, &Default::default())?;
-    let targets: HashSet<Box<[u8]>> = index.keys_of(keys)?.iter().map(|r| r.as_ref().into()).collect();
     let live = live_files(io, meta).await?;
     let deleted = read_deletes(io, &live).await?;
     let writer = DataWriter::new(meta, io.clone(), 512 << 20)?;
@@ -68,7 +102,7 @@ pub async fn erase(catalog: &Catalog, committer: &Committer, key_columns: &[Stri
     for f in &live.data {
         let batches = read_rows(io, meta, f.file.file_path()).await?;
         let dead = deleted.of(f.file.file_path());
-        let (kept, hits) = without_keys(&index, &targets, &batches, dead)?;
+        let (kept, hits) = without_rows(rows, &batches, dead)?;
         if hits == 0 {
             continue;
         }
@@ -78,6 +112,8 @@ pub async fn erase(catalog: &Catalog, committer: &Committer, key_columns: &[Stri
         added.extend(writer.write(&kept).await?);
     }
     if removed.is_empty() {
+        // Nothing held the keys: the check still reads every file, so the report says so.
+        verify(catalog, committer, rows, &mut report).await?;
         return Ok(report);
     }
     // Delete files that only name rewritten files go with them; shared ones keep naming paths
@@ -94,11 +130,11 @@ pub async fn erase(catalog: &Catalog, committer: &Committer, key_columns: &[Stri
     let expired = committer.expire_snapshots(ExpirePolicy { max_age: std::time::Duration::ZERO, retain_last: 1 }, i64::MAX / 2).await?;
     report.snapshots_expired = expired.expired_snapshots.len();
     report.files_deleted = expired.deleted_files.len();
-    verify(catalog, committer, &index, &targets, &mut report).await?;
+    verify(catalog, committer, rows, &mut report).await?;
     Ok(report)
 }
 
-async fn verify(catalog: &Catalog, committer: &Committer, index: &KeyIndex, targets: &HashSet<Box<[u8]>>, report: &mut ErasureReport) -> Result<()> {
+async fn verify(catalog: &Catalog, committer: &Committer, rows: &dyn RowMatch, report: &mut ErasureReport) -> Result<()> {
     let io = catalog.file_io();
     for path in &report.files_with_key {
         if io.exists(path).await? {
@@ -108,22 +144,20 @@ async fn verify(catalog: &Catalog, committer: &Committer, index: &KeyIndex, targ
     let after = catalog.load(committer.ident()).await?;
     for f in live_files(io, &after.metadata).await?.data {
         let batches = read_rows(io, &after.metadata, f.file.file_path()).await?;
-        let (_, hits) = without_keys(index, targets, &batches, &[])?;
+        let (_, hits) = without_rows(rows, &batches, &[])?;
         report.rows_found_after += hits;
         report.files_checked += 1;
     }
     Ok(())
 }
 
-/// The rows of `batches` that are neither deleted (`dead`: sorted positions) nor of a target key, and
-/// how many rows of target keys there were (deleted ones included: they are bytes on storage).
-fn without_keys(index: &KeyIndex, targets: &HashSet<Box<[u8]>>, batches: &[RecordBatch], dead: &[i64]) -> Result<(Vec<RecordBatch>, u64)> {
+/// The rows of `batches` that are neither deleted (`dead`: sorted positions) nor matched, and
+/// how many rows matched (deleted ones included: they are bytes on storage).
+fn without_rows(rows: &dyn RowMatch, batches: &[RecordBatch], dead: &[i64]) -> Result<(Vec<RecordBatch>, u64)> {
     let (mut out, mut hits, mut pos) = (Vec::new(), 0u64, 0i64);
     for b in batches {
-        let keys = index.keys_of(b)?;
         let mut keep = Vec::with_capacity(b.num_rows());
-        for k in keys.iter() {
-            let target = targets.contains(k.as_ref());
+        for target in rows.matches(b)? {
             hits += target as u64;
             keep.push(!target && dead.binary_search(&pos).is_err());
             pos += 1;
@@ -135,4 +169,3 @@ fn without_keys(index: &KeyIndex, targets: &HashSet<Box<[u8]>>, batches: &[Recor
     }
     Ok((out, hits))
 }
-
