@@ -113,7 +113,9 @@ pub fn run_in_process(dir: &std::path::Path, bootstrap: &str, contract_text: &st
     let config = dir.join(format!("{name}-calve.toml"));
     std::fs::write(
         &config,
-        format!("contracts = [\"{name}.toml\"]\n\n[catalog]\nuri = \"sqlite:{d}/catalog.db\"\nwarehouse = \"{d}/warehouse\"\n\n[kafka]\nbrokers = \"{bootstrap}\"\n"),
+        // No background maintenance: these runs measure ingestion alone, and the tables they
+        // leave must be as ingestion wrote them (the upserts bench reads them un-compacted).
+        format!("contracts = [\"{name}.toml\"]\n\n[catalog]\nuri = \"sqlite:{d}/catalog.db\"\nwarehouse = \"{d}/warehouse\"\n\n[kafka]\nbrokers = \"{bootstrap}\"\n\n[maintenance]\nenabled = false\n"),
     )?;
     let cfg = RunConfig::load(&config)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
