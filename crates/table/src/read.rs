@@ -5,13 +5,27 @@
 use std::collections::{HashMap, HashSet};
 
 use arrow_array::{Int64Array, RecordBatch, StringArray};
-use iceberg::io::FileIO;
+use iceberg::arrow::ArrowFileReader;
+use iceberg::io::{FileIO, FileMetadata};
 use iceberg::spec::TableMetadata;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Result, TableError};
 use crate::live::LiveFiles;
 use crate::writer::arrow_schema;
+
+/// A Parquet reader of `file` that fetches only the byte ranges it decodes: the footer, then
+/// the column chunks of the projection it is given. Reading the key columns of a wide file
+/// (key index, erasure's search) costs those columns, not the whole file, which is what
+/// matters once the file is on object storage.
+pub async fn ranged_parquet(io: &FileIO, meta: &TableMetadata, file: &iceberg::spec::DataFile) -> Result<ParquetRecordBatchStreamBuilder<ArrowFileReader>> {
+    let input = io.new_input(file.file_path())?;
+    let reader = ArrowFileReader::new(FileMetadata { size: file.file_size_in_bytes() }, input.reader().await?);
+    ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| TableError::InvalidData { table: meta.location().to_string(), reason: format!("{}: {e}", file.file_path()) })
+}
 
 /// Every row of a data file, with the table's Arrow schema (field ids included) so the rows
 /// can be written again.

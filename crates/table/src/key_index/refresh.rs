@@ -24,13 +24,13 @@ use arrow_array::ArrayRef;
 use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, Operation, TableMetadata};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::StreamExt;
 
 use super::store::{KeyStore, Loc};
 use super::{IndexSettings, KeyIndex, invalid};
 use crate::error::{Result, TableError};
 use crate::live::{LiveFiles, live_files};
-use crate::read::{DeleteMap, read_deletes};
+use crate::read::{DeleteMap, ranged_parquet, read_deletes};
 use crate::restore::ancestry;
 
 /// What a refresh found and did.
@@ -263,8 +263,7 @@ async fn for_each_key_batch<F>(index: &mut KeyIndex, io: &FileIO, meta: &TableMe
 where
     F: FnMut(&mut KeyIndex, u32, &arrow_row::Rows) -> Result<()>,
 {
-    let bytes = io.new_input(file.file_path())?.read().await?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| invalid(meta, e.to_string()))?;
+    let builder = ranged_parquet(io, meta, file).await?;
     let descr = builder.parquet_schema();
     let roots = descr.root_schema().get_fields();
     let mut picked = Vec::new();
@@ -275,9 +274,9 @@ where
     let mut sorted = picked.clone();
     sorted.sort_unstable();
     let mask = ProjectionMask::roots(descr, sorted.iter().copied());
-    let reader = builder.with_projection(mask).with_batch_size(64 * 1024).build().map_err(|e| invalid(meta, e.to_string()))?;
+    let mut stream = builder.with_projection(mask).with_batch_size(64 * 1024).build().map_err(|e| invalid(meta, e.to_string()))?;
     let mut first = 0u32;
-    for batch in reader {
+    while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| invalid(meta, e.to_string()))?;
         // Projected columns come back in file order; put them in key order.
         let columns: Vec<ArrayRef> = picked.iter().map(|p| batch.column(sorted.iter().position(|s| s == p).expect("picked")).clone()).collect();
