@@ -7,7 +7,7 @@ use calve_table::commit::ExpirePolicy;
 use calve_table::live::{LiveFiles, live_files};
 use calve_table::read::{DeleteMap, read_deletes};
 use calve_table::{Catalog, TableState};
-use iceberg::spec::{ManifestContentType, ManifestList};
+use iceberg::spec::{ManifestContentType, ManifestList, TableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -70,17 +70,7 @@ pub async fn measure(catalog: &Catalog, state: TableState, settings: &PlanSettin
     let live = live_files(io, meta).await?;
     let deletes = read_deletes(io, &live).await?;
     let plan = plan(meta, &live, &deletes, settings);
-    let (mut data_manifests, mut delete_manifests, mut tombstoned_manifests) = (0, 0, 0);
-    if let Some(s) = meta.current_snapshot() {
-        let bytes = io.new_input(s.manifest_list())?.read().await?;
-        for m in ManifestList::parse_with_version(&bytes, meta.format_version())?.entries() {
-            match m.content {
-                ManifestContentType::Data => data_manifests += 1,
-                ManifestContentType::Deletes => delete_manifests += 1,
-            }
-            tombstoned_manifests += m.deleted_files_count.is_some_and(|n| n > 0) as usize;
-        }
-    }
+    let manifests = count_manifests(catalog, meta).await?;
     let metadata_json_bytes = io.new_input(&state.metadata_location)?.metadata().await?.size;
     let backlog = Backlog {
         data_files: plan.data_files,
@@ -93,10 +83,38 @@ pub async fn measure(catalog: &Catalog, state: TableState, settings: &PlanSettin
         compaction_bytes: plan.debt_bytes(),
         snapshots: meta.snapshots().count(),
         expirable_snapshots: keep.expirable(meta, now_ms).len(),
-        data_manifests,
-        delete_manifests,
-        tombstoned_manifests,
+        data_manifests: manifests.data,
+        delete_manifests: manifests.deletes,
+        tombstoned_manifests: manifests.tombstoned,
         metadata_json_bytes,
     };
     Ok(Snapshot { state, live, deletes, plan, backlog })
+}
+
+/// The manifests the current snapshot lists, by kind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ManifestCounts {
+    /// Data manifests.
+    pub data: usize,
+    /// Delete manifests.
+    pub deletes: usize,
+    /// Of both, the ones still listing files a rewrite removed.
+    pub tombstoned: usize,
+}
+
+/// Counts the manifests of `meta`'s current snapshot from its manifest list alone (no
+/// manifest is opened).
+pub async fn count_manifests(catalog: &Catalog, meta: &TableMetadata) -> Result<ManifestCounts> {
+    let mut n = ManifestCounts::default();
+    if let Some(s) = meta.current_snapshot() {
+        let bytes = catalog.file_io().new_input(s.manifest_list())?.read().await?;
+        for m in ManifestList::parse_with_version(&bytes, meta.format_version())?.entries() {
+            match m.content {
+                ManifestContentType::Data => n.data += 1,
+                ManifestContentType::Deletes => n.deletes += 1,
+            }
+            n.tombstoned += m.deleted_files_count.is_some_and(|c| c > 0) as usize;
+        }
+    }
+    Ok(n)
 }
