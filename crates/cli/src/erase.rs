@@ -58,13 +58,14 @@ pub async fn run(req: Request) -> anyhow::Result<ExitCode> {
     }
     let batch = decoded.batch.context("no keys given")?;
     let committer = Committer::new(catalog.clone(), ident.clone(), table_epoch(&state.metadata)?);
-    let report = erase_rows(&catalog, &committer, &KeyMatch::new(&state.metadata, &contract.keys.columns, &batch)?).await?;
+    let keys_match = KeyMatch::new(&state.metadata, &contract.keys.columns, &batch)?;
+    let report = erase_rows(&catalog, &committer, &keys_match).await?;
     let dlq_ident = dead_letter_definition(&contract)?.ident;
     let dead_letters = match catalog.exists(&dlq_ident).await? {
         false => ErasureReport::default(),
         true => {
             let dlq = catalog.load(&dlq_ident).await?;
-            let rows = DeadLetterMatch { decoder, keys: KeyMatch::new(&state.metadata, &contract.keys.columns, &batch)? };
+            let rows = DeadLetterMatch { decoder, keys: &keys_match };
             erase_rows(&catalog, &Committer::new(catalog.clone(), dlq_ident, table_epoch(&dlq.metadata)?), &rows).await?
         }
     };
@@ -74,12 +75,12 @@ pub async fn run(req: Request) -> anyhow::Result<ExitCode> {
 }
 
 /// Dead letters of the erased keys (see the module docs).
-struct DeadLetterMatch {
+struct DeadLetterMatch<'a> {
     decoder: KeyDecoder,
-    keys: KeyMatch,
+    keys: &'a KeyMatch,
 }
 
-impl RowMatch for DeadLetterMatch {
+impl RowMatch for DeadLetterMatch<'_> {
     fn matches(&self, batch: &RecordBatch) -> Result<Vec<bool>, TableError> {
         // Iceberg's binary is Arrow's large binary as calve reads it; plain binary is accepted too.
         let bytes = |name: &str| -> Option<Vec<Option<&[u8]>>> {

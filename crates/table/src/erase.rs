@@ -83,12 +83,6 @@ impl RowMatch for KeyMatch {
     }
 }
 
-/// Erases the keys in `keys` (a batch of the key columns) from the table `committer` writes.
-pub async fn erase(catalog: &Catalog, committer: &Committer, key_columns: &[String], keys: &RecordBatch) -> Result<ErasureReport> {
-    let base = catalog.load(committer.ident()).await?;
-    erase_rows(catalog, committer, &KeyMatch::new(&base.metadata, key_columns, keys)?).await
-}
-
 /// Erases the rows `rows` matches from the table `committer` writes (see the module docs).
 pub async fn erase_rows(catalog: &Catalog, committer: &Committer, rows: &dyn RowMatch) -> Result<ErasureReport> {
     let io = catalog.file_io();
