@@ -97,12 +97,8 @@ fn upserts_deletes_and_kills_end_in_exactly_the_model() {
         if round % 4 == 1 {
             // Killed soon after its first commit, so that kills land on work in progress
             // however slow the machine is to start.
-            let mut child = s.spawn(&calve_bin(), &["run"]);
-            assert!(s.wait_for_log(&mut child, "committed", Duration::from_secs(60)), "no commit within 60 s in round {round}, seed {seed}\n{}", s.latest_log());
-            if let Some(st) = wait_for(&mut child, Duration::from_millis(rng.gen_range(0..1500))) {
-                panic!("calve exited on its own ({st}) in round {round}, seed {seed}\n{}", s.logs());
-            }
-            kill9(&mut child);
+            let after = Duration::from_millis(rng.gen_range(0..1500));
+            s.kill_soon_after_first_commit(&calve_bin(), after, &format!("round {round}, seed {seed}"));
         } else if rng.gen_bool(0.35) {
             let plan = format!("{}:{}", CRASH_POINTS[rng.gen_range(0..CRASH_POINTS.len())], rng.gen_range(1..=2));
             let mut child = s.spawn_with_env(&calve_bin(), &["run"], &[("CALVE_CRASH_AT", &plan)]);

@@ -17,7 +17,7 @@ use crate::writer::arrow_schema;
 
 /// A Parquet reader of `file` that fetches only the byte ranges it decodes: the footer, then
 /// the column chunks of the projection it is given. Reading the key columns of a wide file
-/// (key index, erasure's search) costs those columns, not the whole file, which is what
+/// (the key index) costs those columns, not the whole file, which is what
 /// matters once the file is on object storage.
 pub async fn ranged_parquet(io: &FileIO, meta: &TableMetadata, file: &iceberg::spec::DataFile) -> Result<ParquetRecordBatchStreamBuilder<ArrowFileReader>> {
     let input = io.new_input(file.file_path())?;

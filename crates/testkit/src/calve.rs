@@ -109,6 +109,23 @@ impl Setup {
         false
     }
 
+    /// Starts `calve run`, waits up to 60 s for its first commit, lets it run `after` more,
+    /// then SIGKILLs it: a kill that lands on work in progress however slow the machine is to
+    /// start. Returns how long the first commit took. Panics, naming `context`, if no commit
+    /// comes or the process exits on its own.
+    pub fn kill_soon_after_first_commit(&self, bin: &Path, after: Duration, context: &str) -> Duration {
+        let started = Instant::now();
+        let mut child = self.spawn(bin, &["run"]);
+        let committed = self.wait_for_log(&mut child, "committed", Duration::from_secs(60));
+        assert!(committed, "calve did not commit within 60 s ({context})\n{}", self.latest_log());
+        let first_commit = started.elapsed();
+        if let Some(st) = wait_for(&mut child, after) {
+            panic!("calve exited on its own ({st}; {context})\n{}", self.logs());
+        }
+        kill9(&mut child);
+        first_commit
+    }
+
     // Log files sorted by start order (`calve-<n>.log`, n growing with the directory).
     fn log_files(&self) -> Vec<PathBuf> {
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(self.dir.path())
