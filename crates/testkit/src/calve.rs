@@ -69,8 +69,11 @@ impl Setup {
 
     /// Like [`Setup::spawn`], with extra environment variables.
     pub fn spawn_with_env(&self, bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
-        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
-        let log = std::fs::File::create(self.dir.path().join(format!("calve-{n}.log"))).unwrap();
+        // Numbered by the logs already there, never by the directory's entry count: SQLite's
+        // journal comes and goes (a SIGKILL mid-commit leaves one, the next open removes it),
+        // so that count can fall back and a new log would overwrite an older one.
+        let n = self.log_files().len();
+        let log = std::fs::File::options().create_new(true).write(true).open(self.dir.path().join(format!("calve-{n}.log"))).expect("a fresh log file");
         Command::new(bin)
             .args(args)
             .arg("--config")
