@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
-use calve_table::commit::{Append, Committer, RestoreUpdate, claim_epoch};
-use calve_table::writer::{DataWriter, arrow_schema};
+use calve_table::commit::{claim_epoch, Append, Committer, RestoreUpdate};
+use calve_table::writer::{arrow_schema, DataWriter};
 use calve_table::{Catalog, CatalogConfig, TableDefinition};
 use iceberg::spec::{ManifestList, NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 
@@ -30,13 +30,25 @@ pub async fn run(marks: &[usize]) -> anyhow::Result<()> {
             NestedField::required(2, "ts", Type::Primitive(PrimitiveType::Timestamptz)).into(),
         ])
         .build()?;
-    let spec = UnboundPartitionSpec::builder().add_partition_field(2, "ts_hour", Transform::Hour)?.build();
-    let st = catalog.ensure_table(&TableDefinition { ident: ident.clone(), schema, partition_spec: spec, properties: HashMap::new() }).await?;
+    let spec = UnboundPartitionSpec::builder()
+        .add_partition_field(2, "ts_hour", Transform::Hour)?
+        .build();
+    let st = catalog
+        .ensure_table(&TableDefinition {
+            ident: ident.clone(),
+            schema,
+            partition_spec: spec,
+            properties: HashMap::new(),
+        })
+        .await?;
     let committer = Committer::new(catalog.clone(), ident.clone(), claim_epoch(&catalog, &ident).await?);
     let writer = DataWriter::new(&st.metadata, catalog.file_io().clone(), 64 << 20)?;
     let arrow = arrow_schema(&st.metadata)?;
 
-    println!("{:>10} {:>14} {:>12} {:>16}", "snapshots", "commit ms p50", "manifests", "metadata.json KB");
+    println!(
+        "{:>10} {:>14} {:>12} {:>16}",
+        "snapshots", "commit ms p50", "manifests", "metadata.json KB"
+    );
     let last = *marks.iter().max().unwrap_or(&0);
     let mut window: Vec<f64> = Vec::new();
     for i in 0..last {
@@ -52,7 +64,15 @@ pub async fn run(marks: &[usize]) -> anyhow::Result<()> {
         let files = writer.write(&[batch]).await?;
         let at = |n: usize| BTreeMap::from([("t".to_string(), BTreeMap::from([(0, n as i64)]))]);
         let t = Instant::now();
-        committer.commit(&Append::new(files), &RestoreUpdate { from: at(i), to: at(i + 1) }).await?;
+        committer
+            .commit(
+                &Append::new(files),
+                &RestoreUpdate {
+                    from: at(i),
+                    to: at(i + 1),
+                },
+            )
+            .await?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         let n = i + 1;
         // Median of the 21 commits ending at each mark (all of them below 21).
@@ -74,7 +94,15 @@ async fn sizes(catalog: &Catalog, ident: &iceberg::TableIdent) -> anyhow::Result
     let st = catalog.load(ident).await?;
     let m = st.metadata.as_ref();
     let snap = m.current_snapshot().expect("a snapshot");
-    let list = ManifestList::parse_with_version(&catalog.file_io().new_input(snap.manifest_list())?.read().await?, m.format_version())?;
-    let meta_bytes = catalog.file_io().new_input(&st.metadata_location)?.metadata().await?.size;
+    let list = ManifestList::parse_with_version(
+        &catalog.file_io().new_input(snap.manifest_list())?.read().await?,
+        m.format_version(),
+    )?;
+    let meta_bytes = catalog
+        .file_io()
+        .new_input(&st.metadata_location)?
+        .metadata()
+        .await?
+        .size;
     Ok((list.entries().len(), meta_bytes as f64 / 1024.0))
 }

@@ -9,14 +9,14 @@
 
 use std::time::Instant;
 
-use calve_maintain::{MaintenancePolicy, Maintainer, NoProgress, human_bytes};
+use calve_maintain::{human_bytes, Maintainer, MaintenancePolicy, NoProgress};
 use calve_table::commit::{Append, RestoreUpdate};
 use calve_table::live::live_files;
 use calve_table::read::read_data_file;
 use calve_table::writer::DataWriter;
 
 use crate::cpu_seconds;
-use crate::day::{Row, SimTable, batch, offsets};
+use crate::day::{batch, offsets, Row, SimTable};
 
 const FILES: i64 = 40;
 /// 2026-11-24T05:00Z: every row falls in this hour.
@@ -39,20 +39,43 @@ async fn run(rows: i64) -> anyhow::Result<()> {
             .map(|i| {
                 let id = f * per_file + i;
                 let ts = HOUR_START_US + ((i * FILES + f) % 3_600_000) * 1_000;
-                (id, (id % 5000, (id % 997) as f64 * 1.25, STATUSES[(id % 4) as usize], ts))
+                (
+                    id,
+                    (id % 5000, (id % 997) as f64 * 1.25, STATUSES[(id % 4) as usize], ts),
+                )
             })
             .collect();
-        let files = DataWriter::new(&meta, t.catalog.file_io().clone(), 256 << 20)?.write(&[batch(&meta, &part)?]).await?;
-        t.committer.commit(&Append::new(files), &RestoreUpdate { from: offsets(f), to: offsets(f + 1) }).await?;
+        let files = DataWriter::new(&meta, t.catalog.file_io().clone(), 256 << 20)?
+            .write(&[batch(&meta, &part)?])
+            .await?;
+        t.committer
+            .commit(
+                &Append::new(files),
+                &RestoreUpdate {
+                    from: offsets(f),
+                    to: offsets(f + 1),
+                },
+            )
+            .await?;
     }
     let meta = t.state().await?.metadata;
     let live = live_files(t.catalog.file_io(), &meta).await?;
     let on_disk: u64 = live.data.iter().map(|f| f.file.file_size_in_bytes()).sum();
     let mut decompressed = 0usize;
     for f in &live.data {
-        decompressed += read_data_file(t.catalog.file_io(), &meta, f.file.file_path()).await?.iter().map(|b| b.get_array_memory_size()).sum::<usize>();
+        decompressed += read_data_file(t.catalog.file_io(), &meta, f.file.file_path())
+            .await?
+            .iter()
+            .map(|b| b.get_array_memory_size())
+            .sum::<usize>();
     }
-    println!("job: {} rows in {} files of one hour partition, {} on disk, {} as Arrow", per_file * FILES, live.data.len(), human_bytes(on_disk), human_bytes(decompressed as u64));
+    println!(
+        "job: {} rows in {} files of one hour partition, {} on disk, {} as Arrow",
+        per_file * FILES,
+        live.data.len(),
+        human_bytes(on_disk),
+        human_bytes(decompressed as u64)
+    );
 
     let mut policy = MaintenancePolicy::from_contract(&contract);
     policy.budget = None;
@@ -65,16 +88,36 @@ async fn run(rows: i64) -> anyhow::Result<()> {
     let r = m.cycle(now, false, &NoProgress).await?;
     let (cpu, wall) = (cpu_seconds() - cpu, wall.elapsed().as_secs_f64());
     let peak = peak_resident().saturating_sub(before);
-    anyhow::ensure!(r.files_in == live.data.len() && r.rows_written == (per_file * FILES) as u64, "the cycle did not compact the job: {r:?}");
-    println!("compacted: {} files into {}, {} rows, {} written", r.files_in, r.files_out, r.rows_written, human_bytes(r.bytes_out));
-    println!("  cost   : {:.0} rows per CPU-second, {cpu:.2} CPU-s, {wall:.2}s wall", r.rows_written as f64 / cpu);
-    println!("  memory : peak {} above the start = {:.2}x the job's rows as Arrow", human_bytes(peak), peak as f64 / decompressed as f64);
+    anyhow::ensure!(
+        r.files_in == live.data.len() && r.rows_written == (per_file * FILES) as u64,
+        "the cycle did not compact the job: {r:?}"
+    );
+    println!(
+        "compacted: {} files into {}, {} rows, {} written",
+        r.files_in,
+        r.files_out,
+        r.rows_written,
+        human_bytes(r.bytes_out)
+    );
+    println!(
+        "  cost   : {:.0} rows per CPU-second, {cpu:.2} CPU-s, {wall:.2}s wall",
+        r.rows_written as f64 / cpu
+    );
+    println!(
+        "  memory : peak {} above the start = {:.2}x the job's rows as Arrow",
+        human_bytes(peak),
+        peak as f64 / decompressed as f64
+    );
     Ok(())
 }
 
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn resident() -> u64 {

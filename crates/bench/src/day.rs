@@ -19,13 +19,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use calve_maintain::plan::partition_label;
-use calve_maintain::{MaintenancePolicy, Maintainer, NoProgress, human_bytes};
-use calve_table::commit::{Append, Committer, RestoreUpdate, claim_epoch};
+use calve_maintain::{human_bytes, Maintainer, MaintenancePolicy, NoProgress};
+use calve_table::commit::{claim_epoch, Append, Committer, RestoreUpdate};
 use calve_table::key_index::SeqBatch;
 use calve_table::live::live_files;
 use calve_table::restore::Offsets;
 use calve_table::upsert::Upserter;
-use calve_table::writer::{DataWriter, arrow_schema};
+use calve_table::writer::{arrow_schema, DataWriter};
 use calve_table::{Catalog, CatalogConfig, TableState};
 use rand::{Rng, SeedableRng};
 
@@ -103,23 +103,63 @@ pub(crate) struct SimTable {
 }
 
 impl SimTable {
-    pub(crate) async fn create(dir: &std::path::Path, name: &str) -> anyhow::Result<(SimTable, calve_contract::Contract)> {
+    pub(crate) async fn create(
+        dir: &std::path::Path,
+        name: &str,
+    ) -> anyhow::Result<(SimTable, calve_contract::Contract)> {
         let d = dir.display();
-        let catalog = Catalog::open(&CatalogConfig::new(format!("sqlite:{d}/{name}.db"), format!("{d}/{name}"))).await?;
+        let catalog = Catalog::open(&CatalogConfig::new(
+            format!("sqlite:{d}/{name}.db"),
+            format!("{d}/{name}"),
+        ))
+        .await?;
         let contract = calve_contract::Contract::parse(&CONTRACT.replace("TABLE", name), name)?;
         let def = calve_service::table_definition(&contract)?;
         let st = catalog.ensure_table(&def).await?;
-        let committer = Committer::new(catalog.clone(), def.ident.clone(), claim_epoch(&catalog, &def.ident).await?);
-        let upserter = Upserter::open(catalog.file_io(), &st.metadata, &contract.keys.columns, 256 << 20, &Default::default()).await?;
-        Ok((SimTable { catalog, ident: def.ident, committer, upserter, commits: 0, ingest_cpu: 0.0, refreshes: 0, refresh_cpu: 0.0 }, contract))
+        let committer = Committer::new(
+            catalog.clone(),
+            def.ident.clone(),
+            claim_epoch(&catalog, &def.ident).await?,
+        );
+        let upserter = Upserter::open(
+            catalog.file_io(),
+            &st.metadata,
+            &contract.keys.columns,
+            256 << 20,
+            &Default::default(),
+        )
+        .await?;
+        Ok((
+            SimTable {
+                catalog,
+                ident: def.ident,
+                committer,
+                upserter,
+                commits: 0,
+                ingest_cpu: 0.0,
+                refreshes: 0,
+                refresh_cpu: 0.0,
+            },
+            contract,
+        ))
     }
 
     async fn commit(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
         let cpu = cpu_seconds();
-        let restore = RestoreUpdate { from: offsets(self.commits), to: offsets(self.commits + 1) };
-        let upserts = [SeqBatch { batch: batch.clone(), seq: (0..batch.num_rows() as u64).collect() }];
+        let restore = RestoreUpdate {
+            from: offsets(self.commits),
+            to: offsets(self.commits + 1),
+        };
+        let upserts = [SeqBatch {
+            batch: batch.clone(),
+            seq: (0..batch.num_rows() as u64).collect(),
+        }];
         let prepared = self.upserter.write(&upserts, &[]).await?;
-        match self.upserter.commit(&self.catalog, &self.committer, prepared, &restore).await {
+        match self
+            .upserter
+            .commit(&self.catalog, &self.committer, prepared, &restore)
+            .await
+        {
             Ok(_) => {}
             Err(calve_table::TableError::StaleDeletes { .. }) => {
                 // Maintenance moved rows: catch the index up and commit again, as the pipeline does.
@@ -129,7 +169,9 @@ impl SimTable {
                 self.refreshes += 1;
                 self.refresh_cpu += cpu_seconds() - t;
                 let again = self.upserter.write(&upserts, &[]).await?;
-                self.upserter.commit(&self.catalog, &self.committer, again, &restore).await?;
+                self.upserter
+                    .commit(&self.catalog, &self.committer, again, &restore)
+                    .await?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -152,10 +194,15 @@ pub(crate) fn batch(meta: &iceberg::spec::TableMetadata, rows: &[(i64, Row)]) ->
         arrow_schema(meta)?,
         vec![
             Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| format!("c{}", r.1.0)).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(rows.iter().map(|r| r.1.1).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.1.2).collect::<Vec<_>>())),
-            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.1.3).collect::<Vec<_>>()).with_timezone("+00:00")),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| format!("c{}", r.1 .0)).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(rows.iter().map(|r| r.1 .1).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.1 .2).collect::<Vec<_>>())),
+            Arc::new(
+                TimestampMicrosecondArray::from(rows.iter().map(|r| r.1 .3).collect::<Vec<_>>())
+                    .with_timezone("+00:00"),
+            ),
         ],
     )?)
 }
@@ -170,11 +217,19 @@ async fn layout(t: &SimTable) -> anyhow::Result<String> {
     }
     let max = per_partition.values().max().copied().unwrap_or(0);
     let mean = live.data.len() as f64 / per_partition.len().max(1) as f64;
-    let bytes = t.catalog.file_io().new_input(&st.metadata_location)?.metadata().await?.size;
+    let bytes = t
+        .catalog
+        .file_io()
+        .new_input(&st.metadata_location)?
+        .metadata()
+        .await?
+        .size;
     let manifests = match st.metadata.current_snapshot() {
         Some(s) => {
             let list = t.catalog.file_io().new_input(s.manifest_list())?.read().await?;
-            iceberg::spec::ManifestList::parse_with_version(&list, st.metadata.format_version())?.entries().len()
+            iceberg::spec::ManifestList::parse_with_version(&list, st.metadata.format_version())?
+                .entries()
+                .len()
         }
         None => 0,
     };
@@ -189,9 +244,19 @@ async fn optimal(dir: &std::path::Path, model: &BTreeMap<i64, Row>) -> anyhow::R
     let (t, _) = SimTable::create(dir, "optimal").await?;
     let st = t.state().await?;
     let mut rows: Vec<(i64, Row)> = model.iter().map(|(k, v)| (*k, *v)).collect();
-    rows.sort_by_key(|r| (r.1.3, r.0));
-    let files = DataWriter::new(&st.metadata, t.catalog.file_io().clone(), 256 << 20)?.write(&[batch(&st.metadata, &rows)?]).await?;
-    t.committer.commit(&Append::new(files), &RestoreUpdate { from: Offsets::new(), to: offsets(1) }).await?;
+    rows.sort_by_key(|r| (r.1 .3, r.0));
+    let files = DataWriter::new(&st.metadata, t.catalog.file_io().clone(), 256 << 20)?
+        .write(&[batch(&st.metadata, &rows)?])
+        .await?;
+    t.committer
+        .commit(
+            &Append::new(files),
+            &RestoreUpdate {
+                from: Offsets::new(),
+                to: offsets(1),
+            },
+        )
+        .await?;
     Ok(t.state().await?.metadata_location)
 }
 
@@ -220,8 +285,18 @@ async fn run(commits: usize) -> anyhow::Result<()> {
         let rows: Vec<(i64, Row)> = (0..EVENTS_PER_MINUTE)
             .map(|i| {
                 let update = next_id > 0 && rng.gen_bool(UPDATE_SHARE);
-                let id = if update { rng.gen_range(0..next_id) } else { next_id += 1; next_id - 1 };
-                let row = (rng.gen_range(0..5_000), rng.gen_range(1..50_000) as f64 / 100.0, STATUSES[rng.gen_range(0..4)], now_us + i as i64 * 100_000);
+                let id = if update {
+                    rng.gen_range(0..next_id)
+                } else {
+                    next_id += 1;
+                    next_id - 1
+                };
+                let row = (
+                    rng.gen_range(0..5_000),
+                    rng.gen_range(1..50_000) as f64 / 100.0,
+                    STATUSES[rng.gen_range(0..4)],
+                    now_us + i as i64 * 100_000,
+                );
                 (id, row)
             })
             .collect();
@@ -231,7 +306,9 @@ async fn run(commits: usize) -> anyhow::Result<()> {
         model.extend(rows);
         if minute % 10 == 9 {
             let cpu = cpu_seconds();
-            let r = maintainer.cycle(start_ms + (minute + 1) * MINUTE_MS, false, &NoProgress).await?;
+            let r = maintainer
+                .cycle(start_ms + (minute + 1) * MINUTE_MS, false, &NoProgress)
+                .await?;
             maintain_cpu += cpu_seconds() - cpu;
             rewritten += r.bytes_in;
             deferred += r.jobs_deferred;
@@ -244,7 +321,12 @@ async fn run(commits: usize) -> anyhow::Result<()> {
             println!("  minute {}: maintained: {}", minute + 1, layout(&maintained).await?);
         }
     }
-    let data_bytes: u64 = live_files(maintained.catalog.file_io(), &maintained.state().await?.metadata).await?.data.iter().map(|f| f.file.file_size_in_bytes()).sum();
+    let data_bytes: u64 = live_files(maintained.catalog.file_io(), &maintained.state().await?.metadata)
+        .await?
+        .data
+        .iter()
+        .map(|f| f.file.file_size_in_bytes())
+        .sum();
     println!();
     println!("end of day, {} live rows", model.len());
     println!("  maintained  : {}", layout(&maintained).await?);
@@ -261,7 +343,12 @@ async fn run(commits: usize) -> anyhow::Result<()> {
     let opt = optimal(dir.path(), &model).await?;
     let last_hour = DAY_START_US + (commits as i64 - 60).max(0) * MINUTE_US;
     let first_hour_end = DAY_START_US + 60 * MINUTE_US;
-    let ts = |us: i64| chrono::DateTime::from_timestamp_micros(us).unwrap_or_default().format("%Y-%m-%d %H:%M:%S+00").to_string();
+    let ts = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .unwrap_or_default()
+            .format("%Y-%m-%d %H:%M:%S+00")
+            .to_string()
+    };
     let key = next_id / 3;
     let spec = serde_json::json!({
         "tables": {"maintained": maintained.state().await?.metadata_location, "unmaintained": raw.state().await?.metadata_location, "optimal": opt},
@@ -279,13 +366,23 @@ async fn run(commits: usize) -> anyhow::Result<()> {
     let times = calve_testkit::python::query_bench(&spec);
     println!();
     for (name, t) in times.as_object().context("query times")? {
-        anyhow::ensure!(t["maintained"]["result"] == t["optimal"]["result"], "{name}: the maintained table and the optimal one disagree: {t}");
-        anyhow::ensure!(t["unmaintained"]["result"] == t["optimal"]["result"], "{name}: the unmaintained table and the optimal one disagree: {t}");
+        anyhow::ensure!(
+            t["maintained"]["result"] == t["optimal"]["result"],
+            "{name}: the maintained table and the optimal one disagree: {t}"
+        );
+        anyhow::ensure!(
+            t["unmaintained"]["result"] == t["optimal"]["result"],
+            "{name}: the unmaintained table and the optimal one disagree: {t}"
+        );
         let secs = |l: &str| t[l]["seconds"].as_f64().unwrap_or(0.0);
         let (m, u, o) = (secs("maintained"), secs("unmaintained"), secs("optimal"));
         println!(
             "  duckdb {name:<32}: maintained {:.1} ms = {:.2}x optimal ({:.1} ms); unmaintained {:.1} ms = {:.2}x",
-            m * 1e3, m / o, o * 1e3, u * 1e3, u / o
+            m * 1e3,
+            m / o,
+            o * 1e3,
+            u * 1e3,
+            u / o
         );
     }
     Ok(())

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arrow_json::ReaderBuilder;
-use calve_service::{RunConfig, Services, StopWhen, run_tables};
-use calve_table::Catalog;
+use calve_service::{run_tables, RunConfig, Services, StopWhen};
 use calve_table::inspect::summarize;
+use calve_table::Catalog;
 use calve_testkit::broker::Broker;
-use calve_testkit::kafka::{Message, create_topic, produce};
+use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::workload::order_json;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -60,14 +60,24 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn ingest() -> anyhow::Result<()> {
-    let events: u64 = std::env::var("CALVE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(EVENTS);
+    let events: u64 = std::env::var("CALVE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(EVENTS);
     let values: Vec<String> = (0..events).map(order_json).collect();
     let bytes: usize = values.iter().map(String::len).sum();
-    println!("workload: {events} JSON order events, {:.1} MB of values, {PARTITIONS} partitions", bytes as f64 / 1e6);
+    println!(
+        "workload: {events} JSON order events, {:.1} MB of values, {PARTITIONS} partitions",
+        bytes as f64 / 1e6
+    );
 
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", PARTITIONS);
-    let msgs: Vec<Message> = values.iter().enumerate().map(|(i, v)| (format!("k{i}"), Some(v.clone()), None)).collect();
+    let msgs: Vec<Message> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("k{i}"), Some(v.clone()), None))
+        .collect();
     let t = Instant::now();
     produce(&broker.bootstrap(), "orders", &msgs);
     drop(msgs);
@@ -79,17 +89,33 @@ fn ingest() -> anyhow::Result<()> {
     let mb = bytes as f64 / 1e6;
     println!();
     println!("calve   : {rows} rows, {wall:.2}s wall, {cpu:.2} CPU-s");
-    println!("calve   : {:.1} MB per CPU-second, {:.0} rows per CPU-second", mb / cpu, rows as f64 / cpu);
-    println!("calve   : {:.1} MB/s wall-clock, {:.0} rows/s wall-clock (bounded by the broker)", mb / wall, rows as f64 / wall);
-    println!("ceiling : {:.1} MB per CPU-second (JSON → Arrow → Parquet zstd(1), in memory, 1 core; {:.1} MB Parquet)", mb / ceiling_cpu, ceiling_parquet as f64 / 1e6);
-    println!("ratio   : calve reaches {:.0}% of the ceiling per CPU-second", 100.0 * ceiling_cpu / cpu);
+    println!(
+        "calve   : {:.1} MB per CPU-second, {:.0} rows per CPU-second",
+        mb / cpu,
+        rows as f64 / cpu
+    );
+    println!(
+        "calve   : {:.1} MB/s wall-clock, {:.0} rows/s wall-clock (bounded by the broker)",
+        mb / wall,
+        rows as f64 / wall
+    );
+    println!(
+        "ceiling : {:.1} MB per CPU-second (JSON → Arrow → Parquet zstd(1), in memory, 1 core; {:.1} MB Parquet)",
+        mb / ceiling_cpu,
+        ceiling_parquet as f64 / 1e6
+    );
+    println!(
+        "ratio   : calve reaches {:.0}% of the ceiling per CPU-second",
+        100.0 * ceiling_cpu / cpu
+    );
     anyhow::ensure!(rows == events, "table holds {rows} rows, expected {events}");
     Ok(())
 }
 
 fn run_calve(bootstrap: &str) -> anyhow::Result<(f64, f64, u64)> {
     let dir = tempfile::tempdir()?;
-    let contract = include_str!("../../../examples/contracts/orders.toml").replace("freshness = \"1m\"", "freshness = \"1s\"");
+    let contract =
+        include_str!("../../../examples/contracts/orders.toml").replace("freshness = \"1m\"", "freshness = \"1s\"");
     let run = run_in_process(dir.path(), bootstrap, &contract, "orders")?;
     Ok((run.wall, run.cpu, run.rows))
 }
@@ -124,7 +150,13 @@ pub fn run_in_process(dir: &std::path::Path, bootstrap: &str, contract_text: &st
         let contracts = cfg.contracts()?;
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
-        let (outcomes, _) = run_tables(contracts.clone(), Services::new(&cfg, catalog.clone()), rx, StopWhen::CaughtUp).await;
+        let (outcomes, _) = run_tables(
+            contracts.clone(),
+            Services::new(&cfg, catalog.clone()),
+            rx,
+            StopWhen::CaughtUp,
+        )
+        .await;
         let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
         for (_, r) in outcomes {
             r.context("calve run")?;
@@ -133,7 +165,12 @@ pub fn run_in_process(dir: &std::path::Path, bootstrap: &str, contract_text: &st
         let rows = summarize(&catalog, &ident).await?.records;
         let metadata = catalog.load(&ident).await?.metadata_location;
         tokio::time::sleep(Duration::from_millis(10)).await;
-        Ok(Run { wall, cpu, rows, metadata })
+        Ok(Run {
+            wall,
+            cpu,
+            rows,
+            metadata,
+        })
     })
 }
 
@@ -144,8 +181,14 @@ fn ceiling(values: &[String]) -> anyhow::Result<(f64, usize)> {
     let schema = rt.block_on(async {
         let dir = tempfile::tempdir()?;
         let d = dir.path().display();
-        let catalog = Catalog::open(&calve_table::CatalogConfig { name: "x".into(), ..calve_table::CatalogConfig::new(format!("sqlite:{d}/c.db"), format!("{d}/w")) }).await?;
-        let st = catalog.ensure_table(&calve_service::table_definition(&contract)?).await?;
+        let catalog = Catalog::open(&calve_table::CatalogConfig {
+            name: "x".into(),
+            ..calve_table::CatalogConfig::new(format!("sqlite:{d}/c.db"), format!("{d}/w"))
+        })
+        .await?;
+        let st = catalog
+            .ensure_table(&calve_service::table_definition(&contract)?)
+            .await?;
         anyhow::Ok(calve_table::writer::arrow_schema(&st.metadata)?)
     })?;
     // Best of five: one pass is ~0.1 CPU-second, short enough for scheduler noise to matter.
@@ -162,10 +205,14 @@ fn ceiling(values: &[String]) -> anyhow::Result<(f64, usize)> {
 fn ceiling_once(values: &[String], schema: &arrow_schema::SchemaRef) -> anyhow::Result<(f64, usize)> {
     let cpu0 = cpu_seconds();
     let mut out = Vec::new();
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?)).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .build();
     let mut w = ArrowWriter::try_new(&mut out, Arc::clone(schema), Some(props))?;
     for chunk in values.chunks(10_000) {
-        let mut d = ReaderBuilder::new(Arc::clone(schema)).with_batch_size(chunk.len()).build_decoder()?;
+        let mut d = ReaderBuilder::new(Arc::clone(schema))
+            .with_batch_size(chunk.len())
+            .build_decoder()?;
         for v in chunk {
             d.decode(v.as_bytes())?;
         }

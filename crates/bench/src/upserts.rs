@@ -12,17 +12,17 @@ use std::time::Instant;
 
 use anyhow::Context;
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
-use calve_table::commit::{Append, Committer, RestoreUpdate, claim_epoch};
+use calve_table::commit::{claim_epoch, Append, Committer, RestoreUpdate};
 use calve_table::key_index::{IndexSettings, KeyIndex};
-use calve_table::writer::{DataWriter, arrow_schema};
+use calve_table::writer::{arrow_schema, DataWriter};
 use calve_table::{Catalog, CatalogConfig};
 use calve_testkit::broker::Broker;
-use calve_testkit::kafka::{Message, create_topic, produce};
+use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::workload::customer_json;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::{Run, cpu_seconds, run_in_process};
+use crate::{cpu_seconds, run_in_process, Run};
 
 const CUSTOMERS: &str = include_str!("../../../examples/contracts/customers.toml");
 const PARTITIONS: i32 = 4;
@@ -34,7 +34,11 @@ fn workload(events: u64, ratio: f64, seed: u64) -> (Vec<(u64, u64)>, BTreeMap<u6
     let mut out = Vec::with_capacity(events as usize);
     for _ in 0..events {
         let n = latest.len() as u64;
-        let id = if n > 0 && rng.gen_bool(ratio) { rng.gen_range(0..n) } else { n };
+        let id = if n > 0 && rng.gen_bool(ratio) {
+            rng.gen_range(0..n)
+        } else {
+            n
+        };
         let v = latest.entry(id).or_insert(0);
         *v += 1;
         out.push((id, *v));
@@ -61,26 +65,49 @@ fn fresh_table(dir: &std::path::Path, latest: &BTreeMap<u64, u64>) -> anyhow::Re
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let d = dir.display();
-        let catalog = Catalog::open(&CatalogConfig::new(format!("sqlite:{d}/fresh.db"), format!("{d}/fresh"))).await?;
+        let catalog = Catalog::open(&CatalogConfig::new(
+            format!("sqlite:{d}/fresh.db"),
+            format!("{d}/fresh"),
+        ))
+        .await?;
         let c = calve_contract::Contract::parse(&contract("fresh", "none", false), "fresh")?;
         let def = calve_service::table_definition(&c)?;
         let st = catalog.ensure_table(&def).await?;
         let schema = arrow_schema(&st.metadata)?;
         let lines: Vec<String> = latest.iter().map(|(id, v)| customer_json(*id, *v)).collect();
-        let mut decoder = arrow_json::ReaderBuilder::new(schema).with_batch_size(lines.len().max(1)).build_decoder()?;
+        let mut decoder = arrow_json::ReaderBuilder::new(schema)
+            .with_batch_size(lines.len().max(1))
+            .build_decoder()?;
         for l in &lines {
             decoder.decode(l.as_bytes())?;
         }
         let batch = decoder.flush()?.context("rows")?;
-        let files = DataWriter::new(&st.metadata, catalog.file_io().clone(), 256 << 20)?.write(&[batch]).await?;
-        let committer = Committer::new(catalog.clone(), def.ident.clone(), claim_epoch(&catalog, &def.ident).await?);
-        committer.commit(&Append::new(files), &RestoreUpdate { from: Default::default(), to: Default::default() }).await?;
+        let files = DataWriter::new(&st.metadata, catalog.file_io().clone(), 256 << 20)?
+            .write(&[batch])
+            .await?;
+        let committer = Committer::new(
+            catalog.clone(),
+            def.ident.clone(),
+            claim_epoch(&catalog, &def.ident).await?,
+        );
+        committer
+            .commit(
+                &Append::new(files),
+                &RestoreUpdate {
+                    from: Default::default(),
+                    to: Default::default(),
+                },
+            )
+            .await?;
         Ok(catalog.load(&def.ident).await?.metadata_location)
     })
 }
 
 pub fn upserts() -> anyhow::Result<()> {
-    let events: u64 = std::env::var("CALVE_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let events: u64 = std::env::var("CALVE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let broker = Broker::start();
     let dir = tempfile::tempdir()?;
     println!("workload: {events} customer change events per run, {PARTITIONS} partitions, 1 s band");
@@ -90,23 +117,55 @@ pub fn upserts() -> anyhow::Result<()> {
             create_topic(&broker.bootstrap(), &topic, PARTITIONS);
             let msgs: Vec<Message> = events_list
                 .iter()
-                .map(|(id, v)| (id.to_string(), Some(customer_json(*id, *v)), Some((*id % PARTITIONS as u64) as i32)))
+                .map(|(id, v)| {
+                    (
+                        id.to_string(),
+                        Some(customer_json(*id, *v)),
+                        Some((*id % PARTITIONS as u64) as i32),
+                    )
+                })
                 .collect();
             produce(&broker.bootstrap(), &topic, &msgs);
         }
-        let append = run_in_process(dir.path(), &broker.bootstrap(), &contract(&format!("append{pct}"), &format!("append{pct}"), false), &format!("append{pct}"))?;
-        let upsert = run_in_process(dir.path(), &broker.bootstrap(), &contract(&format!("upsert{pct}"), &format!("upsert{pct}"), true), &format!("upsert{pct}"))?;
+        let append = run_in_process(
+            dir.path(),
+            &broker.bootstrap(),
+            &contract(&format!("append{pct}"), &format!("append{pct}"), false),
+            &format!("append{pct}"),
+        )?;
+        let upsert = run_in_process(
+            dir.path(),
+            &broker.bootstrap(),
+            &contract(&format!("upsert{pct}"), &format!("upsert{pct}"), true),
+            &format!("upsert{pct}"),
+        )?;
         let per_cpu = |r: &Run| events as f64 / r.cpu;
         println!();
         println!("{pct}% updates ({} live keys at the end)", latest.len());
-        println!("  append : {:.0} rows per CPU-second, {:.2}s wall, {:.2} CPU-s", per_cpu(&append), append.wall, append.cpu);
-        println!("  upsert : {:.0} rows per CPU-second, {:.2}s wall, {:.2} CPU-s", per_cpu(&upsert), upsert.wall, upsert.cpu);
-        println!("  ratio  : upserts run at {:.0}% of append throughput per CPU-second", 100.0 * per_cpu(&upsert) / per_cpu(&append));
+        println!(
+            "  append : {:.0} rows per CPU-second, {:.2}s wall, {:.2} CPU-s",
+            per_cpu(&append),
+            append.wall,
+            append.cpu
+        );
+        println!(
+            "  upsert : {:.0} rows per CPU-second, {:.2}s wall, {:.2} CPU-s",
+            per_cpu(&upsert),
+            upsert.wall,
+            upsert.cpu
+        );
+        println!(
+            "  ratio  : upserts run at {:.0}% of append throughput per CPU-second",
+            100.0 * per_cpu(&upsert) / per_cpu(&append)
+        );
 
         let fresh_dir = dir.path().join(format!("fresh{pct}"));
         std::fs::create_dir_all(&fresh_dir)?;
         let fresh = fresh_table(&fresh_dir, &latest)?;
-        let maintained = maintain_once(dir.path(), &contract(&format!("upsert{pct}"), &format!("upsert{pct}"), true))?;
+        let maintained = maintain_once(
+            dir.path(),
+            &contract(&format!("upsert{pct}"), &format!("upsert{pct}"), true),
+        )?;
         let spec = serde_json::json!({
             "tables": {"upsert": upsert.metadata, "maintained": maintained, "fresh": fresh, "append": append.metadata},
             "queries": {
@@ -119,8 +178,14 @@ pub fn upserts() -> anyhow::Result<()> {
         });
         let times = calve_testkit::python::query_bench(&spec);
         for (name, t) in times.as_object().context("query times")? {
-            anyhow::ensure!(t["upsert"]["result"] == t["fresh"]["result"], "{name}: the upsert table and the fresh table disagree: {t}");
-            anyhow::ensure!(t["maintained"]["result"] == t["fresh"]["result"], "{name}: the maintained table and the fresh table disagree: {t}");
+            anyhow::ensure!(
+                t["upsert"]["result"] == t["fresh"]["result"],
+                "{name}: the upsert table and the fresh table disagree: {t}"
+            );
+            anyhow::ensure!(
+                t["maintained"]["result"] == t["fresh"]["result"],
+                "{name}: the maintained table and the fresh table disagree: {t}"
+            );
             let secs = |l: &str| t[l]["seconds"].as_f64().unwrap_or(0.0);
             let (u, m, f, a) = (secs("upsert"), secs("maintained"), secs("fresh"), secs("append"));
             println!(
@@ -158,7 +223,12 @@ fn maintain_once(dir: &std::path::Path, contract_text: &str) -> anyhow::Result<S
 /// Rows in the `resident` set of this process (bytes), from /proc.
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
 }
 
 pub fn index(keys: u64) -> anyhow::Result<()> {
@@ -243,8 +313,18 @@ pub fn index(keys: u64) -> anyhow::Result<()> {
 fn lookups(index: &KeyIndex, keys: u64, n: usize) -> anyhow::Result<u64> {
     let mut rng = StdRng::seed_from_u64(5);
     let ids = Int64Array::from_iter_values((0..n).map(|_| rng.gen_range(0..keys) as i64));
-    let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new("customer_id", arrow_schema::DataType::Int64, false)]));
+    let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+        "customer_id",
+        arrow_schema::DataType::Int64,
+        false,
+    )]));
     let batch = RecordBatch::try_new(schema, vec![Arc::new(ids)])?;
-    let plan = index.plan(&[], &[calve_table::key_index::SeqBatch { batch, seq: (0..n as u64).collect() }])?;
+    let plan = index.plan(
+        &[],
+        &[calve_table::key_index::SeqBatch {
+            batch,
+            seq: (0..n as u64).collect(),
+        }],
+    )?;
     Ok(plan.stats.deletes)
 }

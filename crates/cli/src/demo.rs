@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arrow::util::pretty::pretty_format_batches;
-use calve_service::{RunConfig, Services, StopWhen, dead_letter_definition, run_tables, table_definition};
-use calve_table::Catalog;
+use calve_service::{dead_letter_definition, run_tables, table_definition, RunConfig, Services, StopWhen};
 use calve_table::inspect::{scan_all, summarize};
+use calve_table::Catalog;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
@@ -26,8 +26,14 @@ const CONTRACT: &str = include_str!("../../../examples/contracts/orders.toml");
 const BAD: &[(&str, Option<&str>)] = &[
     ("malformed JSON", Some(r#"{"order_id": 1, "amount": "#)),
     ("not an object", Some("[1, 2, 3]")),
-    ("missing required order_id", Some(r#"{"customer": "c1", "ts": "2026-11-24T10:00:00Z"}"#)),
-    ("amount is not a number", Some(r#"{"order_id": 9, "amount": "a lot", "ts": "2026-11-24T10:00:00Z"}"#)),
+    (
+        "missing required order_id",
+        Some(r#"{"customer": "c1", "ts": "2026-11-24T10:00:00Z"}"#),
+    ),
+    (
+        "amount is not a number",
+        Some(r#"{"order_id": 9, "amount": "a lot", "ts": "2026-11-24T10:00:00Z"}"#),
+    ),
     ("bad timestamp", Some(r#"{"order_id": 10, "ts": "yesterday"}"#)),
     ("tombstone", None),
 ];
@@ -40,7 +46,10 @@ pub async fn run(dir: Option<PathBuf>, events: usize) -> anyhow::Result<ExitCode
     std::fs::create_dir_all(&dir)?;
     let mock = MockCluster::new(1).context("starting the in-process Kafka mock cluster")?;
     mock.create_topic(TOPIC, PARTITIONS, 1)?;
-    println!("Kafka (in-process mock cluster) at {}; topic `{TOPIC}` with {PARTITIONS} partitions", mock.bootstrap_servers());
+    println!(
+        "Kafka (in-process mock cluster) at {}; topic `{TOPIC}` with {PARTITIONS} partitions",
+        mock.bootstrap_servers()
+    );
 
     let config_path = write_config(&dir, &mock.bootstrap_servers())?;
     produce(&mock.bootstrap_servers(), events)?;
@@ -51,7 +60,13 @@ pub async fn run(dir: Option<PathBuf>, events: usize) -> anyhow::Result<ExitCode
     let catalog = Catalog::open(&cfg.catalog).await?;
     let (_tx, rx) = tokio::sync::watch::channel(false);
     println!("running calve until the topic is fully committed (freshness band 2s) ...");
-    let (outcomes, _) = run_tables(contracts.clone(), Services::new(&cfg, catalog.clone()), rx, StopWhen::CaughtUp).await;
+    let (outcomes, _) = run_tables(
+        contracts.clone(),
+        Services::new(&cfg, catalog.clone()),
+        rx,
+        StopWhen::CaughtUp,
+    )
+    .await;
     for (t, r) in outcomes {
         r.with_context(|| format!("table {t}"))?;
     }
@@ -106,10 +121,7 @@ fn produce(brokers: &str, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn send<'a>(
-    p: &ThreadedProducer<DefaultProducerContext>,
-    mut rec: BaseRecord<'a, String, str>,
-) -> anyhow::Result<()> {
+fn send<'a>(p: &ThreadedProducer<DefaultProducerContext>, mut rec: BaseRecord<'a, String, str>) -> anyhow::Result<()> {
     loop {
         match p.send(rec) {
             Ok(()) => return Ok(()),
@@ -133,22 +145,39 @@ async fn report(
     let dlq = dead_letter_definition(contract)?.ident;
     let m = summarize(catalog, &main).await?;
     let d = summarize(catalog, &dlq).await?;
-    println!("\n== {main}: {} rows in {} data files, {} snapshots", m.records, m.data_files, m.snapshots);
+    println!(
+        "\n== {main}: {} rows in {} data files, {} snapshots",
+        m.records, m.data_files, m.snapshots
+    );
     println!("   restore point (next offsets): {:?}", m.restore.unwrap_or_default());
     println!("== {dlq}: {} dead letters", d.records);
-    println!("   in = table + dead letters: {} = {} + {}", events + BAD.len(), m.records, d.records);
+    println!(
+        "   in = table + dead letters: {} = {} + {}",
+        events + BAD.len(),
+        m.records,
+        d.records
+    );
     let mut rows = scan_all(catalog, &main).await?;
     rows.truncate(1);
     if let Some(b) = rows.first() {
-        println!("\nfirst rows of {main}:\n{}", pretty_format_batches(&[b.slice(0, b.num_rows().min(5))])?);
+        println!(
+            "\nfirst rows of {main}:\n{}",
+            pretty_format_batches(&[b.slice(0, b.num_rows().min(5))])?
+        );
     }
     let letters = scan_all(catalog, &dlq).await?;
-    let projected: Vec<_> = letters.iter().map(|b| b.project(&[1, 2, 6, 7])).collect::<Result<_, _>>()?;
+    let projected: Vec<_> = letters
+        .iter()
+        .map(|b| b.project(&[1, 2, 6, 7]))
+        .collect::<Result<_, _>>()?;
     println!("dead letters:\n{}", pretty_format_batches(&projected)?);
     println!("\nEverything is under {}:", dir.display());
     println!("  calve status --config {}", config.display());
     println!("  query with DuckDB (iceberg extension):");
-    println!("    SELECT status, count(*), sum(amount) FROM iceberg_scan('{}') GROUP BY status;", m.metadata_location);
+    println!(
+        "    SELECT status, count(*), sum(amount) FROM iceberg_scan('{}') GROUP BY status;",
+        m.metadata_location
+    );
     println!("  or PyIceberg: SqlCatalog('calve', uri='sqlite:///{}/catalog.db', warehouse='file://{}/warehouse').load_table('shop.orders')",
         dir.display(), dir.display());
     Ok(())

@@ -12,16 +12,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::{bail, Context};
+use arrow::array::{AsArray, RecordBatch};
 use calve_contract::Erasure;
 use calve_ingest::KeyDecoder;
-use arrow::array::{AsArray, RecordBatch};
-use calve_service::{RunConfig, dead_letter_definition, table_definition};
+use calve_service::{dead_letter_definition, table_definition, RunConfig};
 use calve_table::commit::Committer;
-use calve_table::erase::{ErasureReport, KeyMatch, RowMatch, erase_rows};
-use calve_table::{Catalog, TableError};
+use calve_table::erase::{erase_rows, ErasureReport, KeyMatch, RowMatch};
 use calve_table::restore::table_epoch;
 use calve_table::writer::arrow_schema;
+use calve_table::{Catalog, TableError};
 use sha2::{Digest, Sha256};
 
 /// What `calve erase` was asked.
@@ -41,10 +41,16 @@ pub async fn run(req: Request) -> anyhow::Result<ExitCode> {
         .find(|c| c.table.name == req.table)
         .with_context(|| format!("no contract for table `{}` in {}", req.table, req.config.display()))?;
     if !contract.is_keyed() {
-        bail!("{}: erasure needs the contract's [keys] columns to find a key's rows", req.table);
+        bail!(
+            "{}: erasure needs the contract's [keys] columns to find a key's rows",
+            req.table
+        );
     }
     if contract.deletes.erasure == Erasure::Disabled {
-        bail!("{}: the contract says erasure = \"disabled\" (this table holds no personal data)", req.table);
+        bail!(
+            "{}: the contract says erasure = \"disabled\" (this table holds no personal data)",
+            req.table
+        );
     }
     let keys = collect_keys(&req.keys, req.key_file.as_deref())?;
     let catalog = Catalog::open(&cfg.catalog).await?;
@@ -65,13 +71,25 @@ pub async fn run(req: Request) -> anyhow::Result<ExitCode> {
         false => ErasureReport::default(),
         true => {
             let dlq = catalog.load(&dlq_ident).await?;
-            let rows = DeadLetterMatch { decoder, keys: &keys_match };
-            erase_rows(&catalog, &Committer::new(catalog.clone(), dlq_ident, table_epoch(&dlq.metadata)?), &rows).await?
+            let rows = DeadLetterMatch {
+                decoder,
+                keys: &keys_match,
+            };
+            erase_rows(
+                &catalog,
+                &Committer::new(catalog.clone(), dlq_ident, table_epoch(&dlq.metadata)?),
+                &rows,
+            )
+            .await?
         }
     };
     print_report(&req.table, keys.len(), &report, &dead_letters);
     log_request(Path::new(&cfg.catalog.warehouse), &req, &keys, &report, &dead_letters)?;
-    Ok(if report.verified() && dead_letters.verified() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.verified() && dead_letters.verified() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Dead letters of the erased keys (see the module docs).
@@ -92,7 +110,10 @@ impl RowMatch for DeadLetterMatch<'_> {
             }
         };
         let (Some(key), Some(value)) = (bytes("key"), bytes("value")) else {
-            return Err(TableError::InvalidData { table: String::new(), reason: "dead letters lack binary `key` and `value` columns".into() });
+            return Err(TableError::InvalidData {
+                table: String::new(),
+                reason: "dead letters lack binary `key` and `value` columns".into(),
+            });
         };
         let (mut candidates, mut owner) = (Vec::new(), Vec::new());
         for row in 0..batch.num_rows() {
@@ -109,7 +130,10 @@ impl RowMatch for DeadLetterMatch<'_> {
         }
         let mut out = vec![false; batch.num_rows()];
         let raw: Vec<Option<&[u8]>> = candidates.iter().map(|c| Some(c.as_slice())).collect();
-        let decoded = self.decoder.decode(&raw).map_err(|e| TableError::InvalidData { table: String::new(), reason: e.to_string() })?;
+        let decoded = self.decoder.decode(&raw).map_err(|e| TableError::InvalidData {
+            table: String::new(),
+            reason: e.to_string(),
+        })?;
         if let Some(keys) = decoded.batch {
             for (j, hit) in self.keys.matches(&keys)?.into_iter().enumerate() {
                 if hit {
@@ -125,7 +149,9 @@ impl RowMatch for DeadLetterMatch<'_> {
 /// Debezium envelope (schema-wrapped or not), its `before` and `after` images.
 fn value_candidates(value: &[u8]) -> Vec<Vec<u8>> {
     let mut out = vec![value.to_vec()];
-    let Ok(serde_json::Value::Object(mut top)) = serde_json::from_slice::<serde_json::Value>(value) else { return out };
+    let Ok(serde_json::Value::Object(mut top)) = serde_json::from_slice::<serde_json::Value>(value) else {
+        return out;
+    };
     if let Some(serde_json::Value::Object(payload)) = top.remove("payload") {
         top = payload;
     }
@@ -153,20 +179,51 @@ fn print_report(table: &str, keys: usize, r: &ErasureReport, dead: &ErasureRepor
     println!("erasure of {keys} key(s) from {table}");
     println!("  files that held the keys: {}", r.files_with_key.len());
     for f in &r.files_with_key {
-        let state = if r.still_on_storage.contains(f) { "STILL ON STORAGE" } else { "deleted from storage" };
+        let state = if r.still_on_storage.contains(f) {
+            "STILL ON STORAGE"
+        } else {
+            "deleted from storage"
+        };
         println!("    {f}: {state}");
     }
     println!("  rows removed (every version): {}", r.rows_removed);
-    println!("  snapshots expired (no time travel to the old files): {}", r.snapshots_expired);
+    println!(
+        "  snapshots expired (no time travel to the old files): {}",
+        r.snapshots_expired
+    );
     println!("  files deleted by expiry: {}", r.files_deleted);
-    println!("  check: read all {} remaining data files, found {} row(s) of the keys", r.files_checked, r.rows_found_after);
-    println!("  dead letters of the keys removed: {} (from {} file(s), {} deleted from storage)", dead.rows_removed, dead.files_with_key.len(), dead.files_with_key.len() - dead.still_on_storage.len());
-    println!("  check: read all {} remaining dead-letter files, found {} of the keys", dead.files_checked, dead.rows_found_after);
+    println!(
+        "  check: read all {} remaining data files, found {} row(s) of the keys",
+        r.files_checked, r.rows_found_after
+    );
+    println!(
+        "  dead letters of the keys removed: {} (from {} file(s), {} deleted from storage)",
+        dead.rows_removed,
+        dead.files_with_key.len(),
+        dead.files_with_key.len() - dead.still_on_storage.len()
+    );
+    println!(
+        "  check: read all {} remaining dead-letter files, found {} of the keys",
+        dead.files_checked, dead.rows_found_after
+    );
     let verified = r.verified() && dead.verified();
-    println!("  {}", if verified { "verified: the keys are gone from the table's and its dead-letter table's storage" } else { "NOT VERIFIED: see above" });
+    println!(
+        "  {}",
+        if verified {
+            "verified: the keys are gone from the table's and its dead-letter table's storage"
+        } else {
+            "NOT VERIFIED: see above"
+        }
+    );
 }
 
-fn log_request(warehouse: &Path, req: &Request, keys: &[String], r: &ErasureReport, dead: &ErasureReport) -> anyhow::Result<()> {
+fn log_request(
+    warehouse: &Path,
+    req: &Request,
+    keys: &[String],
+    r: &ErasureReport,
+    dead: &ErasureReport,
+) -> anyhow::Result<()> {
     let dir = warehouse.join("_calve");
     std::fs::create_dir_all(&dir)?;
     let hashes: Vec<String> = keys.iter().map(|k| hex::encode(Sha256::digest(k.as_bytes()))).collect();
@@ -181,7 +238,10 @@ fn log_request(warehouse: &Path, req: &Request, keys: &[String], r: &ErasureRepo
         "dead_letters_removed": dead.rows_removed,
         "verified": r.verified() && dead.verified(),
     });
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("erasure-log.jsonl"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("erasure-log.jsonl"))?;
     writeln!(f, "{line}")?;
     Ok(())
 }

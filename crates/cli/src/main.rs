@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "calve", version, about = "Kafka topics to Iceberg tables, exactly once, under a table contract")]
+#[command(
+    name = "calve",
+    version,
+    about = "Kafka topics to Iceberg tables, exactly once, under a table contract"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,9 +96,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         // Colour codes only for people: log files and collectors get plain `key=value` text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -104,14 +106,41 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Check { contracts } => check::run(&contracts),
-            Command::Run { config, until_caught_up } => run::run(&config, until_caught_up).await,
+            Command::Run {
+                config,
+                until_caught_up,
+            } => run::run(&config, until_caught_up).await,
             Command::Status { config } => status::run(&config).await,
-            Command::Maintain { config, table, dry_run, respect_budget } => {
-                maintain::run(maintain::Request { config: &config, table, dry_run, respect_budget }).await
+            Command::Maintain {
+                config,
+                table,
+                dry_run,
+                respect_budget,
+            } => {
+                maintain::run(maintain::Request {
+                    config: &config,
+                    table,
+                    dry_run,
+                    respect_budget,
+                })
+                .await
             }
             Command::Demo { dir, events } => demo::run(dir, events).await,
-            Command::Erase { config, table, keys, key_file, requested_by } => {
-                erase::run(erase::Request { config, table, keys, key_file, requested_by }).await
+            Command::Erase {
+                config,
+                table,
+                keys,
+                key_file,
+                requested_by,
+            } => {
+                erase::run(erase::Request {
+                    config,
+                    table,
+                    keys,
+                    key_file,
+                    requested_by,
+                })
+                .await
             }
         }
     });

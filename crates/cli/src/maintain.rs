@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use calve_maintain::{CycleReport, MaintenancePolicy, Maintainer, Progress, human_bytes};
-use calve_service::{RunConfig, dead_letter_definition, table_definition};
+use calve_maintain::{human_bytes, CycleReport, Maintainer, MaintenancePolicy, Progress};
+use calve_service::{dead_letter_definition, table_definition, RunConfig};
 use calve_table::Catalog;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -42,7 +42,9 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<ExitCode> {
         }
     }
     let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})").expect("valid template").progress_chars("=> "),
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     let bar = Bar(bar);
     let mut failed = false;
@@ -54,13 +56,17 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<ExitCode> {
         if !req.respect_budget {
             policy.budget = None;
         }
-        for (def, policy) in [(table_definition(c)?, policy.clone()), (dead_letter_definition(c)?, policy.for_dead_letters())] {
+        for (def, policy) in [
+            (table_definition(c)?, policy.clone()),
+            (dead_letter_definition(c)?, policy.for_dead_letters()),
+        ] {
             if !catalog.exists(&def.ident).await? {
                 println!("{}: not created yet", def.ident);
                 continue;
             }
             let now = chrono::Utc::now().timestamp_millis();
-            let mut m = Maintainer::new(catalog.clone(), def.ident.clone(), policy, now).publish_status_to(cfg.catalog.warehouse.clone());
+            let mut m = Maintainer::new(catalog.clone(), def.ident.clone(), policy, now)
+                .publish_status_to(cfg.catalog.warehouse.clone());
             match m.cycle(now, req.dry_run, &bar).await {
                 Ok(r) => {
                     bar.0.set_message(String::new());
@@ -104,6 +110,9 @@ fn print_report(r: &CycleReport) {
         );
     }
     if r.jobs_deferred > 0 || r.jobs_abandoned > 0 {
-        println!("  {} jobs left for the budget, {} abandoned because their inputs changed", r.jobs_deferred, r.jobs_abandoned);
+        println!(
+            "  {} jobs left for the budget, {} abandoned because their inputs changed",
+            r.jobs_deferred, r.jobs_abandoned
+        );
     }
 }

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use calve_service::{RunConfig, Services, StopWhen, run_tables};
+use calve_service::{run_tables, RunConfig, Services, StopWhen};
 use calve_table::Catalog;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCode> {
@@ -22,7 +22,11 @@ pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCod
         }
         let _ = tx.send(true);
     });
-    let stop = if until_caught_up { StopWhen::CaughtUp } else { StopWhen::Shutdown };
+    let stop = if until_caught_up {
+        StopWhen::CaughtUp
+    } else {
+        StopWhen::Shutdown
+    };
     let (outcomes, _) = run_tables(contracts, Services::new(&cfg, catalog), rx, stop).await;
     let mut failed = false;
     for (table, r) in outcomes {

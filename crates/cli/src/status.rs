@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use calve_service::{RunConfig, dead_letter_definition, table_definition};
-use calve_table::Catalog;
 use calve_maintain::{human_bytes, status};
+use calve_service::{dead_letter_definition, table_definition, RunConfig};
 use calve_table::inspect::summarize;
+use calve_table::Catalog;
 
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::load(config)?;
@@ -23,7 +23,10 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 def.ident, s.records, s.data_files, s.delete_files, s.snapshots
             );
             println!("  metadata: {}", s.metadata_location);
-            println!("  restore point: {}", s.restore.map(|o| format!("{o:?}")).unwrap_or_else(|| "none".into()));
+            println!(
+                "  restore point: {}",
+                s.restore.map(|o| format!("{o:?}")).unwrap_or_else(|| "none".into())
+            );
             print_maintenance(&catalog, &cfg.catalog.warehouse, &def.ident.to_string()).await?;
         }
     }
@@ -44,7 +47,10 @@ async fn print_maintenance(catalog: &Catalog, warehouse: &str, table: &str) -> a
     if let Some(behind) = &st.behind {
         println!(
             "  FALLS BEHIND: backlog grew {}/h for {} cycles; the budget is {}/h, it needs about {}/h",
-            human_bytes(behind.growth_bytes_per_hour), behind.cycles, human_bytes(behind.budget_bytes_per_hour), human_bytes(behind.needed_bytes_per_hour)
+            human_bytes(behind.growth_bytes_per_hour),
+            behind.cycles,
+            human_bytes(behind.budget_bytes_per_hour),
+            human_bytes(behind.needed_bytes_per_hour)
         );
     }
     Ok(())

@@ -22,8 +22,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use calve_testkit::broker::Broker;
-use calve_testkit::calve::{Setup, kill9, wait_for};
-use calve_testkit::kafka::{Message, create_topic, produce};
+use calve_testkit::calve::{kill9, wait_for, Setup};
+use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::workload::{bad_values, mixed, order_json};
 use common::*;
 use rand::rngs::StdRng;
@@ -35,14 +35,23 @@ const CRASH_POINTS: [&str; 3] = ["after-files-written", "after-dead-letter-commi
 
 #[test]
 fn kill9_at_random_moments_loses_and_duplicates_nothing() {
-    let seed: u64 = std::env::var("CALVE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    let kills: u64 = std::env::var("CALVE_CHAOS_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let seed: u64 = std::env::var("CALVE_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let kills: u64 = std::env::var("CALVE_CHAOS_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     eprintln!("chaos seed {seed}, {kills} kills (replay with CALVE_CHAOS_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
 
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", PARTITIONS);
-    let contract = orders_contract("orders", "1s").replace("keep_snapshots = { min = 5, max_age = \"24h\" }", "keep_snapshots = { min = 1, max_age = \"1s\" }");
+    let contract = orders_contract("orders", "1s").replace(
+        "keep_snapshots = { min = 5, max_age = \"24h\" }",
+        "keep_snapshots = { min = 1, max_age = \"1s\" }",
+    );
     assert!(contract.contains("max_age = \"1s\""));
     let s = Setup::new(&broker.bootstrap(), &contract);
     let bad = bad_values();
@@ -84,26 +93,43 @@ fn kill9_at_random_moments_loses_and_duplicates_nothing() {
             let mut child = s.spawn(&calve_bin(), &["run"]);
             let alive = Duration::from_millis(rng.gen_range(200..2500));
             if let Some(st) = wait_for(&mut child, alive) {
-                panic!("calve exited on its own ({st}) in round {round}, seed {seed}\n{}", s.logs());
+                panic!(
+                    "calve exited on its own ({st}) in round {round}, seed {seed}\n{}",
+                    s.logs()
+                );
             }
             kill9(&mut child);
         }
     }
 
-    eprintln!("{aborted} rounds ended at a crash point, {} killed soon after committing", (kills + 2) / 4);
+    eprintln!(
+        "{aborted} rounds ended at a crash point, {} killed soon after committing",
+        (kills + 2) / 4
+    );
     let mut last = s.spawn(&calve_bin(), &["run", "--until-caught-up"]);
     let st = wait_for(&mut last, Duration::from_secs(180)).expect("final run did not catch up");
     assert!(st.success(), "final run failed, seed {seed}\n{}", s.logs());
 
     // 1 + 2
     let total = kills * CHUNK_GOOD;
-    assert_orders_exactly(&read_orders(&s), &(0..total).collect::<Vec<_>>(), &format!("seed {seed}\n{}", s.logs()));
+    assert_orders_exactly(
+        &read_orders(&s),
+        &(0..total).collect::<Vec<_>>(),
+        &format!("seed {seed}\n{}", s.logs()),
+    );
     // 3
     let dlq = read_dlq(&s);
     for reader in ["pyiceberg", "duckdb"] {
         let rows = dlq.rows(reader);
-        let unique: BTreeSet<(i64, i64)> = rows.iter().map(|r| (r[1].as_i64().unwrap(), r[2].as_i64().unwrap())).collect();
-        assert_eq!(unique.len(), rows.len(), "{reader}: duplicate dead letters, seed {seed}");
+        let unique: BTreeSet<(i64, i64)> = rows
+            .iter()
+            .map(|r| (r[1].as_i64().unwrap(), r[2].as_i64().unwrap()))
+            .collect();
+        assert_eq!(
+            unique.len(),
+            rows.len(),
+            "{reader}: duplicate dead letters, seed {seed}"
+        );
         assert_eq!(rows.len(), bad_sent, "{reader}: dead letters, seed {seed}");
     }
     // 4
@@ -112,11 +138,23 @@ fn kill9_at_random_moments_loses_and_duplicates_nothing() {
         serde_json::from_str::<serde_json::Value>(summary["calve.offsets"].as_str().expect("restore point")).unwrap()
     };
     let offsets = newest(&read_orders(&s));
-    let consumed: u64 = offsets["orders"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!(consumed, total + bad_sent as u64, "restore point covers every record, seed {seed}");
+    let consumed: u64 = offsets["orders"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        consumed,
+        total + bad_sent as u64,
+        "restore point covers every record, seed {seed}"
+    );
     newest(&dlq);
     // Retention ran: far fewer snapshots than commits are left.
     let snapshots = read_orders(&s).snapshots().len();
     let commits = s.logs().matches("committed").count();
-    assert!(snapshots < commits, "{snapshots} snapshots after {commits} commits: expiry never ran (seed {seed})");
+    assert!(
+        snapshots < commits,
+        "{snapshots} snapshots after {commits} commits: expiry never ran (seed {seed})"
+    );
 }

@@ -12,7 +12,10 @@ fn valid_contract_prints_ok() {
     let path = calve_testkit::workspace_root().join("examples/contracts/orders.toml");
     let (ok, out) = calve(&["check", path.to_str().unwrap()]);
     assert!(ok, "{out}");
-    assert!(out.starts_with("ok: ") && out.contains("table shop.orders, topic orders"), "{out}");
+    assert!(
+        out.starts_with("ok: ") && out.contains("table shop.orders, topic orders"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -29,8 +32,15 @@ fn invalid_contract_lists_every_problem_and_fails() {
     assert!(out.contains("owner: section [owner] is missing"), "{out}");
     // Semantic checks need every section, so the missing one is reported first; fix it and
     // the event-time problem shows with its field path.
-    std::fs::write(&path, include_str!("../../../examples/contracts/orders.toml").replace("column = \"ts\"", "column = \"when\"")).unwrap();
+    std::fs::write(
+        &path,
+        include_str!("../../../examples/contracts/orders.toml").replace("column = \"ts\"", "column = \"when\""),
+    )
+    .unwrap();
     let (ok, out) = calve(&["check", path.to_str().unwrap()]);
     assert!(!ok);
-    assert!(out.contains("event_time.column: `when` is not a column of [schema]"), "{out}");
+    assert!(
+        out.contains("event_time.column: `when` is not a column of [schema]"),
+        "{out}"
+    );
 }

@@ -10,8 +10,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use calve_testkit::broker::Broker;
-use calve_testkit::calve::{Setup, wait_for};
-use calve_testkit::kafka::{Message, create_topic, produce};
+use calve_testkit::calve::{wait_for, Setup};
+use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::python::read_table;
 use calve_testkit::workload::{customer_json, debezium_event, debezium_key};
 use common::*;
@@ -30,7 +30,11 @@ impl Events {
         self.lsn += 8;
         let id = after.or(before).unwrap().0;
         let wrapped = self.lsn % 16 == 0;
-        self.msgs.push((debezium_key(id, wrapped), Some(debezium_event(op, before, after, self.lsn, wrapped)), Some((id % 2) as i32)));
+        self.msgs.push((
+            debezium_key(id, wrapped),
+            Some(debezium_event(op, before, after, self.lsn, wrapped)),
+            Some((id % 2) as i32),
+        ));
         match (op, after) {
             ("d", _) => {
                 self.model.remove(&id);
@@ -61,7 +65,11 @@ fn debezium_changes_land_as_the_source_tables_state() {
         .replace("from_kafka_key = true", "from_kafka_key = false")
         .replace("freshness = \"1m\"", "freshness = \"1s\"");
     let s = Setup::new(&broker.bootstrap(), &contract);
-    let mut ev = Events { msgs: Vec::new(), model: BTreeMap::new(), lsn: 0 };
+    let mut ev = Events {
+        msgs: Vec::new(),
+        model: BTreeMap::new(),
+        lsn: 0,
+    };
 
     // The initial snapshot, then live changes.
     for id in 1..=40 {
@@ -77,8 +85,16 @@ fn debezium_changes_land_as_the_source_tables_state() {
         ev.event("d", Some((id, ev.model[&id])), None);
     }
     // Bad events: a truncate and a malformed envelope go to the dead-letter table.
-    ev.msgs.push((debezium_key(1, false), Some(r#"{"before":null,"after":null,"op":"t","ts_ms":1}"#.into()), Some(1)));
-    ev.msgs.push((debezium_key(1, false), Some(r#"{"before":null,"after":{"customer_id":1}"#.into()), Some(1)));
+    ev.msgs.push((
+        debezium_key(1, false),
+        Some(r#"{"before":null,"after":null,"op":"t","ts_ms":1}"#.into()),
+        Some(1),
+    ));
+    ev.msgs.push((
+        debezium_key(1, false),
+        Some(r#"{"before":null,"after":{"customer_id":1}"#.into()),
+        Some(1),
+    ));
     produce(&broker.bootstrap(), "crm.public.customers", &ev.msgs);
     run(&s);
 
@@ -96,7 +112,12 @@ fn debezium_changes_land_as_the_source_tables_state() {
     run(&s);
     assert!(s.logs().contains("key index built from the table"));
 
-    let view = read_table(&s.catalog_db(), &s.warehouse(), "crm.customers", &["customer_id", "name", "version"]);
+    let view = read_table(
+        &s.catalog_db(),
+        &s.warehouse(),
+        "crm.customers",
+        &["customer_id", "name", "version"],
+    );
     let want: Vec<Vec<Value>> = ev
         .model
         .iter()
@@ -112,6 +133,14 @@ fn debezium_changes_land_as_the_source_tables_state() {
     }
     assert!(!ev.model.contains_key(&7) && ev.model.contains_key(&107));
     let dlq = read_table(&s.catalog_db(), &s.warehouse(), "crm.customers__dlq", DLQ_COLUMNS);
-    let kinds: Vec<String> = dlq.rows("duckdb").iter().map(|r| r[3].as_str().unwrap().to_string()).collect();
-    assert_eq!(kinds, vec!["malformed-json", "malformed-json"], "the truncate and the malformed event");
+    let kinds: Vec<String> = dlq
+        .rows("duckdb")
+        .iter()
+        .map(|r| r[3].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["malformed-json", "malformed-json"],
+        "the truncate and the malformed event"
+    );
 }

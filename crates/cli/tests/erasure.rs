@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use calve_testkit::broker::Broker;
-use calve_testkit::calve::{Setup, wait_for};
-use calve_testkit::kafka::{Message, create_topic, produce};
+use calve_testkit::calve::{wait_for, Setup};
+use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::python::read_table;
 use calve_testkit::workload::customer_json;
 use common::*;
@@ -28,7 +28,9 @@ fn run(s: &Setup) {
 }
 
 fn versions(id_range: std::ops::Range<u64>, v: u64) -> Vec<Message> {
-    id_range.map(|id| (id.to_string(), Some(customer_json(id, v)), Some((id % 2) as i32))).collect()
+    id_range
+        .map(|id| (id.to_string(), Some(customer_json(id, v)), Some((id % 2) as i32)))
+        .collect()
 }
 
 /// Files under `dir` whose raw bytes contain `needle`.
@@ -66,7 +68,11 @@ fn dead_letter_keys(s: &Setup) -> Vec<String> {
     let view = read_table(&s.catalog_db(), &s.warehouse(), "crm.customers__dlq", &["key"]);
     let keys = |reader| {
         // Binary columns come back hex-encoded.
-        let mut k: Vec<String> = view.rows(reader).iter().map(|r| String::from_utf8(hex::decode(r[0].as_str().unwrap()).unwrap()).unwrap()).collect();
+        let mut k: Vec<String> = view
+            .rows(reader)
+            .iter()
+            .map(|r| String::from_utf8(hex::decode(r[0].as_str().unwrap()).unwrap()).unwrap())
+            .collect();
         k.sort();
         k
     };
@@ -75,9 +81,22 @@ fn dead_letter_keys(s: &Setup) -> Vec<String> {
 }
 
 fn latest_per_customer(s: &Setup) -> Vec<(u64, u64)> {
-    let view = read_table(&s.catalog_db(), &s.warehouse(), "crm.customers", &["customer_id", "version"]);
-    let mut duck: Vec<(u64, u64)> = view.rows("duckdb").iter().map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap())).collect();
-    let mut py: Vec<(u64, u64)> = view.rows("pyiceberg").iter().map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap())).collect();
+    let view = read_table(
+        &s.catalog_db(),
+        &s.warehouse(),
+        "crm.customers",
+        &["customer_id", "version"],
+    );
+    let mut duck: Vec<(u64, u64)> = view
+        .rows("duckdb")
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap()))
+        .collect();
+    let mut py: Vec<(u64, u64)> = view
+        .rows("pyiceberg")
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap()))
+        .collect();
     duck.sort();
     py.sort();
     assert_eq!(duck, py, "readers agree");
@@ -88,7 +107,10 @@ fn latest_per_customer(s: &Setup) -> Vec<(u64, u64)> {
 fn erase_removes_every_version_from_storage() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "customers", 2);
-    let s = Setup::new(&broker.bootstrap(), &CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\""));
+    let s = Setup::new(
+        &broker.bootstrap(),
+        &CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\""),
+    );
     produce(&broker.bootstrap(), "customers", &versions(0..100, 1));
     run(&s);
     let mut changes = versions(50..100, 2);
@@ -96,34 +118,66 @@ fn erase_removes_every_version_from_storage() {
     produce(&broker.bootstrap(), "customers", &changes);
     run(&s);
     let table_dir = s.warehouse().join("crm/customers");
-    assert!(!files_containing(&table_dir, ERASED).is_empty(), "the value is visible in raw bytes before erasure");
-    assert!(!files_containing(&s.warehouse().join("crm/customers__dlq"), ERASED).is_empty(), "and in the dead letters");
+    assert!(
+        !files_containing(&table_dir, ERASED).is_empty(),
+        "the value is visible in raw bytes before erasure"
+    );
+    assert!(
+        !files_containing(&s.warehouse().join("crm/customers__dlq"), ERASED).is_empty(),
+        "and in the dead letters"
+    );
     assert_eq!(dead_letter_keys(&s).len(), 4, "every bad record is a dead letter");
 
     let out = Command::new(calve_bin())
-        .args(["erase", "--table", "crm.customers", "--key", "99", "--requested-by", "dpo@example.com", "--config"])
+        .args([
+            "erase",
+            "--table",
+            "crm.customers",
+            "--key",
+            "99",
+            "--requested-by",
+            "dpo@example.com",
+            "--config",
+        ])
         .arg(&s.config)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "erase failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "erase failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("verified: the keys are gone"), "{stdout}");
-    assert!(stdout.contains("rows removed (every version): 2"), "v1 (superseded) and v2: {stdout}");
+    assert!(
+        stdout.contains("rows removed (every version): 2"),
+        "v1 (superseded) and v2: {stdout}"
+    );
 
     assert!(stdout.contains("dead letters of the keys removed: 3"), "{stdout}");
     let left = files_containing(&s.warehouse(), ERASED);
     assert!(left.is_empty(), "files still holding the erased value: {left:?}");
-    assert_eq!(dead_letter_keys(&s), vec!["98".to_string()], "another customer's dead letter stays");
+    assert_eq!(
+        dead_letter_keys(&s),
+        vec!["98".to_string()],
+        "another customer's dead letter stays"
+    );
     let mut want: Vec<(u64, u64)> = (0..50).map(|i| (i, 1)).chain((50..99).map(|i| (i, 2))).collect();
     assert_eq!(latest_per_customer(&s), want, "only customer 99 is gone");
     let view = read_table(&s.catalog_db(), &s.warehouse(), "crm.customers", &["customer_id"]);
     assert_eq!(view.snapshots().len(), 1, "no snapshot to time-travel to");
-    assert!(view.current_summary()["calve.offsets"].is_string(), "the restore point survived");
+    assert!(
+        view.current_summary()["calve.offsets"].is_string(),
+        "the restore point survived"
+    );
 
     let log = std::fs::read_to_string(s.warehouse().join("_calve/erasure-log.jsonl")).unwrap();
     let entry: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
     assert_eq!(entry["requested_by"], "dpo@example.com");
-    assert_eq!(entry["key_sha256"][0], "8c1f1046219ddd216a023f792356ddf127fce372a72ec9b4cdac989ee5b0b455", "sha256(\"99\")");
+    assert_eq!(
+        entry["key_sha256"][0], "8c1f1046219ddd216a023f792356ddf127fce372a72ec9b4cdac989ee5b0b455",
+        "sha256(\"99\")"
+    );
     assert!(!log.contains("\"99\""), "the log holds the key's hash, not the key");
     assert_eq!(entry["dead_letters_removed"], 3);
 

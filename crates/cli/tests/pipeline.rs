@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use calve_testkit::broker::Broker;
-use calve_testkit::calve::{Setup, terminate, wait_for};
-use calve_testkit::kafka::{Message, create_topic, produce};
+use calve_testkit::calve::{terminate, wait_for, Setup};
+use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::python::produce_with_confluent;
 use calve_testkit::workload::{bad_values, order_day, order_json};
 use common::*;
@@ -25,10 +25,15 @@ fn records_land_exactly_once_in_their_partitions() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", 4);
     let n = 3000u64;
-    let first: Vec<Message> = (0..n / 2).map(|i| (format!("k{i}"), Some(order_json(i)), None)).collect();
+    let first: Vec<Message> = (0..n / 2)
+        .map(|i| (format!("k{i}"), Some(order_json(i)), None))
+        .collect();
     produce(&broker.bootstrap(), "orders", &first);
     let second: Vec<(String, String)> = (n / 2..n).map(|i| (format!("k{i}"), order_json(i))).collect();
-    assert_eq!(produce_with_confluent(&broker.bootstrap(), "orders", &second), second.len());
+    assert_eq!(
+        produce_with_confluent(&broker.bootstrap(), "orders", &second),
+        second.len()
+    );
 
     let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "2s"));
     run_until_caught_up(&s);
@@ -39,7 +44,15 @@ fn records_land_exactly_once_in_their_partitions() {
     // the days present, and that no day partition has more than one file per commit.
     let files = view.files();
     assert!(!files.is_empty());
-    let mut days: Vec<i64> = files.iter().map(|f| f["partition"]["ts_day"].as_str().map(day_of).unwrap_or_else(|| f["partition"]["ts_day"].as_i64().unwrap())).collect();
+    let mut days: Vec<i64> = files
+        .iter()
+        .map(|f| {
+            f["partition"]["ts_day"]
+                .as_str()
+                .map(day_of)
+                .unwrap_or_else(|| f["partition"]["ts_day"].as_i64().unwrap())
+        })
+        .collect();
     days.sort();
     days.dedup();
     let mut want: Vec<i64> = (0..n).map(order_day).collect();
@@ -49,14 +62,29 @@ fn records_land_exactly_once_in_their_partitions() {
     // At most one data file per partition per commit.
     let mut per_commit = std::collections::BTreeMap::new();
     for e in view.json["pyiceberg"]["added_entries"].as_array().unwrap() {
-        *per_commit.entry((e["snapshot_id"].to_string(), e["partition"].to_string())).or_insert(0) += 1;
+        *per_commit
+            .entry((e["snapshot_id"].to_string(), e["partition"].to_string()))
+            .or_insert(0) += 1;
     }
     assert!(!per_commit.is_empty());
-    assert!(per_commit.values().all(|n| *n == 1), "files per (snapshot, partition): {per_commit:?}");
-    assert!(view.json["pyiceberg"]["spec"].as_str().unwrap().contains("day"), "{}", view.json["pyiceberg"]["spec"]);
+    assert!(
+        per_commit.values().all(|n| *n == 1),
+        "files per (snapshot, partition): {per_commit:?}"
+    );
+    assert!(
+        view.json["pyiceberg"]["spec"].as_str().unwrap().contains("day"),
+        "{}",
+        view.json["pyiceberg"]["spec"]
+    );
     // Restore point in the newest snapshot covers all four partitions.
-    let offsets: serde_json::Value = serde_json::from_str(view.current_summary()["calve.offsets"].as_str().unwrap()).unwrap();
-    let total: i64 = offsets["orders"].as_object().unwrap().values().map(|v| v.as_i64().unwrap()).sum();
+    let offsets: serde_json::Value =
+        serde_json::from_str(view.current_summary()["calve.offsets"].as_str().unwrap()).unwrap();
+    let total: i64 = offsets["orders"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
     assert_eq!(total as u64, n, "restore point offsets sum to the records consumed");
     // Nothing went to the dead-letter table.
     assert!(read_dlq(&s).rows("pyiceberg").is_empty());
@@ -137,7 +165,8 @@ fn a_full_buffer_commits_before_the_band() {
     let msgs: Vec<Message> = (0..n).map(|i| (format!("k{i}"), Some(order_json(i)), None)).collect();
     produce(&broker.bootstrap(), "orders", &msgs);
     // A one-hour band and the smallest target size: only the size trigger can commit early.
-    let contract = orders_contract("orders", "1h").replace("target_file_size = \"256MB\"", "target_file_size = \"1MiB\"");
+    let contract =
+        orders_contract("orders", "1h").replace("target_file_size = \"256MB\"", "target_file_size = \"1MiB\"");
     let s = Setup::new(&broker.bootstrap(), &contract);
     let started = Instant::now();
     run_until_caught_up(&s);
@@ -145,7 +174,11 @@ fn a_full_buffer_commits_before_the_band() {
     let view = read_orders(&s);
     assert_orders_exactly(&view, &(0..n).collect::<Vec<_>>(), &s.logs());
     let commits = s.logs().matches(" committed").count();
-    assert!(commits >= 2, "{n} rows over a 1 MiB target committed {commits} times\n{}", s.logs());
+    assert!(
+        commits >= 2,
+        "{n} rows over a 1 MiB target committed {commits} times\n{}",
+        s.logs()
+    );
 }
 
 /// (f) The same pipeline on a REST catalog: tables created over the protocol, dead letters and
@@ -157,20 +190,40 @@ fn the_pipeline_runs_on_a_rest_catalog() {
     create_topic(&broker.bootstrap(), "orders", 2);
     let dir = tempfile::tempdir().unwrap();
     let server = calve_testkit::rest_catalog::RestCatalogServer::start(&dir.path().join("warehouse"));
-    let s = Setup::with_catalog(&broker.bootstrap(), &orders_contract("orders", "1s"), dir, &server.uri());
+    let s = Setup::with_catalog(
+        &broker.bootstrap(),
+        &orders_contract("orders", "1s"),
+        dir,
+        &server.uri(),
+    );
 
     let bad = bad_values();
-    let mut msgs: Vec<Message> = (0..600u64).map(|i| (format!("k{i}"), Some(order_json(i)), None)).collect();
+    let mut msgs: Vec<Message> = (0..600u64)
+        .map(|i| (format!("k{i}"), Some(order_json(i)), None))
+        .collect();
     msgs.extend(bad.iter().take(3).map(|(v, _)| ("bad".to_string(), v.clone(), None)));
     produce(&broker.bootstrap(), "orders", &msgs);
     run_until_caught_up(&s);
-    let more: Vec<Message> = (600..1000u64).map(|i| (format!("k{i}"), Some(order_json(i)), None)).collect();
+    let more: Vec<Message> = (600..1000u64)
+        .map(|i| (format!("k{i}"), Some(order_json(i)), None))
+        .collect();
     produce(&broker.bootstrap(), "orders", &more);
     run_until_caught_up(&s);
 
     assert_orders_exactly(&read_orders(&s), &(0..1000).collect::<Vec<_>>(), &s.logs());
     assert_eq!(read_dlq(&s).rows("pyiceberg").len(), 3, "in = table + DLQ");
-    let tables: Vec<_> = server.requests().into_iter().filter(|r| r.method == "POST" && r.path == "namespaces/shop/tables").collect();
-    assert_eq!(tables.len(), 2, "the table and its dead-letter table were created over REST");
-    assert!(server.commits().iter().any(|c| c.path.ends_with("/orders__dlq")), "dead letters committed over REST");
+    let tables: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "namespaces/shop/tables")
+        .collect();
+    assert_eq!(
+        tables.len(),
+        2,
+        "the table and its dead-letter table were created over REST"
+    );
+    assert!(
+        server.commits().iter().any(|c| c.path.ends_with("/orders__dlq")),
+        "dead letters committed over REST"
+    );
 }

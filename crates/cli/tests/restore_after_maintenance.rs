@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use calve_testkit::broker::Broker;
-use calve_testkit::calve::{Setup, wait_for};
-use calve_testkit::kafka::{Message, create_topic, produce};
+use calve_testkit::calve::{wait_for, Setup};
+use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::workload::order_json;
 use common::*;
 
@@ -39,7 +39,10 @@ fn maintain(s: &Setup) -> String {
 fn restore_point_survives_compaction_and_expiry() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", 3);
-    let contract = orders_contract("orders", "1s").replace("keep_snapshots = { min = 5, max_age = \"24h\" }", "keep_snapshots = { min = 1, max_age = \"1s\" }");
+    let contract = orders_contract("orders", "1s").replace(
+        "keep_snapshots = { min = 5, max_age = \"24h\" }",
+        "keep_snapshots = { min = 1, max_age = \"1s\" }",
+    );
     assert!(contract.contains("max_age = \"1s\""));
     let s = Setup::new(&broker.bootstrap(), &contract);
     produce_ids(&broker, 0..600);
@@ -54,9 +57,18 @@ fn restore_point_survives_compaction_and_expiry() {
     maintain(&s);
     let view = read_orders(&s);
     assert_eq!(view.snapshots().len(), 1, "every snapshot but the newest expired");
-    assert!(view.current_summary()["calve.offsets"].is_string(), "the newest snapshot holds the restore point");
-    let partitions: std::collections::BTreeSet<String> = view.files().iter().map(|f| f["partition"].to_string()).collect();
-    assert_eq!(view.files().len(), partitions.len(), "one file per day partition after compaction: {:?}", view.files());
+    assert!(
+        view.current_summary()["calve.offsets"].is_string(),
+        "the newest snapshot holds the restore point"
+    );
+    let partitions: std::collections::BTreeSet<String> =
+        view.files().iter().map(|f| f["partition"].to_string()).collect();
+    assert_eq!(
+        view.files().len(),
+        partitions.len(),
+        "one file per day partition after compaction: {:?}",
+        view.files()
+    );
     assert_orders_exactly(&view, &(0..900).collect::<Vec<_>>(), &s.logs());
 
     // calve restarts from the compacted, expired table: nothing is read twice or skipped.

@@ -26,8 +26,8 @@ use std::time::Duration;
 use calve_table::live::equality_deletes_in_any_snapshot;
 use calve_table::{Catalog, CatalogConfig};
 use calve_testkit::broker::Broker;
-use calve_testkit::calve::{Setup, kill9, wait_for};
-use calve_testkit::kafka::{Message, create_topic, produce};
+use calve_testkit::calve::{kill9, wait_for, Setup};
+use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::python::read_table;
 use calve_testkit::workload::customer_json;
 use common::*;
@@ -65,7 +65,11 @@ impl Model {
                 (id.to_string(), Some(customer_json(id, self.live[&id])), part)
             } else if roll < 28 {
                 self.bad += 1;
-                (id.to_string(), Some(format!("{{\"customer_id\": {id}, \"version\": ")), part)
+                (
+                    id.to_string(),
+                    Some(format!("{{\"customer_id\": {id}, \"version\": ")),
+                    part,
+                )
             } else {
                 let v = self.next_version.entry(id).or_insert(0);
                 *v += 1;
@@ -81,13 +85,22 @@ impl Model {
 
 #[test]
 fn upserts_deletes_and_kills_end_in_exactly_the_model() {
-    let seed: u64 = std::env::var("CALVE_UPSERT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    let rounds: u64 = std::env::var("CALVE_UPSERT_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let seed: u64 = std::env::var("CALVE_UPSERT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let rounds: u64 = std::env::var("CALVE_UPSERT_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
     eprintln!("upsert chaos seed {seed}, {rounds} rounds (replay with CALVE_UPSERT_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "customers", PARTITIONS);
-    let contract = CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\"").replace("keep_snapshots = { min = 5, max_age = \"24h\" }", "keep_snapshots = { min = 1, max_age = \"1s\" }");
+    let contract = CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\"").replace(
+        "keep_snapshots = { min = 5, max_age = \"24h\" }",
+        "keep_snapshots = { min = 1, max_age = \"1s\" }",
+    );
     assert!(contract.contains("max_age = \"1s\"") && contract.contains("freshness = \"1s\""));
     let s = Setup::new(&broker.bootstrap(), &contract).maintenance_interval("300ms");
     let mut model = Model::default();
@@ -100,7 +113,11 @@ fn upserts_deletes_and_kills_end_in_exactly_the_model() {
             let after = Duration::from_millis(rng.gen_range(0..1500));
             s.kill_soon_after_first_commit(&calve_bin(), after, &format!("round {round}, seed {seed}"));
         } else if rng.gen_bool(0.35) {
-            let plan = format!("{}:{}", CRASH_POINTS[rng.gen_range(0..CRASH_POINTS.len())], rng.gen_range(1..=2));
+            let plan = format!(
+                "{}:{}",
+                CRASH_POINTS[rng.gen_range(0..CRASH_POINTS.len())],
+                rng.gen_range(1..=2)
+            );
             let mut child = s.spawn_with_env(&calve_bin(), &["run"], &[("CALVE_CRASH_AT", &plan)]);
             if wait_for(&mut child, Duration::from_secs(4)).is_none() {
                 kill9(&mut child);
@@ -108,7 +125,10 @@ fn upserts_deletes_and_kills_end_in_exactly_the_model() {
         } else {
             let mut child = s.spawn(&calve_bin(), &["run"]);
             if let Some(st) = wait_for(&mut child, Duration::from_millis(rng.gen_range(300..2500))) {
-                panic!("calve exited on its own ({st}) in round {round}, seed {seed}\n{}", s.logs());
+                panic!(
+                    "calve exited on its own ({st}) in round {round}, seed {seed}\n{}",
+                    s.logs()
+                );
             }
             kill9(&mut child);
         }
@@ -117,7 +137,10 @@ fn upserts_deletes_and_kills_end_in_exactly_the_model() {
     let st = wait_for(&mut last, Duration::from_secs(180)).expect("final run did not catch up");
     assert!(st.success(), "final run failed, seed {seed}\n{}", s.logs());
     let logs = s.logs();
-    assert!(logs.contains("key index built from the table"), "restarts rebuilt the index");
+    assert!(
+        logs.contains("key index built from the table"),
+        "restarts rebuilt the index"
+    );
 
     // 1
     let view = read_table(&s.catalog_db(), &s.warehouse(), "crm.customers", COLUMNS);
@@ -126,7 +149,12 @@ fn upserts_deletes_and_kills_end_in_exactly_the_model() {
         .iter()
         .map(|(id, v)| {
             let j: Value = serde_json::from_str(&customer_json(*id, *v)).unwrap();
-            vec![j["customer_id"].clone(), j["name"].clone(), j["tier"].clone(), j["version"].clone()]
+            vec![
+                j["customer_id"].clone(),
+                j["name"].clone(),
+                j["tier"].clone(),
+                j["version"].clone(),
+            ]
         })
         .collect();
     for reader in ["pyiceberg", "duckdb"] {
@@ -134,36 +162,75 @@ fn upserts_deletes_and_kills_end_in_exactly_the_model() {
         got.sort_by_key(|r| r[0].as_u64());
         let ids: Vec<u64> = got.iter().map(|r| r[0].as_u64().unwrap()).collect();
         let unique: BTreeSet<u64> = ids.iter().copied().collect();
-        assert_eq!(unique.len(), ids.len(), "{reader}: a key has two live rows (seed {seed})");
+        assert_eq!(
+            unique.len(),
+            ids.len(),
+            "{reader}: a key has two live rows (seed {seed})"
+        );
         let missing: Vec<_> = model.live.keys().filter(|k| !unique.contains(k)).take(10).collect();
         let extra: Vec<_> = unique.iter().filter(|k| !model.live.contains_key(k)).take(10).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "{reader}: missing {missing:?}, deleted but present {extra:?} (seed {seed})\n{}", &logs[logs.len().saturating_sub(5000)..]);
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{reader}: missing {missing:?}, deleted but present {extra:?} (seed {seed})\n{}",
+            &logs[logs.len().saturating_sub(5000)..]
+        );
         assert_eq!(got, want, "{reader}: latest versions (seed {seed})");
     }
     // 2
     let rt = tokio::runtime::Runtime::new().unwrap();
     let eq = rt.block_on(async {
-        let catalog = Catalog::open(&CatalogConfig::new(format!("sqlite:{}", s.catalog_db().display()), s.warehouse().display().to_string())).await.unwrap();
-        let st = catalog.load(&Catalog::ident(&["crm".into()], "customers").unwrap()).await.unwrap();
-        equality_deletes_in_any_snapshot(catalog.file_io(), &st.metadata).await.unwrap()
+        let catalog = Catalog::open(&CatalogConfig::new(
+            format!("sqlite:{}", s.catalog_db().display()),
+            s.warehouse().display().to_string(),
+        ))
+        .await
+        .unwrap();
+        let st = catalog
+            .load(&Catalog::ident(&["crm".into()], "customers").unwrap())
+            .await
+            .unwrap();
+        equality_deletes_in_any_snapshot(catalog.file_io(), &st.metadata)
+            .await
+            .unwrap()
     });
     assert_eq!(eq, 0, "equality deletes (seed {seed})");
     // (Background compaction may have applied every delete file by now: look at the commits.)
-    let row_deltas = logs.lines().filter(|l| l.contains(" committed") && l.contains("delete_files=") && !l.contains("delete_files=0")).count();
+    let row_deltas = logs
+        .lines()
+        .filter(|l| l.contains(" committed") && l.contains("delete_files=") && !l.contains("delete_files=0"))
+        .count();
     assert!(row_deltas > 0, "updates were applied as position deletes (seed {seed})");
     // 5
-    let compactions = logs.lines().filter(|l| l.contains("maintained") && l.contains("table=crm.customers ") && !l.contains(" jobs=0 ")).count();
+    let compactions = logs
+        .lines()
+        .filter(|l| l.contains("maintained") && l.contains("table=crm.customers ") && !l.contains(" jobs=0 "))
+        .count();
     let refreshes = logs.matches("rows moved under the key index").count();
-    let incremental = logs.lines().filter(|l| l.contains("key index caught up") && l.contains("rebuilt=false")).count();
+    let incremental = logs
+        .lines()
+        .filter(|l| l.contains("key index caught up") && l.contains("rebuilt=false"))
+        .count();
     eprintln!("seed {seed}: {compactions} maintenance cycles compacted, {refreshes} stale commits caught the index up ({incremental} by reading only changed files) and committed again");
-    assert!(compactions > 0, "maintenance compacted the table while it was written (seed {seed})");
+    assert!(
+        compactions > 0,
+        "maintenance compacted the table while it was written (seed {seed})"
+    );
     // 3
     let dlq = read_table(&s.catalog_db(), &s.warehouse(), "crm.customers__dlq", DLQ_COLUMNS);
     for reader in ["pyiceberg", "duckdb"] {
-        assert_eq!(dlq.rows(reader).len(), model.bad, "{reader}: dead letters (seed {seed})");
+        assert_eq!(
+            dlq.rows(reader).len(),
+            model.bad,
+            "{reader}: dead letters (seed {seed})"
+        );
     }
     // 4
     let offsets: Value = serde_json::from_str(view.current_summary()["calve.offsets"].as_str().unwrap()).unwrap();
-    let consumed: u64 = offsets["customers"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let consumed: u64 = offsets["customers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(consumed, model.sent, "restore point covers every record (seed {seed})");
 }

@@ -63,12 +63,14 @@ impl FromStr for ColumnType {
             "string" => ColumnType::String,
             "uuid" => ColumnType::Uuid,
             "binary" => ColumnType::Binary,
-            _ => return parse_decimal(&t).ok_or_else(|| {
-                format!(
-                    "unknown type `{s}`; expected one of boolean, int, long, float, double, \
+            _ => {
+                return parse_decimal(&t).ok_or_else(|| {
+                    format!(
+                        "unknown type `{s}`; expected one of boolean, int, long, float, double, \
                      decimal(P,S), date, time, timestamp, timestamptz, string, uuid, binary"
-                )
-            })?,
+                    )
+                })?
+            }
         })
     }
 }
@@ -101,8 +103,19 @@ mod tests {
     #[test]
     fn round_trips_every_type() {
         for s in [
-            "boolean", "int", "long", "float", "double", "decimal(10,2)", "date", "time",
-            "timestamp", "timestamptz", "string", "uuid", "binary",
+            "boolean",
+            "int",
+            "long",
+            "float",
+            "double",
+            "decimal(10,2)",
+            "date",
+            "time",
+            "timestamp",
+            "timestamptz",
+            "string",
+            "uuid",
+            "binary",
         ] {
             let t: ColumnType = s.parse().unwrap();
             assert_eq!(t.to_string(), s);
@@ -111,7 +124,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_decimals_and_unknown_types() {
-        assert!("decimal(39,2)".parse::<ColumnType>().unwrap_err().contains("out of range"));
+        assert!("decimal(39,2)"
+            .parse::<ColumnType>()
+            .unwrap_err()
+            .contains("out of range"));
         assert!("decimal(5,6)".parse::<ColumnType>().is_err());
         assert!("varchar".parse::<ColumnType>().unwrap_err().contains("unknown type"));
     }

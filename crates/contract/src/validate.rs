@@ -12,7 +12,15 @@ use crate::{ColumnType, RetryClass};
 /// The sections every contract must have. `table` says what the contract is about; the other
 /// eight are the questions a team must answer before its topic becomes a table.
 pub const SECTIONS: [&str; 9] = [
-    "table", "schema", "keys", "event_time", "late_data", "deletes", "maintenance", "owner", "sla",
+    "table",
+    "schema",
+    "keys",
+    "event_time",
+    "late_data",
+    "deletes",
+    "maintenance",
+    "owner",
+    "sla",
 ];
 
 /// One thing wrong with a contract: where, and why.
@@ -90,12 +98,18 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into() });
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     fn section<T: DeserializeOwned>(&mut self, doc: &toml::Table, name: &str) -> Option<T> {
         let Some(value) = doc.get(name) else {
-            self.push(name, format!("section [{name}] is missing; every contract must answer it"));
+            self.push(
+                name,
+                format!("section [{name}] is missing; every contract must answer it"),
+            );
             return None;
         };
         match value.clone().try_into::<T>() {
@@ -111,13 +125,22 @@ impl Problems {
 impl Contract {
     /// Parses and validates contract text. `source_name` labels errors (usually the file path).
     pub fn parse(text: &str, source_name: &str) -> Result<Contract, ContractError> {
-        let fail = |problems| ContractError { source_name: source_name.to_string(), problems };
+        let fail = |problems| ContractError {
+            source_name: source_name.to_string(),
+            problems,
+        };
         let doc: toml::Table = toml::from_str(text).map_err(|e| {
-            fail(vec![Problem { path: "(file)".into(), message: e.to_string().trim().into() }])
+            fail(vec![Problem {
+                path: "(file)".into(),
+                message: e.to_string().trim().into(),
+            }])
         })?;
         let mut p = Problems::default();
         for key in doc.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
-            p.push(key.as_str(), format!("unknown section; expected {}", SECTIONS.join(", ")));
+            p.push(
+                key.as_str(),
+                format!("unknown section; expected {}", SECTIONS.join(", ")),
+            );
         }
         let table = p.section::<TableSection>(&doc, "table");
         let schema = p.section::<SchemaSection>(&doc, "schema");
@@ -129,18 +152,48 @@ impl Contract {
         let owner = p.section::<OwnerSection>(&doc, "owner");
         let sla = p.section::<SlaSection>(&doc, "sla");
         let (
-            Some(table), Some(schema), Some(keys), Some(event_time), Some(late_data),
-            Some(deletes), Some(maintenance), Some(owner), Some(sla),
-        ) = (table, schema, keys, event_time, late_data, deletes, maintenance, owner, sla)
+            Some(table),
+            Some(schema),
+            Some(keys),
+            Some(event_time),
+            Some(late_data),
+            Some(deletes),
+            Some(maintenance),
+            Some(owner),
+            Some(sla),
+        ) = (
+            table,
+            schema,
+            keys,
+            event_time,
+            late_data,
+            deletes,
+            maintenance,
+            owner,
+            sla,
+        )
         else {
             return Err(fail(p.0));
         };
         let columns = resolve_columns(&schema, &mut p);
         let contract = Contract {
-            table, schema, keys, event_time, late_data, deletes, maintenance, owner, sla, columns,
+            table,
+            schema,
+            keys,
+            event_time,
+            late_data,
+            deletes,
+            maintenance,
+            owner,
+            sla,
+            columns,
         };
         contract.check_rules(&mut p);
-        if p.0.is_empty() { Ok(contract) } else { Err(fail(p.0)) }
+        if p.0.is_empty() {
+            Ok(contract)
+        } else {
+            Err(fail(p.0))
+        }
     }
 
     /// Reads and validates a contract file.
@@ -148,7 +201,10 @@ impl Contract {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ContractError {
             source_name: name.clone(),
-            problems: vec![Problem { path: "(file)".into(), message: format!("cannot read: {e}") }],
+            problems: vec![Problem {
+                path: "(file)".into(),
+                message: format!("cannot read: {e}"),
+            }],
         })?;
         Contract::parse(&text, &name)
     }
@@ -213,14 +269,23 @@ fn resolve_columns(schema: &SchemaSection, p: &mut Problems) -> Vec<ResolvedColu
     for (i, c) in schema.columns.iter().enumerate() {
         let path = format!("schema.columns[{i}]");
         if !is_identifier(&c.name) {
-            p.push(format!("{path}.name"), format!("`{}` is not a column name (letters, digits, _; not starting with a digit)", c.name));
+            p.push(
+                format!("{path}.name"),
+                format!(
+                    "`{}` is not a column name (letters, digits, _; not starting with a digit)",
+                    c.name
+                ),
+            );
         }
         if !seen.insert(c.name.to_ascii_lowercase()) {
             p.push(format!("{path}.name"), format!("column `{}` is declared twice", c.name));
         }
         match c.ty.parse::<ColumnType>() {
             Ok(ty) => out.push(ResolvedColumn {
-                name: c.name.clone(), ty, required: c.required, doc: c.doc.clone(),
+                name: c.name.clone(),
+                ty,
+                required: c.required,
+                doc: c.doc.clone(),
             }),
             Err(e) => p.push(format!("{path}.type"), e),
         }
@@ -237,10 +302,16 @@ fn is_identifier(s: &str) -> bool {
 fn check_table(t: &TableSection, p: &mut Problems) {
     let parts: Vec<&str> = t.name.split('.').collect();
     if parts.len() < 2 || !parts.iter().all(|s| is_identifier(s)) {
-        p.push("table.name", format!("`{}` must be `namespace.table` of identifiers", t.name));
+        p.push(
+            "table.name",
+            format!("`{}` must be `namespace.table` of identifiers", t.name),
+        );
     }
     if t.name.ends_with("__dlq") {
-        p.push("table.name", "names ending in `__dlq` are reserved for dead-letter tables");
+        p.push(
+            "table.name",
+            "names ending in `__dlq` are reserved for dead-letter tables",
+        );
     }
     if t.topic.trim().is_empty() {
         p.push("table.topic", "the topic must not be empty");
@@ -256,27 +327,42 @@ fn check_keys(c: &Contract, p: &mut Problems) {
         }
         match c.column(k) {
             None => p.push(&path, format!("`{k}` is not a column of [schema]")),
-            Some(col) if !col.required => {
-                p.push(&path, format!("key column `{k}` must be `required = true`: a row without its key cannot be updated or deleted"))
-            }
+            Some(col) if !col.required => p.push(
+                &path,
+                format!(
+                    "key column `{k}` must be `required = true`: a row without its key cannot be updated or deleted"
+                ),
+            ),
             Some(_) => {}
         }
     }
     if c.table.format == Format::DebeziumJson && c.keys.columns.is_empty() {
-        p.push("keys.columns", "format `debezium-json` needs the table's key columns: change events update and delete rows by key");
+        p.push(
+            "keys.columns",
+            "format `debezium-json` needs the table's key columns: change events update and delete rows by key",
+        );
     }
     if c.keys.from_kafka_key && c.keys.columns.is_empty() {
-        p.push("keys.from_kafka_key", "name the key columns the Kafka key carries in keys.columns");
+        p.push(
+            "keys.from_kafka_key",
+            "name the key columns the Kafka key carries in keys.columns",
+        );
     }
 }
 
 fn check_event_time(c: &Contract, p: &mut Problems) {
     let et = &c.event_time;
     match c.column(&et.column) {
-        None => p.push("event_time.column", format!("`{}` is not a column of [schema]", et.column)),
+        None => p.push(
+            "event_time.column",
+            format!("`{}` is not a column of [schema]", et.column),
+        ),
         Some(col) if !col.ty.is_temporal() => p.push(
             "event_time.column",
-            format!("`{}` has type {}; event time needs date, timestamp or timestamptz", col.name, col.ty),
+            format!(
+                "`{}` has type {}; event time needs date, timestamp or timestamptz",
+                col.name, col.ty
+            ),
         ),
         Some(col) if col.ty == ColumnType::Date && et.partition == PartitionGrain::Hour => p.push(
             "event_time.partition",
@@ -295,8 +381,14 @@ fn check_policies(c: &Contract, p: &mut Problems) {
         );
     }
     if c.deletes.tombstone == TombstonePolicy::DeleteRow && !c.is_keyed() {
-        p.push("deletes.tombstone", "`delete-row` needs a business key in [keys]; an append-only table has no row to delete");
-    } else if c.deletes.tombstone == TombstonePolicy::DeleteRow && !c.keys.from_kafka_key && c.table.format == Format::Json {
+        p.push(
+            "deletes.tombstone",
+            "`delete-row` needs a business key in [keys]; an append-only table has no row to delete",
+        );
+    } else if c.deletes.tombstone == TombstonePolicy::DeleteRow
+        && !c.keys.from_kafka_key
+        && c.table.format == Format::Json
+    {
         p.push(
             "deletes.tombstone",
             "`delete-row` needs keys.from_kafka_key = true: a tombstone has no value, only its Kafka key says which row it deletes",
@@ -306,29 +398,53 @@ fn check_policies(c: &Contract, p: &mut Problems) {
 
 fn check_maintenance(m: &MaintenanceSection, p: &mut Problems) {
     if m.target_file_size.0 < 1 << 20 {
-        p.push("maintenance.target_file_size", format!("{} is below the 1 MiB minimum", m.target_file_size));
+        p.push(
+            "maintenance.target_file_size",
+            format!("{} is below the 1 MiB minimum", m.target_file_size),
+        );
     }
     if m.keep_snapshots.min < 1 {
-        p.push("maintenance.keep_snapshots.min", "at least one snapshot must be kept (it carries the restore point)");
+        p.push(
+            "maintenance.keep_snapshots.min",
+            "at least one snapshot must be kept (it carries the restore point)",
+        );
     }
     if m.orphan_min_age.0 < Duration::from_secs(3600) {
-        p.push("maintenance.orphan_min_age", format!("{} is too short: a file being written by an uncommitted writer could be deleted; use at least 1h", m.orphan_min_age));
+        p.push(
+            "maintenance.orphan_min_age",
+            format!(
+                "{} is too short: a file being written by an uncommitted writer could be deleted; use at least 1h",
+                m.orphan_min_age
+            ),
+        );
     }
     if m.budget.bytes == 0 {
-        p.push("maintenance.budget", "a zero budget means the table is never maintained");
+        p.push(
+            "maintenance.budget",
+            "a zero budget means the table is never maintained",
+        );
     }
     if m.max_concurrent_rewrites == 0 {
-        p.push("maintenance.max_concurrent_rewrites", "at least one rewrite must be allowed");
+        p.push(
+            "maintenance.max_concurrent_rewrites",
+            "at least one rewrite must be allowed",
+        );
     }
     if !(0.0..=1.0).contains(&m.rewrite_delete_ratio) {
-        p.push("maintenance.rewrite_delete_ratio", format!("{} is not a share between 0 and 1", m.rewrite_delete_ratio));
+        p.push(
+            "maintenance.rewrite_delete_ratio",
+            format!("{} is not a share between 0 and 1", m.rewrite_delete_ratio),
+        );
     }
 }
 
 fn check_sort_by(c: &Contract, p: &mut Problems) {
     for (i, col) in c.maintenance.sort_by.iter().enumerate() {
         if !c.schema.columns.iter().any(|s| &s.name == col) {
-            p.push(format!("maintenance.sort_by[{i}]"), format!("`{col}` is not a column of [schema]"));
+            p.push(
+                format!("maintenance.sort_by[{i}]"),
+                format!("`{col}` is not a column of [schema]"),
+            );
         }
     }
 }
@@ -348,6 +464,9 @@ fn check_people(c: &Contract, p: &mut Problems) {
 fn check_sla(s: &SlaSection, p: &mut Problems) {
     let f = s.freshness.0;
     if f < Duration::from_secs(1) || f > Duration::from_secs(86_400) {
-        p.push("sla.freshness", format!("{} is outside the band calve offers (1s to 24h)", s.freshness));
+        p.push(
+            "sla.freshness",
+            format!("{} is outside the band calve offers (1s to 24h)", s.freshness),
+        );
     }
 }

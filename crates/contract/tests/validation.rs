@@ -21,7 +21,12 @@ fn without_section(text: &str, name: &str) -> String {
 }
 
 fn problems(text: &str) -> Vec<String> {
-    Contract::parse(text, "t.toml").unwrap_err().problems.iter().map(|p| p.to_string()).collect()
+    Contract::parse(text, "t.toml")
+        .unwrap_err()
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
 }
 
 #[test]
@@ -41,7 +46,8 @@ fn each_missing_section_is_named() {
         let text = without_section(ORDERS, section);
         let p = problems(&text);
         assert!(
-            p.iter().any(|m| m.starts_with(&format!("{section}:")) && m.contains("missing")),
+            p.iter()
+                .any(|m| m.starts_with(&format!("{section}:")) && m.contains("missing")),
             "removing [{section}] gave {p:?}"
         );
     }
@@ -59,7 +65,11 @@ fn all_missing_sections_are_reported_together() {
 fn missing_field_names_its_section() {
     let text = ORDERS.replace("partition = \"day\"\n", "");
     let p = problems(&text);
-    assert!(p.iter().any(|m| m.starts_with("event_time:") && m.contains("partition")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("event_time:") && m.contains("partition")),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -67,7 +77,11 @@ fn unknown_fields_and_sections_are_refused() {
     let p = problems(&ORDERS.replace("team = ", "teem = "));
     assert!(p.iter().any(|m| m.starts_with("owner:") && m.contains("teem")), "{p:?}");
     let p = problems(&format!("{ORDERS}\n[extras]\nx = 1\n"));
-    assert!(p.iter().any(|m| m.starts_with("extras:") && m.contains("unknown section")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("extras:") && m.contains("unknown section")),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -77,11 +91,27 @@ fn semantic_rules_point_at_the_field() {
         ("column = \"ts\"", "column = \"amount\"", "event_time.column"),
         ("columns = []", "columns = [\"customer\"]", "keys.columns[0]"),
         ("columns = []", "columns = [\"missing\"]", "keys.columns[0]"),
-        ("tombstone = \"dead-letter\"", "tombstone = \"delete-row\"", "deletes.tombstone"),
-        ("policy = \"rewrite\"", "policy = \"current-partition\"", "late_data.policy"),
+        (
+            "tombstone = \"dead-letter\"",
+            "tombstone = \"delete-row\"",
+            "deletes.tombstone",
+        ),
+        (
+            "policy = \"rewrite\"",
+            "policy = \"current-partition\"",
+            "late_data.policy",
+        ),
         ("freshness = \"1m\"", "freshness = \"2d\"", "sla.freshness"),
-        ("orphan_min_age = \"1d\"", "orphan_min_age = \"5m\"", "maintenance.orphan_min_age"),
-        ("target_file_size = \"256MB\"", "target_file_size = \"1KB\"", "maintenance.target_file_size"),
+        (
+            "orphan_min_age = \"1d\"",
+            "orphan_min_age = \"5m\"",
+            "maintenance.orphan_min_age",
+        ),
+        (
+            "target_file_size = \"256MB\"",
+            "target_file_size = \"1KB\"",
+            "maintenance.target_file_size",
+        ),
         ("min = 5", "min = 0", "maintenance.keep_snapshots.min"),
         ("team = \"checkout-data\"", "team = \" \"", "owner.team"),
         ("name = \"shop.orders\"", "name = \"orders\"", "table.name"),
@@ -91,23 +121,47 @@ fn semantic_rules_point_at_the_field() {
     for (from, to, path) in cases {
         assert!(ORDERS.contains(from), "fixture lacks {from}");
         let p = problems(&ORDERS.replacen(from, to, 1));
-        assert!(p.iter().any(|m| m.starts_with(&format!("{path}:"))), "{from} -> {to}: {p:?}");
+        assert!(
+            p.iter().any(|m| m.starts_with(&format!("{path}:"))),
+            "{from} -> {to}: {p:?}"
+        );
     }
 }
 
 #[test]
 fn bad_quantities_are_explained() {
     let p = problems(&ORDERS.replace("budget = \"20GB/h\"", "budget = \"lots\""));
-    assert!(p.iter().any(|m| m.starts_with("maintenance:") && m.contains("lots")), "{p:?}");
+    assert!(
+        p.iter().any(|m| m.starts_with("maintenance:") && m.contains("lots")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn the_delete_ratio_is_a_share() {
-    let c = Contract::parse(&ORDERS.replace("budget = \"20GB/h\"", "budget = \"20GB/h\"\nrewrite_delete_ratio = 0.25"), "o.toml").unwrap();
+    let c = Contract::parse(
+        &ORDERS.replace(
+            "budget = \"20GB/h\"",
+            "budget = \"20GB/h\"\nrewrite_delete_ratio = 0.25",
+        ),
+        "o.toml",
+    )
+    .unwrap();
     assert_eq!(c.maintenance.rewrite_delete_ratio, 0.25);
-    assert_eq!(Contract::parse(ORDERS, "o.toml").unwrap().maintenance.rewrite_delete_ratio, 0.0, "default: any delete is applied");
+    assert_eq!(
+        Contract::parse(ORDERS, "o.toml")
+            .unwrap()
+            .maintenance
+            .rewrite_delete_ratio,
+        0.0,
+        "default: any delete is applied"
+    );
     let p = problems(&ORDERS.replace("budget = \"20GB/h\"", "budget = \"20GB/h\"\nrewrite_delete_ratio = 1.5"));
-    assert!(p.iter().any(|m| m.starts_with("maintenance.rewrite_delete_ratio:") && m.contains("1.5")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("maintenance.rewrite_delete_ratio:") && m.contains("1.5")),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -127,13 +181,27 @@ fn keyed_contracts_say_how_deletes_find_their_row() {
 
     // A tombstone has only its Kafka key: delete-row without from_kafka_key cannot work.
     let p = problems(&CUSTOMERS.replace("from_kafka_key = true", "from_kafka_key = false"));
-    assert!(p.iter().any(|p| p.starts_with("deletes.tombstone:") && p.contains("from_kafka_key")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("deletes.tombstone:") && p.contains("from_kafka_key")),
+        "{p:?}"
+    );
     // ... unless deletes come as Debezium events, whose `before` image names the row.
-    let debezium = CUSTOMERS.replace("from_kafka_key = true", "from_kafka_key = false").replace("format = \"json\"", "format = \"debezium-json\"");
+    let debezium = CUSTOMERS
+        .replace("from_kafka_key = true", "from_kafka_key = false")
+        .replace("format = \"json\"", "format = \"debezium-json\"");
     Contract::parse(&debezium, "d.toml").unwrap();
     // Debezium needs keys; from_kafka_key needs key columns.
-    let p = problems(&debezium.replace("columns = [\"customer_id\"]", "columns = []").replace("tombstone = \"delete-row\"", "tombstone = \"ignore\""));
-    assert!(p.iter().any(|p| p.starts_with("keys.columns:") && p.contains("debezium-json")), "{p:?}");
+    let p = problems(
+        &debezium
+            .replace("columns = [\"customer_id\"]", "columns = []")
+            .replace("tombstone = \"delete-row\"", "tombstone = \"ignore\""),
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("keys.columns:") && p.contains("debezium-json")),
+        "{p:?}"
+    );
     let p = problems(&CUSTOMERS.replace("columns = [\"customer_id\"]", "columns = []"));
     assert!(p.iter().any(|p| p.starts_with("keys.from_kafka_key:")), "{p:?}");
 }

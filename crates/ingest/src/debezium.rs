@@ -19,14 +19,20 @@ pub enum Change {
 /// Unwraps one event, or says why it is not a change event calve can apply.
 pub fn unwrap(value: &[u8]) -> Result<Change, String> {
     let v: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(mut env) = v else { return Err("not a Debezium change event (not a JSON object)".into()) };
+    let Value::Object(mut env) = v else {
+        return Err("not a Debezium change event (not a JSON object)".into());
+    };
     if env.contains_key("schema") && env.contains_key("payload") {
         env = match env.remove("payload") {
             Some(Value::Object(p)) => p,
             _ => return Err("Debezium `payload` is not an object".into()),
         };
     }
-    let op = env.get("op").and_then(Value::as_str).ok_or("no `op` field: not a Debezium change event")?.to_string();
+    let op = env
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or("no `op` field: not a Debezium change event")?
+        .to_string();
     match op.as_str() {
         "c" | "r" | "u" => image(&mut env, "after", &op).map(Change::Upsert),
         "d" => image(&mut env, "before", &op).map(Change::Delete),
@@ -38,7 +44,9 @@ pub fn unwrap(value: &[u8]) -> Result<Change, String> {
 fn image(env: &mut Map<String, Value>, field: &str, op: &str) -> Result<Vec<u8>, String> {
     match env.remove(field) {
         Some(img @ Value::Object(_)) => Ok(img.to_string().into_bytes()),
-        _ if field == "before" => Err("delete without a `before` image (set the source table's replica identity so deletes carry the key)".into()),
+        _ if field == "before" => Err(
+            "delete without a `before` image (set the source table's replica identity so deletes carry the key)".into(),
+        ),
         _ => Err(format!("op `{op}` without an `{field}` object")),
     }
 }
@@ -49,11 +57,20 @@ mod tests {
 
     #[test]
     fn envelopes_with_and_without_schema_unwrap() {
-        let bare = br#"{"before":null,"after":{"id":1,"name":"a"},"source":{"connector":"postgresql"},"op":"c","ts_ms":1}"#;
-        assert_eq!(unwrap(bare).unwrap(), Change::Upsert(br#"{"id":1,"name":"a"}"#.to_vec()));
+        let bare =
+            br#"{"before":null,"after":{"id":1,"name":"a"},"source":{"connector":"postgresql"},"op":"c","ts_ms":1}"#;
+        assert_eq!(
+            unwrap(bare).unwrap(),
+            Change::Upsert(br#"{"id":1,"name":"a"}"#.to_vec())
+        );
         let wrapped = br#"{"schema":{"type":"struct"},"payload":{"before":{"id":1,"name":"a"},"after":null,"op":"d"}}"#;
-        assert_eq!(unwrap(wrapped).unwrap(), Change::Delete(br#"{"id":1,"name":"a"}"#.to_vec()));
-        assert!(unwrap(br#"{"op":"d","before":null}"#).unwrap_err().contains("replica identity"));
+        assert_eq!(
+            unwrap(wrapped).unwrap(),
+            Change::Delete(br#"{"id":1,"name":"a"}"#.to_vec())
+        );
+        assert!(unwrap(br#"{"op":"d","before":null}"#)
+            .unwrap_err()
+            .contains("replica identity"));
         assert!(unwrap(br#"{"op":"t"}"#).unwrap_err().contains("truncate"));
         assert!(unwrap(br#"{"id":1}"#).unwrap_err().contains("no `op`"));
         assert!(unwrap(b"nope").unwrap_err().contains("not JSON"));

@@ -34,7 +34,10 @@ impl JsonDecoder {
     /// A decoder for `schema`; fails if arrow-json cannot decode one of its types.
     pub fn new(schema: SchemaRef) -> Result<Self, ArrowError> {
         ReaderBuilder::new(schema.clone()).build_decoder()?;
-        Ok(JsonDecoder { ints: IntGuard::new(&schema), schema })
+        Ok(JsonDecoder {
+            ints: IntGuard::new(&schema),
+            schema,
+        })
     }
 
     /// The schema rows are decoded into.
@@ -67,14 +70,20 @@ impl JsonDecoder {
             return Ok(Decoded::default());
         }
         if let Some(batch) = self.decode_all(values)? {
-            return Ok(Decoded { batch: Some(batch), kept: (0..values.len()).collect(), rejected: vec![] });
+            return Ok(Decoded {
+                batch: Some(batch),
+                kept: (0..values.len()).collect(),
+                rejected: vec![],
+            });
         }
         self.decode_one_by_one(values)
     }
 
     /// `None` when any value is not a clean single object or the batch does not convert.
     fn decode_all(&self, values: &[&[u8]]) -> Result<Option<RecordBatch>, ArrowError> {
-        let mut d = ReaderBuilder::new(self.schema.clone()).with_batch_size(values.len()).build_decoder()?;
+        let mut d = ReaderBuilder::new(self.schema.clone())
+            .with_batch_size(values.len())
+            .build_decoder()?;
         for (i, v) in values.iter().enumerate() {
             if !looks_like_object(v) {
                 return Ok(None);
@@ -110,16 +119,27 @@ impl JsonDecoder {
     #[allow(clippy::type_complexity)]
     fn decode_single(&self, v: &[u8]) -> Result<Result<RecordBatch, (DeadLetterKind, String)>, ArrowError> {
         if !looks_like_object(v) {
-            return Ok(Err((DeadLetterKind::MalformedJson, "value is not a JSON object".into())));
+            return Ok(Err((
+                DeadLetterKind::MalformedJson,
+                "value is not a JSON object".into(),
+            )));
         }
-        let mut d = ReaderBuilder::new(self.schema.clone()).with_batch_size(2).build_decoder()?;
+        let mut d = ReaderBuilder::new(self.schema.clone())
+            .with_batch_size(2)
+            .build_decoder()?;
         match d.decode(v) {
             Err(e) => return Ok(Err((DeadLetterKind::MalformedJson, e.to_string()))),
             Ok(n) if n != v.len() || d.has_partial_record() => {
-                return Ok(Err((DeadLetterKind::MalformedJson, "value is not one complete JSON object".into())));
+                return Ok(Err((
+                    DeadLetterKind::MalformedJson,
+                    "value is not one complete JSON object".into(),
+                )));
             }
             Ok(_) if d.len() != 1 => {
-                return Ok(Err((DeadLetterKind::MalformedJson, format!("value holds {} JSON objects, expected one", d.len()))));
+                return Ok(Err((
+                    DeadLetterKind::MalformedJson,
+                    format!("value holds {} JSON objects, expected one", d.len()),
+                )));
             }
             Ok(_) => {}
         }
@@ -138,7 +158,11 @@ fn looks_like_object(v: &[u8]) -> bool {
 fn classify(e: &ArrowError) -> (DeadLetterKind, String) {
     let msg = e.to_string();
     // arrow-json reports a missing or null required field as nulls in a non-nullable child.
-    let kind = if msg.contains("non-nullable") { DeadLetterKind::MissingRequired } else { DeadLetterKind::SchemaMismatch };
+    let kind = if msg.contains("non-nullable") {
+        DeadLetterKind::MissingRequired
+    } else {
+        DeadLetterKind::SchemaMismatch
+    };
     (kind, msg)
 }
 
@@ -156,7 +180,11 @@ mod tests {
         JsonDecoder::new(Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                true,
+            ),
         ])))
         .unwrap()
     }

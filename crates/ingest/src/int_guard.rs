@@ -25,7 +25,19 @@ impl IntGuard {
         let ints = schema
             .fields()
             .iter()
-            .filter(|f| matches!(f.data_type(), DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64))
+            .filter(|f| {
+                matches!(
+                    f.data_type(),
+                    DataType::Int8
+                        | DataType::Int16
+                        | DataType::Int32
+                        | DataType::Int64
+                        | DataType::UInt8
+                        | DataType::UInt16
+                        | DataType::UInt32
+                        | DataType::UInt64
+                )
+            })
             .map(|f| f.name().clone())
             .collect();
         IntGuard { ints }
@@ -84,11 +96,21 @@ mod tests {
 
     #[test]
     fn flags_fractional_numbers_in_integer_fields_only() {
-        let g = IntGuard::new(&Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("x", DataType::Float64, true)]));
-        assert!(g.check(br#"{"id":1.5,"x":2.5}"#).unwrap().contains("1.5 is not an integer"));
+        let g = IntGuard::new(&Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        assert!(g
+            .check(br#"{"id":1.5,"x":2.5}"#)
+            .unwrap()
+            .contains("1.5 is not an integer"));
         assert_eq!(g.check(br#"{"id":3.0,"x":2.5}"#), None, "integral floats lose nothing");
         assert_eq!(g.check(br#"{"id":7,"x":0.1,"nested":{"id":1.5}}"#), None);
-        assert_eq!(g.check(br#"{"id":"seven"}"#), None, "type errors are the decoder's to report");
+        assert_eq!(
+            g.check(br#"{"id":"seven"}"#),
+            None,
+            "type errors are the decoder's to report"
+        );
         assert_eq!(g.check(b"not json"), None);
     }
 }

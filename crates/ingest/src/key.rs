@@ -25,9 +25,15 @@ pub struct KeyDecoder {
 impl KeyDecoder {
     /// A decoder for `columns` of `table` (the table's Arrow schema).
     pub fn new(table: &SchemaRef, columns: &[String]) -> Result<Self, ArrowError> {
-        let fields = columns.iter().map(|c| table.field_with_name(c).cloned()).collect::<Result<Vec<_>, _>>()?;
+        let fields = columns
+            .iter()
+            .map(|c| table.field_with_name(c).cloned())
+            .collect::<Result<Vec<_>, _>>()?;
         let schema = Arc::new(Schema::new(fields));
-        Ok(KeyDecoder { columns: columns.to_vec(), decoder: JsonDecoder::new(schema)? })
+        Ok(KeyDecoder {
+            columns: columns.to_vec(),
+            decoder: JsonDecoder::new(schema)?,
+        })
     }
 
     /// Decodes `keys`; a missing or undecodable key is rejected with the reason.
@@ -70,7 +76,12 @@ impl KeyDecoder {
             },
             Ok(scalar) => match single {
                 Some(col) if !scalar.is_null() && !scalar.is_array() => serde_json::json!({ col: scalar }),
-                _ => return Err(format!("Kafka key `{}` is not an object of the key columns", String::from_utf8_lossy(key))),
+                _ => {
+                    return Err(format!(
+                        "Kafka key `{}` is not an object of the key columns",
+                        String::from_utf8_lossy(key)
+                    ))
+                }
             },
             Err(_) => match (single, std::str::from_utf8(key)) {
                 (Some(col), Ok(text)) => serde_json::json!({ col: text }),
@@ -99,8 +110,16 @@ mod tests {
 
     #[test]
     fn every_key_shape_decodes_to_the_same_key() {
-        let keys: Vec<&[u8]> = vec![b"7", br#"{"id":7}"#, br#"{"schema":{"type":"struct"},"payload":{"id":7}}"#, b"\"7\"", b"7 "];
-        let d = decoder().decode(&keys.iter().map(|k| Some(*k)).collect::<Vec<_>>()).unwrap();
+        let keys: Vec<&[u8]> = vec![
+            b"7",
+            br#"{"id":7}"#,
+            br#"{"schema":{"type":"struct"},"payload":{"id":7}}"#,
+            b"\"7\"",
+            b"7 ",
+        ];
+        let d = decoder()
+            .decode(&keys.iter().map(|k| Some(*k)).collect::<Vec<_>>())
+            .unwrap();
         let batch = d.batch.unwrap();
         let ids: Vec<i64> = batch.column(0).as_primitive::<Int64Type>().values().to_vec();
         // "7" (a JSON string) into a long column is a mismatch arrow-json rejects or coerces;

@@ -12,11 +12,7 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Splits `batch` into on-time rows and the indices (into `batch`) of late rows. Rows with no
 /// event time are on time: lateness cannot be judged without one.
-pub fn split_late(
-    batch: &RecordBatch,
-    column: &str,
-    cutoff_us: i64,
-) -> Result<(RecordBatch, Vec<usize>), ArrowError> {
+pub fn split_late(batch: &RecordBatch, column: &str, cutoff_us: i64) -> Result<(RecordBatch, Vec<usize>), ArrowError> {
     let idx = batch.schema().index_of(column)?;
     let col = batch.column(idx);
     let micros: Vec<Option<i64>> = match col.data_type() {
@@ -29,7 +25,9 @@ pub fn split_late(
             .map(|d| d.map(|d| d as i64 * MICROS_PER_DAY))
             .collect(),
         other => {
-            return Err(ArrowError::SchemaError(format!("event time column {column} has type {other}")))
+            return Err(ArrowError::SchemaError(format!(
+                "event time column {column} has type {other}"
+            )))
         }
     };
     let late: Vec<usize> = micros
@@ -41,7 +39,10 @@ pub fn split_late(
     if late.is_empty() {
         return Ok((batch.clone(), late));
     }
-    let keep: BooleanArray = micros.iter().map(|t| Some(!matches!(t, Some(t) if *t < cutoff_us))).collect();
+    let keep: BooleanArray = micros
+        .iter()
+        .map(|t| Some(!matches!(t, Some(t) if *t < cutoff_us)))
+        .collect();
     Ok((filter_record_batch(batch, &keep)?, late))
 }
 

@@ -15,7 +15,7 @@ mod record;
 mod route;
 mod source;
 
-pub use dead_letter::{DeadLetter, DeadLetterKind, dead_letters_to_batch};
+pub use dead_letter::{dead_letters_to_batch, DeadLetter, DeadLetterKind};
 pub use decode::{Decoded, JsonDecoder};
 pub use error::IngestError;
 pub use key::KeyDecoder;

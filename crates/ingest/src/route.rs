@@ -50,7 +50,10 @@ impl Router {
     /// A router for `contract`, decoding into `schema` (the table's Arrow schema).
     pub fn new(contract: &Contract, schema: SchemaRef) -> Result<Self, IngestError> {
         let late = (contract.late_data.policy == LatePolicy::DeadLetter).then(|| {
-            (contract.event_time.column.clone(), contract.late_data.allowed_lateness.0.as_micros() as i64)
+            (
+                contract.event_time.column.clone(),
+                contract.late_data.allowed_lateness.0.as_micros() as i64,
+            )
         });
         let keys = match contract.deletes.tombstone {
             TombstonePolicy::DeleteRow => Some(KeyDecoder::new(&schema, &contract.keys.columns)?),
@@ -79,7 +82,15 @@ impl Router {
             match &r.value {
                 Some(v) if self.debezium => match debezium::unwrap(v) {
                     Ok(Change::Upsert(after)) => after_images.push((i, after)),
-                    Ok(Change::Delete(before)) => self.delete(i, Some(before), "Debezium delete", now_us, records, &mut deletes, &mut out),
+                    Ok(Change::Delete(before)) => self.delete(
+                        i,
+                        Some(before),
+                        "Debezium delete",
+                        now_us,
+                        records,
+                        &mut deletes,
+                        &mut out,
+                    ),
                     Err(reason) => out.dead.push(dead(r, DeadLetterKind::MalformedJson, reason, now_us)),
                 },
                 Some(v) => {
@@ -91,7 +102,15 @@ impl Router {
                 None if self.debezium && !self.key_in_kafka_key && self.tombstone == TombstonePolicy::DeleteRow => {
                     out.ignored += 1
                 }
-                None => self.delete(i, r.key.clone(), "null value (tombstone)", now_us, records, &mut deletes, &mut out),
+                None => self.delete(
+                    i,
+                    r.key.clone(),
+                    "null value (tombstone)",
+                    now_us,
+                    records,
+                    &mut deletes,
+                    &mut out,
+                ),
             }
         }
         self.route_deletes(records, &deletes, now_us, &mut out)?;
@@ -111,10 +130,20 @@ impl Router {
                 let (kept, late) = split_late(&batch, column, now_us - lateness)?;
                 for row in &late {
                     let r = &records[row_origin[*row]];
-                    out.dead.push(dead(r, DeadLetterKind::Late, format!("event time older than allowed lateness on column {column}"), now_us));
+                    out.dead.push(dead(
+                        r,
+                        DeadLetterKind::Late,
+                        format!("event time older than allowed lateness on column {column}"),
+                        now_us,
+                    ));
                 }
                 let late: std::collections::HashSet<usize> = late.into_iter().collect();
-                row_origin = row_origin.into_iter().enumerate().filter(|(i, _)| !late.contains(i)).map(|(_, o)| o).collect();
+                row_origin = row_origin
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !late.contains(i))
+                    .map(|(_, o)| o)
+                    .collect();
                 kept
             }
         });
@@ -139,13 +168,24 @@ impl Router {
         match self.tombstone {
             TombstonePolicy::DeleteRow => deletes.push((i, key)),
             TombstonePolicy::Ignore => out.ignored += 1,
-            TombstonePolicy::DeadLetter => out.dead.push(dead(&records[i], DeadLetterKind::Tombstone, what.into(), now_us)),
+            TombstonePolicy::DeadLetter => {
+                out.dead
+                    .push(dead(&records[i], DeadLetterKind::Tombstone, what.into(), now_us))
+            }
         }
     }
 
     /// Deletes under `delete-row`: the key bytes become rows of the key columns.
-    fn route_deletes(&self, records: &[KafkaRecord], deletes: &[(usize, Option<Vec<u8>>)], now_us: i64, out: &mut Routed) -> Result<(), IngestError> {
-        let Some(keys) = self.keys.as_ref().filter(|_| !deletes.is_empty()) else { return Ok(()) };
+    fn route_deletes(
+        &self,
+        records: &[KafkaRecord],
+        deletes: &[(usize, Option<Vec<u8>>)],
+        now_us: i64,
+        out: &mut Routed,
+    ) -> Result<(), IngestError> {
+        let Some(keys) = self.keys.as_ref().filter(|_| !deletes.is_empty()) else {
+            return Ok(());
+        };
         let raw: Vec<Option<&[u8]>> = deletes.iter().map(|(_, k)| k.as_deref()).collect();
         let decoded = keys.decode(&raw)?;
         for (i, kind, reason) in decoded.rejected {
@@ -158,5 +198,10 @@ impl Router {
 }
 
 fn dead(r: &KafkaRecord, kind: DeadLetterKind, error: String, now_us: i64) -> DeadLetter {
-    DeadLetter { record: r.clone(), kind, error, received_at_us: now_us }
+    DeadLetter {
+        record: r.clone(),
+        kind,
+        error,
+        received_at_us: now_us,
+    }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -57,7 +57,10 @@ impl KafkaSource {
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest");
         let consumer: StreamConsumer = c.create().map_err(|e| IngestError::Config(e.to_string()))?;
-        Ok(KafkaSource { consumer, topic: topic.to_string() })
+        Ok(KafkaSource {
+            consumer,
+            topic: topic.to_string(),
+        })
     }
 
     /// The topic's partition ids, from broker metadata.
@@ -91,7 +94,11 @@ impl KafkaSource {
         while out.len() < max {
             let left = deadline.saturating_duration_since(Instant::now());
             // After the first record only drain what is already buffered.
-            let left = if out.is_empty() { left } else { left.min(Duration::from_millis(1)) };
+            let left = if out.is_empty() {
+                left
+            } else {
+                left.min(Duration::from_millis(1))
+            };
             match tokio::time::timeout(left, self.consumer.recv()).await {
                 Err(_) => break,
                 // librdkafka reports broker hiccups as consumption errors and recovers by
@@ -144,7 +151,11 @@ fn is_fatal(code: RDKafkaErrorCode) -> bool {
 fn to_record<M: Message>(m: &M) -> KafkaRecord {
     let headers = m
         .headers()
-        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
         .unwrap_or_default();
     KafkaRecord {
         topic: m.topic().to_string(),

@@ -4,14 +4,14 @@
 //! manifests read, the size of the metadata file every engine parses first.
 
 use calve_table::commit::ExpirePolicy;
-use calve_table::live::{LiveFiles, live_files};
-use calve_table::read::{DeleteMap, read_deletes};
+use calve_table::live::{live_files, LiveFiles};
+use calve_table::read::{read_deletes, DeleteMap};
 use calve_table::{Catalog, TableState};
 use iceberg::spec::{ManifestContentType, ManifestList, TableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::plan::{Plan, PlanSettings, plan};
+use crate::plan::{plan, Plan, PlanSettings};
 
 /// What maintenance owes a table at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -64,7 +64,13 @@ pub struct Snapshot {
 }
 
 /// Reads the table and measures its backlog.
-pub async fn measure(catalog: &Catalog, state: TableState, settings: &PlanSettings, keep: ExpirePolicy, now_ms: i64) -> Result<Snapshot> {
+pub async fn measure(
+    catalog: &Catalog,
+    state: TableState,
+    settings: &PlanSettings,
+    keep: ExpirePolicy,
+    now_ms: i64,
+) -> Result<Snapshot> {
     let io = catalog.file_io();
     let meta = state.metadata.as_ref();
     let live = live_files(io, meta).await?;
@@ -88,7 +94,13 @@ pub async fn measure(catalog: &Catalog, state: TableState, settings: &PlanSettin
         tombstoned_manifests: manifests.tombstoned,
         metadata_json_bytes,
     };
-    Ok(Snapshot { state, live, deletes, plan, backlog })
+    Ok(Snapshot {
+        state,
+        live,
+        deletes,
+        plan,
+        backlog,
+    })
 }
 
 /// The manifests the current snapshot lists, by kind.

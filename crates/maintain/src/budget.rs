@@ -25,7 +25,12 @@ impl Budget {
     /// A full bucket at `now_ms`, refilling at `rate`.
     pub fn new(rate: ByteRate, target_file_size: u64, now_ms: i64) -> Self {
         let capacity = (rate.bytes_per_second() * SAVE_UP.as_secs_f64()).max(target_file_size as f64);
-        Budget { rate, capacity, tokens: capacity, at_ms: now_ms }
+        Budget {
+            rate,
+            capacity,
+            tokens: capacity,
+            at_ms: now_ms,
+        }
     }
 
     /// The configured rate.
@@ -61,7 +66,10 @@ mod tests {
     use super::*;
 
     fn rate(bytes: u64) -> ByteRate {
-        ByteRate { bytes, per: Duration::from_secs(3600) }
+        ByteRate {
+            bytes,
+            per: Duration::from_secs(3600),
+        }
     }
 
     #[test]

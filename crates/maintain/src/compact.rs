@@ -13,7 +13,7 @@ use arrow_row::{RowConverter, SortField};
 use arrow_schema::{ArrowError, SortOptions};
 use arrow_select::filter::filter_record_batch;
 use arrow_select::interleave::interleave_record_batch;
-use calve_table::read::{DeleteMap, read_data_file};
+use calve_table::read::{read_data_file, DeleteMap};
 use calve_table::writer::DataWriter;
 use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, NullOrder, SortDirection, TableMetadata, Transform};
@@ -60,7 +60,11 @@ pub fn sort_keys(meta: &TableMetadata, fallback: &[String]) -> Vec<SortKey> {
         .filter(|f| f.transform == Transform::Identity)
         .filter_map(|f| {
             let column = schema.field_by_id(f.source_id)?.name.clone();
-            Some(SortKey { column, descending: f.direction == SortDirection::Descending, nulls_first: f.null_order == NullOrder::First })
+            Some(SortKey {
+                column,
+                descending: f.direction == SortDirection::Descending,
+                nulls_first: f.null_order == NullOrder::First,
+            })
         })
         .collect();
     if !from_table.is_empty() {
@@ -69,7 +73,11 @@ pub fn sort_keys(meta: &TableMetadata, fallback: &[String]) -> Vec<SortKey> {
     fallback
         .iter()
         .filter(|c| schema.field_by_name(c).is_some())
-        .map(|c| SortKey { column: c.clone(), descending: false, nulls_first: true })
+        .map(|c| SortKey {
+            column: c.clone(),
+            descending: false,
+            nulls_first: true,
+        })
         .collect()
 }
 
@@ -78,8 +86,18 @@ pub fn sort_keys(meta: &TableMetadata, fallback: &[String]) -> Vec<SortKey> {
 const PIECE_ROWS: usize = 64 * 1024;
 
 /// Rewrites the files of `job`: rows minus `deletes`, sorted by `sort`, in target-size files.
-pub async fn compact(io: &FileIO, meta: &TableMetadata, job: &CompactionJob, deletes: &DeleteMap, sort: &[SortKey], target: u64) -> Result<Compacted> {
-    let fail = |reason: String| MaintainError::Compact { table: meta.location().to_string(), reason };
+pub async fn compact(
+    io: &FileIO,
+    meta: &TableMetadata,
+    job: &CompactionJob,
+    deletes: &DeleteMap,
+    sort: &[SortKey],
+    target: u64,
+) -> Result<Compacted> {
+    let fail = |reason: String| MaintainError::Compact {
+        table: meta.location().to_string(),
+        reason,
+    };
     // The output is written under the inputs' partition value, so they must share one.
     if job.files.windows(2).any(|w| w[0].partition() != w[1].partition()) {
         return Err(fail(format!("job for {} spans partitions", job.partition)));
@@ -94,7 +112,9 @@ pub async fn compact(io: &FileIO, meta: &TableMetadata, job: &CompactionJob, del
             let kept = match dead.is_empty() {
                 true => b,
                 false => {
-                    let keep: BooleanArray = (0..n as i64).map(|i| Some(dead.binary_search(&(pos + i)).is_err())).collect();
+                    let keep: BooleanArray = (0..n as i64)
+                        .map(|i| Some(dead.binary_search(&(pos + i)).is_err()))
+                        .collect();
                     filter_record_batch(&b, &keep).map_err(|e| fail(e.to_string()))?
                 }
             };
@@ -136,11 +156,21 @@ pub async fn compact(io: &FileIO, meta: &TableMetadata, job: &CompactionJob, del
 /// The rows of `batches` in `sort` order, as indexes into their concatenation: only the sort
 /// columns are copied (into one row-format buffer), the rows themselves stay where they are.
 fn sort_order(batches: &[RecordBatch], sort: &[SortKey]) -> std::result::Result<Vec<u32>, String> {
-    let Some(first) = batches.first() else { return Ok(Vec::new()) };
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
     let mut fields = Vec::new();
     for k in sort {
-        let col = first.column_by_name(&k.column).ok_or_else(|| format!("no column `{}` to sort by", k.column))?;
-        fields.push(SortField::new_with_options(col.data_type().clone(), SortOptions { descending: k.descending, nulls_first: k.nulls_first }));
+        let col = first
+            .column_by_name(&k.column)
+            .ok_or_else(|| format!("no column `{}` to sort by", k.column))?;
+        fields.push(SortField::new_with_options(
+            col.data_type().clone(),
+            SortOptions {
+                descending: k.descending,
+                nulls_first: k.nulls_first,
+            },
+        ));
     }
     let converter = RowConverter::new(fields).map_err(|e| e.to_string())?;
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -149,7 +179,14 @@ fn sort_order(batches: &[RecordBatch], sort: &[SortKey]) -> std::result::Result<
     }
     let mut rows = converter.empty_rows(total, 0);
     for b in batches {
-        let columns: Vec<_> = sort.iter().map(|k| b.column_by_name(&k.column).cloned().ok_or_else(|| format!("no column `{}`", k.column))).collect::<std::result::Result<_, _>>()?;
+        let columns: Vec<_> = sort
+            .iter()
+            .map(|k| {
+                b.column_by_name(&k.column)
+                    .cloned()
+                    .ok_or_else(|| format!("no column `{}`", k.column))
+            })
+            .collect::<std::result::Result<_, _>>()?;
         converter.append(&mut rows, &columns).map_err(|e| e.to_string())?;
     }
     let mut order: Vec<u32> = (0..total as u32).collect();
@@ -159,9 +196,16 @@ fn sort_order(batches: &[RecordBatch], sort: &[SortKey]) -> std::result::Result<
 }
 
 /// The rows of `batches` in `order` (indexes into their concatenation), `piece_rows` at a time.
-fn pieces<'a>(batches: &'a [RecordBatch], order: &'a [u32], piece_rows: usize) -> impl Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + 'a {
+fn pieces<'a>(
+    batches: &'a [RecordBatch],
+    order: &'a [u32],
+    piece_rows: usize,
+) -> impl Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + 'a {
     let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let starts: Vec<u32> = batches.iter().scan(0u32, |at, b| Some(std::mem::replace(at, *at + b.num_rows() as u32))).collect();
+    let starts: Vec<u32> = batches
+        .iter()
+        .scan(0u32, |at, b| Some(std::mem::replace(at, *at + b.num_rows() as u32)))
+        .collect();
     order.chunks(piece_rows).map(move |chunk| {
         let at: Vec<(usize, usize)> = chunk
             .iter()
@@ -184,33 +228,95 @@ mod tests {
     use super::*;
 
     fn batch(ts: &[Option<i64>], tag: &[&str]) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("ts", DataType::Int64, true), Field::new("tag", DataType::Utf8, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ts.to_vec())), Arc::new(StringArray::from(tag.to_vec()))]).unwrap()
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ts", DataType::Int64, true),
+            Field::new("tag", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ts.to_vec())),
+                Arc::new(StringArray::from(tag.to_vec())),
+            ],
+        )
+        .unwrap()
     }
 
     #[test]
     fn rows_of_all_batches_are_ordered_together_and_ties_keep_commit_order() {
-        let batches = [batch(&[Some(5), None, Some(1)], &["a", "b", "c"]), batch(&[Some(1), Some(3)], &["d", "e"]), batch(&[Some(5)], &["f"])];
-        let key = |descending| [SortKey { column: "ts".into(), descending, nulls_first: true }];
+        let batches = [
+            batch(&[Some(5), None, Some(1)], &["a", "b", "c"]),
+            batch(&[Some(1), Some(3)], &["d", "e"]),
+            batch(&[Some(5)], &["f"]),
+        ];
+        let key = |descending| {
+            [SortKey {
+                column: "ts".into(),
+                descending,
+                nulls_first: true,
+            }]
+        };
         let tags = |order: Vec<u32>| -> String {
-            let all: Vec<&str> = batches.iter().flat_map(|b| b.column(1).as_any().downcast_ref::<StringArray>().unwrap().iter().map(Option::unwrap)).collect();
+            let all: Vec<&str> = batches
+                .iter()
+                .flat_map(|b| {
+                    b.column(1)
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .unwrap()
+                        .iter()
+                        .map(Option::unwrap)
+                })
+                .collect();
             order.iter().map(|i| all[*i as usize]).collect()
         };
         assert_eq!(tags(sort_order(&batches, &key(false)).unwrap()), "bcdeaf");
         assert_eq!(tags(sort_order(&batches, &key(true)).unwrap()), "bafecd");
-        assert!(sort_order(&batches, &[SortKey { column: "nope".into(), descending: false, nulls_first: true }]).is_err());
+        assert!(sort_order(
+            &batches,
+            &[SortKey {
+                column: "nope".into(),
+                descending: false,
+                nulls_first: true
+            }]
+        )
+        .is_err());
         assert!(sort_order(&[], &key(false)).unwrap().is_empty());
     }
 
     #[test]
     fn pieces_carry_every_row_in_order_across_batch_boundaries() {
         // Batches of 3, 0 and 2 rows (an empty batch must not shift later rows).
-        let batches = [batch(&[Some(5), None, Some(1)], &["a", "b", "c"]), batch(&[], &[]), batch(&[Some(1), Some(3)], &["d", "e"])];
-        let order = sort_order(&batches, &[SortKey { column: "ts".into(), descending: false, nulls_first: true }]).unwrap();
+        let batches = [
+            batch(&[Some(5), None, Some(1)], &["a", "b", "c"]),
+            batch(&[], &[]),
+            batch(&[Some(1), Some(3)], &["d", "e"]),
+        ];
+        let order = sort_order(
+            &batches,
+            &[SortKey {
+                column: "ts".into(),
+                descending: false,
+                nulls_first: true,
+            }],
+        )
+        .unwrap();
         for piece_rows in [1, 2, 4, 10] {
-            let got: Vec<RecordBatch> = pieces(&batches, &order, piece_rows).collect::<std::result::Result<_, _>>().unwrap();
+            let got: Vec<RecordBatch> = pieces(&batches, &order, piece_rows)
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
             assert_eq!(got.len(), 5usize.div_ceil(piece_rows));
-            let tags: String = got.iter().flat_map(|b| b.column(1).as_any().downcast_ref::<StringArray>().unwrap().iter().map(|t| t.unwrap().to_string())).collect();
+            let tags: String = got
+                .iter()
+                .flat_map(|b| {
+                    b.column(1)
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t.unwrap().to_string())
+                })
+                .collect();
             assert_eq!(tags, "bcdea", "pieces of {piece_rows}");
         }
     }

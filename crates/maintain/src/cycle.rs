@@ -19,17 +19,17 @@ use calve_table::orphans::remove_orphans;
 use calve_table::restore::table_epoch;
 use calve_table::{Catalog, TableError};
 use futures::StreamExt;
-use iceberg::TableIdent;
 use iceberg::spec::DataFile;
+use iceberg::TableIdent;
 use serde::Serialize;
 
-use crate::backlog::{Backlog, Snapshot, count_manifests, measure};
+use crate::backlog::{count_manifests, measure, Backlog, Snapshot};
 use crate::budget::Budget;
-use crate::compact::{Compacted, compact, sort_keys};
-use crate::merge_deletes::merge_deletes;
+use crate::compact::{compact, sort_keys, Compacted};
 use crate::error::Result;
-use crate::plan::{CompactionJob, PlanSettings, droppable};
-use crate::signal::{Behind, DEFAULT_WINDOW, FallsBehind};
+use crate::merge_deletes::merge_deletes;
+use crate::plan::{droppable, CompactionJob, PlanSettings};
+use crate::signal::{Behind, FallsBehind, DEFAULT_WINDOW};
 use crate::status::{self, TableStatus};
 
 /// What maintenance may do to one table, from its contract.
@@ -64,7 +64,10 @@ impl MaintenancePolicy {
         let m = &c.maintenance;
         MaintenancePolicy {
             target_file_size: m.target_file_size.0,
-            keep: ExpirePolicy { max_age: m.keep_snapshots.max_age.0, retain_last: m.keep_snapshots.min as usize },
+            keep: ExpirePolicy {
+                max_age: m.keep_snapshots.max_age.0,
+                retain_last: m.keep_snapshots.min as usize,
+            },
             orphan_min_age: m.orphan_min_age.0,
             orphan_every: Duration::from_secs(3600),
             budget: Some(m.budget),
@@ -156,8 +159,18 @@ pub struct Maintainer {
 impl Maintainer {
     /// A maintainer for `ident`; its budget starts full at `now_ms`.
     pub fn new(catalog: Catalog, ident: TableIdent, policy: MaintenancePolicy, now_ms: i64) -> Self {
-        let budget = policy.budget.map(|rate| Budget::new(rate, policy.target_file_size, now_ms));
-        Maintainer { catalog, ident, policy, budget, signal: FallsBehind::new(DEFAULT_WINDOW), last_orphan_sweep_ms: None, warehouse: None }
+        let budget = policy
+            .budget
+            .map(|rate| Budget::new(rate, policy.target_file_size, now_ms));
+        Maintainer {
+            catalog,
+            ident,
+            policy,
+            budget,
+            signal: FallsBehind::new(DEFAULT_WINDOW),
+            last_orphan_sweep_ms: None,
+            warehouse: None,
+        }
     }
 
     /// Publishes each cycle's status under `warehouse` (see [`status`]).
@@ -173,10 +186,18 @@ impl Maintainer {
 
     /// Runs one cycle as of `now_ms`; with `dry_run`, only measures and plans.
     pub async fn cycle(&mut self, now_ms: i64, dry_run: bool, progress: &dyn Progress) -> Result<CycleReport> {
-        let mut report = CycleReport { table: self.ident.to_string(), dry_run, ..CycleReport::default() };
+        let mut report = CycleReport {
+            table: self.ident.to_string(),
+            dry_run,
+            ..CycleReport::default()
+        };
         let snap = self.measure(now_ms).await?;
         report.before = snap.backlog.clone();
-        let committer = Committer::new(self.catalog.clone(), self.ident.clone(), table_epoch(&snap.state.metadata)?);
+        let committer = Committer::new(
+            self.catalog.clone(),
+            self.ident.clone(),
+            table_epoch(&snap.state.metadata)?,
+        );
         let (selected, deferred) = self.select(&snap.plan.jobs, now_ms, dry_run);
         report.jobs_deferred = deferred;
         if dry_run {
@@ -186,7 +207,8 @@ impl Maintainer {
             report.deletes_applied = selected.iter().map(|j| j.deleted_rows).sum();
             report.delete_files_merged = snap.plan.delete_merges.iter().map(|m| m.files.len()).sum();
         } else {
-            self.compact(&committer, &snap, &selected, progress, &mut report).await?;
+            self.compact(&committer, &snap, &selected, progress, &mut report)
+                .await?;
             self.merge_deletes(&committer, now_ms, &mut report).await?;
             report.manifests_rewritten = self.regroup_manifests(&committer).await?;
             // Last, so the files compaction replaced go in this cycle when retention allows.
@@ -217,7 +239,9 @@ impl Maintainer {
 
     /// The jobs the budget pays for now, best first; and how many must wait.
     fn select<'a>(&mut self, jobs: &'a [CompactionJob], now_ms: i64, dry_run: bool) -> (Vec<&'a CompactionJob>, usize) {
-        let Some(budget) = self.budget.as_mut() else { return (jobs.iter().collect(), 0) };
+        let Some(budget) = self.budget.as_mut() else {
+            return (jobs.iter().collect(), 0);
+        };
         let mut available = budget.available(now_ms);
         let mut selected = Vec::new();
         for j in jobs {
@@ -235,7 +259,14 @@ impl Maintainer {
     }
 
     /// Runs `jobs` and commits their output as one `replace`; if that conflicts, each job alone.
-    async fn compact(&self, committer: &Committer, snap: &Snapshot, jobs: &[&CompactionJob], progress: &dyn Progress, report: &mut CycleReport) -> Result<()> {
+    async fn compact(
+        &self,
+        committer: &Committer,
+        snap: &Snapshot,
+        jobs: &[&CompactionJob],
+        progress: &dyn Progress,
+        report: &mut CycleReport,
+    ) -> Result<()> {
         let io = self.catalog.file_io();
         let meta = snap.state.metadata.as_ref();
         let sort = sort_keys(meta, &self.policy.sort_by);
@@ -251,8 +282,10 @@ impl Maintainer {
                 r
             }));
         }
-        let results: Vec<Result<Compacted>> =
-            futures::stream::iter(work).buffer_unordered(self.policy.max_concurrent_rewrites.max(1)).collect().await;
+        let results: Vec<Result<Compacted>> = futures::stream::iter(work)
+            .buffer_unordered(self.policy.max_concurrent_rewrites.max(1))
+            .collect()
+            .await;
         let (mut done, mut failed) = (Vec::new(), None);
         for r in results {
             match r {
@@ -296,7 +329,13 @@ impl Maintainer {
         }
     }
 
-    async fn commit_alone(&self, committer: &Committer, snap: &Snapshot, c: Compacted, report: &mut CycleReport) -> Result<()> {
+    async fn commit_alone(
+        &self,
+        committer: &Committer,
+        snap: &Snapshot,
+        c: Compacted,
+        report: &mut CycleReport,
+    ) -> Result<()> {
         let one = [c];
         match self.commit(committer, snap, &one).await {
             Ok(dropped) => record(report, &one, dropped),
@@ -333,7 +372,10 @@ impl Maintainer {
     async fn discard_files(&self, files: impl Iterator<Item = &DataFile>) {
         for f in files {
             if let Err(e) = self.catalog.file_io().delete(f.file_path()).await {
-                tracing::warn!(file = f.file_path(), "could not remove an uncommitted maintenance output: {e}");
+                tracing::warn!(
+                    file = f.file_path(),
+                    "could not remove an uncommitted maintenance output: {e}"
+                );
             }
         }
     }
@@ -345,8 +387,19 @@ impl Maintainer {
             return Ok(());
         }
         let meta = snap.state.metadata.as_ref();
-        let merged = merge_deletes(self.catalog.file_io(), meta, &snap.plan.delete_merges, &snap.live, &snap.deletes).await?;
-        let rewrite = Rewrite { removed: merged.removed.clone(), added: merged.added.clone(), planned_at: meta.current_snapshot_id() };
+        let merged = merge_deletes(
+            self.catalog.file_io(),
+            meta,
+            &snap.plan.delete_merges,
+            &snap.live,
+            &snap.deletes,
+        )
+        .await?;
+        let rewrite = Rewrite {
+            removed: merged.removed.clone(),
+            added: merged.added.clone(),
+            planned_at: meta.current_snapshot_id(),
+        };
         match committer.commit_maintenance(&rewrite).await {
             Ok(_) => {
                 report.delete_files_merged += merged.removed.len();
@@ -383,7 +436,9 @@ impl Maintainer {
 
     /// Removes orphans older than the safety age, at most every `orphan_every`.
     async fn sweep_orphans(&mut self, now_ms: i64, dry_run: bool) -> Result<usize> {
-        let due = self.last_orphan_sweep_ms.is_none_or(|t| now_ms - t >= self.policy.orphan_every.as_millis() as i64);
+        let due = self
+            .last_orphan_sweep_ms
+            .is_none_or(|t| now_ms - t >= self.policy.orphan_every.as_millis() as i64);
         if !due {
             return Ok(0);
         }
@@ -400,8 +455,17 @@ impl Maintainer {
 
     /// Feeds the falls-behind signal and publishes the status.
     async fn observe(&mut self, now_ms: i64, report: &mut CycleReport) {
-        let per_hour = self.budget.as_ref().map_or(0, |b| (b.rate().bytes_per_second() * 3600.0) as u64);
-        report.behind = self.signal.observe(now_ms, report.after.compaction_bytes, report.bytes_in, report.jobs_deferred > 0, per_hour);
+        let per_hour = self
+            .budget
+            .as_ref()
+            .map_or(0, |b| (b.rate().bytes_per_second() * 3600.0) as u64);
+        report.behind = self.signal.observe(
+            now_ms,
+            report.after.compaction_bytes,
+            report.bytes_in,
+            report.jobs_deferred > 0,
+            per_hour,
+        );
         if let Some(b) = &report.behind {
             tracing::warn!(
                 table = %self.ident, debt_bytes = b.debt_bytes, growth_per_hour = b.growth_bytes_per_hour,
@@ -413,7 +477,9 @@ impl Maintainer {
         let Some(warehouse) = &self.warehouse else { return };
         let st = TableStatus {
             table: self.ident.to_string(),
-            at: chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().to_rfc3339(),
+            at: chrono::DateTime::from_timestamp_millis(now_ms)
+                .unwrap_or_default()
+                .to_rfc3339(),
             backlog: report.after.clone(),
             budget: self.policy.budget.map_or("unlimited".into(), |b| b.to_string()),
             rewritten_bytes: report.bytes_in,

@@ -29,5 +29,5 @@ pub mod plan;
 pub mod signal;
 pub mod status;
 
-pub use cycle::{CycleReport, MaintenancePolicy, Maintainer, NoProgress, Progress, human_bytes};
+pub use cycle::{human_bytes, CycleReport, Maintainer, MaintenancePolicy, NoProgress, Progress};
 pub use error::{MaintainError, Result};

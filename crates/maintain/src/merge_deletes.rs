@@ -16,7 +16,7 @@ use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, TableMetadata};
 
 use crate::error::Result;
-use crate::plan::{DeleteMerge, partition_label};
+use crate::plan::{partition_label, DeleteMerge};
 
 /// What a merge wrote, not yet committed.
 #[derive(Debug, Clone, Default)]
@@ -31,12 +31,25 @@ pub struct MergedDeletes {
 
 /// Writes one delete file per partition of `merges`, from what `deletes` (read from `live`)
 /// says about the partition's live data files.
-pub async fn merge_deletes(io: &FileIO, meta: &TableMetadata, merges: &[DeleteMerge], live: &LiveFiles, deletes: &DeleteMap) -> Result<MergedDeletes> {
+pub async fn merge_deletes(
+    io: &FileIO,
+    meta: &TableMetadata,
+    merges: &[DeleteMerge],
+    live: &LiveFiles,
+    deletes: &DeleteMap,
+) -> Result<MergedDeletes> {
     let partitions: HashSet<&str> = merges.iter().map(|m| m.partition.as_str()).collect();
     let spec_id = meta.default_partition_spec_id();
     let mut positions = Vec::new();
-    for f in live.data.iter().filter(|f| f.spec_id == spec_id && partitions.contains(partition_label(meta, &f.file).as_str())) {
-        positions.extend(deletes.of(f.file.file_path()).iter().map(|p| PositionDelete { data_file: &f.file, pos: *p }));
+    for f in live
+        .data
+        .iter()
+        .filter(|f| f.spec_id == spec_id && partitions.contains(partition_label(meta, &f.file).as_str()))
+    {
+        positions.extend(deletes.of(f.file.file_path()).iter().map(|p| PositionDelete {
+            data_file: &f.file,
+            pos: *p,
+        }));
     }
     let added = match positions.is_empty() {
         true => Vec::new(),

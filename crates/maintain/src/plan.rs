@@ -119,7 +119,10 @@ pub fn delete_merges(meta: &TableMetadata, live: &LiveFiles) -> Vec<DeleteMerge>
     let spec_id = meta.default_partition_spec_id();
     let mut by_partition: BTreeMap<String, Vec<&DataFile>> = BTreeMap::new();
     for d in live.position_deletes.iter().filter(|d| d.spec_id == spec_id) {
-        by_partition.entry(partition_label(meta, &d.file)).or_default().push(&d.file);
+        by_partition
+            .entry(partition_label(meta, &d.file))
+            .or_default()
+            .push(&d.file);
     }
     by_partition
         .into_iter()
@@ -133,19 +136,31 @@ pub fn delete_merges(meta: &TableMetadata, live: &LiveFiles) -> Vec<DeleteMerge>
 }
 
 /// Delete files that apply to no live data file once `removed` are gone.
-pub fn droppable(live: &LiveFiles, deletes: &DeleteMap, live_paths: &HashSet<&str>, removed: &HashSet<&str>) -> Vec<DataFile> {
+pub fn droppable(
+    live: &LiveFiles,
+    deletes: &DeleteMap,
+    live_paths: &HashSet<&str>,
+    removed: &HashSet<&str>,
+) -> Vec<DataFile> {
     live.position_deletes
         .iter()
         .filter(|d| {
             deletes.targets.get(d.file.file_path()).is_some_and(|t| {
-                t.iter().all(|p| removed.contains(p.as_str()) || !live_paths.contains(p.as_str()))
+                t.iter()
+                    .all(|p| removed.contains(p.as_str()) || !live_paths.contains(p.as_str()))
             })
         })
         .map(|d| d.file.clone())
         .collect()
 }
 
-fn plan_partition(partition: &str, files: &[&DataFile], deletes: &DeleteMap, s: &PlanSettings, small: u64) -> Vec<CompactionJob> {
+fn plan_partition(
+    partition: &str,
+    files: &[&DataFile],
+    deletes: &DeleteMap,
+    s: &PlanSettings,
+    small: u64,
+) -> Vec<CompactionJob> {
     let mut candidates: Vec<(&DataFile, u64, u64)> = files
         .iter()
         .map(|f| {

@@ -47,13 +47,28 @@ pub struct FallsBehind {
 impl FallsBehind {
     /// A detector that fires after `window` consecutive cycles of growth.
     pub fn new(window: usize) -> Self {
-        FallsBehind { window: window.max(1), history: VecDeque::new() }
+        FallsBehind {
+            window: window.max(1),
+            history: VecDeque::new(),
+        }
     }
 
     /// Records a cycle: the debt after it, bytes it rewrote, whether jobs waited for budget.
     /// Returns the signal when the table is behind.
-    pub fn observe(&mut self, at_ms: i64, debt: u64, rewritten: u64, deferred: bool, budget_per_hour: u64) -> Option<Behind> {
-        self.history.push_back(Observation { at_ms, debt, rewritten, deferred });
+    pub fn observe(
+        &mut self,
+        at_ms: i64,
+        debt: u64,
+        rewritten: u64,
+        deferred: bool,
+        budget_per_hour: u64,
+    ) -> Option<Behind> {
+        self.history.push_back(Observation {
+            at_ms,
+            debt,
+            rewritten,
+            deferred,
+        });
         while self.history.len() > self.window + 1 {
             self.history.pop_front();
         }
@@ -100,7 +115,10 @@ mod tests {
         assert!(s.observe(2 * hour, 3000, 500, true, 500).is_none());
         let b = s.observe(3 * hour, 4000, 500, true, 500).expect("behind");
         assert_eq!(b.growth_bytes_per_hour, 1000);
-        assert_eq!(b.needed_bytes_per_hour, 1500, "what it rewrote plus what it fell behind");
+        assert_eq!(
+            b.needed_bytes_per_hour, 1500,
+            "what it rewrote plus what it fell behind"
+        );
         // One cycle that catches up clears the signal.
         assert!(s.observe(4 * hour, 100, 4000, false, 500).is_none());
     }

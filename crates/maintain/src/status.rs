@@ -39,21 +39,38 @@ pub fn path(warehouse: &str, table: &str) -> String {
 /// Writes `status` for its table.
 pub async fn write(io: &FileIO, warehouse: &str, status: &TableStatus) -> Result<()> {
     let p = path(warehouse, &status.table);
-    let fail = |reason: String| MaintainError::Status { path: p.clone(), reason };
+    let fail = |reason: String| MaintainError::Status {
+        path: p.clone(),
+        reason,
+    };
     let json = serde_json::to_vec_pretty(status).map_err(|e| fail(e.to_string()))?;
     if let Some(dir) = std::path::Path::new(&p).parent().filter(|_| !p.contains("://")) {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
-    io.new_output(&p).map_err(|e| fail(e.to_string()))?.write(Bytes::from(json)).await.map_err(|e| fail(e.to_string()))
+    io.new_output(&p)
+        .map_err(|e| fail(e.to_string()))?
+        .write(Bytes::from(json))
+        .await
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// Reads the status of `table`, if a cycle ever wrote one.
 pub async fn read(io: &FileIO, warehouse: &str, table: &str) -> Result<Option<TableStatus>> {
     let p = path(warehouse, table);
-    let fail = |reason: String| MaintainError::Status { path: p.clone(), reason };
+    let fail = |reason: String| MaintainError::Status {
+        path: p.clone(),
+        reason,
+    };
     if !io.exists(&p).await.map_err(|e| fail(e.to_string()))? {
         return Ok(None);
     }
-    let bytes = io.new_input(&p).map_err(|e| fail(e.to_string()))?.read().await.map_err(|e| fail(e.to_string()))?;
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| fail(e.to_string()))
+    let bytes = io
+        .new_input(&p)
+        .map_err(|e| fail(e.to_string()))?
+        .read()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| fail(e.to_string()))
 }

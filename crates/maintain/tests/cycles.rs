@@ -31,11 +31,17 @@ fn now() -> i64 {
 /// Every file under `root`.
 fn files_under(root: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut dirs = vec![std::path::PathBuf::from(root.trim_start_matches("file://").trim_start_matches("file:"))];
+    let mut dirs = vec![std::path::PathBuf::from(
+        root.trim_start_matches("file://").trim_start_matches("file:"),
+    )];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            if p.is_dir() { dirs.push(p) } else { out.insert(p.display().to_string()); }
+            if p.is_dir() {
+                dirs.push(p)
+            } else {
+                out.insert(p.display().to_string());
+            }
         }
     }
     out
@@ -55,9 +61,19 @@ async fn referenced_by_retained(t: &Table) -> BTreeSet<String> {
     for s in m.snapshots() {
         out.insert(s.manifest_list().to_string());
         let bytes = io.new_input(s.manifest_list()).unwrap().read().await.unwrap();
-        for mf in iceberg::spec::ManifestList::parse_with_version(&bytes, m.format_version()).unwrap().entries() {
+        for mf in iceberg::spec::ManifestList::parse_with_version(&bytes, m.format_version())
+            .unwrap()
+            .entries()
+        {
             out.insert(mf.manifest_path.clone());
-            for e in mf.load_manifest(io).await.unwrap().entries().iter().filter(|e| e.is_alive()) {
+            for e in mf
+                .load_manifest(io)
+                .await
+                .unwrap()
+                .entries()
+                .iter()
+                .filter(|e| e.is_alive())
+            {
                 out.insert(e.file_path().to_string());
             }
         }
@@ -79,7 +95,9 @@ async fn orphan_cleanup_spares_retained_files_and_an_uncommitted_writer() {
             calve_table::writer::arrow_schema(&st.metadata).unwrap(),
             vec![
                 std::sync::Arc::new(arrow_array::Int64Array::from(vec![id])),
-                std::sync::Arc::new(arrow_array::TimestampMicrosecondArray::from(vec![BASE_US]).with_timezone("+00:00")),
+                std::sync::Arc::new(
+                    arrow_array::TimestampMicrosecondArray::from(vec![BASE_US]).with_timezone("+00:00"),
+                ),
                 std::sync::Arc::new(arrow_array::Int64Array::from(vec![id])),
             ],
         )
@@ -99,16 +117,32 @@ async fn orphan_cleanup_spares_retained_files_and_an_uncommitted_writer() {
     let mut m = Maintainer::new(t.catalog.clone(), t.ident.clone(), p, now());
     let r = m.cycle(now(), false, &NoProgress).await.unwrap();
 
-    assert!(r.jobs_run > 0, "compaction ran, so the older retained snapshot holds files the head does not: {r:?}");
+    assert!(
+        r.jobs_run > 0,
+        "compaction ran, so the older retained snapshot holds files the head does not: {r:?}"
+    );
     let on_disk = files_under(&location);
-    let missing: Vec<_> = referenced_by_retained(&t).await.into_iter().filter(|f| !on_disk.contains(f)).collect();
+    let missing: Vec<_> = referenced_by_retained(&t)
+        .await
+        .into_iter()
+        .filter(|f| !on_disk.contains(f))
+        .collect();
     assert!(missing.is_empty(), "files of retained snapshots deleted: {missing:?}");
-    assert!(!on_disk.contains(stale[0].file_path()), "an old unreferenced file is an orphan and goes");
-    assert!(on_disk.contains(pending[0].file_path()), "a file younger than the safety age stays");
+    assert!(
+        !on_disk.contains(stale[0].file_path()),
+        "an old unreferenced file is an orphan and goes"
+    );
+    assert!(
+        on_disk.contains(pending[0].file_path()),
+        "a file younger than the safety age stays"
+    );
     assert!(r.orphans_removed >= 1);
 
     // The writer commits its file after the sweep, and readers see its row.
-    let restore = RestoreUpdate { from: offsets(t.commits), to: offsets(t.commits + 1) };
+    let restore = RestoreUpdate {
+        from: offsets(t.commits),
+        to: offsets(t.commits + 1),
+    };
     t.committer.commit(&Append::new(pending), &restore).await.unwrap();
     t.model.insert(9_001, (0, 9_001));
     t.assert_matches_model("after the late writer committed");
@@ -126,7 +160,10 @@ async fn a_budget_too_small_for_the_write_rate_raises_the_falls_behind_signal() 
         let mut t = Table::new().await;
         let mut p = policy();
         p.target_file_size = 64 << 10; // a small bucket: 64 KiB or ten minutes of budget
-        p.budget = Some(ByteRate { bytes: budget, per: Duration::from_secs(3600) });
+        p.budget = Some(ByteRate {
+            bytes: budget,
+            per: Duration::from_secs(3600),
+        });
         let start = now();
         let mut m = Maintainer::new(t.catalog.clone(), t.ident.clone(), p, start).publish_status_to(t.warehouse());
         let mut behind = None;
@@ -138,13 +175,19 @@ async fn a_budget_too_small_for_the_write_rate_raises_the_falls_behind_signal() 
             debts.push(r.after.compaction_bytes);
             behind = behind.or(r.behind);
         }
-        let published = status::read(t.catalog.file_io(), &t.warehouse(), "t.events").await.unwrap().expect("status published");
+        let published = status::read(t.catalog.file_io(), &t.warehouse(), "t.events")
+            .await
+            .unwrap()
+            .expect("status published");
         if expect_behind {
             let b = behind.expect("signal raised");
             assert!(b.needed_bytes_per_hour > b.budget_bytes_per_hour, "{b:?}");
             assert!(published.behind.is_some(), "calve status sees it: {published:?}");
             // The saved-up bucket pays for the first cycles; then the debt only grows.
-            assert!(debts[debts.len() - 4..].windows(2).all(|w| w[1] > w[0]), "the debt grows: {debts:?}");
+            assert!(
+                debts[debts.len() - 4..].windows(2).all(|w| w[1] > w[0]),
+                "the debt grows: {debts:?}"
+            );
         } else {
             assert_eq!(behind, None, "debts {debts:?}");
             assert_eq!(published.behind, None);
@@ -162,7 +205,10 @@ async fn two_simulated_hours_at_a_one_minute_band_stay_within_bounds() {
     p.min_input_files = 5;
     p.keep.retain_last = 5;
     p.keep.max_age = Duration::from_secs(3600);
-    p.budget = Some(ByteRate { bytes: 20 << 30, per: Duration::from_secs(3600) });
+    p.budget = Some(ByteRate {
+        bytes: 20 << 30,
+        per: Duration::from_secs(3600),
+    });
     let start = now();
     let mut m = Maintainer::new(t.catalog.clone(), t.ident.clone(), p, start);
     let mut next_id = 0i64;
@@ -170,7 +216,12 @@ async fn two_simulated_hours_at_a_one_minute_band_stay_within_bounds() {
     for minute in 0..120i64 {
         let hour = minute / 60;
         // 90 % new events in the current hour, 10 % updates of any earlier key.
-        let mut rows: Vec<(i64, i64, i64)> = (0..27).map(|_| { next_id += 1; (next_id, hour, minute) }).collect();
+        let mut rows: Vec<(i64, i64, i64)> = (0..27)
+            .map(|_| {
+                next_id += 1;
+                (next_id, hour, minute)
+            })
+            .collect();
         rows.extend((0..3).map(|_| {
             let id = rng.gen_range(1..=next_id);
             (id, t.model.get(&id).map_or(hour, |r| r.0), 10_000 + minute)
@@ -178,7 +229,11 @@ async fn two_simulated_hours_at_a_one_minute_band_stay_within_bounds() {
         t.commit(&rows, &[]).await;
         if minute % 10 == 9 {
             // Simulated time runs far ahead of the wall clock: every snapshot is "old".
-            last = Some(m.cycle(start + (minute + 60) * MINUTE_MS, false, &NoProgress).await.unwrap());
+            last = Some(
+                m.cycle(start + (minute + 60) * MINUTE_MS, false, &NoProgress)
+                    .await
+                    .unwrap(),
+            );
         }
     }
     let r = last.unwrap();
@@ -187,7 +242,10 @@ async fn two_simulated_hours_at_a_one_minute_band_stay_within_bounds() {
     let live = live_files(t.catalog.file_io(), &st.metadata).await.unwrap();
     eprintln!("after 120 commits: {b:?}");
     assert_eq!(b.partitions, 2);
-    assert!(b.data_files <= 2 * 5, "data files per partition bounded by min_input_files: {b:?}");
+    assert!(
+        b.data_files <= 2 * 5,
+        "data files per partition bounded by min_input_files: {b:?}"
+    );
     assert_eq!(b.delete_files, 0, "every delete applied by the last cycle: {b:?}");
     assert!(live.position_deletes.is_empty());
     assert!(b.snapshots <= 5 + 2, "retention holds the snapshot count: {b:?}");

@@ -45,16 +45,27 @@ impl Buffer {
 
     /// Adds a keyed table's changes from one poll of `records` records; `*_origin` are indices
     /// into that poll.
-    pub fn push_changes(&mut self, records: usize, rows: Option<(RecordBatch, Vec<usize>)>, deletes: Option<(RecordBatch, Vec<usize>)>) {
+    pub fn push_changes(
+        &mut self,
+        records: usize,
+        rows: Option<(RecordBatch, Vec<usize>)>,
+        deletes: Option<(RecordBatch, Vec<usize>)>,
+    ) {
         let base = self.consumed;
         let seq = |origin: Vec<usize>| origin.into_iter().map(|o| base + o as u64).collect();
         if let Some((batch, origin)) = rows {
             self.bytes += batch.get_array_memory_size();
-            self.upserts.push(SeqBatch { batch, seq: seq(origin) });
+            self.upserts.push(SeqBatch {
+                batch,
+                seq: seq(origin),
+            });
         }
         if let Some((batch, origin)) = deletes {
             self.bytes += batch.get_array_memory_size();
-            self.deletes.push(SeqBatch { batch, seq: seq(origin) });
+            self.deletes.push(SeqBatch {
+                batch,
+                seq: seq(origin),
+            });
         }
         self.consumed += records as u64;
     }

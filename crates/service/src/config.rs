@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use calve_contract::{ByteSize, Contract, HumanDuration};
 use calve_ingest::KafkaConfig;
-use calve_table::CatalogConfig;
 use calve_table::key_index::IndexSettings;
+use calve_table::CatalogConfig;
 use serde::Deserialize;
 
 use crate::error::ServiceError;
@@ -46,14 +46,23 @@ pub struct KeyIndexConfig {
 impl Default for KeyIndexConfig {
     fn default() -> Self {
         let d = IndexSettings::default();
-        KeyIndexConfig { memory: ByteSize(d.memory_limit), spill_dir: None }
+        KeyIndexConfig {
+            memory: ByteSize(d.memory_limit),
+            spill_dir: None,
+        }
     }
 }
 
 impl KeyIndexConfig {
     /// The index settings this section describes.
     pub fn settings(&self) -> IndexSettings {
-        IndexSettings { memory_limit: self.memory.0, spill_dir: self.spill_dir.clone().unwrap_or_else(|| IndexSettings::default().spill_dir) }
+        IndexSettings {
+            memory_limit: self.memory.0,
+            spill_dir: self
+                .spill_dir
+                .clone()
+                .unwrap_or_else(|| IndexSettings::default().spill_dir),
+        }
     }
 }
 
@@ -69,7 +78,10 @@ pub struct MaintenanceConfig {
 
 impl Default for MaintenanceConfig {
     fn default() -> Self {
-        MaintenanceConfig { enabled: true, interval: HumanDuration(std::time::Duration::from_secs(60)) }
+        MaintenanceConfig {
+            enabled: true,
+            interval: HumanDuration(std::time::Duration::from_secs(60)),
+        }
     }
 }
 
@@ -78,8 +90,8 @@ impl RunConfig {
     pub fn load(path: &Path) -> Result<Self, ServiceError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ServiceError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let mut cfg: RunConfig = toml::from_str(&text)
-            .map_err(|e| ServiceError::Config(format!("{}: {}", path.display(), e.message())))?;
+        let mut cfg: RunConfig =
+            toml::from_str(&text).map_err(|e| ServiceError::Config(format!("{}: {}", path.display(), e.message())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for c in &mut cfg.contracts {
             if c.is_relative() {
@@ -87,7 +99,10 @@ impl RunConfig {
             }
         }
         if cfg.contracts.is_empty() {
-            return Err(ServiceError::Config(format!("{}: `contracts` lists no contract", path.display())));
+            return Err(ServiceError::Config(format!(
+                "{}: `contracts` lists no contract",
+                path.display()
+            )));
         }
         Ok(cfg)
     }
@@ -124,9 +139,15 @@ mod tests {
     fn key_index_defaults_and_settings() {
         let cfg: RunConfig = toml::from_str(BASE).unwrap();
         assert_eq!(cfg.key_index.settings(), IndexSettings::default());
-        let cfg: RunConfig = toml::from_str(&format!("{BASE}[key_index]\nmemory = \"64MB\"\nspill_dir = \"/var/tmp/idx\"\n")).unwrap();
+        let cfg: RunConfig = toml::from_str(&format!(
+            "{BASE}[key_index]\nmemory = \"64MB\"\nspill_dir = \"/var/tmp/idx\"\n"
+        ))
+        .unwrap();
         let s = cfg.key_index.settings();
-        assert_eq!((s.memory_limit, s.spill_dir), (64_000_000, PathBuf::from("/var/tmp/idx")));
+        assert_eq!(
+            (s.memory_limit, s.spill_dir),
+            (64_000_000, PathBuf::from("/var/tmp/idx"))
+        );
     }
 
     #[test]

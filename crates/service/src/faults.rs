@@ -36,7 +36,9 @@ static HITS: AtomicU64 = AtomicU64::new(0);
 pub fn crash_point(point: CrashPoint) {
     let plan = PLAN.get_or_init(|| {
         let v = std::env::var("CALVE_CRASH_AT").ok()?;
-        let (name, n) = v.split_once(':').map_or((v.as_str(), 1), |(a, b)| (a, b.parse().unwrap_or(1)));
+        let (name, n) = v
+            .split_once(':')
+            .map_or((v.as_str(), 1), |(a, b)| (a, b.parse().unwrap_or(1)));
         Some((name.to_string(), n))
     });
     let Some((name, n)) = plan else { return };

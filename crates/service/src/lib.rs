@@ -18,4 +18,4 @@ pub use definition::{dead_letter_definition, table_definition};
 pub use error::ServiceError;
 pub use pipeline::{Pipeline, StopWhen};
 pub use stats::TableStats;
-pub use supervisor::{Outcomes, Services, run_tables};
+pub use supervisor::{run_tables, Outcomes, Services};

@@ -8,7 +8,7 @@
 //! ingestion.
 
 use calve_contract::{Contract, RetryClass};
-use calve_maintain::{CycleReport, MaintenancePolicy, Maintainer, NoProgress};
+use calve_maintain::{CycleReport, Maintainer, MaintenancePolicy, NoProgress};
 use calve_table::Catalog;
 use tokio::sync::watch;
 
@@ -17,7 +17,13 @@ use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
 
 /// Maintains `contract`'s tables every `cfg.interval` until `stop` turns true.
-pub async fn maintain(contract: Contract, catalog: Catalog, warehouse: String, cfg: MaintenanceConfig, mut stop: watch::Receiver<bool>) {
+pub async fn maintain(
+    contract: Contract,
+    catalog: Catalog,
+    warehouse: String,
+    cfg: MaintenanceConfig,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut maintainers = match maintainers(&contract, &catalog, &warehouse) {
         Ok(m) => m,
         Err(e) => {
@@ -61,13 +67,17 @@ async fn run_cycle(catalog: &Catalog, m: &mut Maintainer) {
     }
     match m.cycle(chrono::Utc::now().timestamp_millis(), false, &NoProgress).await {
         Ok(r) => log_cycle(&r),
-        Err(e) if e.class() == RetryClass::Temporary => tracing::warn!(table = %m.ident(), "maintenance cycle failed, retrying next interval: {e}"),
+        Err(e) if e.class() == RetryClass::Temporary => {
+            tracing::warn!(table = %m.ident(), "maintenance cycle failed, retrying next interval: {e}")
+        }
         Err(e) => tracing::error!(table = %m.ident(), "maintenance cycle failed: {e}"),
     }
 }
 
 fn log_cycle(r: &CycleReport) {
-    let did_something = r.jobs_run + r.snapshots_expired + r.orphans_removed + r.delete_files_dropped + r.delete_files_merged > 0 || r.manifests_rewritten;
+    let did_something =
+        r.jobs_run + r.snapshots_expired + r.orphans_removed + r.delete_files_dropped + r.delete_files_merged > 0
+            || r.manifests_rewritten;
     if !did_something {
         return;
     }

@@ -12,20 +12,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
-use calve_ingest::{DeadLetter, KafkaRecord, KafkaSource, Router, dead_letters_to_batch};
+use calve_ingest::{dead_letters_to_batch, DeadLetter, KafkaRecord, KafkaSource, Router};
 use calve_table::restore::Offsets;
 use calve_table::TableDefinition;
 use tokio::sync::watch;
 
 use crate::buffer::Buffer;
-use crate::error::ServiceError;
-use crate::faults::{CrashPoint, crash_point};
 use crate::definition::{dead_letter_definition, table_definition};
+use crate::error::ServiceError;
+use crate::faults::{crash_point, CrashPoint};
 use crate::sink::{CommitReport, Keys, Sink};
+use crate::stats::TableStats;
 use crate::supervisor::Services;
 use calve_table::upsert::Prepared;
 use calve_table::TableError;
-use crate::stats::TableStats;
 
 /// Most records taken from the consumer per poll.
 const POLL_MAX: usize = 10_000;
@@ -71,8 +71,17 @@ impl Pipeline {
     pub async fn open(contract: Contract, services: &Services, stats: Arc<TableStats>) -> Result<Self, ServiceError> {
         let catalog = &services.catalog;
         let target = contract.maintenance.target_file_size.0;
-        let keys = Keys { columns: &contract.keys.columns, index: &services.key_index };
-        let main = Sink::open(catalog, &table_definition(&contract)?, target, Some(keys).filter(|k| !k.columns.is_empty())).await?;
+        let keys = Keys {
+            columns: &contract.keys.columns,
+            index: &services.key_index,
+        };
+        let main = Sink::open(
+            catalog,
+            &table_definition(&contract)?,
+            target,
+            Some(keys).filter(|k| !k.columns.is_empty()),
+        )
+        .await?;
         let dlq_def: TableDefinition = dead_letter_definition(&contract)?;
         let dlq = Sink::open(catalog, &dlq_def, target, None).await?;
         let topic = contract.table.topic.clone();
@@ -83,7 +92,18 @@ impl Pipeline {
         let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();
         tracing::info!(table = %contract.table.name, %topic, ?start, "resuming from the table's restore point");
         let router = Router::new(&contract, main.schema().clone())?;
-        Ok(Pipeline { contract, source, partitions, router, main, dlq, dlq_covered, buffer: Buffer::default(), stats, partitions_checked: Instant::now() })
+        Ok(Pipeline {
+            contract,
+            source,
+            partitions,
+            router,
+            main,
+            dlq,
+            dlq_covered,
+            buffer: Buffer::default(),
+            stats,
+            partitions_checked: Instant::now(),
+        })
     }
 
     /// Consumes and commits until `shutdown` turns true (then flushes) or `stop` is met.
@@ -96,7 +116,9 @@ impl Pipeline {
             // Never wait longer than IDLE_POLL, so periodic work and idle detection keep running
             // during long bands.
             let wait = match self.buffer.since {
-                Some(t) => band.saturating_sub(t.elapsed()).clamp(Duration::from_millis(1), IDLE_POLL),
+                Some(t) => band
+                    .saturating_sub(t.elapsed())
+                    .clamp(Duration::from_millis(1), IDLE_POLL),
                 None => IDLE_POLL,
             };
             let polled = tokio::select! {
@@ -150,12 +172,19 @@ impl Pipeline {
             self.buffer.push_rows(rows);
         }
         let covered = &self.dlq_covered;
-        let fresh = routed.dead.into_iter().filter(|d: &DeadLetter| {
-            covered.get(&d.record.partition).is_none_or(|c| d.record.offset >= *c)
-        });
+        let fresh = routed
+            .dead
+            .into_iter()
+            .filter(|d: &DeadLetter| covered.get(&d.record.partition).is_none_or(|c| d.record.offset >= *c));
         self.buffer.dead.extend(fresh);
         self.buffer.ignored += routed.ignored;
-        self.stats.record_consumed(records.len() as u64, records.iter().map(|r| r.value.as_ref().map_or(0, Vec::len) as u64).sum());
+        self.stats.record_consumed(
+            records.len() as u64,
+            records
+                .iter()
+                .map(|r| r.value.as_ref().map_or(0, Vec::len) as u64)
+                .sum(),
+        );
         Ok(())
     }
 
@@ -171,7 +200,11 @@ impl Pipeline {
         let dead = std::mem::take(&mut self.buffer.dead);
         let dead_files = match dead.is_empty() {
             true => Vec::new(),
-            false => self.dlq.write(&[dead_letters_to_batch(&dead, self.dlq.schema().clone())?]).await?,
+            false => {
+                self.dlq
+                    .write(&[dead_letters_to_batch(&dead, self.dlq.schema().clone())?])
+                    .await?
+            }
         };
         let pending = self.write_main().await?;
         crash_point(CrashPoint::FilesWritten);
@@ -186,7 +219,8 @@ impl Pipeline {
         crash_point(CrashPoint::BothCommitted);
         self.dlq_covered = to[&topic].clone();
         self.source.report_progress(&to[&topic]);
-        self.stats.record_commit(report.rows, dead.len() as u64, self.buffer.ignored, report.files as u64);
+        self.stats
+            .record_commit(report.rows, dead.len() as u64, self.buffer.ignored, report.files as u64);
         tracing::info!(
             table = %self.contract.table.name,
             rows = report.rows, files = report.files, delete_files = report.delete_files, bytes = report.bytes,
@@ -209,7 +243,10 @@ impl Pipeline {
             Err(ServiceError::Table(TableError::StaleDeletes { reason, .. })) => {
                 tracing::info!(table = %self.contract.table.name, %reason, "rows moved under the key index; refreshing it and writing the changes again");
                 self.main.refresh_index().await?;
-                let again = self.main.write_changes(&self.buffer.upserts, &self.buffer.deletes).await?;
+                let again = self
+                    .main
+                    .write_changes(&self.buffer.upserts, &self.buffer.deletes)
+                    .await?;
                 self.main.commit_changes(again, to).await
             }
             r => r,
@@ -220,7 +257,11 @@ impl Pipeline {
     async fn write_main(&mut self) -> Result<Pending, ServiceError> {
         if self.contract.is_keyed() {
             // The changes stay buffered until committed: a stale commit writes them again.
-            return Ok(Pending::Changes(self.main.write_changes(&self.buffer.upserts, &self.buffer.deletes).await?));
+            return Ok(Pending::Changes(
+                self.main
+                    .write_changes(&self.buffer.upserts, &self.buffer.deletes)
+                    .await?,
+            ));
         }
         let rows = std::mem::take(&mut self.buffer.rows);
         Ok(Pending::Append(self.main.write(&rows).await?))
@@ -242,7 +283,12 @@ impl Pipeline {
     /// Next offset to read per partition: what is buffered, else what the table holds. Buffered
     /// positions are always ahead of committed ones: consumption starts at the restore point.
     fn positions(&self) -> BTreeMap<i32, i64> {
-        let mut next = self.main.offsets.get(&self.contract.table.topic).cloned().unwrap_or_default();
+        let mut next = self
+            .main
+            .offsets
+            .get(&self.contract.table.topic)
+            .cloned()
+            .unwrap_or_default();
         next.extend(self.buffer.next.iter().map(|(p, o)| (*p, *o)));
         next
     }

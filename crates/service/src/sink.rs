@@ -11,11 +11,11 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use std::time::Instant;
 
-use calve_table::commit::{Append, CommitOutcome, Committer, RestoreUpdate, claim_epoch};
+use calve_table::commit::{claim_epoch, Append, CommitOutcome, Committer, RestoreUpdate};
 use calve_table::key_index::{IndexSettings, SeqBatch};
 use calve_table::restore::{self, Offsets};
 use calve_table::upsert::{Prepared, Upserter};
-use calve_table::writer::{DataWriter, arrow_schema};
+use calve_table::writer::{arrow_schema, DataWriter};
 use calve_table::{Catalog, TableDefinition, TableError};
 use iceberg::spec::DataFile;
 
@@ -45,7 +45,12 @@ pub struct Sink {
 impl Sink {
     /// Creates the table if needed, claims it (fencing older owners) and reads its restore
     /// point. With `keys`, also builds the key index from the claimed table.
-    pub async fn open(catalog: &Catalog, def: &TableDefinition, target_file_size: u64, keys: Option<Keys<'_>>) -> Result<Self, ServiceError> {
+    pub async fn open(
+        catalog: &Catalog,
+        def: &TableDefinition,
+        target_file_size: u64,
+        keys: Option<Keys<'_>>,
+    ) -> Result<Self, ServiceError> {
         let state = catalog.ensure_table(def).await?;
         check_schema(def, &state.metadata)?;
         let epoch = claim_epoch(catalog, &def.ident).await?;
@@ -55,7 +60,8 @@ impl Sink {
             None => None,
             Some(k) => {
                 let started = Instant::now();
-                let upserter = Upserter::open(catalog.file_io(), &state.metadata, k.columns, target_file_size, k.index).await?;
+                let upserter =
+                    Upserter::open(catalog.file_io(), &state.metadata, k.columns, target_file_size, k.index).await?;
                 let index = upserter.index();
                 tracing::info!(
                     table = %def.ident, keys = index.len(), memory_mb = index.approx_bytes() >> 20, spilled_mb = index.disk_bytes() >> 20,
@@ -86,8 +92,16 @@ impl Sink {
     pub async fn commit_changes(&mut self, prepared: Prepared, to: &Offsets) -> Result<CommitReport, ServiceError> {
         let report = CommitReport::of(&prepared.data_files, &prepared.delete_files);
         let upserter = self.keyed.as_mut().expect("commit_changes on a keyed table");
-        let restore = RestoreUpdate { from: self.offsets.clone(), to: to.clone() };
-        if matches!(upserter.commit(&self.catalog, &self.committer, prepared, &restore).await?, CommitOutcome::AlreadyCommitted { .. }) {
+        let restore = RestoreUpdate {
+            from: self.offsets.clone(),
+            to: to.clone(),
+        };
+        if matches!(
+            upserter
+                .commit(&self.catalog, &self.committer, prepared, &restore)
+                .await?,
+            CommitOutcome::AlreadyCommitted { .. }
+        ) {
             tracing::info!(table = %self.committer.ident(), "commit had already landed");
         }
         self.offsets = to.clone();
@@ -122,7 +136,10 @@ impl Sink {
     /// Commits `files` with the restore point `to`.
     pub async fn commit(&mut self, files: Vec<DataFile>, to: &Offsets) -> Result<CommitReport, ServiceError> {
         let report = CommitReport::of(&files, &[]);
-        let restore = RestoreUpdate { from: self.offsets.clone(), to: to.clone() };
+        let restore = RestoreUpdate {
+            from: self.offsets.clone(),
+            to: to.clone(),
+        };
         let outcome = self.committer.commit(&Append::new(files), &restore).await?;
         if matches!(outcome, CommitOutcome::AlreadyCommitted { .. }) {
             tracing::info!(table = %self.committer.ident(), "commit had already landed");

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use calve_contract::{Contract, RetryClass};
 use calve_ingest::KafkaConfig;
-use calve_table::Catalog;
 use calve_table::key_index::IndexSettings;
+use calve_table::Catalog;
 use tokio::sync::watch;
 
 use crate::config::{MaintenanceConfig, RunConfig};
@@ -72,16 +72,30 @@ pub async fn run_tables(
     }
     let mut outcomes = Outcomes::new();
     for (name, t) in tasks {
-        let r = t.await.unwrap_or_else(|e| Err(ServiceError::Config(format!("pipeline task panicked: {e}"))));
+        let r = t
+            .await
+            .unwrap_or_else(|e| Err(ServiceError::Config(format!("pipeline task panicked: {e}"))));
         outcomes.insert(name, r);
     }
     (outcomes, stats)
 }
 
-async fn table_tasks(c: Contract, services: Services, shutdown: watch::Receiver<bool>, stop: StopWhen, stats: Arc<TableStats>) -> Result<(), ServiceError> {
+async fn table_tasks(
+    c: Contract,
+    services: Services,
+    shutdown: watch::Receiver<bool>,
+    stop: StopWhen,
+    stats: Arc<TableStats>,
+) -> Result<(), ServiceError> {
     let (maintenance_stop, maintenance_rx) = watch::channel(false);
     let maintenance = services.maintenance.enabled.then(|| {
-        tokio::spawn(maintain(c.clone(), services.catalog.clone(), services.warehouse.clone(), services.maintenance.clone(), maintenance_rx))
+        tokio::spawn(maintain(
+            c.clone(),
+            services.catalog.clone(),
+            services.warehouse.clone(),
+            services.maintenance.clone(),
+            maintenance_rx,
+        ))
     });
     let result = supervise(c, &services, shutdown, stop, stats).await;
     let _ = maintenance_stop.send(true);

@@ -14,8 +14,8 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, DataFile, DataFileFormat, NestedField, PartitionKey, PartitionSpecRef,
-    PrimitiveType, Schema, SchemaRef, Struct, TableMetadata, Type,
+    DataContentType, DataFile, DataFileFormat, NestedField, PartitionKey, PartitionSpecRef, PrimitiveType, Schema,
+    SchemaRef, Struct, TableMetadata, Type,
 };
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
@@ -73,7 +73,9 @@ impl PositionDeleteWriter {
             let df = d.data_file;
             // DataFile exposes no spec id; calve tables have a single spec until spec evolution lands.
             let key = format!("{:?}", df.partition());
-            let entry = by_partition.entry(key).or_insert_with(|| (df.partition().clone(), BTreeMap::new()));
+            let entry = by_partition
+                .entry(key)
+                .or_insert_with(|| (df.partition().clone(), BTreeMap::new()));
             entry.1.entry(df.file_path()).or_default().push(d.pos);
         }
         let mut out = Vec::new();
@@ -94,14 +96,24 @@ impl PositionDeleteWriter {
             positions.extend(pos);
         }
         let arrow = Arc::new(schema_to_arrow_schema(&self.delete_schema)?);
-        let columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(paths)), Arc::new(Int64Array::from(positions))];
-        let batch = RecordBatch::try_new(arrow, columns).map_err(|e| TableError::InvalidData { table: String::new(), reason: e.to_string() })?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(paths)),
+            Arc::new(Int64Array::from(positions)),
+        ];
+        let batch = RecordBatch::try_new(arrow, columns).map_err(|e| TableError::InvalidData {
+            table: String::new(),
+            reason: e.to_string(),
+        })?;
         let key = (!self.spec.is_unpartitioned())
             .then(|| PartitionKey::new(self.spec.as_ref().clone(), self.table_schema.clone(), partition.clone()));
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
             .build();
-        let names = DefaultFileNameGenerator::new(format!("{}-deletes", uuid::Uuid::new_v4()), None, DataFileFormat::Parquet);
+        let names = DefaultFileNameGenerator::new(
+            format!("{}-deletes", uuid::Uuid::new_v4()),
+            None,
+            DataFileFormat::Parquet,
+        );
         let mut writer = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(props, self.delete_schema.clone()),
             usize::MAX,
@@ -112,13 +124,18 @@ impl PositionDeleteWriter {
         .build();
         writer.write(&key, &batch).await?;
         let mut built = writer.close().await?;
-        let mut b = built.pop().ok_or_else(|| TableError::Unsupported("delete writer produced no file".into()))?;
+        let mut b = built
+            .pop()
+            .ok_or_else(|| TableError::Unsupported("delete writer produced no file".into()))?;
         b.content(DataContentType::PositionDeletes);
         b.partition_spec_id(self.spec.spec_id());
         b.partition(partition);
         if files.len() == 1 {
             b.referenced_data_file(files.keys().next().map(|p| p.to_string()));
         }
-        b.build().map_err(|e| TableError::InvalidData { table: String::new(), reason: e.to_string() })
+        b.build().map_err(|e| TableError::InvalidData {
+            table: String::new(),
+            reason: e.to_string(),
+        })
     }
 }

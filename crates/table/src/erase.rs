@@ -25,8 +25,8 @@ use iceberg::spec::DataFile;
 use crate::commit::{Committer, ExpirePolicy, ForgettingRewrite, Rewrite};
 use crate::error::{Result, TableError};
 use crate::key_index::KeyIndex;
-use crate::read::{read_data_file as read_rows, read_deletes};
 use crate::live::live_files;
+use crate::read::{read_data_file as read_rows, read_deletes};
 use crate::writer::DataWriter;
 use crate::Catalog;
 
@@ -79,7 +79,12 @@ impl KeyMatch {
 
 impl RowMatch for KeyMatch {
     fn matches(&self, batch: &RecordBatch) -> Result<Vec<bool>> {
-        Ok(self.index.keys_of(batch)?.iter().map(|k| self.targets.contains(k.as_ref())).collect())
+        Ok(self
+            .index
+            .keys_of(batch)?
+            .iter()
+            .map(|k| self.targets.contains(k.as_ref()))
+            .collect())
     }
 }
 
@@ -120,15 +125,34 @@ pub async fn erase_rows(catalog: &Catalog, committer: &Committer, rows: &dyn Row
         .map(|d| d.file.clone())
         .collect();
     removed.extend(only_gone);
-    committer.commit_maintenance(&ForgettingRewrite(Rewrite { removed, added, planned_at: meta.current_snapshot_id() })).await?;
-    let expired = committer.expire_snapshots(ExpirePolicy { max_age: std::time::Duration::ZERO, retain_last: 1 }, i64::MAX / 2).await?;
+    committer
+        .commit_maintenance(&ForgettingRewrite(Rewrite {
+            removed,
+            added,
+            planned_at: meta.current_snapshot_id(),
+        }))
+        .await?;
+    let expired = committer
+        .expire_snapshots(
+            ExpirePolicy {
+                max_age: std::time::Duration::ZERO,
+                retain_last: 1,
+            },
+            i64::MAX / 2,
+        )
+        .await?;
     report.snapshots_expired = expired.expired_snapshots.len();
     report.files_deleted = expired.deleted_files.len();
     verify(catalog, committer, rows, &mut report).await?;
     Ok(report)
 }
 
-async fn verify(catalog: &Catalog, committer: &Committer, rows: &dyn RowMatch, report: &mut ErasureReport) -> Result<()> {
+async fn verify(
+    catalog: &Catalog,
+    committer: &Committer,
+    rows: &dyn RowMatch,
+    report: &mut ErasureReport,
+) -> Result<()> {
     let io = catalog.file_io();
     for path in &report.files_with_key {
         if io.exists(path).await? {
@@ -156,7 +180,10 @@ fn without_rows(rows: &dyn RowMatch, batches: &[RecordBatch], dead: &[i64]) -> R
             keep.push(!target && dead.binary_search(&pos).is_err());
             pos += 1;
         }
-        let kept = filter_record_batch(b, &BooleanArray::from(keep)).map_err(|e| TableError::InvalidData { table: String::new(), reason: e.to_string() })?;
+        let kept = filter_record_batch(b, &BooleanArray::from(keep)).map_err(|e| TableError::InvalidData {
+            table: String::new(),
+            reason: e.to_string(),
+        })?;
         if kept.num_rows() > 0 {
             out.push(kept);
         }

@@ -82,7 +82,9 @@ impl TableError {
     /// Whether retrying may succeed.
     pub fn class(&self) -> RetryClass {
         match self {
-            TableError::Conflict { .. } | TableError::Catalog(_) | TableError::StaleDeletes { .. } => RetryClass::Temporary,
+            TableError::Conflict { .. } | TableError::Catalog(_) | TableError::StaleDeletes { .. } => {
+                RetryClass::Temporary
+            }
             // A full or failing local disk: the pipeline reopens and rebuilds when it clears.
             TableError::KeyIndexSpill(_) => RetryClass::Temporary,
             TableError::Iceberg(e) if e.retryable() => RetryClass::Temporary,

@@ -33,9 +33,14 @@ pub struct LiveFiles {
 /// Reads the current snapshot's manifests of `meta`.
 pub async fn live_files(file_io: &FileIO, meta: &TableMetadata) -> Result<LiveFiles> {
     let mut out = LiveFiles::default();
-    let Some(s) = meta.current_snapshot() else { return Ok(out) };
+    let Some(s) = meta.current_snapshot() else {
+        return Ok(out);
+    };
     let bytes = file_io.new_input(s.manifest_list())?.read().await?;
-    let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries().into_iter().collect();
+    let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?
+        .consume_entries()
+        .into_iter()
+        .collect();
     for mf in manifests {
         let entries = crate::manifests::entries(file_io, &mf).await?;
         for e in entries.iter().filter(|e| e.is_alive()) {
@@ -60,10 +65,16 @@ pub async fn equality_deletes_in_any_snapshot(file_io: &FileIO, meta: &TableMeta
     let mut n = 0;
     for s in meta.snapshots() {
         let bytes = file_io.new_input(s.manifest_list())?.read().await?;
-        let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries().into_iter().collect();
+        let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?
+            .consume_entries()
+            .into_iter()
+            .collect();
         for mf in manifests {
             let entries = crate::manifests::entries(file_io, &mf).await?;
-            n += entries.iter().filter(|e| e.content_type() == DataContentType::EqualityDeletes).count();
+            n += entries
+                .iter()
+                .filter(|e| e.content_type() == DataContentType::EqualityDeletes)
+                .count();
         }
     }
     Ok(n)

@@ -23,14 +23,20 @@ pub struct OrphanReport {
 }
 
 /// Finds (and unless `dry_run`, deletes) orphan files of `ident` older than `min_age`.
-pub async fn remove_orphans(catalog: &Catalog, ident: &TableIdent, min_age: Duration, dry_run: bool) -> Result<OrphanReport> {
+pub async fn remove_orphans(
+    catalog: &Catalog,
+    ident: &TableIdent,
+    min_age: Duration,
+    dry_run: bool,
+) -> Result<OrphanReport> {
     let st = catalog.load(ident).await?;
     let meta = st.metadata.as_ref();
     let root = local_path(meta.location())?;
     let listed = list_files(&root).map_err(|e| TableError::Catalog(format!("listing {}: {e}", root.display())))?;
     let snapshots: Vec<_> = meta.snapshots().cloned().collect();
     let keep = reachable(catalog.file_io(), meta, &snapshots).await?;
-    let metadata_files = std::iter::once(&st.metadata_location).chain(meta.metadata_log().iter().map(|l| &l.metadata_file));
+    let metadata_files =
+        std::iter::once(&st.metadata_location).chain(meta.metadata_log().iter().map(|l| &l.metadata_file));
     let referenced: std::collections::HashSet<PathBuf> = keep
         .manifest_lists
         .iter()
@@ -63,9 +69,14 @@ pub async fn remove_orphans(catalog: &Catalog, ident: &TableIdent, min_age: Dura
 
 /// Table locations are plain paths or `file:` URLs in the embedded setup.
 fn local_path(location: &str) -> Result<PathBuf> {
-    let p = location.strip_prefix("file://").or_else(|| location.strip_prefix("file:")).unwrap_or(location);
+    let p = location
+        .strip_prefix("file://")
+        .or_else(|| location.strip_prefix("file:"))
+        .unwrap_or(location);
     if p.contains("://") {
-        return Err(TableError::Unsupported(format!("orphan cleanup on {location}: only local warehouses in this build")));
+        return Err(TableError::Unsupported(format!(
+            "orphan cleanup on {location}: only local warehouses in this build"
+        )));
     }
     Ok(PathBuf::from(p))
 }

@@ -36,7 +36,10 @@ pub async fn reachable(file_io: &FileIO, meta: &TableMetadata, snapshots: &[Snap
             continue;
         }
         let bytes = file_io.new_input(s.manifest_list())?.read().await?;
-        let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?.consume_entries().into_iter().collect();
+        let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?
+            .consume_entries()
+            .into_iter()
+            .collect();
         for mf in manifests {
             if !r.manifests.insert(mf.manifest_path.clone()) {
                 continue;

@@ -8,8 +8,8 @@ use arrow_array::{Int64Array, RecordBatch, StringArray};
 use iceberg::arrow::ArrowFileReader;
 use iceberg::io::{FileIO, FileMetadata};
 use iceberg::spec::TableMetadata;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
 
 use crate::error::{Result, TableError};
 use crate::live::LiveFiles;
@@ -19,21 +19,39 @@ use crate::writer::arrow_schema;
 /// the column chunks of the projection it is given. Reading the key columns of a wide file
 /// (the key index) costs those columns, not the whole file, which is what
 /// matters once the file is on object storage.
-pub async fn ranged_parquet(io: &FileIO, meta: &TableMetadata, file: &iceberg::spec::DataFile) -> Result<ParquetRecordBatchStreamBuilder<ArrowFileReader>> {
+pub async fn ranged_parquet(
+    io: &FileIO,
+    meta: &TableMetadata,
+    file: &iceberg::spec::DataFile,
+) -> Result<ParquetRecordBatchStreamBuilder<ArrowFileReader>> {
     let input = io.new_input(file.file_path())?;
-    let reader = ArrowFileReader::new(FileMetadata { size: file.file_size_in_bytes() }, input.reader().await?);
+    let reader = ArrowFileReader::new(
+        FileMetadata {
+            size: file.file_size_in_bytes(),
+        },
+        input.reader().await?,
+    );
     ParquetRecordBatchStreamBuilder::new(reader)
         .await
-        .map_err(|e| TableError::InvalidData { table: meta.location().to_string(), reason: format!("{}: {e}", file.file_path()) })
+        .map_err(|e| TableError::InvalidData {
+            table: meta.location().to_string(),
+            reason: format!("{}: {e}", file.file_path()),
+        })
 }
 
 /// Every row of a data file, with the table's Arrow schema (field ids included) so the rows
 /// can be written again.
 pub async fn read_data_file(io: &FileIO, meta: &TableMetadata, path: &str) -> Result<Vec<RecordBatch>> {
     let schema = arrow_schema(meta)?;
-    let bad = |e: String| TableError::InvalidData { table: meta.location().to_string(), reason: format!("{path}: {e}") };
+    let bad = |e: String| TableError::InvalidData {
+        table: meta.location().to_string(),
+        reason: format!("{path}: {e}"),
+    };
     let bytes = io.new_input(path)?.read().await?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?.build().map_err(|e| bad(e.to_string()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| bad(e.to_string()))?
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::new();
     for b in reader {
         let b = b.map_err(|e| bad(e.to_string()))?;
@@ -73,16 +91,32 @@ pub async fn read_deletes(io: &FileIO, live: &LiveFiles) -> Result<DeleteMap> {
     Ok(map)
 }
 
-async fn read_position_deletes(io: &FileIO, path: &str, into: &mut HashMap<String, Vec<i64>>) -> Result<HashSet<String>> {
+async fn read_position_deletes(
+    io: &FileIO,
+    path: &str,
+    into: &mut HashMap<String, Vec<i64>>,
+) -> Result<HashSet<String>> {
     let bytes = io.new_input(path)?.read().await?;
-    let bad = |e: String| TableError::CorruptState { table: path.to_string(), reason: e };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?.build().map_err(|e| bad(e.to_string()))?;
+    let bad = |e: String| TableError::CorruptState {
+        table: path.to_string(),
+        reason: e,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| bad(e.to_string()))?
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
     let mut targets = HashSet::new();
     for batch in reader {
         let batch = batch.map_err(|e| bad(e.to_string()))?;
-        let paths = batch.column_by_name("file_path").and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
-        let pos = batch.column_by_name("pos").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
-        let (Some(paths), Some(pos)) = (paths, pos) else { return Err(bad("not a position-delete file".into())) };
+        let paths = batch
+            .column_by_name("file_path")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+        let pos = batch
+            .column_by_name("pos")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+        let (Some(paths), Some(pos)) = (paths, pos) else {
+            return Err(bad("not a position-delete file".into()));
+        };
         for i in 0..batch.num_rows() {
             let p = paths.value(i);
             if !targets.contains(p) {

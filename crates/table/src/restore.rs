@@ -34,7 +34,10 @@ pub fn restore_point(metadata: &TableMetadata) -> Result<Option<Offsets>> {
         if let Some(raw) = snapshot.summary().additional_properties.get(OFFSETS_KEY) {
             return parse_offsets(raw).map(Some).map_err(|reason| TableError::CorruptState {
                 table: metadata.location().to_string(),
-                reason: format!("snapshot {} has unreadable {OFFSETS_KEY}: {reason}", snapshot.snapshot_id()),
+                reason: format!(
+                    "snapshot {} has unreadable {OFFSETS_KEY}: {reason}",
+                    snapshot.snapshot_id()
+                ),
             });
         }
     }

@@ -4,9 +4,7 @@
 //! produces the same schema and a table created by an earlier run matches.
 
 use calve_contract::{ColumnType, Contract, PartitionGrain};
-use iceberg::spec::{
-    NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec,
-};
+use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 
 use crate::error::{Result, TableError};
 
@@ -45,7 +43,11 @@ pub fn table_schema(contract: &Contract) -> Result<Schema> {
         }
     });
     let key_ids = contract.keys.columns.iter().filter_map(|k| {
-        contract.columns().iter().position(|c| &c.name == k).map(|i| i as i32 + 1)
+        contract
+            .columns()
+            .iter()
+            .position(|c| &c.name == k)
+            .map(|i| i as i32 + 1)
     });
     Schema::builder()
         .with_fields(fields)
@@ -66,12 +68,7 @@ pub fn partition_spec(contract: &Contract, schema: &Schema) -> Result<UnboundPar
     partition_by(schema, &et.column, transform, &contract.table.name)
 }
 
-fn partition_by(
-    schema: &Schema,
-    column: &str,
-    transform: Transform,
-    table: &str,
-) -> Result<UnboundPartitionSpec> {
+fn partition_by(schema: &Schema, column: &str, transform: Transform, table: &str) -> Result<UnboundPartitionSpec> {
     let field = schema
         .field_by_name(column)
         .ok_or_else(|| invalid(table, format!("partition column {column} not in schema")))?;
@@ -111,5 +108,8 @@ pub fn dead_letter_partition_spec(schema: &Schema) -> Result<UnboundPartitionSpe
 }
 
 fn invalid(table: &str, e: impl std::fmt::Display) -> TableError {
-    TableError::InvalidData { table: table.to_string(), reason: e.to_string() }
+    TableError::InvalidData {
+        table: table.to_string(),
+        reason: e.to_string(),
+    }
 }

@@ -14,8 +14,16 @@ const TOTALS: [(&str, &str, &str); 6] = [
     ("total-files-size", "added-files-size", "removed-files-size"),
     ("total-data-files", "added-data-files", "deleted-data-files"),
     ("total-delete-files", "added-delete-files", "removed-delete-files"),
-    ("total-position-deletes", "added-position-deletes", "removed-position-deletes"),
-    ("total-equality-deletes", "added-equality-deletes", "removed-equality-deletes"),
+    (
+        "total-position-deletes",
+        "added-position-deletes",
+        "removed-position-deletes",
+    ),
+    (
+        "total-equality-deletes",
+        "added-equality-deletes",
+        "removed-equality-deletes",
+    ),
 ];
 
 /// Collects what a snapshot adds and removes on top of a table's current snapshot.
@@ -33,7 +41,9 @@ impl SummaryBuilder {
             collector: SnapshotSummaryCollector::default(),
             schema: base.current_schema().clone(),
             spec: base.default_partition_spec().clone(),
-            previous: base.current_snapshot().map(|s| s.summary().additional_properties.clone()),
+            previous: base
+                .current_snapshot()
+                .map(|s| s.summary().additional_properties.clone()),
         }
     }
 
@@ -53,9 +63,7 @@ impl SummaryBuilder {
         let mut props = extra.clone();
         props.extend(self.collector.build());
         for (total, added, removed) in TOTALS {
-            let get = |m: &HashMap<String, String>, k: &str| {
-                m.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0)
-            };
+            let get = |m: &HashMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
             let prev = self.previous.as_ref().map(|p| get(p, total)).unwrap_or(0);
             let value = prev + get(&props, added) - get(&props, removed);
             props.insert(total.to_string(), value.max(0).to_string());

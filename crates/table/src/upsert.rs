@@ -47,7 +47,13 @@ pub struct Upserter {
 
 impl Upserter {
     /// Builds the key index of `meta`'s current snapshot within `settings`.
-    pub async fn open(io: &FileIO, meta: &TableMetadata, key_columns: &[String], target_file_size: u64, settings: &IndexSettings) -> Result<Self> {
+    pub async fn open(
+        io: &FileIO,
+        meta: &TableMetadata,
+        key_columns: &[String],
+        target_file_size: u64,
+        settings: &IndexSettings,
+    ) -> Result<Self> {
         Ok(Upserter {
             index: KeyIndex::build(io, meta, key_columns, settings).await?,
             writer: DataWriter::new(meta, io.clone(), target_file_size)?,
@@ -76,14 +82,33 @@ impl Upserter {
             true => Vec::new(),
             false => self.deletes.write(&positions).await?,
         };
-        Ok(Prepared { plan, written, data_files, delete_files })
+        Ok(Prepared {
+            plan,
+            written,
+            data_files,
+            delete_files,
+        })
     }
 
     /// Commits `prepared` as a row delta validated against the index's head, then teaches the
     /// index where the new rows are. Fails with `StaleDeletes` when rows moved meanwhile.
-    pub async fn commit(&mut self, catalog: &Catalog, committer: &Committer, prepared: Prepared, restore: &RestoreUpdate) -> Result<CommitOutcome> {
-        let Prepared { plan, written, data_files, delete_files } = prepared;
-        let at = ComputedAt { snapshot_id: self.index.head(), epoch: committer.epoch() };
+    pub async fn commit(
+        &mut self,
+        catalog: &Catalog,
+        committer: &Committer,
+        prepared: Prepared,
+        restore: &RestoreUpdate,
+    ) -> Result<CommitOutcome> {
+        let Prepared {
+            plan,
+            written,
+            data_files,
+            delete_files,
+        } = prepared;
+        let at = ComputedAt {
+            snapshot_id: self.index.head(),
+            epoch: committer.epoch(),
+        };
         let op = RowDelta::new(data_files, delete_files).computed_at(at);
         let outcome = match committer.commit(&op, restore).await {
             Err(e @ TableError::StaleDeletes { .. }) => {
@@ -100,7 +125,9 @@ impl Upserter {
         // The index describes the table as of our own snapshot, not the current head: a
         // compaction committed after it is caught by the next row delta's validation.
         let head = match &outcome {
-            CommitOutcome::Committed { snapshot_id } | CommitOutcome::AlreadyCommitted { snapshot_id } => Some(*snapshot_id),
+            CommitOutcome::Committed { snapshot_id } | CommitOutcome::AlreadyCommitted { snapshot_id } => {
+                Some(*snapshot_id)
+            }
         };
         self.index.apply(plan, &written, &op.delete_files, head)?;
         Ok(outcome)

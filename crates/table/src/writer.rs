@@ -9,15 +9,12 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef as ArrowSchemaRef;
-use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
+use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, DataFile, DataFileFormat, PartitionKey, PartitionSpecRef, SchemaRef,
-    TableMetadata,
+    DataContentType, DataFile, DataFileFormat, PartitionKey, PartitionSpecRef, SchemaRef, TableMetadata,
 };
-use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
-};
+use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::{RollingFileWriter, RollingFileWriterBuilder};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -58,7 +55,10 @@ impl DataWriter {
         let splitter = if spec.is_unpartitioned() {
             None
         } else {
-            Some(RecordBatchPartitionSplitter::try_new_with_computed_values(schema.clone(), spec.clone())?)
+            Some(RecordBatchPartitionSplitter::try_new_with_computed_values(
+                schema.clone(),
+                spec.clone(),
+            )?)
         };
         Ok(DataWriter {
             schema,
@@ -97,7 +97,11 @@ impl DataWriter {
         let mut groups: BTreeMap<String, (Option<PartitionKey>, Vec<RecordBatch>)> = BTreeMap::new();
         for batch in batches.iter().filter(|b| b.num_rows() > 0) {
             match &self.splitter {
-                None => groups.entry(String::new()).or_insert((None, Vec::new())).1.push(batch.clone()),
+                None => groups
+                    .entry(String::new())
+                    .or_insert((None, Vec::new()))
+                    .1
+                    .push(batch.clone()),
                 Some(s) => {
                     for (key, part) in s.split(batch).map_err(|e| self.invalid(e))? {
                         let entry = groups.entry(key.to_path()).or_insert((Some(key), Vec::new()));
@@ -142,11 +146,18 @@ impl DataWriter {
             names,
         )
         .build();
-        PartitionFiles { owner: self, key, inner }
+        PartitionFiles {
+            owner: self,
+            key,
+            inner,
+        }
     }
 
     fn invalid(&self, e: impl std::fmt::Display) -> TableError {
-        TableError::InvalidData { table: self.table.clone(), reason: e.to_string() }
+        TableError::InvalidData {
+            table: self.table.clone(),
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -163,7 +174,10 @@ pub struct PartitionFiles<'a> {
 impl PartitionFiles<'_> {
     /// Appends `batch` (rows of this partition only).
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.inner.write(&self.key, batch).await.map_err(|e| self.owner.invalid(e))
+        self.inner
+            .write(&self.key, batch)
+            .await
+            .map_err(|e| self.owner.invalid(e))
     }
 
     /// Finishes the last file; returns every file written, with partition and spec set.

@@ -5,10 +5,10 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use calve_table::commit::{Append, CommitOutcome, Committer, MergePolicy, RestoreUpdate, claim_epoch};
-use calve_table::restore::{Offsets, restore_point};
+use calve_table::commit::{claim_epoch, Append, CommitOutcome, Committer, MergePolicy, RestoreUpdate};
+use calve_table::restore::{restore_point, Offsets};
 use calve_table::TableError;
-use common::{Fixture, ids_of, offsets};
+use common::{ids_of, offsets, Fixture};
 use iceberg::spec::{ManifestList, ManifestStatus};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -16,7 +16,10 @@ async fn appends_merge_manifests_keep_sequence_numbers_and_totals() {
     let f = Fixture::new().await;
     let epoch = claim_epoch(&f.catalog, &f.ident).await.unwrap();
     let c = Committer::new(f.catalog.clone(), f.ident.clone(), epoch);
-    let merge = MergePolicy { min_count_to_merge: 8, target_manifest_bytes: 8 << 20 };
+    let merge = MergePolicy {
+        min_count_to_merge: 8,
+        target_manifest_bytes: 8 << 20,
+    };
     // file path -> sequence number of the snapshot that added it
     let mut added_at: HashMap<String, i64> = HashMap::new();
     let commits = 30;
@@ -24,9 +27,26 @@ async fn appends_merge_manifests_keep_sequence_numbers_and_totals() {
         let files = f.files(i * 10..i * 10 + 10).await;
         let paths: Vec<String> = files.iter().map(|d| d.file_path().to_string()).collect();
         let op = Append { files, merge };
-        let out = c.commit(&op, &RestoreUpdate { from: offsets(i), to: offsets(i + 1) }).await.unwrap();
+        let out = c
+            .commit(
+                &op,
+                &RestoreUpdate {
+                    from: offsets(i),
+                    to: offsets(i + 1),
+                },
+            )
+            .await
+            .unwrap();
         assert!(matches!(out, CommitOutcome::Committed { .. }));
-        let seq = f.catalog.load(&f.ident).await.unwrap().metadata.current_snapshot().unwrap().sequence_number();
+        let seq = f
+            .catalog
+            .load(&f.ident)
+            .await
+            .unwrap()
+            .metadata
+            .current_snapshot()
+            .unwrap()
+            .sequence_number();
         paths.into_iter().for_each(|p| {
             added_at.insert(p, seq);
         });
@@ -34,14 +54,33 @@ async fn appends_merge_manifests_keep_sequence_numbers_and_totals() {
     let st = f.catalog.load(&f.ident).await.unwrap();
     let m = st.metadata.as_ref();
     let snap = m.current_snapshot().unwrap();
-    let list = ManifestList::parse_with_version(&f.catalog.file_io().new_input(snap.manifest_list()).unwrap().read().await.unwrap(), m.format_version()).unwrap();
-    assert!(list.entries().len() < 8, "manifests stay bounded, got {}", list.entries().len());
+    let list = ManifestList::parse_with_version(
+        &f.catalog
+            .file_io()
+            .new_input(snap.manifest_list())
+            .unwrap()
+            .read()
+            .await
+            .unwrap(),
+        m.format_version(),
+    )
+    .unwrap();
+    assert!(
+        list.entries().len() < 8,
+        "manifests stay bounded, got {}",
+        list.entries().len()
+    );
     let mut seen = 0;
     let mut merged = 0;
     for mf in list.entries() {
         for e in mf.load_manifest(f.catalog.file_io()).await.unwrap().entries() {
             assert!(e.is_alive());
-            assert_eq!(Some(added_at[e.file_path()]), e.sequence_number(), "sequence number of {}", e.file_path());
+            assert_eq!(
+                Some(added_at[e.file_path()]),
+                e.sequence_number(),
+                "sequence number of {}",
+                e.file_path()
+            );
             // Entries a merge rewrote keep their sequence numbers and become EXISTING.
             if mf.added_snapshot_id == snap.snapshot_id() && e.sequence_number() != Some(snap.sequence_number()) {
                 assert_eq!(e.status(), ManifestStatus::Existing);
@@ -50,7 +89,10 @@ async fn appends_merge_manifests_keep_sequence_numbers_and_totals() {
             seen += 1;
         }
     }
-    assert!(merged > 0 || list.entries().iter().any(|m| m.existing_files_count.unwrap_or(0) > 0), "a merge happened");
+    assert!(
+        merged > 0 || list.entries().iter().any(|m| m.existing_files_count.unwrap_or(0) > 0),
+        "a merge happened"
+    );
     assert_eq!(seen, added_at.len(), "every file listed exactly once");
     let summary = &snap.summary().additional_properties;
     assert_eq!(summary["total-records"], (commits * 10).to_string());
@@ -67,11 +109,20 @@ async fn a_retried_commit_that_landed_is_not_applied_twice() {
     let f = Fixture::new().await;
     let epoch = claim_epoch(&f.catalog, &f.ident).await.unwrap();
     let c = Committer::new(f.catalog.clone(), f.ident.clone(), epoch);
-    let restore = RestoreUpdate { from: offsets(0), to: offsets(5) };
+    let restore = RestoreUpdate {
+        from: offsets(0),
+        to: offsets(5),
+    };
     let first = c.commit(&Append::new(f.files(0..5).await), &restore).await.unwrap();
-    let CommitOutcome::Committed { snapshot_id } = first else { panic!("{first:?}") };
+    let CommitOutcome::Committed { snapshot_id } = first else {
+        panic!("{first:?}")
+    };
     let again = c.commit(&Append::new(f.files(0..5).await), &restore).await.unwrap();
-    assert_eq!(again, CommitOutcome::AlreadyCommitted { snapshot_id }, "names the snapshot that landed it");
+    assert_eq!(
+        again,
+        CommitOutcome::AlreadyCommitted { snapshot_id },
+        "names the snapshot that landed it"
+    );
     let st = f.catalog.load(&f.ident).await.unwrap();
     assert_eq!(st.metadata.snapshots().count(), 1);
     assert_eq!(ids_of(&f.read(), "pyiceberg"), (0..5).collect::<Vec<_>>());
@@ -80,14 +131,47 @@ async fn a_retried_commit_that_landed_is_not_applied_twice() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_owner_is_fenced() {
     let f = Fixture::new().await;
-    let old = Committer::new(f.catalog.clone(), f.ident.clone(), claim_epoch(&f.catalog, &f.ident).await.unwrap());
-    old.commit(&Append::new(f.files(0..3).await), &RestoreUpdate { from: offsets(0), to: offsets(3) }).await.unwrap();
-    let new = Committer::new(f.catalog.clone(), f.ident.clone(), claim_epoch(&f.catalog, &f.ident).await.unwrap());
+    let old = Committer::new(
+        f.catalog.clone(),
+        f.ident.clone(),
+        claim_epoch(&f.catalog, &f.ident).await.unwrap(),
+    );
+    old.commit(
+        &Append::new(f.files(0..3).await),
+        &RestoreUpdate {
+            from: offsets(0),
+            to: offsets(3),
+        },
+    )
+    .await
+    .unwrap();
+    let new = Committer::new(
+        f.catalog.clone(),
+        f.ident.clone(),
+        claim_epoch(&f.catalog, &f.ident).await.unwrap(),
+    );
     assert!(new.epoch() > old.epoch());
-    let err = old.commit(&Append::new(f.files(3..6).await), &RestoreUpdate { from: offsets(3), to: offsets(6) }).await.unwrap_err();
+    let err = old
+        .commit(
+            &Append::new(f.files(3..6).await),
+            &RestoreUpdate {
+                from: offsets(3),
+                to: offsets(6),
+            },
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, TableError::Fenced { .. }), "{err}");
     assert_eq!(err.class(), calve_contract::RetryClass::Permanent);
-    new.commit(&Append::new(f.files(3..6).await), &RestoreUpdate { from: offsets(3), to: offsets(6) }).await.unwrap();
+    new.commit(
+        &Append::new(f.files(3..6).await),
+        &RestoreUpdate {
+            from: offsets(3),
+            to: offsets(6),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(ids_of(&f.read(), "duckdb"), (0..6).collect::<Vec<_>>());
 }
 
@@ -106,7 +190,15 @@ async fn concurrent_committers_retry_and_lose_nothing() {
         tasks.push(tokio::spawn(async move {
             for (k, files) in batches.into_iter().enumerate() {
                 let key = BTreeMap::from([(format!("w{w}"), BTreeMap::from([(0, k as i64 + 1)]))]);
-                c.commit(&Append::new(files), &RestoreUpdate { from: Offsets::new(), to: key }).await.unwrap();
+                c.commit(
+                    &Append::new(files),
+                    &RestoreUpdate {
+                        from: Offsets::new(),
+                        to: key,
+                    },
+                )
+                .await
+                .unwrap();
             }
         }));
     }
@@ -117,7 +209,10 @@ async fn concurrent_committers_retry_and_lose_nothing() {
     assert_eq!(st.metadata.snapshots().count(), 12);
     // Abandoned attempts left no manifest lists behind: one per snapshot.
     let meta_dir = std::path::Path::new(st.metadata.location().trim_start_matches("file:")).join("metadata");
-    let lists = std::fs::read_dir(&meta_dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snap-")).count();
+    let lists = std::fs::read_dir(&meta_dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snap-"))
+        .count();
     assert_eq!(lists, 12, "manifest lists in {}", meta_dir.display());
     assert_eq!(ids_of(&f.read(), "pyiceberg"), (0..120).collect::<Vec<_>>());
 }

@@ -8,10 +8,12 @@ mod common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use calve_table::commit::{Append, Committer, Produced, RestoreUpdate, SnapshotContext, SnapshotOperation, claim_epoch};
+use calve_table::commit::{
+    claim_epoch, Append, Committer, Produced, RestoreUpdate, SnapshotContext, SnapshotOperation,
+};
 use calve_table::restore::restore_point;
 use calve_testkit::python::append_with_pyiceberg;
-use common::{Fixture, files_on_disk, ids_of, offsets, referenced_by_head};
+use common::{files_on_disk, ids_of, offsets, referenced_by_head, Fixture};
 
 /// An append whose first attempt is overtaken by a PyIceberg commit.
 struct Overtaken<'a> {
@@ -21,7 +23,11 @@ struct Overtaken<'a> {
 }
 
 impl SnapshotOperation for Overtaken<'_> {
-    async fn produce(&self, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>) -> calve_table::Result<Produced> {
+    async fn produce(
+        &self,
+        ctx: &mut SnapshotContext<'_>,
+        extra: &HashMap<String, String>,
+    ) -> calve_table::Result<Produced> {
         // Produce first (manifests written), then let the foreign writer swap the pointer.
         let produced = self.inner.produce(ctx, extra).await?;
         if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -35,11 +41,35 @@ impl SnapshotOperation for Overtaken<'_> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_foreign_commit_between_read_and_swap_is_retried_over() {
     let f = Fixture::new().await;
-    let c = Committer::new(f.catalog.clone(), f.ident.clone(), claim_epoch(&f.catalog, &f.ident).await.unwrap());
-    c.commit(&Append::new(f.files(0..5).await), &RestoreUpdate { from: offsets(0), to: offsets(1) }).await.unwrap();
+    let c = Committer::new(
+        f.catalog.clone(),
+        f.ident.clone(),
+        claim_epoch(&f.catalog, &f.ident).await.unwrap(),
+    );
+    c.commit(
+        &Append::new(f.files(0..5).await),
+        &RestoreUpdate {
+            from: offsets(0),
+            to: offsets(1),
+        },
+    )
+    .await
+    .unwrap();
 
-    let op = Overtaken { inner: Append::new(f.files(5..10).await), fixture: &f, attempts: AtomicUsize::new(0) };
-    c.commit(&op, &RestoreUpdate { from: offsets(1), to: offsets(2) }).await.unwrap();
+    let op = Overtaken {
+        inner: Append::new(f.files(5..10).await),
+        fixture: &f,
+        attempts: AtomicUsize::new(0),
+    };
+    c.commit(
+        &op,
+        &RestoreUpdate {
+            from: offsets(1),
+            to: offsets(2),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(op.attempts.load(Ordering::SeqCst), 2, "the first attempt lost the swap");
 
     let want: Vec<i64> = (0..10).chain([1000, 1001]).collect();
@@ -48,7 +78,11 @@ async fn a_foreign_commit_between_read_and_swap_is_retried_over() {
         assert_eq!(ids_of(&view, reader), want, "{reader}");
     }
     let location = f.catalog.load(&f.ident).await.unwrap().metadata.location().to_string();
-    assert_eq!(files_on_disk(&location), referenced_by_head(&f).await, "the lost attempt's files are gone");
+    assert_eq!(
+        files_on_disk(&location),
+        referenced_by_head(&f).await,
+        "the lost attempt's files are gone"
+    );
 
     // A foreign snapshot on top carries no restore point; ours is found behind it.
     let d = f.dir.path();

@@ -13,9 +13,9 @@ use calve_table::commit::{CommitOutcome, Committer, ComputedAt, RestoreUpdate, R
 use calve_table::deletes::PositionDeleteWriter;
 use calve_table::key_index::{KeyIndex, PlanStats, SeqBatch};
 use calve_table::live::{equality_deletes_in_any_snapshot, live_files};
-use calve_table::writer::{DataWriter, arrow_schema};
+use calve_table::writer::{arrow_schema, DataWriter};
 use calve_table::TableError;
-use common::{Fixture, committer, offsets};
+use common::{committer, offsets, Fixture};
 
 const DAY_US: i64 = 86_400_000_000;
 const BASE_US: i64 = 1_763_942_400_000_000;
@@ -28,32 +28,71 @@ fn rows(f: &Fixture, meta: &iceberg::spec::TableMetadata, rows: &[(i64, i64)]) -
         arrow_schema(meta).unwrap(),
         vec![
             Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| BASE_US + r.1 * DAY_US).collect::<Vec<_>>()).with_timezone("+00:00")),
+            Arc::new(
+                TimestampMicrosecondArray::from(rows.iter().map(|r| BASE_US + r.1 * DAY_US).collect::<Vec<_>>())
+                    .with_timezone("+00:00"),
+            ),
         ],
     )
     .unwrap()
 }
 
 fn keys(ids: &[i64]) -> RecordBatch {
-    let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false)]));
+    let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+        "id",
+        arrow_schema::DataType::Int64,
+        false,
+    )]));
     RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids.to_vec()))]).unwrap()
 }
 
 /// One upsert commit the way the pipeline's sink does it.
-async fn commit_changes(f: &Fixture, c: &Committer, index: &mut KeyIndex, upserts: Vec<SeqBatch>, deletes: Vec<SeqBatch>, n: i64) -> PlanStats {
+async fn commit_changes(
+    f: &Fixture,
+    c: &Committer,
+    index: &mut KeyIndex,
+    upserts: Vec<SeqBatch>,
+    deletes: Vec<SeqBatch>,
+    n: i64,
+) -> PlanStats {
     let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
     let plan = index.plan(&upserts, &deletes).unwrap();
     let stats = plan.stats;
-    let written = DataWriter::new(&meta, f.catalog.file_io().clone(), 64 << 20).unwrap().write_tracked(&plan.rows).await.unwrap();
+    let written = DataWriter::new(&meta, f.catalog.file_io().clone(), 64 << 20)
+        .unwrap()
+        .write_tracked(&plan.rows)
+        .await
+        .unwrap();
     let positions = index.deletes_for(&plan);
     let delete_files = match positions.is_empty() {
         true => vec![],
-        false => PositionDeleteWriter::new(&meta, f.catalog.file_io().clone()).unwrap().write(&positions).await.unwrap(),
+        false => PositionDeleteWriter::new(&meta, f.catalog.file_io().clone())
+            .unwrap()
+            .write(&positions)
+            .await
+            .unwrap(),
     };
     let data_files = written.iter().flat_map(|w| w.files.clone()).collect();
-    let op = RowDelta::new(data_files, delete_files).computed_at(ComputedAt { snapshot_id: index.head(), epoch: c.epoch() });
-    let CommitOutcome::Committed { snapshot_id } = c.commit(&op, &RestoreUpdate { from: offsets(n), to: offsets(n + 1) }).await.unwrap() else { panic!() };
-    index.apply(plan, &written, &op.delete_files, Some(snapshot_id)).unwrap();
+    let op = RowDelta::new(data_files, delete_files).computed_at(ComputedAt {
+        snapshot_id: index.head(),
+        epoch: c.epoch(),
+    });
+    let CommitOutcome::Committed { snapshot_id } = c
+        .commit(
+            &op,
+            &RestoreUpdate {
+                from: offsets(n),
+                to: offsets(n + 1),
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    index
+        .apply(plan, &written, &op.delete_files, Some(snapshot_id))
+        .unwrap();
     stats
 }
 
@@ -65,7 +104,9 @@ fn state(f: &Fixture) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
             .rows(reader)
             .iter()
             .map(|r| {
-                let ts = chrono::DateTime::parse_from_rfc3339(r[1].as_str().unwrap()).unwrap().timestamp_micros();
+                let ts = chrono::DateTime::parse_from_rfc3339(r[1].as_str().unwrap())
+                    .unwrap()
+                    .timestamp_micros();
                 (r[0].as_i64().unwrap(), (ts - BASE_US) / DAY_US)
             })
             .collect();
@@ -81,15 +122,35 @@ async fn upserts_and_deletes_become_position_deletes_and_survive_a_rebuild() {
     let c = committer(&f).await;
     let key = vec!["id".to_string()];
     let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
-    let mut index = KeyIndex::build(f.catalog.file_io(), &meta, &key, &Default::default()).await.unwrap();
+    let mut index = KeyIndex::build(f.catalog.file_io(), &meta, &key, &Default::default())
+        .await
+        .unwrap();
     let mut model: BTreeMap<i64, i64> = BTreeMap::new();
 
     // Commit 1: ids 0..100 at version 0, with id 7 written twice (the later one, version 3, wins).
     let mut first: Vec<(i64, i64)> = (0..100).map(|i| (i, 0)).collect();
     first.push((7, 3));
     let seq = (0..first.len() as u64).collect();
-    let s = commit_changes(&f, &c, &mut index, vec![SeqBatch { batch: rows(&f, &meta, &first), seq }], vec![], 0).await;
-    assert_eq!(s, PlanStats { inserts: 100, collapsed: 1, ..PlanStats::default() });
+    let s = commit_changes(
+        &f,
+        &c,
+        &mut index,
+        vec![SeqBatch {
+            batch: rows(&f, &meta, &first),
+            seq,
+        }],
+        vec![],
+        0,
+    )
+    .await;
+    assert_eq!(
+        s,
+        PlanStats {
+            inserts: 100,
+            collapsed: 1,
+            ..PlanStats::default()
+        }
+    );
     model.extend((0..100).map(|i| (i, 0)));
     model.insert(7, 3);
 
@@ -97,10 +158,19 @@ async fn upserts_and_deletes_become_position_deletes_and_survive_a_rebuild() {
     // delete (version 2) and id 60 deleted after its update; id 999 deleted but never existed.
     let upd: Vec<(i64, i64)> = (50..150).map(|i| (i, 1)).collect();
     let upserts = vec![
-        SeqBatch { batch: rows(&f, &meta, &upd), seq: (0..100).collect() },
-        SeqBatch { batch: rows(&f, &meta, &[(5, 2)]), seq: vec![300] },
+        SeqBatch {
+            batch: rows(&f, &meta, &upd),
+            seq: (0..100).collect(),
+        },
+        SeqBatch {
+            batch: rows(&f, &meta, &[(5, 2)]),
+            seq: vec![300],
+        },
     ];
-    let deletes = vec![SeqBatch { batch: keys(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 60, 999]), seq: vec![200, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 211] }];
+    let deletes = vec![SeqBatch {
+        batch: keys(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 60, 999]),
+        seq: vec![200, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 211],
+    }];
     let s = commit_changes(&f, &c, &mut index, upserts, deletes, 1).await;
     for i in 50..150 {
         model.insert(i, 1);
@@ -109,7 +179,17 @@ async fn upserts_and_deletes_become_position_deletes_and_survive_a_rebuild() {
         model.remove(&i);
     }
     model.insert(5, 2);
-    assert_eq!(s, PlanStats { inserts: 50, updates: 50, deletes: 10, deletes_of_absent_keys: 1, collapsed: 2 }, "5 and 60 changed twice");
+    assert_eq!(
+        s,
+        PlanStats {
+            inserts: 50,
+            updates: 50,
+            deletes: 10,
+            deletes_of_absent_keys: 1,
+            collapsed: 2
+        },
+        "5 and 60 changed twice"
+    );
     let want: Vec<(i64, i64)> = model.iter().map(|(k, v)| (*k, *v)).collect();
     let (py, duck) = state(&f);
     assert_eq!(py, want, "pyiceberg");
@@ -118,12 +198,25 @@ async fn upserts_and_deletes_become_position_deletes_and_survive_a_rebuild() {
 
     // Rebuilt from the table, the index holds the same keys and drives a correct third commit.
     let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
-    let mut rebuilt = KeyIndex::build(f.catalog.file_io(), &meta, &key, &Default::default()).await.unwrap();
+    let mut rebuilt = KeyIndex::build(f.catalog.file_io(), &meta, &key, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(rebuilt.len(), model.len());
     assert_eq!(rebuilt.head(), meta.current_snapshot_id());
     let third: Vec<(i64, i64)> = model.keys().map(|k| (*k, 4)).collect();
     let n = third.len() as u64;
-    let s = commit_changes(&f, &c, &mut rebuilt, vec![SeqBatch { batch: rows(&f, &meta, &third), seq: (0..n).collect() }], vec![], 2).await;
+    let s = commit_changes(
+        &f,
+        &c,
+        &mut rebuilt,
+        vec![SeqBatch {
+            batch: rows(&f, &meta, &third),
+            seq: (0..n).collect(),
+        }],
+        vec![],
+        2,
+    )
+    .await;
     assert_eq!((s.updates, s.inserts), (n, 0));
     model.values_mut().for_each(|v| *v = 4);
     let want: Vec<(i64, i64)> = model.iter().map(|(k, v)| (*k, *v)).collect();
@@ -132,11 +225,22 @@ async fn upserts_and_deletes_become_position_deletes_and_survive_a_rebuild() {
     assert_eq!(duck, want, "duckdb after the rebuilt index's commit");
 
     let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
-    assert_eq!(equality_deletes_in_any_snapshot(f.catalog.file_io(), &meta).await.unwrap(), 0);
+    assert_eq!(
+        equality_deletes_in_any_snapshot(f.catalog.file_io(), &meta)
+            .await
+            .unwrap(),
+        0
+    );
     let live = live_files(f.catalog.file_io(), &meta).await.unwrap();
     assert!(!live.position_deletes.is_empty());
     // Every version-0..3 row is dead: the live rows per the index equal the model.
-    assert_eq!(KeyIndex::build(f.catalog.file_io(), &meta, &key, &Default::default()).await.unwrap().len(), model.len());
+    assert_eq!(
+        KeyIndex::build(f.catalog.file_io(), &meta, &key, &Default::default())
+            .await
+            .unwrap()
+            .len(),
+        model.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,32 +249,105 @@ async fn positions_computed_before_another_writers_rewrite_are_refused() {
     let c = committer(&f).await;
     let key = vec!["id".to_string()];
     let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
-    let mut index = KeyIndex::build(f.catalog.file_io(), &meta, &key, &Default::default()).await.unwrap();
+    let mut index = KeyIndex::build(f.catalog.file_io(), &meta, &key, &Default::default())
+        .await
+        .unwrap();
     let first: Vec<(i64, i64)> = (0..20).map(|i| (i, 0)).collect();
-    commit_changes(&f, &c, &mut index, vec![SeqBatch { batch: rows(&f, &meta, &first), seq: (0..20).collect() }], vec![], 0).await;
+    commit_changes(
+        &f,
+        &c,
+        &mut index,
+        vec![SeqBatch {
+            batch: rows(&f, &meta, &first),
+            seq: (0..20).collect(),
+        }],
+        vec![],
+        0,
+    )
+    .await;
 
     // Another process compacts: the file the index points at is replaced by a copy.
     let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
-    let old = live_files(f.catalog.file_io(), &meta).await.unwrap().data.into_iter().map(|l| l.file).collect::<Vec<_>>();
-    let copy = DataWriter::new(&meta, f.catalog.file_io().clone(), 64 << 20).unwrap().write(&[rows(&f, &meta, &first)]).await.unwrap();
+    let old = live_files(f.catalog.file_io(), &meta)
+        .await
+        .unwrap()
+        .data
+        .into_iter()
+        .map(|l| l.file)
+        .collect::<Vec<_>>();
+    let copy = DataWriter::new(&meta, f.catalog.file_io().clone(), 64 << 20)
+        .unwrap()
+        .write(&[rows(&f, &meta, &first)])
+        .await
+        .unwrap();
     let other = Committer::new(f.catalog.clone(), f.ident.clone(), c.epoch());
-    other.commit_maintenance(&Rewrite { removed: old, added: copy, planned_at: meta.current_snapshot_id() }).await.unwrap();
+    other
+        .commit_maintenance(&Rewrite {
+            removed: old,
+            added: copy,
+            planned_at: meta.current_snapshot_id(),
+        })
+        .await
+        .unwrap();
 
     // Our next update's positions name the replaced file: refused, never committed wrong.
-    let plan = index.plan(&[SeqBatch { batch: rows(&f, &meta, &[(3, 1)]), seq: vec![0] }], &[]).unwrap();
+    let plan = index
+        .plan(
+            &[SeqBatch {
+                batch: rows(&f, &meta, &[(3, 1)]),
+                seq: vec![0],
+            }],
+            &[],
+        )
+        .unwrap();
     let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
-    let deletes = PositionDeleteWriter::new(&meta, f.catalog.file_io().clone()).unwrap().write(&index.deletes_for(&plan)).await.unwrap();
-    let data = DataWriter::new(&meta, f.catalog.file_io().clone(), 64 << 20).unwrap().write(&plan.rows).await.unwrap();
-    let op = RowDelta::new(data, deletes).computed_at(ComputedAt { snapshot_id: index.head(), epoch: c.epoch() });
-    let err = c.commit(&op, &RestoreUpdate { from: offsets(1), to: offsets(2) }).await.unwrap_err();
+    let deletes = PositionDeleteWriter::new(&meta, f.catalog.file_io().clone())
+        .unwrap()
+        .write(&index.deletes_for(&plan))
+        .await
+        .unwrap();
+    let data = DataWriter::new(&meta, f.catalog.file_io().clone(), 64 << 20)
+        .unwrap()
+        .write(&plan.rows)
+        .await
+        .unwrap();
+    let op = RowDelta::new(data, deletes).computed_at(ComputedAt {
+        snapshot_id: index.head(),
+        epoch: c.epoch(),
+    });
+    let err = c
+        .commit(
+            &op,
+            &RestoreUpdate {
+                from: offsets(1),
+                to: offsets(2),
+            },
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, TableError::StaleDeletes { .. }), "{err}");
-    assert_eq!(err.class(), calve_contract::RetryClass::Temporary, "refreshing the index is the fix");
+    assert_eq!(
+        err.class(),
+        calve_contract::RetryClass::Temporary,
+        "refreshing the index is the fix"
+    );
 
     // Caught up, the index points at the copy (read alone, not the table) and the same update
     // now lands correctly.
     let r = index.refresh(f.catalog.file_io(), &meta).await.unwrap();
     assert_eq!((r.rebuilt, r.files_dropped, r.files_read), (false, 1, 1), "{r:?}");
-    commit_changes(&f, &c, &mut index, vec![SeqBatch { batch: rows(&f, &meta, &[(3, 1)]), seq: vec![0] }], vec![], 1).await;
+    commit_changes(
+        &f,
+        &c,
+        &mut index,
+        vec![SeqBatch {
+            batch: rows(&f, &meta, &[(3, 1)]),
+            seq: vec![0],
+        }],
+        vec![],
+        1,
+    )
+    .await;
     let mut want: Vec<(i64, i64)> = (0..20).map(|i| (i, 0)).collect();
     want[3] = (3, 1);
     let (py, duck) = state(&f);
@@ -186,14 +363,26 @@ async fn compact_partition(f: &Fixture, c: &Committer, day: i64) -> usize {
     let io = f.catalog.file_io();
     let live = live_files(io, &meta).await.unwrap();
     let deletes = calve_table::read::read_deletes(io, &live).await.unwrap();
-    let in_day = |df: &iceberg::spec::DataFile| df.partition().fields()[0] == Some(iceberg::spec::Literal::int((BASE_US / DAY_US + day) as i32));
-    let removed: Vec<_> = live.data.iter().map(|l| l.file.clone()).filter(|df| in_day(df)).collect();
+    let in_day = |df: &iceberg::spec::DataFile| {
+        df.partition().fields()[0] == Some(iceberg::spec::Literal::int((BASE_US / DAY_US + day) as i32))
+    };
+    let removed: Vec<_> = live
+        .data
+        .iter()
+        .map(|l| l.file.clone())
+        .filter(|df| in_day(df))
+        .collect();
     let mut kept = Vec::new();
     for df in &removed {
         let dead = deletes.of(df.file_path());
         let mut pos = 0i64;
-        for b in calve_table::read::read_data_file(io, &meta, df.file_path()).await.unwrap() {
-            let mask: Vec<bool> = (0..b.num_rows()).map(|i| dead.binary_search(&(pos + i as i64)).is_err()).collect();
+        for b in calve_table::read::read_data_file(io, &meta, df.file_path())
+            .await
+            .unwrap()
+        {
+            let mask: Vec<bool> = (0..b.num_rows())
+                .map(|i| dead.binary_search(&(pos + i as i64)).is_err())
+                .collect();
             pos += b.num_rows() as i64;
             kept.push(arrow_select::filter::filter_record_batch(&b, &arrow_array::BooleanArray::from(mask)).unwrap());
         }
@@ -201,18 +390,46 @@ async fn compact_partition(f: &Fixture, c: &Committer, day: i64) -> usize {
     if removed.len() < 2 {
         return 0;
     }
-    let added = DataWriter::new(&meta, io.clone(), 64 << 20).unwrap().write(&kept).await.unwrap();
+    let added = DataWriter::new(&meta, io.clone(), 64 << 20)
+        .unwrap()
+        .write(&kept)
+        .await
+        .unwrap();
     let n = added.len();
     let other = Committer::new(f.catalog.clone(), f.ident.clone(), c.epoch());
-    other.commit_maintenance(&Rewrite { removed, added, planned_at: meta.current_snapshot_id() }).await.unwrap();
+    other
+        .commit_maintenance(&Rewrite {
+            removed,
+            added,
+            planned_at: meta.current_snapshot_id(),
+        })
+        .await
+        .unwrap();
     n
 }
 
 /// Where the index says each of `ids` lives: (file, position), sorted; and how many it holds.
-fn places(index: &KeyIndex, meta: &iceberg::spec::TableMetadata, f: &Fixture, ids: &[i64]) -> (Vec<(String, i64)>, usize) {
+fn places(
+    index: &KeyIndex,
+    meta: &iceberg::spec::TableMetadata,
+    f: &Fixture,
+    ids: &[i64],
+) -> (Vec<(String, i64)>, usize) {
     let probe: Vec<(i64, i64)> = ids.iter().map(|i| (*i, 0)).collect();
-    let plan = index.plan(&[SeqBatch { batch: rows(f, meta, &probe), seq: (0..ids.len() as u64).collect() }], &[]).unwrap();
-    let mut out: Vec<(String, i64)> = index.deletes_for(&plan).iter().map(|d| (d.data_file.file_path().to_string(), d.pos)).collect();
+    let plan = index
+        .plan(
+            &[SeqBatch {
+                batch: rows(f, meta, &probe),
+                seq: (0..ids.len() as u64).collect(),
+            }],
+            &[],
+        )
+        .unwrap();
+    let mut out: Vec<(String, i64)> = index
+        .deletes_for(&plan)
+        .iter()
+        .map(|d| (d.data_file.file_path().to_string(), d.pos))
+        .collect();
     out.sort();
     (out, index.len())
 }
@@ -229,7 +446,10 @@ async fn a_spilled_index_follows_compactions_and_foreign_deletes_like_a_fresh_bu
     let c = committer(&f).await;
     let key = vec!["id".to_string()];
     let spill = tempfile::tempdir().unwrap();
-    let tiny = calve_table::key_index::IndexSettings { memory_limit: 1 << 20, spill_dir: spill.path().to_path_buf() };
+    let tiny = calve_table::key_index::IndexSettings {
+        memory_limit: 1 << 20,
+        spill_dir: spill.path().to_path_buf(),
+    };
     let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
     let mut index = KeyIndex::build(f.catalog.file_io(), &meta, &key, &tiny).await.unwrap();
     let mut model: BTreeMap<i64, i64> = BTreeMap::new();
@@ -241,23 +461,46 @@ async fn a_spilled_index_follows_compactions_and_foreign_deletes_like_a_fresh_bu
         let upserts: Vec<(i64, i64)> = (0..12_000).map(|_| (rng.gen_range(0..IDS), version)).collect();
         let deleted: Vec<i64> = (0..400).map(|_| rng.gen_range(0..IDS)).collect();
         let n = upserts.len() as u64;
-        let batch = SeqBatch { batch: rows(&f, &meta, &upserts), seq: (0..n).collect() };
-        let dels = SeqBatch { batch: keys(&deleted), seq: (n..n + deleted.len() as u64).collect() };
+        let batch = SeqBatch {
+            batch: rows(&f, &meta, &upserts),
+            seq: (0..n).collect(),
+        };
+        let dels = SeqBatch {
+            batch: keys(&deleted),
+            seq: (n..n + deleted.len() as u64).collect(),
+        };
         commit_changes(&f, &c, &mut index, vec![batch], vec![dels], round).await;
         model.extend(upserts.iter().copied());
-        deleted.iter().for_each(|k| { model.remove(k); });
+        deleted.iter().for_each(|k| {
+            model.remove(k);
+        });
         if round % 3 == 2 {
             let wrote = compact_partition(&f, &c, rng.gen_range(0..3)).await;
             let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
             let r = index.refresh(f.catalog.file_io(), &meta).await.unwrap();
-            assert!(!r.rebuilt && r.files_read == wrote, "round {round}: only the compaction's output is read: {r:?}");
+            assert!(
+                !r.rebuilt && r.files_read == wrote,
+                "round {round}: only the compaction's output is read: {r:?}"
+            );
         }
         if round == 4 {
             // A position delete another writer commits: the row it names is gone for the index too.
             let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
             let victim = *model.keys().nth(model.len() / 2).unwrap();
-            let probe = index.plan(&[SeqBatch { batch: rows(&f, &meta, &[(victim, 0)]), seq: vec![0] }], &[]).unwrap();
-            let d = PositionDeleteWriter::new(&meta, f.catalog.file_io().clone()).unwrap().write(&index.deletes_for(&probe)).await.unwrap();
+            let probe = index
+                .plan(
+                    &[SeqBatch {
+                        batch: rows(&f, &meta, &[(victim, 0)]),
+                        seq: vec![0],
+                    }],
+                    &[],
+                )
+                .unwrap();
+            let d = PositionDeleteWriter::new(&meta, f.catalog.file_io().clone())
+                .unwrap()
+                .write(&index.deletes_for(&probe))
+                .await
+                .unwrap();
             let other = Committer::new(f.catalog.clone(), f.ident.clone(), c.epoch());
             other.commit_maintenance(&RowDelta::new(vec![], d)).await.unwrap();
             model.remove(&victim);
@@ -266,21 +509,45 @@ async fn a_spilled_index_follows_compactions_and_foreign_deletes_like_a_fresh_bu
             assert_eq!((r.rebuilt, r.files_read, r.deletes_applied), (false, 0, 1), "{r:?}");
         }
         let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
-        let fresh = KeyIndex::build(f.catalog.file_io(), &meta, &key, &Default::default()).await.unwrap();
+        let fresh = KeyIndex::build(f.catalog.file_io(), &meta, &key, &Default::default())
+            .await
+            .unwrap();
         let all: Vec<i64> = (0..IDS).collect();
         let (ours, held) = places(&index, &meta, &f, &all);
         let (truth, fresh_held) = places(&fresh, &meta, &f, &all);
         assert_eq!(held, model.len(), "round {round}: keys held");
         assert_eq!(fresh_held, model.len(), "round {round}: keys in the table");
         assert_eq!(ours.len(), model.len(), "round {round}: every model key has a place");
-        assert!(ours == truth, "round {round}: the followed index and a fresh build disagree on places");
+        assert!(
+            ours == truth,
+            "round {round}: the followed index and a fresh build disagree on places"
+        );
     }
     assert!(index.disk_bytes() > 0, "a 1 MiB limit for {} keys spilled", model.len());
-    assert!(index.approx_bytes() < 2 << 20, "memory stayed bounded: {} bytes", index.approx_bytes());
+    assert!(
+        index.approx_bytes() < 2 << 20,
+        "memory stayed bounded: {} bytes",
+        index.approx_bytes()
+    );
     let want: Vec<(i64, i64)> = model.iter().map(|(k, v)| (*k, *v)).collect();
     let (py, duck) = state(&f);
-    assert!(py == want, "pyiceberg disagrees with the model ({} rows, {} expected)", py.len(), want.len());
-    assert!(duck == want, "duckdb disagrees with the model ({} rows, {} expected)", duck.len(), want.len());
+    assert!(
+        py == want,
+        "pyiceberg disagrees with the model ({} rows, {} expected)",
+        py.len(),
+        want.len()
+    );
+    assert!(
+        duck == want,
+        "duckdb disagrees with the model ({} rows, {} expected)",
+        duck.len(),
+        want.len()
+    );
     let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
-    assert_eq!(equality_deletes_in_any_snapshot(f.catalog.file_io(), &meta).await.unwrap(), 0);
+    assert_eq!(
+        equality_deletes_in_any_snapshot(f.catalog.file_io(), &meta)
+            .await
+            .unwrap(),
+        0
+    );
 }

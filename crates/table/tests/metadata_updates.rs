@@ -7,20 +7,35 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use calve_table::commit::{Append, RestoreUpdate, SchemaChange, UpdatePartitionSpec, UpdateSchema, UpdateSortOrder};
-use calve_table::writer::{DataWriter, arrow_schema};
-use common::{committer, Fixture, ids_of, offsets};
+use calve_table::writer::{arrow_schema, DataWriter};
+use common::{committer, ids_of, offsets, Fixture};
 use iceberg::spec::{NullOrder, PrimitiveType, SortDirection, SortField, SortOrder, Transform, UnboundPartitionSpec};
-
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schema_evolution_reads_old_and_new_files_together() {
     let f = Fixture::new().await;
     let c = committer(&f).await;
-    c.commit(&Append::new(f.files(0..4).await), &RestoreUpdate { from: offsets(0), to: offsets(1) }).await.unwrap();
+    c.commit(
+        &Append::new(f.files(0..4).await),
+        &RestoreUpdate {
+            from: offsets(0),
+            to: offsets(1),
+        },
+    )
+    .await
+    .unwrap();
     c.update_metadata(&UpdateSchema {
         changes: vec![
-            SchemaChange::AddColumn { name: "amount".into(), ty: PrimitiveType::Float, doc: None },
-            SchemaChange::AddColumn { name: "note".into(), ty: PrimitiveType::String, doc: Some("free text".into()) },
+            SchemaChange::AddColumn {
+                name: "amount".into(),
+                ty: PrimitiveType::Float,
+                doc: None,
+            },
+            SchemaChange::AddColumn {
+                name: "note".into(),
+                ty: PrimitiveType::String,
+                doc: Some("free text".into()),
+            },
         ],
     })
     .await
@@ -34,12 +49,30 @@ async fn schema_evolution_reads_old_and_new_files_together() {
         Arc::new(StringArray::from(vec![Some("a"), None])),
     ];
     let batch = RecordBatch::try_new(arrow_schema(&st.metadata).unwrap(), cols).unwrap();
-    let files = DataWriter::new(&st.metadata, f.catalog.file_io().clone(), 1 << 20).unwrap().write(&[batch]).await.unwrap();
-    c.commit(&Append::new(files), &RestoreUpdate { from: offsets(1), to: offsets(2) }).await.unwrap();
+    let files = DataWriter::new(&st.metadata, f.catalog.file_io().clone(), 1 << 20)
+        .unwrap()
+        .write(&[batch])
+        .await
+        .unwrap();
+    c.commit(
+        &Append::new(files),
+        &RestoreUpdate {
+            from: offsets(1),
+            to: offsets(2),
+        },
+    )
+    .await
+    .unwrap();
     c.update_metadata(&UpdateSchema {
         changes: vec![
-            SchemaChange::Widen { name: "amount".into(), to: PrimitiveType::Double },
-            SchemaChange::Rename { from: "note".into(), to: "comment".into() },
+            SchemaChange::Widen {
+                name: "amount".into(),
+                to: PrimitiveType::Double,
+            },
+            SchemaChange::Rename {
+                from: "note".into(),
+                to: "comment".into(),
+            },
         ],
     })
     .await
@@ -48,26 +81,59 @@ async fn schema_evolution_reads_old_and_new_files_together() {
     let view = f.read_columns(&["id", "amount", "comment"]);
     for reader in ["pyiceberg", "duckdb"] {
         let rows = view.rows(reader);
-        let by_id = |id: i64| rows.iter().find(|r| r[0].as_i64() == Some(id)).unwrap_or_else(|| panic!("{reader}: no row {id}")).clone();
+        let by_id = |id: i64| {
+            rows.iter()
+                .find(|r| r[0].as_i64() == Some(id))
+                .unwrap_or_else(|| panic!("{reader}: no row {id}"))
+                .clone()
+        };
         assert_eq!(rows.len(), 6, "{reader}");
-        assert!(by_id(0)[1].is_null() && by_id(0)[2].is_null(), "{reader}: old rows have no values for new columns");
-        assert_eq!(by_id(10)[1].as_f64(), Some(1.5), "{reader}: widened float read as double");
+        assert!(
+            by_id(0)[1].is_null() && by_id(0)[2].is_null(),
+            "{reader}: old rows have no values for new columns"
+        );
+        assert_eq!(
+            by_id(10)[1].as_f64(),
+            Some(1.5),
+            "{reader}: widened float read as double"
+        );
         assert_eq!(by_id(10)[2], "a", "{reader}: renamed column keeps its data");
         assert!(by_id(11)[2].is_null());
     }
-    assert!(view.json["pyiceberg"]["schema"].as_str().unwrap().contains("amount: optional double"));
+    assert!(view.json["pyiceberg"]["schema"]
+        .as_str()
+        .unwrap()
+        .contains("amount: optional double"));
     // A new writer uses the evolved schema: a double column now.
     let st = f.catalog.load(&f.ident).await.unwrap();
-    assert_eq!(arrow_schema(&st.metadata).unwrap().field(2).data_type(), &arrow_schema::DataType::Float64);
+    assert_eq!(
+        arrow_schema(&st.metadata).unwrap().field(2).data_type(),
+        &arrow_schema::DataType::Float64
+    );
 
     // Refused changes leave the table as it was.
     let before = f.catalog.load(&f.ident).await.unwrap().metadata_location;
     for bad in [
-        SchemaChange::Widen { name: "id".into(), to: PrimitiveType::Int },
-        SchemaChange::AddColumn { name: "amount".into(), ty: PrimitiveType::Long, doc: None },
-        SchemaChange::Rename { from: "missing".into(), to: "x".into() },
+        SchemaChange::Widen {
+            name: "id".into(),
+            to: PrimitiveType::Int,
+        },
+        SchemaChange::AddColumn {
+            name: "amount".into(),
+            ty: PrimitiveType::Long,
+            doc: None,
+        },
+        SchemaChange::Rename {
+            from: "missing".into(),
+            to: "x".into(),
+        },
     ] {
-        let err = c.update_metadata(&UpdateSchema { changes: vec![bad.clone()] }).await.unwrap_err();
+        let err = c
+            .update_metadata(&UpdateSchema {
+                changes: vec![bad.clone()],
+            })
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
     }
     assert_eq!(f.catalog.load(&f.ident).await.unwrap().metadata_location, before);
@@ -77,15 +143,41 @@ async fn schema_evolution_reads_old_and_new_files_together() {
 async fn a_new_partition_spec_and_sort_order_apply_to_new_files() {
     let f = Fixture::new().await;
     let c = committer(&f).await;
-    c.commit(&Append::new(f.files(0..6).await), &RestoreUpdate { from: offsets(0), to: offsets(1) }).await.unwrap();
-    let hourly = UnboundPartitionSpec::builder().add_partition_field(2, "ts_hour", Transform::Hour).unwrap().build();
+    c.commit(
+        &Append::new(f.files(0..6).await),
+        &RestoreUpdate {
+            from: offsets(0),
+            to: offsets(1),
+        },
+    )
+    .await
+    .unwrap();
+    let hourly = UnboundPartitionSpec::builder()
+        .add_partition_field(2, "ts_hour", Transform::Hour)
+        .unwrap()
+        .build();
     c.update_metadata(&UpdatePartitionSpec { spec: hourly }).await.unwrap();
     let order = SortOrder::builder()
-        .with_sort_field(SortField::builder().source_id(1).direction(SortDirection::Ascending).null_order(NullOrder::First).transform(Transform::Identity).build())
+        .with_sort_field(
+            SortField::builder()
+                .source_id(1)
+                .direction(SortDirection::Ascending)
+                .null_order(NullOrder::First)
+                .transform(Transform::Identity)
+                .build(),
+        )
         .build_unbound()
         .unwrap();
     c.update_metadata(&UpdateSortOrder { order }).await.unwrap();
-    c.commit(&Append::new(f.files(6..12).await), &RestoreUpdate { from: offsets(1), to: offsets(2) }).await.unwrap();
+    c.commit(
+        &Append::new(f.files(6..12).await),
+        &RestoreUpdate {
+            from: offsets(1),
+            to: offsets(2),
+        },
+    )
+    .await
+    .unwrap();
 
     let view = f.read();
     for reader in ["pyiceberg", "duckdb"] {
@@ -96,5 +188,8 @@ async fn a_new_partition_spec_and_sort_order_apply_to_new_files() {
     let order = view.json["pyiceberg"]["sort_order"].as_str().unwrap();
     assert!(order.contains("ASC"), "{order}");
     let partitions: Vec<String> = view.files().iter().map(|f| f["partition"].to_string()).collect();
-    assert!(partitions.iter().any(|p| p.contains("ts_day")) && partitions.iter().any(|p| p.contains("ts_hour")), "{partitions:?}");
+    assert!(
+        partitions.iter().any(|p| p.contains("ts_day")) && partitions.iter().any(|p| p.contains("ts_hour")),
+        "{partitions:?}"
+    );
 }

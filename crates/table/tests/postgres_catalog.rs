@@ -4,11 +4,10 @@
 
 mod common;
 
-
-use calve_table::commit::{Append, Committer, RestoreUpdate, claim_epoch};
+use calve_table::commit::{claim_epoch, Append, Committer, RestoreUpdate};
 use calve_table::TableError;
 use calve_testkit::postgres::Postgres;
-use common::{Fixture, concurrent_appends, ids_of, offsets};
+use common::{concurrent_appends, ids_of, offsets, Fixture};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commits_fencing_and_concurrency_on_postgres() {
@@ -21,11 +20,32 @@ async fn commits_fencing_and_concurrency_on_postgres() {
         again.catalog.load(&again.ident).await.unwrap().metadata.uuid()
     );
 
-    let old = Committer::new(f.catalog.clone(), f.ident.clone(), claim_epoch(&f.catalog, &f.ident).await.unwrap());
-    old.commit(&Append::new(f.files(0..10).await), &RestoreUpdate { from: offsets(0), to: offsets(1) }).await.unwrap();
+    let old = Committer::new(
+        f.catalog.clone(),
+        f.ident.clone(),
+        claim_epoch(&f.catalog, &f.ident).await.unwrap(),
+    );
+    old.commit(
+        &Append::new(f.files(0..10).await),
+        &RestoreUpdate {
+            from: offsets(0),
+            to: offsets(1),
+        },
+    )
+    .await
+    .unwrap();
 
     let epoch = claim_epoch(&f.catalog, &f.ident).await.unwrap();
-    let err = old.commit(&Append::new(f.files(10..20).await), &RestoreUpdate { from: offsets(1), to: offsets(2) }).await.unwrap_err();
+    let err = old
+        .commit(
+            &Append::new(f.files(10..20).await),
+            &RestoreUpdate {
+                from: offsets(1),
+                to: offsets(2),
+            },
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, TableError::Fenced { .. }), "{err}");
 
     concurrent_appends(&f, epoch).await;

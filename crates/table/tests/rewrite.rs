@@ -4,11 +4,11 @@
 mod common;
 
 use calve_table::commit::{Append, Committer, DeleteFiles, RestoreUpdate, Rewrite, RowDelta};
-use iceberg::spec::{ManifestContentType, ManifestList, ManifestStatus};
 use calve_table::deletes::{PositionDelete, PositionDeleteWriter};
 use calve_table::restore::restore_point;
 use calve_table::TableError;
-use common::{committer, Fixture, files_on_disk, ids_of, offsets, referenced_by_head};
+use common::{committer, files_on_disk, ids_of, offsets, referenced_by_head, Fixture};
+use iceberg::spec::{ManifestContentType, ManifestList, ManifestStatus};
 
 async fn setup() -> (Fixture, Committer) {
     let f = Fixture::new().await;
@@ -19,9 +19,20 @@ async fn setup() -> (Fixture, Committer) {
 async fn delete(f: &Fixture, c: &Committer, rows: &[(&iceberg::spec::DataFile, i64)], step: i64) {
     let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
     let w = PositionDeleteWriter::new(&meta, f.catalog.file_io().clone()).unwrap();
-    let dels: Vec<PositionDelete> = rows.iter().map(|(d, p)| PositionDelete { data_file: d, pos: *p }).collect();
+    let dels: Vec<PositionDelete> = rows
+        .iter()
+        .map(|(d, p)| PositionDelete { data_file: d, pos: *p })
+        .collect();
     let files = w.write(&dels).await.unwrap();
-    c.commit(&RowDelta::new(vec![], files), &RestoreUpdate { from: offsets(step), to: offsets(step + 1) }).await.unwrap();
+    c.commit(
+        &RowDelta::new(vec![], files),
+        &RestoreUpdate {
+            from: offsets(step),
+            to: offsets(step + 1),
+        },
+    )
+    .await
+    .unwrap();
 }
 
 async fn head_id(f: &Fixture) -> Option<i64> {
@@ -31,8 +42,20 @@ async fn head_id(f: &Fixture) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn compaction_replaces_files_and_drops_applied_deletes() {
     let (f, c) = setup().await;
-    let (f1, f2, f3) = (f.one_file(0..10).await, f.one_file(10..20).await, f.one_file(20..30).await);
-    c.commit(&Append::new(vec![f1.clone(), f2.clone(), f3.clone()]), &RestoreUpdate { from: offsets(0), to: offsets(1) }).await.unwrap();
+    let (f1, f2, f3) = (
+        f.one_file(0..10).await,
+        f.one_file(10..20).await,
+        f.one_file(20..30).await,
+    );
+    c.commit(
+        &Append::new(vec![f1.clone(), f2.clone(), f3.clone()]),
+        &RestoreUpdate {
+            from: offsets(0),
+            to: offsets(1),
+        },
+    )
+    .await
+    .unwrap();
     delete(&f, &c, &[(&f1, 3), (&f2, 0)], 1).await;
     let live: Vec<i64> = (0..30).filter(|i| *i != 3 && *i != 10).collect();
     let st = f.catalog.load(&f.ident).await.unwrap();
@@ -44,7 +67,13 @@ async fn compaction_replaces_files_and_drops_applied_deletes() {
     // The delete file as the commit layer knows it: find it in the head's manifests.
     let mut removed = vec![f1.clone(), f2.clone(), f3.clone()];
     for mf in iceberg::spec::ManifestList::parse_with_version(
-        &f.catalog.file_io().new_input(st.metadata.current_snapshot().unwrap().manifest_list()).unwrap().read().await.unwrap(),
+        &f.catalog
+            .file_io()
+            .new_input(st.metadata.current_snapshot().unwrap().manifest_list())
+            .unwrap()
+            .read()
+            .await
+            .unwrap(),
         st.metadata.format_version(),
     )
     .unwrap()
@@ -59,7 +88,13 @@ async fn compaction_replaces_files_and_drops_applied_deletes() {
     assert_eq!(removed.len(), 4);
     let compacted = f.one_file(live.clone()).await;
     let planned_at = head_id(&f).await;
-    c.commit_maintenance(&Rewrite { removed, added: vec![compacted.clone()], planned_at }).await.unwrap();
+    c.commit_maintenance(&Rewrite {
+        removed,
+        added: vec![compacted.clone()],
+        planned_at,
+    })
+    .await
+    .unwrap();
 
     let view = f.read();
     for reader in ["pyiceberg", "duckdb"] {
@@ -83,18 +118,40 @@ async fn compaction_replaces_files_and_drops_applied_deletes() {
 async fn a_rewrite_is_abandoned_when_a_delete_lands_after_planning() {
     let (f, c) = setup().await;
     let f1 = f.one_file(0..10).await;
-    c.commit(&Append::new(vec![f1.clone()]), &RestoreUpdate { from: offsets(0), to: offsets(1) }).await.unwrap();
+    c.commit(
+        &Append::new(vec![f1.clone()]),
+        &RestoreUpdate {
+            from: offsets(0),
+            to: offsets(1),
+        },
+    )
+    .await
+    .unwrap();
     let planned_at = head_id(&f).await;
     let compacted = f.one_file(0..10).await;
     // Meanwhile the ingest path deletes row 4 of the file being compacted.
     delete(&f, &c, &[(&f1, 4)], 1).await;
     let snapshots = f.catalog.load(&f.ident).await.unwrap().metadata.snapshots().count();
 
-    let err = c.commit_maintenance(&Rewrite { removed: vec![f1.clone()], added: vec![compacted.clone()], planned_at }).await.unwrap_err();
+    let err = c
+        .commit_maintenance(&Rewrite {
+            removed: vec![f1.clone()],
+            added: vec![compacted.clone()],
+            planned_at,
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, TableError::RewriteConflict { .. }), "{err}");
-    assert_eq!(f.catalog.load(&f.ident).await.unwrap().metadata.snapshots().count(), snapshots);
+    assert_eq!(
+        f.catalog.load(&f.ident).await.unwrap().metadata.snapshots().count(),
+        snapshots
+    );
     for reader in ["pyiceberg", "duckdb"] {
-        assert_eq!(ids_of(&f.read(), reader), (0..10).filter(|i| *i != 4).collect::<Vec<_>>(), "{reader}: the delete is not lost");
+        assert_eq!(
+            ids_of(&f.read(), reader),
+            (0..10).filter(|i| *i != 4).collect::<Vec<_>>(),
+            "{reader}: the delete is not lost"
+        );
     }
     // The abandoned attempt left no manifest behind; its caller removes its own output.
     f.catalog.file_io().delete(compacted.file_path()).await.unwrap();
@@ -106,23 +163,58 @@ async fn a_rewrite_is_abandoned_when_a_delete_lands_after_planning() {
 async fn a_rewrite_of_files_already_replaced_is_abandoned() {
     let (f, c) = setup().await;
     let f1 = f.one_file(0..5).await;
-    c.commit(&Append::new(vec![f1.clone()]), &RestoreUpdate { from: offsets(0), to: offsets(1) }).await.unwrap();
+    c.commit(
+        &Append::new(vec![f1.clone()]),
+        &RestoreUpdate {
+            from: offsets(0),
+            to: offsets(1),
+        },
+    )
+    .await
+    .unwrap();
     let planned_at = head_id(&f).await;
     let first = f.one_file(0..5).await;
-    c.commit_maintenance(&Rewrite { removed: vec![f1.clone()], added: vec![first], planned_at }).await.unwrap();
+    c.commit_maintenance(&Rewrite {
+        removed: vec![f1.clone()],
+        added: vec![first],
+        planned_at,
+    })
+    .await
+    .unwrap();
     let second = f.one_file(0..5).await;
-    let err = c.commit_maintenance(&Rewrite { removed: vec![f1], added: vec![second], planned_at }).await.unwrap_err();
+    let err = c
+        .commit_maintenance(&Rewrite {
+            removed: vec![f1],
+            added: vec![second],
+            planned_at,
+        })
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no longer in the table"), "{err}");
-    assert_eq!(ids_of(&f.read(), "pyiceberg"), (0..5).collect::<Vec<_>>(), "no duplicate rows");
+    assert_eq!(
+        ids_of(&f.read(), "pyiceberg"),
+        (0..5).collect::<Vec<_>>(),
+        "no duplicate rows"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_files_drops_whole_files_with_spec_valid_manifests() {
     let (f, c) = setup().await;
     let (a, b) = (f.one_file(0..4).await, f.one_file(4..9).await);
-    c.commit(&Append::new(vec![a.clone(), b.clone()]), &RestoreUpdate { from: offsets(0), to: offsets(1) }).await.unwrap();
+    c.commit(
+        &Append::new(vec![a.clone(), b.clone()]),
+        &RestoreUpdate {
+            from: offsets(0),
+            to: offsets(1),
+        },
+    )
+    .await
+    .unwrap();
     delete(&f, &c, &[(&b, 0)], 1).await;
-    c.commit_maintenance(&DeleteFiles { files: vec![a.clone()] }).await.unwrap();
+    c.commit_maintenance(&DeleteFiles { files: vec![a.clone()] })
+        .await
+        .unwrap();
 
     let view = f.read();
     for reader in ["pyiceberg", "duckdb"] {
@@ -138,7 +230,17 @@ async fn delete_files_drops_whole_files_with_spec_valid_manifests() {
     // DELETED entry (file a, with its original sequence number) and one EXISTING (file b).
     let st = f.catalog.load(&f.ident).await.unwrap();
     let head = st.metadata.current_snapshot().unwrap();
-    let list = ManifestList::parse_with_version(&f.catalog.file_io().new_input(head.manifest_list()).unwrap().read().await.unwrap(), st.metadata.format_version()).unwrap();
+    let list = ManifestList::parse_with_version(
+        &f.catalog
+            .file_io()
+            .new_input(head.manifest_list())
+            .unwrap()
+            .read()
+            .await
+            .unwrap(),
+        st.metadata.format_version(),
+    )
+    .unwrap();
     let first_seq = st.metadata.snapshots().map(|s| s.sequence_number()).min().unwrap();
     for mf in list.entries() {
         let entries = mf.load_manifest(f.catalog.file_io()).await.unwrap().entries().to_vec();
@@ -147,7 +249,10 @@ async fn delete_files_drops_whole_files_with_spec_valid_manifests() {
         assert_eq!(mf.existing_files_count, Some(count(ManifestStatus::Existing)));
         assert_eq!(mf.deleted_files_count, Some(count(ManifestStatus::Deleted)));
         if mf.content == ManifestContentType::Data && mf.added_snapshot_id == head.snapshot_id() {
-            let deleted: Vec<_> = entries.iter().filter(|e| e.status() == ManifestStatus::Deleted).collect();
+            let deleted: Vec<_> = entries
+                .iter()
+                .filter(|e| e.status() == ManifestStatus::Deleted)
+                .collect();
             assert_eq!(deleted.len(), 1);
             assert_eq!(deleted[0].file_path(), a.file_path());
             assert_eq!(deleted[0].sequence_number(), Some(first_seq));

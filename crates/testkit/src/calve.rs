@@ -25,10 +25,22 @@ impl Setup {
     /// Like [`Setup::new`], with the catalog at `catalog_uri` (e.g. a REST catalog) and the
     /// warehouse at `warehouse`.
     pub fn with_catalog(bootstrap: &str, contract_text: &str, dir: tempfile::TempDir, catalog_uri: &str) -> Setup {
-        Self::write(dir, bootstrap, contract_text, catalog_uri.to_string(), Some(catalog_uri.to_string()))
+        Self::write(
+            dir,
+            bootstrap,
+            contract_text,
+            catalog_uri.to_string(),
+            Some(catalog_uri.to_string()),
+        )
     }
 
-    fn write(dir: tempfile::TempDir, bootstrap: &str, contract_text: &str, uri: String, catalog_uri: Option<String>) -> Setup {
+    fn write(
+        dir: tempfile::TempDir,
+        bootstrap: &str,
+        contract_text: &str,
+        uri: String,
+        catalog_uri: Option<String>,
+    ) -> Setup {
         let d = dir.path().display().to_string();
         std::fs::write(dir.path().join("contract.toml"), contract_text).unwrap();
         let config = dir.path().join("calve.toml");
@@ -42,12 +54,18 @@ impl Setup {
             ),
         )
         .unwrap();
-        Setup { dir, config, catalog_uri }
+        Setup {
+            dir,
+            config,
+            catalog_uri,
+        }
     }
 
     /// Runs background maintenance every `interval` (e.g. "300ms"; the default here is 2 s).
     pub fn maintenance_interval(self, interval: &str) -> Setup {
-        let text = std::fs::read_to_string(&self.config).unwrap().replace("interval = \"2s\"", &format!("interval = \"{interval}\""));
+        let text = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .replace("interval = \"2s\"", &format!("interval = \"{interval}\""));
         std::fs::write(&self.config, text).unwrap();
         self
     }
@@ -73,7 +91,11 @@ impl Setup {
         // journal comes and goes (a SIGKILL mid-commit leaves one, the next open removes it),
         // so that count can fall back and a new log would overwrite an older one.
         let n = self.log_files().len();
-        let log = std::fs::File::options().create_new(true).write(true).open(self.dir.path().join(format!("calve-{n}.log"))).expect("a fresh log file");
+        let log = std::fs::File::options()
+            .create_new(true)
+            .write(true)
+            .open(self.dir.path().join(format!("calve-{n}.log")))
+            .expect("a fresh log file");
         Command::new(bin)
             .args(args)
             .arg("--config")
@@ -88,12 +110,19 @@ impl Setup {
 
     /// All calve logs of this test, concatenated (for assertion messages).
     pub fn logs(&self) -> String {
-        self.log_files().iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+        self.log_files()
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The log of the most recently started process.
     pub fn latest_log(&self) -> String {
-        self.log_files().last().map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default()
+        self.log_files()
+            .last()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// Waits up to `timeout` until the most recently started process has logged `needle`;
@@ -120,7 +149,11 @@ impl Setup {
         let started = Instant::now();
         let mut child = self.spawn(bin, &["run"]);
         let committed = self.wait_for_log(&mut child, "committed", Duration::from_secs(60));
-        assert!(committed, "calve did not commit within 60 s ({context})\n{}", self.latest_log());
+        assert!(
+            committed,
+            "calve did not commit within 60 s ({context})\n{}",
+            self.latest_log()
+        );
         let first_commit = started.elapsed();
         if let Some(st) = wait_for(&mut child, after) {
             panic!("calve exited on its own ({st}; {context})\n{}", self.logs());

@@ -13,9 +13,9 @@ pub mod workload;
 /// Directory for caches shared across test runs (broker binary, venv): `$CALVE_CACHE` or
 /// `~/.cache/calve`.
 pub fn cache_dir() -> std::path::PathBuf {
-    std::env::var_os("CALVE_CACHE")
-        .map(Into::into)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/calve"))
+    std::env::var_os("CALVE_CACHE").map(Into::into).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/calve")
+    })
 }
 
 /// The workspace root (for scripts and examples).
@@ -36,7 +36,11 @@ pub fn workspace_root() -> std::path::PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A tool path: `$env_var` if set, else what `scripts/<script>` (which installs the tool when

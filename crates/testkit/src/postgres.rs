@@ -32,7 +32,11 @@ fn as_server_user(cmd: &str, args: &[&str]) -> Command {
 
 fn run(mut c: Command, what: &str) {
     let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Postgres {
@@ -47,12 +51,18 @@ impl Postgres {
         }
         let data = dir.path().display().to_string();
         let initdb = bin.join("initdb").display().to_string();
-        run(as_server_user(&initdb, &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]), "initdb");
+        run(
+            as_server_user(&initdb, &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]),
+            "initdb",
+        );
         let port = free_port();
         let opts = format!("-p {port} -c listen_addresses=127.0.0.1 -k {data} -F");
         let pg_ctl = bin.join("pg_ctl").display().to_string();
         let log = format!("{data}/server.log");
-        run(as_server_user(&pg_ctl, &["-D", &data, "-o", &opts, "-l", &log, "-w", "start"]), "pg_ctl start");
+        run(
+            as_server_user(&pg_ctl, &["-D", &data, "-o", &opts, "-l", &log, "-w", "start"]),
+            "pg_ctl start",
+        );
         Postgres { bin, dir, port }
     }
 

@@ -12,13 +12,17 @@ static VENV: OnceLock<PathBuf> = OnceLock::new();
 /// The venv's python, creating the venv if needed (`$CALVE_VENV` overrides the location).
 pub fn python() -> PathBuf {
     VENV.get_or_init(|| {
-        let venv = std::env::var_os("CALVE_VENV").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("venv"));
+        let venv = std::env::var_os("CALVE_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache_dir().join("venv"));
         let py = venv.join("bin/python");
         let stamp = venv.join(".calve-requirements");
         let reqs = std::fs::read_to_string(script("requirements.txt")).unwrap();
         if std::fs::read_to_string(&stamp).ok().as_deref() != Some(reqs.as_str()) {
             run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-            run(Command::new(&py).args(["-m", "pip", "install", "-q", "-r"]).arg(script("requirements.txt")));
+            run(Command::new(&py)
+                .args(["-m", "pip", "install", "-q", "-r"])
+                .arg(script("requirements.txt")));
             std::fs::write(&stamp, reqs).unwrap();
         }
         py
@@ -31,7 +35,11 @@ fn script(name: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) {
-    let st = cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit()).status().expect("spawning");
+    let st = cmd
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("spawning");
     assert!(st.success(), "{cmd:?} failed");
 }
 
@@ -60,13 +68,21 @@ impl ForeignView {
 
     /// PyIceberg's snapshots, in metadata order (not necessarily chronological).
     pub fn snapshots(&self) -> Vec<serde_json::Value> {
-        self.json["pyiceberg"]["snapshots"].as_array().cloned().unwrap_or_default()
+        self.json["pyiceberg"]["snapshots"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
 /// Reads `table` (`ns.name`) from the SQLite catalog at `catalog_db` with PyIceberg and DuckDB.
 pub fn read_table(catalog_db: &Path, warehouse: &Path, table: &str, columns: &[&str]) -> ForeignView {
-    read(&["--catalog-db", &catalog_db.display().to_string()], warehouse, table, columns)
+    read(
+        &["--catalog-db", &catalog_db.display().to_string()],
+        warehouse,
+        table,
+        columns,
+    )
 }
 
 /// Like [`read_table`], for a catalog at a SQLAlchemy URL (PostgreSQL) or a REST catalog's
@@ -79,13 +95,16 @@ fn read(catalog: &[&str], warehouse: &Path, table: &str, columns: &[&str]) -> Fo
     let out = Command::new(python())
         .arg(script("foreign_read.py"))
         .args(catalog)
-        .arg("--warehouse").arg(warehouse)
+        .arg("--warehouse")
+        .arg(warehouse)
         .args(["--table", table, "--columns", &columns.join(",")])
         .stderr(Stdio::inherit())
         .output()
         .expect("running foreign_read.py");
     assert!(out.status.success(), "foreign_read.py failed for {table}");
-    ForeignView { json: serde_json::from_slice(&out.stdout).expect("foreign_read.py printed JSON") }
+    ForeignView {
+        json: serde_json::from_slice(&out.stdout).expect("foreign_read.py printed JSON"),
+    }
 }
 
 /// Appends rows `ids` to `table` with PyIceberg (a foreign writer committing to our table).
@@ -99,7 +118,8 @@ pub fn append_with_pyiceberg_at(catalog_uri: &str, warehouse: &Path, table: &str
     let st = Command::new(python())
         .arg(script("foreign_write.py"))
         .args(["--catalog-uri", catalog_uri])
-        .arg("--warehouse").arg(warehouse)
+        .arg("--warehouse")
+        .arg(warehouse)
         .args(["--table", table, "--ids", &ids.join(",")])
         .status()
         .expect("running foreign_write.py");
@@ -138,7 +158,12 @@ pub fn query_bench(spec: &serde_json::Value) -> serde_json::Value {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("running query_bench.py");
-    child.stdin.take().unwrap().write_all(spec.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "query_bench.py failed");
     serde_json::from_slice(&out.stdout).expect("query_bench.py printed JSON")

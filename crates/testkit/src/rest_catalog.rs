@@ -22,7 +22,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory};
 use iceberg::spec::{Schema, SortOrder, TableMetadata, TableMetadataBuilder, UnboundPartitionSpec};
 use iceberg::{MetadataLocation, TableCreation, TableRequirement, TableUpdate};
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 /// One request the server received.
 #[derive(Debug, Clone)]
@@ -81,7 +81,11 @@ impl RestCatalogServer {
         // Its own thread and runtime: tests block their own thread on PyIceberg subprocesses
         // that talk to this server.
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(serve(listener, shared));
         });
         RestCatalogServer { addr, state }
@@ -99,7 +103,10 @@ impl RestCatalogServer {
 
     /// Commit requests (POST to a table) so far.
     pub fn commits(&self) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.method == "POST" && r.path.contains("/tables/")).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.contains("/tables/"))
+            .collect()
     }
 
     /// Queues a fault for the next commit.
@@ -117,12 +124,16 @@ impl RestCatalogServer {
 async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
         });
     }
 }
@@ -130,15 +141,28 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
-    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
     let segments: Vec<String> = raw_path
         .trim_start_matches('/')
         .split('/')
         .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
         .collect();
     let path = segments.iter().skip(1).cloned().collect::<Vec<_>>().join("/");
-    shared.state.lock().unwrap().requests.push(Recorded { method: method.to_string(), path, body: body.clone() });
+    shared.state.lock().unwrap().requests.push(Recorded {
+        method: method.to_string(),
+        path,
+        body: body.clone(),
+    });
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let (status, out) = match (&method, seg.as_slice()) {
         (&Method::GET, ["v1", "config"]) => (StatusCode::OK, json!({"defaults": {}, "overrides": {}})),
@@ -149,9 +173,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         (&Method::POST, ["v1", "namespaces", ns, "tables", t]) => commit(&shared, ns, t, body).await,
         _ => error(StatusCode::NOT_FOUND, "NoSuchResource", format!("{method} {raw_path}")),
     };
-    let mut resp = Response::new(Full::new(if method == Method::HEAD { Bytes::new() } else { Bytes::from(out.to_string()) }));
-    *resp.status_mut() = if method == Method::HEAD && status == StatusCode::OK { StatusCode::NO_CONTENT } else { status };
-    resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    let mut resp = Response::new(Full::new(if method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(out.to_string())
+    }));
+    *resp.status_mut() = if method == Method::HEAD && status == StatusCode::OK {
+        StatusCode::NO_CONTENT
+    } else {
+        status
+    };
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     Ok(resp)
 }
 
@@ -160,13 +193,20 @@ fn ns_parts(ns: &str) -> Vec<String> {
 }
 
 fn error(status: StatusCode, kind: &str, message: String) -> (StatusCode, Value) {
-    (status, json!({"error": {"message": message, "type": kind, "code": status.as_u16()}}))
+    (
+        status,
+        json!({"error": {"message": message, "type": kind, "code": status.as_u16()}}),
+    )
 }
 
 fn create_namespace(shared: &Shared, body: &Value) -> (StatusCode, Value) {
     let ns: Vec<String> = serde_json::from_value(body["namespace"].clone()).unwrap_or_default();
     if !shared.state.lock().unwrap().namespaces.insert(ns.clone()) {
-        return error(StatusCode::CONFLICT, "AlreadyExistsException", format!("namespace {ns:?} exists"));
+        return error(
+            StatusCode::CONFLICT,
+            "AlreadyExistsException",
+            format!("namespace {ns:?} exists"),
+        );
     }
     (StatusCode::OK, json!({"namespace": ns, "properties": {}}))
 }
@@ -176,7 +216,11 @@ fn get_namespace(shared: &Shared, ns: &str) -> (StatusCode, Value) {
     if shared.state.lock().unwrap().namespaces.contains(&parts) {
         (StatusCode::OK, json!({"namespace": parts, "properties": {}}))
     } else {
-        error(StatusCode::NOT_FOUND, "NoSuchNamespaceException", format!("namespace {ns} does not exist"))
+        error(
+            StatusCode::NOT_FOUND,
+            "NoSuchNamespaceException",
+            format!("namespace {ns} does not exist"),
+        )
     }
 }
 
@@ -187,10 +231,18 @@ async fn create_table(shared: &Shared, ns: &str, body: &Value) -> (StatusCode, V
     {
         let st = shared.state.lock().unwrap();
         if !st.namespaces.contains(&parts) {
-            return error(StatusCode::NOT_FOUND, "NoSuchNamespaceException", format!("namespace {ns} does not exist"));
+            return error(
+                StatusCode::NOT_FOUND,
+                "NoSuchNamespaceException",
+                format!("namespace {ns} does not exist"),
+            );
         }
         if st.tables.contains_key(&key) {
-            return error(StatusCode::CONFLICT, "AlreadyExistsException", format!("table {name} exists"));
+            return error(
+                StatusCode::CONFLICT,
+                "AlreadyExistsException",
+                format!("table {name} exists"),
+            );
         }
     }
     let metadata = match creation_metadata(shared, &parts, &name, body) {
@@ -199,11 +251,23 @@ async fn create_table(shared: &Shared, ns: &str, body: &Value) -> (StatusCode, V
     };
     let location = MetadataLocation::new_with_metadata(metadata.location(), &metadata);
     if let Err(e) = metadata.write_to(&shared.file_io, &location).await {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailureException", e.to_string());
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceFailureException",
+            e.to_string(),
+        );
     }
     let location = location.to_string();
-    shared.state.lock().unwrap().tables.insert(key, (location.clone(), metadata.clone()));
-    (StatusCode::OK, json!({"metadata-location": location, "metadata": metadata, "config": {}}))
+    shared
+        .state
+        .lock()
+        .unwrap()
+        .tables
+        .insert(key, (location.clone(), metadata.clone()));
+    (
+        StatusCode::OK,
+        json!({"metadata-location": location, "metadata": metadata, "config": {}}),
+    )
 }
 
 fn creation_metadata(shared: &Shared, ns: &[String], name: &str, body: &Value) -> Result<TableMetadata, String> {
@@ -217,9 +281,10 @@ fn creation_metadata(shared: &Shared, ns: &[String], name: &str, body: &Value) -
         v => Some(serde_json::from_value(v.clone()).map_err(|e| e.to_string())?),
     };
     let properties: HashMap<String, String> = serde_json::from_value(body["properties"].clone()).unwrap_or_default();
-    let location = body["location"].as_str().map(str::to_string).unwrap_or_else(|| {
-        format!("{}/{}/{}", shared.warehouse.display(), ns.join("/"), name)
-    });
+    let location = body["location"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}/{}/{}", shared.warehouse.display(), ns.join("/"), name));
     let creation = TableCreation::builder()
         .name(name.to_string())
         .location(location)
@@ -228,15 +293,24 @@ fn creation_metadata(shared: &Shared, ns: &[String], name: &str, body: &Value) -
         .sort_order_opt(sort_order)
         .properties(properties)
         .build();
-    let built = TableMetadataBuilder::from_table_creation(creation).and_then(|b| b.build()).map_err(|e| e.to_string())?;
+    let built = TableMetadataBuilder::from_table_creation(creation)
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
     Ok(built.metadata)
 }
 
 fn load_table(shared: &Shared, ns: &str, t: &str) -> (StatusCode, Value) {
     let key = (ns_parts(ns), t.to_string());
     match shared.state.lock().unwrap().tables.get(&key) {
-        Some((loc, m)) => (StatusCode::OK, json!({"metadata-location": loc, "metadata": m, "config": {}})),
-        None => error(StatusCode::NOT_FOUND, "NoSuchTableException", format!("table {ns}.{t} does not exist")),
+        Some((loc, m)) => (
+            StatusCode::OK,
+            json!({"metadata-location": loc, "metadata": m, "config": {}}),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NoSuchTableException",
+            format!("table {ns}.{t} does not exist"),
+        ),
     }
 }
 
@@ -244,11 +318,21 @@ async fn commit(shared: &Shared, ns: &str, t: &str, body: Value) -> (StatusCode,
     let key = (ns_parts(ns), t.to_string());
     let fault = shared.state.lock().unwrap().faults.pop_front();
     if fault == Some(Fault::Conflict) {
-        return error(StatusCode::CONFLICT, "CommitFailedException", "injected conflict".into());
+        return error(
+            StatusCode::CONFLICT,
+            "CommitFailedException",
+            "injected conflict".into(),
+        );
     }
     let requirements: Vec<TableRequirement> = match serde_json::from_value(body["requirements"].clone()) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "BadRequestException", format!("requirements: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadRequestException",
+                format!("requirements: {e}"),
+            )
+        }
     };
     let updates: Vec<TableUpdate> = match serde_json::from_value(body["updates"].clone()) {
         Ok(u) => u,
@@ -259,7 +343,11 @@ async fn commit(shared: &Shared, ns: &str, t: &str, body: Value) -> (StatusCode,
     let _serial = shared.commit_lock.lock().await;
     let current = shared.state.lock().unwrap().tables.get(&key).cloned();
     let Some((loc, base)) = current else {
-        return error(StatusCode::NOT_FOUND, "NoSuchTableException", format!("table {ns}.{t} does not exist"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "NoSuchTableException",
+            format!("table {ns}.{t} does not exist"),
+        );
     };
     for r in &requirements {
         if let Err(e) = r.check(Some(&base)) {
@@ -279,20 +367,47 @@ async fn commit(shared: &Shared, ns: &str, t: &str, body: Value) -> (StatusCode,
     };
     let new_loc = match loc.parse::<MetadataLocation>() {
         Ok(l) => l.with_next_version().with_new_metadata(&built.metadata),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailureException", e.to_string()),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceFailureException",
+                e.to_string(),
+            )
+        }
     };
     if let Err(e) = built.metadata.write_to(&shared.file_io, &new_loc).await {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailureException", e.to_string());
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceFailureException",
+            e.to_string(),
+        );
     }
-    if built.metadata.properties().get("write.metadata.delete-after-commit.enabled").is_some_and(|v| v == "true") {
+    if built
+        .metadata
+        .properties()
+        .get("write.metadata.delete-after-commit.enabled")
+        .is_some_and(|v| v == "true")
+    {
         for old in &built.expired_metadata_logs {
             let _ = std::fs::remove_file(old.metadata_file.trim_start_matches("file://"));
         }
     }
     let new_loc = new_loc.to_string();
-    shared.state.lock().unwrap().tables.insert(key, (new_loc.clone(), built.metadata.clone()));
+    shared
+        .state
+        .lock()
+        .unwrap()
+        .tables
+        .insert(key, (new_loc.clone(), built.metadata.clone()));
     if fault == Some(Fault::ApplyThenUnavailable) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableException", "injected: applied, answer lost".into());
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            "injected: applied, answer lost".into(),
+        );
     }
-    (StatusCode::OK, json!({"metadata-location": new_loc, "metadata": built.metadata}))
+    (
+        StatusCode::OK,
+        json!({"metadata-location": new_loc, "metadata": built.metadata}),
+    )
 }

@@ -23,7 +23,10 @@ pub fn order_day(id: u64) -> i64 {
 }
 
 fn rfc3339(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0).expect("in range").format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    chrono::DateTime::from_timestamp(secs, 0)
+        .expect("in range")
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// A customer's state at `version` (the shape of `examples/contracts/customers.toml`): every
@@ -42,7 +45,13 @@ pub fn customer_json(id: u64, version: u64) -> String {
 /// A Debezium change event (PostgreSQL connector, JSON converter) for the customers table:
 /// `before`/`after` are `(id, version)` images shaped like [`customer_json`]. With `wrapped`,
 /// the `{"schema", "payload"}` form that `value.converter.schemas.enable=true` produces.
-pub fn debezium_event(op: &str, before: Option<(u64, u64)>, after: Option<(u64, u64)>, lsn: u64, wrapped: bool) -> String {
+pub fn debezium_event(
+    op: &str,
+    before: Option<(u64, u64)>,
+    after: Option<(u64, u64)>,
+    lsn: u64,
+    wrapped: bool,
+) -> String {
     let img = |i: Option<(u64, u64)>| i.map_or("null".to_string(), |(id, v)| customer_json(id, v));
     let snapshot = if op == "r" { "true" } else { "false" };
     let payload = format!(
@@ -70,7 +79,9 @@ pub fn debezium_event(op: &str, before: Option<(u64, u64)>, after: Option<(u64, 
 pub fn debezium_key(id: u64, wrapped: bool) -> String {
     match wrapped {
         false => format!(r#"{{"customer_id":{id}}}"#),
-        true => format!(r#"{{"schema":{{"type":"struct","fields":[{{"type":"int64","optional":false,"field":"customer_id"}}],"optional":false,"name":"crm.public.customers.Key"}},"payload":{{"customer_id":{id}}}}}"#),
+        true => format!(
+            r#"{{"schema":{{"type":"struct","fields":[{{"type":"int64","optional":false,"field":"customer_id"}}],"optional":false,"name":"crm.public.customers.Key"}},"payload":{{"customer_id":{id}}}}}"#
+        ),
     }
 }
 
@@ -82,12 +93,27 @@ pub fn bad_values() -> Vec<(Option<String>, &'static str)> {
         (Some("not json at all".into()), "malformed-json"),
         (Some(String::new()), "malformed-json"),
         (Some(r#"{"order_id":1}{"order_id":2}"#.into()), "malformed-json"),
-        (Some(r#"{"customer":"x","ts":"2025-11-24T00:00:00Z"}"#.into()), "missing-required"),
-        (Some(r#"{"order_id":null,"ts":"2025-11-24T00:00:00Z"}"#.into()), "missing-required"),
-        (Some(r#"{"order_id":"seven","ts":"2025-11-24T00:00:00Z"}"#.into()), "schema-mismatch"),
-        (Some(r#"{"order_id":7,"amount":"lots","ts":"2025-11-24T00:00:00Z"}"#.into()), "schema-mismatch"),
+        (
+            Some(r#"{"customer":"x","ts":"2025-11-24T00:00:00Z"}"#.into()),
+            "missing-required",
+        ),
+        (
+            Some(r#"{"order_id":null,"ts":"2025-11-24T00:00:00Z"}"#.into()),
+            "missing-required",
+        ),
+        (
+            Some(r#"{"order_id":"seven","ts":"2025-11-24T00:00:00Z"}"#.into()),
+            "schema-mismatch",
+        ),
+        (
+            Some(r#"{"order_id":7,"amount":"lots","ts":"2025-11-24T00:00:00Z"}"#.into()),
+            "schema-mismatch",
+        ),
         (Some(r#"{"order_id":8,"ts":"the day after"}"#.into()), "schema-mismatch"),
-        (Some(r#"{"order_id":1.5,"ts":"2025-11-24T00:00:00Z"}"#.into()), "schema-mismatch"),
+        (
+            Some(r#"{"order_id":1.5,"ts":"2025-11-24T00:00:00Z"}"#.into()),
+            "schema-mismatch",
+        ),
         (None, "tombstone"),
     ]
 }
@@ -111,7 +137,8 @@ mod debezium_tests {
     #[test]
     fn events_are_valid_json_of_the_documented_shape() {
         for wrapped in [false, true] {
-            let e: serde_json::Value = serde_json::from_str(&debezium_event("u", Some((1, 1)), Some((1, 2)), 42, wrapped)).unwrap();
+            let e: serde_json::Value =
+                serde_json::from_str(&debezium_event("u", Some((1, 1)), Some((1, 2)), 42, wrapped)).unwrap();
             let p = if wrapped { &e["payload"] } else { &e };
             assert_eq!(p["op"], "u");
             assert_eq!(p["after"]["version"], 2);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use calve_testkit::calve::Setup;
-use calve_testkit::python::{ForeignView, read_table};
+use calve_testkit::python::{read_table, ForeignView};
 use serde_json::Value;
 
 pub const ORDERS: &str = include_str!("../../../../examples/contracts/orders.toml");
@@ -18,7 +18,9 @@ pub fn calve_bin() -> PathBuf {
 
 /// The orders contract for `topic`, with `freshness` as its band.
 pub fn orders_contract(topic: &str, freshness: &str) -> String {
-    ORDERS.replace("topic = \"orders\"", &format!("topic = \"{topic}\"")).replace("freshness = \"1m\"", &format!("freshness = \"{freshness}\""))
+    ORDERS
+        .replace("topic = \"orders\"", &format!("topic = \"{topic}\""))
+        .replace("freshness = \"1m\"", &format!("freshness = \"{freshness}\""))
 }
 
 pub fn read_orders(s: &Setup) -> ForeignView {
@@ -56,7 +58,9 @@ pub fn assert_orders_exactly(view: &ForeignView, expected: &[u64], logs: &str) {
             let missing: Vec<_> = expected.iter().filter(|i| !counts.contains_key(i)).take(10).collect();
             panic!(
                 "{reader}: {} rows, expected {}; duplicates {dups:?}; missing {missing:?}\n--- logs ---\n{}",
-                got.len(), expected.len(), &logs[logs.len().saturating_sub(6000)..]
+                got.len(),
+                expected.len(),
+                &logs[logs.len().saturating_sub(6000)..]
             );
         }
         for r in &rows {

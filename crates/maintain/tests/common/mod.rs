@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
 use calve_maintain::MaintenancePolicy;
-use calve_table::commit::{Committer, ExpirePolicy, RestoreUpdate, claim_epoch};
+use calve_table::commit::{claim_epoch, Committer, ExpirePolicy, RestoreUpdate};
 use calve_table::key_index::SeqBatch;
 use calve_table::restore::Offsets;
 use calve_table::upsert::Upserter;
 use calve_table::writer::arrow_schema;
 use calve_table::{Catalog, CatalogConfig, TableDefinition, TableError};
-use iceberg::TableIdent;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
+use iceberg::TableIdent;
 
 /// 2025-11-24T00:00Z in microseconds.
 pub const BASE_US: i64 = 1_763_942_400_000_000;
@@ -37,7 +37,10 @@ pub struct Table {
 impl Table {
     pub async fn new() -> Table {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = CatalogConfig::new(format!("sqlite:{}/catalog.db", dir.path().display()), format!("{}/warehouse", dir.path().display()));
+        let cfg = CatalogConfig::new(
+            format!("sqlite:{}/catalog.db", dir.path().display()),
+            format!("{}/warehouse", dir.path().display()),
+        );
         let catalog = Catalog::open(&cfg).await.unwrap();
         let ident = Catalog::ident(&["t".into()], "events").unwrap();
         let schema = Schema::builder()
@@ -48,16 +51,46 @@ impl Table {
             ])
             .build()
             .unwrap();
-        let spec = UnboundPartitionSpec::builder().add_partition_field(2, "ts_hour", Transform::Hour).unwrap().build();
+        let spec = UnboundPartitionSpec::builder()
+            .add_partition_field(2, "ts_hour", Transform::Hour)
+            .unwrap()
+            .build();
         let properties = HashMap::from([
-            ("write.metadata.delete-after-commit.enabled".to_string(), "true".to_string()),
+            (
+                "write.metadata.delete-after-commit.enabled".to_string(),
+                "true".to_string(),
+            ),
             ("write.metadata.previous-versions-max".to_string(), "10".to_string()),
         ]);
-        let st = catalog.ensure_table(&TableDefinition { ident: ident.clone(), schema, partition_spec: spec, properties }).await.unwrap();
+        let st = catalog
+            .ensure_table(&TableDefinition {
+                ident: ident.clone(),
+                schema,
+                partition_spec: spec,
+                properties,
+            })
+            .await
+            .unwrap();
         let epoch = claim_epoch(&catalog, &ident).await.unwrap();
         let committer = Committer::new(catalog.clone(), ident.clone(), epoch);
-        let upserter = Upserter::open(catalog.file_io(), &st.metadata, &["id".to_string()], 64 << 20, &Default::default()).await.unwrap();
-        Table { dir, catalog, ident, committer, upserter, model: BTreeMap::new(), commits: 0 }
+        let upserter = Upserter::open(
+            catalog.file_io(),
+            &st.metadata,
+            &["id".to_string()],
+            64 << 20,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        Table {
+            dir,
+            catalog,
+            ident,
+            committer,
+            upserter,
+            model: BTreeMap::new(),
+            commits: 0,
+        }
     }
 
     /// One commit: `rows` (id, hour, v) upserted, then `deletes` removed. When maintenance
@@ -70,14 +103,26 @@ impl Table {
             schema,
             vec![
                 Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-                Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| BASE_US + r.1 * HOUR_US + r.0).collect::<Vec<_>>()).with_timezone("+00:00")),
+                Arc::new(
+                    TimestampMicrosecondArray::from(
+                        rows.iter().map(|r| BASE_US + r.1 * HOUR_US + r.0).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("+00:00"),
+                ),
                 Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
             ],
         )
         .unwrap();
         let n = rows.len() as u64;
-        let upserts = vec![SeqBatch { batch, seq: (0..n).collect() }];
-        let key_schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false)]));
+        let upserts = vec![SeqBatch {
+            batch,
+            seq: (0..n).collect(),
+        }];
+        let key_schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "id",
+            arrow_schema::DataType::Int64,
+            false,
+        )]));
         let dels = match deletes.is_empty() {
             true => vec![],
             false => vec![SeqBatch {
@@ -85,17 +130,27 @@ impl Table {
                 seq: (n..n + deletes.len() as u64).collect(),
             }],
         };
-        let restore = RestoreUpdate { from: offsets(self.commits), to: offsets(self.commits + 1) };
+        let restore = RestoreUpdate {
+            from: offsets(self.commits),
+            to: offsets(self.commits + 1),
+        };
         let prepared = self.upserter.write(&upserts, &dels).await.unwrap();
         let mut rebuilt = false;
-        match self.upserter.commit(&self.catalog, &self.committer, prepared, &restore).await {
+        match self
+            .upserter
+            .commit(&self.catalog, &self.committer, prepared, &restore)
+            .await
+        {
             Ok(_) => {}
             Err(TableError::StaleDeletes { .. }) => {
                 rebuilt = true;
                 let meta = self.catalog.load(&self.ident).await.unwrap().metadata;
                 self.upserter.refresh(self.catalog.file_io(), &meta).await.unwrap();
                 let again = self.upserter.write(&upserts, &dels).await.unwrap();
-                self.upserter.commit(&self.catalog, &self.committer, again, &restore).await.unwrap();
+                self.upserter
+                    .commit(&self.catalog, &self.committer, again, &restore)
+                    .await
+                    .unwrap();
             }
             Err(e) => panic!("commit failed: {e}"),
         }
@@ -111,9 +166,18 @@ impl Table {
 
     /// (id, v) per reader, sorted.
     pub fn read(&self) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
-        let view = calve_testkit::python::read_table(&self.dir.path().join("catalog.db"), &self.dir.path().join("warehouse"), "t.events", &["id", "v"]);
+        let view = calve_testkit::python::read_table(
+            &self.dir.path().join("catalog.db"),
+            &self.dir.path().join("warehouse"),
+            "t.events",
+            &["id", "v"],
+        );
         let of = |reader: &str| {
-            let mut v: Vec<(i64, i64)> = view.rows(reader).iter().map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap())).collect();
+            let mut v: Vec<(i64, i64)> = view
+                .rows(reader)
+                .iter()
+                .map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap()))
+                .collect();
             v.sort();
             v
         };
@@ -145,7 +209,10 @@ pub fn offsets(n: i64) -> Offsets {
 pub fn policy() -> MaintenancePolicy {
     MaintenancePolicy {
         target_file_size: 64 << 20,
-        keep: ExpirePolicy { max_age: Duration::ZERO, retain_last: 1 },
+        keep: ExpirePolicy {
+            max_age: Duration::ZERO,
+            retain_last: 1,
+        },
         orphan_min_age: Duration::from_secs(3600),
         orphan_every: Duration::ZERO,
         budget: None,

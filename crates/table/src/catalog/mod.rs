@@ -20,7 +20,6 @@ use serde::Deserialize;
 
 use crate::error::{Result, TableError};
 
-
 /// `[catalog]` in `calve.toml`: where table pointers and files live.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +43,12 @@ pub struct CatalogConfig {
 impl CatalogConfig {
     /// A configuration with defaults for everything but `uri` and `warehouse`.
     pub fn new(uri: impl Into<String>, warehouse: impl Into<String>) -> Self {
-        CatalogConfig { uri: uri.into(), warehouse: warehouse.into(), name: default_catalog_name(), token: None }
+        CatalogConfig {
+            uri: uri.into(),
+            warehouse: warehouse.into(),
+            name: default_catalog_name(),
+            token: None,
+        }
     }
 }
 
@@ -104,9 +108,8 @@ impl Catalog {
     /// reads the server's configuration.
     pub async fn open(cfg: &CatalogConfig) -> Result<Self> {
         if !cfg.warehouse.contains("://") {
-            std::fs::create_dir_all(&cfg.warehouse).map_err(|e| {
-                TableError::Config(format!("cannot create warehouse {}: {e}", cfg.warehouse))
-            })?;
+            std::fs::create_dir_all(&cfg.warehouse)
+                .map_err(|e| TableError::Config(format!("cannot create warehouse {}: {e}", cfg.warehouse)))?;
         }
         let file_io = iceberg::io::FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build();
         let backend = if cfg.uri.starts_with("http://") || cfg.uri.starts_with("https://") {
@@ -222,6 +225,9 @@ impl Catalog {
 
     /// A table identifier from dotted parts.
     pub fn ident(namespace: &[String], name: &str) -> Result<TableIdent> {
-        Ok(TableIdent::new(NamespaceIdent::from_vec(namespace.to_vec())?, name.to_string()))
+        Ok(TableIdent::new(
+            NamespaceIdent::from_vec(namespace.to_vec())?,
+            name.to_string(),
+        ))
     }
 }

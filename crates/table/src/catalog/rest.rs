@@ -14,9 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iceberg::spec::{
-    MAIN_BRANCH, Schema, TableMetadata, TableMetadataBuildResult, UnboundPartitionSpec,
-};
+use iceberg::spec::{Schema, TableMetadata, TableMetadataBuildResult, UnboundPartitionSpec, MAIN_BRANCH};
 use iceberg::{TableIdent, TableRequirement, TableUpdate};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -85,7 +83,11 @@ impl Rest {
             .map_err(|e| TableError::Config(format!("catalog uri `{}`: {e}", cfg.uri)))?;
         let mut config_url = join(&base, &["v1", "config"]);
         config_url.query_pairs_mut().append_pair("warehouse", &cfg.warehouse);
-        let mut rest = Rest { client, root: Arc::new(base.clone()), token: cfg.token.clone() };
+        let mut rest = Rest {
+            client,
+            root: Arc::new(base.clone()),
+            token: cfg.token.clone(),
+        };
         let resp = rest.send(rest.request(Method::GET, config_url)).await?;
         let config: ConfigResponse = json(expect_ok(resp, "reading catalog config").await?).await?;
         let prefix = config.overrides.get("prefix").or(config.defaults.get("prefix"));
@@ -116,7 +118,10 @@ impl Rest {
         }
         let ns = def.ident.namespace().as_ref();
         let ns_url = join(&self.root, &["namespaces", &ns.join(NAMESPACE_SEPARATOR)]);
-        if !self.head(ns_url, &format!("checking namespace {}", ns.join("."))).await? {
+        if !self
+            .head(ns_url, &format!("checking namespace {}", ns.join(".")))
+            .await?
+        {
             let body = serde_json::json!({ "namespace": ns, "properties": {} });
             let url = join(&self.root, &["namespaces"]);
             let resp = self.send(self.request(Method::POST, url).json(&body)).await?;
@@ -137,18 +142,30 @@ impl Rest {
             tracing::debug!(table = %def.ident, "lost the creation race; loading");
             return self.load(&def.ident).await;
         }
-        load_result(&def.ident, json(expect_ok(resp, &format!("creating {}", def.ident)).await?).await?)
+        load_result(
+            &def.ident,
+            json(expect_ok(resp, &format!("creating {}", def.ident)).await?).await?,
+        )
     }
 
     /// Posts the changes `built` recorded against `base`. `None` when the server refused
     /// because the table moved on (409): the caller reloads and retries.
-    pub(super) async fn commit(&self, base: &TableState, built: &TableMetadataBuildResult) -> Result<Option<TableState>> {
+    pub(super) async fn commit(
+        &self,
+        base: &TableState,
+        built: &TableMetadataBuildResult,
+    ) -> Result<Option<TableState>> {
         let body = CommitTableRequest {
-            identifier: Identifier { namespace: base.ident.namespace().as_ref(), name: base.ident.name() },
+            identifier: Identifier {
+                namespace: base.ident.namespace().as_ref(),
+                name: base.ident.name(),
+            },
             requirements: requirements(&base.metadata),
             updates: &built.changes,
         };
-        let resp = self.send(self.request(Method::POST, self.table_url(&base.ident)).json(&body)).await?;
+        let resp = self
+            .send(self.request(Method::POST, self.table_url(&base.ident)).json(&body))
+            .await?;
         let status = resp.status();
         if status == StatusCode::CONFLICT {
             return Ok(None);
@@ -157,7 +174,10 @@ impl Rest {
             // 500/502/503/504: the spec says the commit state is unknown. A temporary error
             // makes the committer reload and look for its commit id before trying again.
             let text = resp.text().await.unwrap_or_default();
-            return Err(TableError::Catalog(format!("commit to {}: HTTP {status}, outcome unknown: {text}", base.ident)));
+            return Err(TableError::Catalog(format!(
+                "commit to {}: HTTP {status}, outcome unknown: {text}",
+                base.ident
+            )));
         }
         let result = json(expect_ok(resp, &format!("committing to {}", base.ident)).await?).await?;
         load_result(&base.ident, result).map(Some)
@@ -177,7 +197,9 @@ impl Rest {
     }
 
     async fn send(&self, req: RequestBuilder) -> Result<Response> {
-        req.send().await.map_err(|e| TableError::Catalog(format!("REST catalog unreachable: {e}")))
+        req.send()
+            .await
+            .map_err(|e| TableError::Catalog(format!("REST catalog unreachable: {e}")))
     }
 
     async fn head(&self, url: url::Url, what: &str) -> Result<bool> {
@@ -200,24 +222,41 @@ fn requirements(base: &TableMetadata) -> Vec<TableRequirement> {
             r#ref: MAIN_BRANCH.to_string(),
             snapshot_id: base.snapshot_for_ref(MAIN_BRANCH).map(|s| s.snapshot_id()),
         },
-        TableRequirement::CurrentSchemaIdMatch { current_schema_id: base.current_schema_id() },
-        TableRequirement::LastAssignedFieldIdMatch { last_assigned_field_id: base.last_column_id() },
-        TableRequirement::DefaultSpecIdMatch { default_spec_id: base.default_partition_spec_id() },
-        TableRequirement::LastAssignedPartitionIdMatch { last_assigned_partition_id: base.last_partition_id() },
-        TableRequirement::DefaultSortOrderIdMatch { default_sort_order_id: base.default_sort_order_id() },
+        TableRequirement::CurrentSchemaIdMatch {
+            current_schema_id: base.current_schema_id(),
+        },
+        TableRequirement::LastAssignedFieldIdMatch {
+            last_assigned_field_id: base.last_column_id(),
+        },
+        TableRequirement::DefaultSpecIdMatch {
+            default_spec_id: base.default_partition_spec_id(),
+        },
+        TableRequirement::LastAssignedPartitionIdMatch {
+            last_assigned_partition_id: base.last_partition_id(),
+        },
+        TableRequirement::DefaultSortOrderIdMatch {
+            default_sort_order_id: base.default_sort_order_id(),
+        },
     ]
 }
 
 fn load_result(ident: &TableIdent, r: LoadTableResult) -> Result<TableState> {
-    let metadata_location = r.metadata_location.ok_or_else(|| {
-        TableError::Rejected(format!("REST catalog returned {ident} without a metadata location"))
-    })?;
-    Ok(TableState { ident: ident.clone(), metadata: Arc::new(r.metadata), metadata_location })
+    let metadata_location = r
+        .metadata_location
+        .ok_or_else(|| TableError::Rejected(format!("REST catalog returned {ident} without a metadata location")))?;
+    Ok(TableState {
+        ident: ident.clone(),
+        metadata: Arc::new(r.metadata),
+        metadata_location,
+    })
 }
 
 fn join(base: &url::Url, segments: &[&str]) -> url::Url {
     let mut u = base.clone();
-    u.path_segments_mut().expect("http(s) URLs have paths").pop_if_empty().extend(segments);
+    u.path_segments_mut()
+        .expect("http(s) URLs have paths")
+        .pop_if_empty()
+        .extend(segments);
     u
 }
 
@@ -242,6 +281,9 @@ async fn expect_ok(resp: Response, what: &str) -> Result<Response> {
 }
 
 async fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T> {
-    let bytes = resp.bytes().await.map_err(|e| TableError::Catalog(format!("reading REST response: {e}")))?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| TableError::Catalog(format!("reading REST response: {e}")))?;
     serde_json::from_slice(&bytes).map_err(|e| TableError::Rejected(format!("unexpected REST response: {e}")))
 }

@@ -13,7 +13,7 @@ use iceberg::io::{FileIO, LocalFsStorageFactory};
 use iceberg::spec::TableMetadataBuildResult;
 use iceberg::{CatalogBuilder, TableIdent};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::AnyPool;
 
 use super::{CatalogConfig, TableState};
@@ -35,7 +35,11 @@ impl Sql {
         install_default_drivers();
         let (uri, dollar_binds) = normalize_uri(&cfg.uri)?;
         let pool = AnyPoolOptions::new().max_connections(4).connect(&uri).await?;
-        let style = if dollar_binds { SqlBindStyle::DollarNumeric } else { SqlBindStyle::QMark };
+        let style = if dollar_binds {
+            SqlBindStyle::DollarNumeric
+        } else {
+            SqlBindStyle::QMark
+        };
         let props = HashMap::from([
             ("uri".to_string(), uri.clone()),
             ("warehouse".to_string(), cfg.warehouse.clone()),
@@ -45,7 +49,13 @@ impl Sql {
             .with_storage_factory(Arc::new(LocalFsStorageFactory))
             .load(&cfg.name, props)
             .await?;
-        Ok(Sql { inner: Arc::new(inner), pool, name: cfg.name.clone(), file_io, dollar_binds })
+        Ok(Sql {
+            inner: Arc::new(inner),
+            pool,
+            name: cfg.name.clone(),
+            file_io,
+            dollar_binds,
+        })
     }
 
     /// The metadata file the catalog points at now (one indexed SELECT, no file read).
@@ -66,7 +76,11 @@ impl Sql {
 
     /// Writes the new metadata file and swaps the pointer from `base` to it. `None` (and the
     /// written file removed) when someone else swapped first.
-    pub(super) async fn commit(&self, base: &TableState, built: &TableMetadataBuildResult) -> Result<Option<TableState>> {
+    pub(super) async fn commit(
+        &self,
+        base: &TableState,
+        built: &TableMetadataBuildResult,
+    ) -> Result<Option<TableState>> {
         let loc: iceberg::MetadataLocation = base.metadata_location.parse()?;
         let new_location = loc.with_next_version().with_new_metadata(&built.metadata);
         built.metadata.write_to(&self.file_io, &new_location).await?;
@@ -112,7 +126,11 @@ impl Sql {
 fn normalize_uri(uri: &str) -> Result<(String, bool)> {
     if let Some(rest) = uri.strip_prefix("sqlite:") {
         let sep = if rest.contains('?') { '&' } else { '?' };
-        let uri = if rest.contains("mode=") { uri.to_string() } else { format!("{uri}{sep}mode=rwc") };
+        let uri = if rest.contains("mode=") {
+            uri.to_string()
+        } else {
+            format!("{uri}{sep}mode=rwc")
+        };
         return Ok((uri, false));
     }
     if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {

@@ -29,7 +29,10 @@ pub struct MergePolicy {
 
 impl Default for MergePolicy {
     fn default() -> Self {
-        MergePolicy { min_count_to_merge: 100, target_manifest_bytes: 8 << 20 }
+        MergePolicy {
+            min_count_to_merge: 100,
+            target_manifest_bytes: 8 << 20,
+        }
     }
 }
 
@@ -45,16 +48,15 @@ pub struct Append {
 impl Append {
     /// An append of `files` with the default merge policy.
     pub fn new(files: Vec<DataFile>) -> Self {
-        Append { files, merge: MergePolicy::default() }
+        Append {
+            files,
+            merge: MergePolicy::default(),
+        }
     }
 }
 
 impl SnapshotOperation for Append {
-    async fn produce(
-        &self,
-        ctx: &mut SnapshotContext<'_>,
-        extra: &HashMap<String, String>,
-    ) -> Result<Produced> {
+    async fn produce(&self, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>) -> Result<Produced> {
         let existing = ctx.current_manifests().await?;
         let mut manifests = Vec::with_capacity(existing.len() + 1);
         if !self.files.is_empty() {
@@ -67,7 +69,11 @@ impl SnapshotOperation for Append {
         manifests.extend(merge_small_manifests(ctx, existing, self.merge).await?);
         let mut summary = SummaryBuilder::for_table(ctx.metadata());
         self.files.iter().for_each(|f| summary.added(f));
-        Ok(Produced { operation: Operation::Append, manifests, summary: summary.build(extra) })
+        Ok(Produced {
+            operation: Operation::Append,
+            manifests,
+            summary: summary.build(extra),
+        })
     }
 }
 

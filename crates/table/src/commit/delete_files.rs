@@ -21,8 +21,15 @@ pub struct DeleteFiles {
 impl SnapshotOperation for DeleteFiles {
     async fn produce(&self, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>) -> Result<Produced> {
         let planned_at = ctx.metadata().current_snapshot_id();
-        let rewrite = Rewrite { removed: self.files.clone(), added: Vec::new(), planned_at };
+        let rewrite = Rewrite {
+            removed: self.files.clone(),
+            added: Vec::new(),
+            planned_at,
+        };
         let produced = rewrite.produce(ctx, extra).await?;
-        Ok(Produced { operation: Operation::Delete, ..produced })
+        Ok(Produced {
+            operation: Operation::Delete,
+            ..produced
+        })
     }
 }

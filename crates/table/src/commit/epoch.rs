@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use iceberg::spec::TableMetadataBuilder;
 use iceberg::TableIdent;
 
-use super::{Append, Committer, swap_and_clean};
+use super::{swap_and_clean, Append, Committer};
 use crate::catalog::Catalog;
 use crate::error::{Result, TableError};
 use crate::restore::{self, WRITER_EPOCH_KEY};
@@ -40,18 +40,19 @@ pub async fn claim_epoch(catalog: &Catalog, ident: &TableIdent) -> Result<u64> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    Err(TableError::Conflict { table: ident.to_string(), attempts: CLAIM_ATTEMPTS })
+    Err(TableError::Conflict {
+        table: ident.to_string(),
+        attempts: CLAIM_ATTEMPTS,
+    })
 }
 
 /// SQL catalogs: the epoch property alone; the pointer swap fences.
 async fn claim_property(catalog: &Catalog, base: &crate::catalog::TableState, epoch: u64) -> Result<bool> {
-        let props = HashMap::from([(WRITER_EPOCH_KEY.to_string(), epoch.to_string())]);
-        let built = TableMetadataBuilder::new_from_metadata(
-            base.metadata.as_ref().clone(),
-            Some(base.metadata_location.clone()),
-        )
-        .set_properties(props)?
-        .build()?;
+    let props = HashMap::from([(WRITER_EPOCH_KEY.to_string(), epoch.to_string())]);
+    let built =
+        TableMetadataBuilder::new_from_metadata(base.metadata.as_ref().clone(), Some(base.metadata_location.clone()))
+            .set_properties(props)?
+            .build()?;
     Ok(swap_and_clean(catalog, base, built).await?.is_some())
 }
 

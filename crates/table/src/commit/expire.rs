@@ -13,7 +13,7 @@ use iceberg::spec::Snapshot;
 use super::Committer;
 use crate::error::Result;
 use crate::reachable::reachable;
-use crate::restore::{OFFSETS_KEY, ancestry};
+use crate::restore::{ancestry, OFFSETS_KEY};
 
 /// Snapshot retention (the contract's `maintenance.keep_snapshots`).
 #[derive(Debug, Clone, Copy)]
@@ -49,10 +49,16 @@ impl Committer {
                 Ok((!expired.is_empty()).then(|| (builder.remove_snapshots(&expired), expired)))
             })
             .await?;
-        let Some((base, after, expired)) = swapped else { return Ok(ExpireReport::default()) };
+        let Some((base, after, expired)) = swapped else {
+            return Ok(ExpireReport::default());
+        };
         let (meta, after) = (base.metadata.as_ref(), after.metadata.as_ref());
         let io = self.catalog.file_io();
-        let gone_snapshots: Vec<_> = meta.snapshots().filter(|s| expired.contains(&s.snapshot_id())).cloned().collect();
+        let gone_snapshots: Vec<_> = meta
+            .snapshots()
+            .filter(|s| expired.contains(&s.snapshot_id()))
+            .cloned()
+            .collect();
         let kept_snapshots: Vec<_> = after.snapshots().cloned().collect();
         let gone = reachable(io, meta, &gone_snapshots).await?;
         let kept = reachable(io, after, &kept_snapshots).await?;
@@ -64,7 +70,10 @@ impl Committer {
             }
         }
         tracing::info!(table = %self.ident, snapshots = expired.len(), files = deleted.len(), "expired snapshots");
-        Ok(ExpireReport { expired_snapshots: expired, deleted_files: deleted })
+        Ok(ExpireReport {
+            expired_snapshots: expired,
+            deleted_files: deleted,
+        })
     }
 }
 

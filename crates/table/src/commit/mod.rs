@@ -25,10 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iceberg::spec::{
-    DataFileFormat, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile,
-    ManifestList, ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
-    SnapshotReference, SnapshotRetention, Summary, TableMetadata, TableMetadataBuildResult,
-    TableMetadataBuilder,
+    DataFileFormat, FormatVersion, ManifestContentType, ManifestFile, ManifestList, ManifestListWriter, ManifestWriter,
+    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary, TableMetadata,
+    TableMetadataBuildResult, TableMetadataBuilder, MAIN_BRANCH,
 };
 use iceberg::TableIdent;
 use uuid::Uuid;
@@ -40,13 +39,13 @@ pub use expire::{ExpirePolicy, ExpireReport};
 pub use rewrite::{ForgettingRewrite, Rewrite};
 pub use rewrite_manifests::RewriteManifests;
 pub use row_delta::{ComputedAt, RowDelta};
-pub use update_schema::{SchemaChange, UpdateSchema, is_widening};
+pub use update_schema::{is_widening, SchemaChange, UpdateSchema};
 pub use update_sort_order::UpdateSortOrder;
 pub use update_spec::UpdatePartitionSpec;
 
 use crate::catalog::{Catalog, TableState};
 use crate::error::{Result, TableError};
-use crate::restore::{self, COMMIT_ID_KEY, OFFSETS_KEY, Offsets, WRITER_EPOCH_KEY};
+use crate::restore::{self, Offsets, COMMIT_ID_KEY, OFFSETS_KEY, WRITER_EPOCH_KEY};
 
 /// What an operation hands back: the manifests of the new snapshot and its summary.
 pub struct Produced {
@@ -110,9 +109,14 @@ impl<'a> SnapshotContext<'a> {
     /// Manifests listed by the base's current snapshot (empty for a new table).
     pub async fn current_manifests(&self) -> Result<Vec<ManifestFile>> {
         let m = self.metadata();
-        let Some(s) = m.current_snapshot() else { return Ok(Vec::new()) };
+        let Some(s) = m.current_snapshot() else {
+            return Ok(Vec::new());
+        };
         let bytes = self.catalog.file_io().new_input(s.manifest_list())?.read().await?;
-        Ok(ManifestList::parse_with_version(&bytes, m.format_version())?.consume_entries().into_iter().collect())
+        Ok(ManifestList::parse_with_version(&bytes, m.format_version())?
+            .consume_entries()
+            .into_iter()
+            .collect())
     }
 
     /// A writer for a new manifest of the default spec. The file is removed if the attempt fails.
@@ -120,7 +124,10 @@ impl<'a> SnapshotContext<'a> {
         let m = self.metadata();
         let path = format!(
             "{}/metadata/{}-m{}.{}",
-            m.location(), self.attempt_id, self.manifest_counter, DataFileFormat::Avro
+            m.location(),
+            self.attempt_id,
+            self.manifest_counter,
+            DataFileFormat::Avro
         );
         self.manifest_counter += 1;
         self.written.push(path.clone());
@@ -203,7 +210,10 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: 8, backoff: Duration::from_millis(50) }
+        RetryPolicy {
+            attempts: 8,
+            backoff: Duration::from_millis(50),
+        }
     }
 }
 
@@ -223,14 +233,27 @@ pub struct Committer {
 impl Committer {
     /// A committer that writes as writer `epoch` (see [`claim_epoch`]).
     pub fn new(catalog: Catalog, ident: TableIdent, epoch: u64) -> Self {
-        Committer { catalog, ident, epoch, retry: RetryPolicy::default(), last: Arc::default(), claim: false }
+        Committer {
+            catalog,
+            ident,
+            epoch,
+            retry: RetryPolicy::default(),
+            last: Arc::default(),
+            claim: false,
+        }
     }
 
     /// A committer whose one attempt also records `epoch` as the table's writer epoch, and that
     /// refuses a base whose epoch is not older than `epoch` (another claim got there first).
     pub(crate) fn claiming(catalog: Catalog, ident: TableIdent, epoch: u64) -> Self {
-        let retry = RetryPolicy { attempts: 1, backoff: Duration::ZERO };
-        Committer { claim: true, ..Committer::new(catalog, ident, epoch).with_retry(retry) }
+        let retry = RetryPolicy {
+            attempts: 1,
+            backoff: Duration::ZERO,
+        };
+        Committer {
+            claim: true,
+            ..Committer::new(catalog, ident, epoch).with_retry(retry)
+        }
     }
 
     /// Replaces the retry policy.
@@ -250,11 +273,7 @@ impl Committer {
     }
 
     /// Commits `op` as a new snapshot carrying the restore point `restore`.
-    pub async fn commit<O: SnapshotOperation>(
-        &self,
-        op: &O,
-        restore: &RestoreUpdate,
-    ) -> Result<CommitOutcome> {
+    pub async fn commit<O: SnapshotOperation>(&self, op: &O, restore: &RestoreUpdate) -> Result<CommitOutcome> {
         self.commit_with(op, Restore::Advance(restore)).await
     }
 
@@ -281,7 +300,10 @@ impl Committer {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        Err(TableError::Conflict { table: self.ident.to_string(), attempts: self.retry.attempts })
+        Err(TableError::Conflict {
+            table: self.ident.to_string(),
+            attempts: self.retry.attempts,
+        })
     }
 
     /// One attempt; `Ok(None)` means another writer swapped first.
@@ -309,7 +331,9 @@ impl Committer {
         let mut ctx = SnapshotContext::new(&base, &self.catalog);
         let result = self.publish(op, &mut ctx, &extra).await;
         match result {
-            Ok(true) => Ok(Some(CommitOutcome::Committed { snapshot_id: ctx.snapshot_id })),
+            Ok(true) => Ok(Some(CommitOutcome::Committed {
+                snapshot_id: ctx.snapshot_id,
+            })),
             Ok(false) => {
                 ctx.cleanup().await;
                 Ok(None)
@@ -336,7 +360,10 @@ impl Committer {
         let seq = meta.next_sequence_number();
         let list_path = format!(
             "{}/metadata/snap-{}-1-{}.{}",
-            meta.location(), ctx.snapshot_id, ctx.attempt_id, DataFileFormat::Avro
+            meta.location(),
+            ctx.snapshot_id,
+            ctx.attempt_id,
+            DataFileFormat::Avro
         );
         ctx.written.push(list_path.clone());
         let out = self.catalog.file_io().new_output(&list_path)?.writer().await?;
@@ -344,9 +371,7 @@ impl Committer {
         let mut writer = match meta.format_version() {
             FormatVersion::V1 => ManifestListWriter::v1(out, ctx.snapshot_id, parent),
             FormatVersion::V2 => ManifestListWriter::v2(out, ctx.snapshot_id, parent, seq),
-            FormatVersion::V3 => {
-                return Err(TableError::Unsupported("format v3 tables (row lineage)".into()))
-            }
+            FormatVersion::V3 => return Err(TableError::Unsupported("format v3 tables (row lineage)".into())),
         };
         writer.add_manifests(produced.manifests.into_iter())?;
         writer.close().await?;
@@ -355,18 +380,28 @@ impl Committer {
             .with_snapshot_id(ctx.snapshot_id)
             .with_parent_snapshot_id(parent)
             .with_sequence_number(seq)
-            .with_summary(Summary { operation: produced.operation, additional_properties: produced.summary })
+            .with_summary(Summary {
+                operation: produced.operation,
+                additional_properties: produced.summary,
+            })
             .with_schema_id(meta.current_schema_id())
             .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
             .build();
-        let mut builder = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(ctx.base.metadata_location.clone()))
-            .add_snapshot(snapshot)?
-            .set_ref(MAIN_BRANCH, SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)))?;
+        let mut builder =
+            TableMetadataBuilder::new_from_metadata(meta.clone(), Some(ctx.base.metadata_location.clone()))
+                .add_snapshot(snapshot)?
+                .set_ref(
+                    MAIN_BRANCH,
+                    SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)),
+                )?;
         if self.claim {
-            builder = builder.set_properties(HashMap::from([(WRITER_EPOCH_KEY.to_string(), self.epoch.to_string())]))?;
+            builder =
+                builder.set_properties(HashMap::from([(WRITER_EPOCH_KEY.to_string(), self.epoch.to_string())]))?;
         }
         let built = builder.build()?;
-        Ok(self.remember(swap_and_clean(&self.catalog, ctx.base, built).await?).is_some())
+        Ok(self
+            .remember(swap_and_clean(&self.catalog, ctx.base, built).await?)
+            .is_some())
     }
 
     /// The table as it is now, without re-reading metadata this committer wrote itself.
@@ -385,7 +420,8 @@ impl Committer {
 
     /// Commits a metadata-only change, with the same fencing and retries as a snapshot.
     pub async fn update_metadata<U: MetadataUpdate>(&self, update: &U) -> Result<()> {
-        self.swap_metadata(|base, builder| Ok(Some((update.apply(base, builder)?, ())))).await?;
+        self.swap_metadata(|base, builder| Ok(Some((update.apply(base, builder)?, ()))))
+            .await?;
         Ok(())
     }
 
@@ -401,19 +437,28 @@ impl Committer {
             let meta = base.metadata.as_ref();
             self.check_epoch(meta)?;
             let builder = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(base.metadata_location.clone()));
-            let Some((builder, out)) = change(meta, builder)? else { return Ok(None) };
+            let Some((builder, out)) = change(meta, builder)? else {
+                return Ok(None);
+            };
             if let Some(after) = self.remember(swap_and_clean(&self.catalog, &base, builder.build()?).await?) {
                 return Ok(Some((base, after, out)));
             }
             tokio::time::sleep(self.retry.backoff).await;
         }
-        Err(TableError::Conflict { table: self.ident.to_string(), attempts: self.retry.attempts })
+        Err(TableError::Conflict {
+            table: self.ident.to_string(),
+            attempts: self.retry.attempts,
+        })
     }
 
     fn check_epoch(&self, meta: &TableMetadata) -> Result<()> {
         let current = restore::table_epoch(meta)?;
         if current > self.epoch || (self.claim && current >= self.epoch) {
-            return Err(TableError::Fenced { table: self.ident.to_string(), ours: self.epoch, current });
+            return Err(TableError::Fenced {
+                table: self.ident.to_string(),
+                ours: self.epoch,
+                current,
+            });
         }
         Ok(())
     }
@@ -428,8 +473,14 @@ pub(crate) async fn swap_and_clean(
     base: &TableState,
     built: TableMetadataBuildResult,
 ) -> Result<Option<TableState>> {
-    let Some(after) = catalog.commit(base, &built).await? else { return Ok(None) };
-    let enabled = built.metadata.properties().get(DELETE_AFTER_COMMIT).is_some_and(|v| v == "true");
+    let Some(after) = catalog.commit(base, &built).await? else {
+        return Ok(None);
+    };
+    let enabled = built
+        .metadata
+        .properties()
+        .get(DELETE_AFTER_COMMIT)
+        .is_some_and(|v| v == "true");
     if enabled && !catalog.server_writes_metadata() {
         for old in &built.expired_metadata_logs {
             if let Err(e) = catalog.file_io().delete(&old.metadata_file).await {

@@ -11,9 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use iceberg::spec::{
-    DataContentType, DataFile, Datum, ManifestContentType, ManifestEntryRef, ManifestFile, Operation,
-};
+use iceberg::spec::{DataContentType, DataFile, Datum, ManifestContentType, ManifestEntryRef, ManifestFile, Operation};
 
 use super::append::INHERIT_SEQUENCE_NUMBER;
 use super::{Produced, SnapshotContext, SnapshotOperation};
@@ -59,64 +57,106 @@ enum Removed {
     Forget,
 }
 
-async fn produce(op: &Rewrite, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>, how: Removed) -> Result<Produced> {
-        let meta = ctx.metadata();
-        let removed: HashSet<&str> = op.removed.iter().map(|f| f.file_path()).collect();
-        let data_removed: HashSet<&str> = op.removed.iter().filter(|f| f.content_type() == DataContentType::Data).map(|f| f.file_path()).collect();
-        let newer = snapshots_since(ctx, op.planned_at);
-        let io = ctx.catalog.file_io().clone();
-        let mut manifests = Vec::new();
-        let mut found = 0usize;
-        for mf in ctx.current_manifests().await? {
-            let entries = crate::manifests::entries(&io, &mf).await?;
-            for e in entries.iter().filter(|e| e.is_alive()) {
-                if e.content_type() != DataContentType::Data && e.snapshot_id().is_some_and(|s| newer.contains(&s)) {
-                    check_new_delete(ctx, e.data_file(), &data_removed)?;
-                }
+async fn produce(
+    op: &Rewrite,
+    ctx: &mut SnapshotContext<'_>,
+    extra: &HashMap<String, String>,
+    how: Removed,
+) -> Result<Produced> {
+    let meta = ctx.metadata();
+    let removed: HashSet<&str> = op.removed.iter().map(|f| f.file_path()).collect();
+    let data_removed: HashSet<&str> = op
+        .removed
+        .iter()
+        .filter(|f| f.content_type() == DataContentType::Data)
+        .map(|f| f.file_path())
+        .collect();
+    let newer = snapshots_since(ctx, op.planned_at);
+    let io = ctx.catalog.file_io().clone();
+    let mut manifests = Vec::new();
+    let mut found = 0usize;
+    for mf in ctx.current_manifests().await? {
+        let entries = crate::manifests::entries(&io, &mf).await?;
+        for e in entries.iter().filter(|e| e.is_alive()) {
+            if e.content_type() != DataContentType::Data && e.snapshot_id().is_some_and(|s| newer.contains(&s)) {
+                check_new_delete(ctx, e.data_file(), &data_removed)?;
             }
-            let hits = entries.iter().filter(|e| e.is_alive() && removed.contains(e.file_path())).count();
-            if hits == 0 {
-                manifests.push(mf);
-                continue;
-            }
-            if mf.partition_spec_id != meta.default_partition_spec_id() {
-                return Err(TableError::Unsupported("rewriting files of an older partition spec".into()));
-            }
-            found += hits;
-            manifests.push(rewrite_manifest(ctx, &mf, &entries, &removed, how).await?);
         }
-        if found != removed.len() {
-            return Err(conflict(ctx, format!("{} of the {} files to replace are no longer in the table", removed.len() - found, removed.len())));
+        let hits = entries
+            .iter()
+            .filter(|e| e.is_alive() && removed.contains(e.file_path()))
+            .count();
+        if hits == 0 {
+            manifests.push(mf);
+            continue;
         }
-        for content in [ManifestContentType::Deletes, ManifestContentType::Data] {
-            let files: Vec<&DataFile> = op.added.iter().filter(|f| (f.content_type() == DataContentType::Data) == (content == ManifestContentType::Data)).collect();
-            if files.is_empty() {
-                continue;
-            }
-            if let Some(eq) = files.iter().find(|f| f.content_type() == DataContentType::EqualityDeletes) {
-                return Err(TableError::Unsupported(format!("{} is an equality delete; calve writes none", eq.file_path())));
-            }
-            let mut w = ctx.new_manifest_writer(content)?;
-            for f in files {
-                w.add_file(f.clone(), INHERIT_SEQUENCE_NUMBER)?;
-            }
-            manifests.insert(0, w.write_manifest_file().await?);
+        if mf.partition_spec_id != meta.default_partition_spec_id() {
+            return Err(TableError::Unsupported(
+                "rewriting files of an older partition spec".into(),
+            ));
         }
-        let mut summary = SummaryBuilder::for_table(meta);
-        op.added.iter().for_each(|f| summary.added(f));
-        op.removed.iter().for_each(|f| summary.removed(f));
-        Ok(Produced { operation: Operation::Replace, manifests, summary: summary.build(extra) })
+        found += hits;
+        manifests.push(rewrite_manifest(ctx, &mf, &entries, &removed, how).await?);
+    }
+    if found != removed.len() {
+        return Err(conflict(
+            ctx,
+            format!(
+                "{} of the {} files to replace are no longer in the table",
+                removed.len() - found,
+                removed.len()
+            ),
+        ));
+    }
+    for content in [ManifestContentType::Deletes, ManifestContentType::Data] {
+        let files: Vec<&DataFile> = op
+            .added
+            .iter()
+            .filter(|f| (f.content_type() == DataContentType::Data) == (content == ManifestContentType::Data))
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        if let Some(eq) = files
+            .iter()
+            .find(|f| f.content_type() == DataContentType::EqualityDeletes)
+        {
+            return Err(TableError::Unsupported(format!(
+                "{} is an equality delete; calve writes none",
+                eq.file_path()
+            )));
+        }
+        let mut w = ctx.new_manifest_writer(content)?;
+        for f in files {
+            w.add_file(f.clone(), INHERIT_SEQUENCE_NUMBER)?;
+        }
+        manifests.insert(0, w.write_manifest_file().await?);
+    }
+    let mut summary = SummaryBuilder::for_table(meta);
+    op.added.iter().for_each(|f| summary.added(f));
+    op.removed.iter().for_each(|f| summary.removed(f));
+    Ok(Produced {
+        operation: Operation::Replace,
+        manifests,
+        summary: summary.build(extra),
+    })
 }
 
 /// Snapshots committed after `planned_at` on the main branch.
 fn snapshots_since(ctx: &SnapshotContext<'_>, planned_at: Option<i64>) -> HashSet<i64> {
-    ancestry(ctx.metadata()).map(|s| s.snapshot_id()).take_while(|id| Some(*id) != planned_at).collect()
+    ancestry(ctx.metadata())
+        .map(|s| s.snapshot_id())
+        .take_while(|id| Some(*id) != planned_at)
+        .collect()
 }
 
 /// A position delete committed after planning must not point into a file being replaced.
 fn check_new_delete(ctx: &SnapshotContext<'_>, delete: &DataFile, removed: &HashSet<&str>) -> Result<()> {
     if delete.content_type() == DataContentType::EqualityDeletes {
-        return Err(conflict(ctx, format!("equality delete {} was committed meanwhile", delete.file_path())));
+        return Err(conflict(
+            ctx,
+            format!("equality delete {} was committed meanwhile", delete.file_path()),
+        ));
     }
     let touches = match delete.referenced_data_file() {
         Some(p) => removed.contains(p.as_str()),
@@ -133,7 +173,13 @@ fn check_new_delete(ctx: &SnapshotContext<'_>, delete: &DataFile, removed: &Hash
         }
     };
     if touches {
-        return Err(conflict(ctx, format!("position delete {} was committed meanwhile against a file being replaced", delete.file_path())));
+        return Err(conflict(
+            ctx,
+            format!(
+                "position delete {} was committed meanwhile against a file being replaced",
+                delete.file_path()
+            ),
+        ));
     }
     Ok(())
 }
@@ -156,12 +202,20 @@ async fn rewrite_manifest(
             }
             w.add_delete_file(e.data_file().clone(), seq, file_seq)?;
         } else {
-            w.add_existing_file(e.data_file().clone(), e.snapshot_id().unwrap_or(mf.added_snapshot_id), seq, file_seq)?;
+            w.add_existing_file(
+                e.data_file().clone(),
+                e.snapshot_id().unwrap_or(mf.added_snapshot_id),
+                seq,
+                file_seq,
+            )?;
         }
     }
     Ok(w.write_manifest_file().await?)
 }
 
 fn conflict(ctx: &SnapshotContext<'_>, reason: String) -> TableError {
-    TableError::RewriteConflict { table: ctx.base.ident.to_string(), reason }
+    TableError::RewriteConflict {
+        table: ctx.base.ident.to_string(),
+        reason,
+    }
 }

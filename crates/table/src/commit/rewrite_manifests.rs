@@ -27,7 +27,9 @@ pub struct RewriteManifests {
 
 impl Default for RewriteManifests {
     fn default() -> Self {
-        RewriteManifests { entries_per_manifest: 20_000 }
+        RewriteManifests {
+            entries_per_manifest: 20_000,
+        }
     }
 }
 
@@ -35,8 +37,11 @@ impl SnapshotOperation for RewriteManifests {
     async fn produce(&self, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>) -> Result<Produced> {
         let spec_id = ctx.metadata().default_partition_spec_id();
         let io = ctx.catalog.file_io().clone();
-        let (mine, mut manifests): (Vec<ManifestFile>, Vec<ManifestFile>) =
-            ctx.current_manifests().await?.into_iter().partition(|m| m.partition_spec_id == spec_id);
+        let (mine, mut manifests): (Vec<ManifestFile>, Vec<ManifestFile>) = ctx
+            .current_manifests()
+            .await?
+            .into_iter()
+            .partition(|m| m.partition_spec_id == spec_id);
         let replaced = mine.len();
         let kept = manifests.len();
         for content in [ManifestContentType::Data, ManifestContentType::Deletes] {
@@ -45,7 +50,10 @@ impl SnapshotOperation for RewriteManifests {
             for m in mine.iter().filter(|m| m.content == content) {
                 for e in crate::manifests::entries(&io, m).await?.iter().filter(|e| e.is_alive()) {
                     let key = format!("{:?}", e.data_file().partition());
-                    by_partition.entry(key).or_default().push((e.clone(), m.sequence_number, m.added_snapshot_id));
+                    by_partition
+                        .entry(key)
+                        .or_default()
+                        .push((e.clone(), m.sequence_number, m.added_snapshot_id));
                 }
             }
             let mut writer = None;
@@ -57,7 +65,12 @@ impl SnapshotOperation for RewriteManifests {
                 let w = writer.as_mut().expect("created above");
                 let seq = e.sequence_number().unwrap_or(manifest_seq);
                 let file_seq = e.file_sequence_number.or(Some(seq));
-                w.add_existing_file(e.data_file().clone(), e.snapshot_id().unwrap_or(manifest_snapshot), seq, file_seq)?;
+                w.add_existing_file(
+                    e.data_file().clone(),
+                    e.snapshot_id().unwrap_or(manifest_snapshot),
+                    seq,
+                    file_seq,
+                )?;
                 in_manifest += 1;
                 if in_manifest >= self.entries_per_manifest {
                     manifests.push(writer.take().expect("present").write_manifest_file().await?);
@@ -72,6 +85,10 @@ impl SnapshotOperation for RewriteManifests {
         summary.insert("manifests-created".into(), (manifests.len() - kept).to_string());
         summary.insert("manifests-kept".into(), kept.to_string());
         summary.insert("manifests-replaced".into(), replaced.to_string());
-        Ok(Produced { operation: Operation::Replace, manifests, summary })
+        Ok(Produced {
+            operation: Operation::Replace,
+            manifests,
+            summary,
+        })
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use iceberg::spec::{DataContentType, DataFile, ManifestContentType, Operation};
 
-use super::append::{INHERIT_SEQUENCE_NUMBER, MergePolicy, merge_small_manifests};
+use super::append::{merge_small_manifests, MergePolicy, INHERIT_SEQUENCE_NUMBER};
 use super::{Produced, SnapshotContext, SnapshotOperation};
 use crate::error::{Result, TableError};
 use crate::restore::{self, WRITER_EPOCH_KEY};
@@ -45,7 +45,12 @@ pub struct ComputedAt {
 impl RowDelta {
     /// A row delta with the default merge policy and no position validation.
     pub fn new(data_files: Vec<DataFile>, delete_files: Vec<DataFile>) -> Self {
-        RowDelta { data_files, delete_files, merge: MergePolicy::default(), computed_at: None }
+        RowDelta {
+            data_files,
+            delete_files,
+            merge: MergePolicy::default(),
+            computed_at: None,
+        }
     }
 
     /// A row delta whose delete positions were computed at `computed_at`.
@@ -58,10 +63,17 @@ impl RowDelta {
 /// Fails when a snapshot after `at` may have moved rows the deletes point at.
 fn check_positions_still_valid(ctx: &SnapshotContext<'_>, at: ComputedAt) -> Result<()> {
     let meta = ctx.metadata();
-    let stale = |reason: String| Err(TableError::StaleDeletes { table: meta.location().to_string(), reason });
+    let stale = |reason: String| {
+        Err(TableError::StaleDeletes {
+            table: meta.location().to_string(),
+            reason,
+        })
+    };
     if let Some(id) = at.snapshot_id {
         if meta.snapshot_by_id(id).is_none() {
-            return stale(format!("snapshot {id} the positions were computed at is no longer in the table"));
+            return stale(format!(
+                "snapshot {id} the positions were computed at is no longer in the table"
+            ));
         }
     }
     let epoch = at.epoch.to_string();
@@ -73,12 +85,20 @@ fn check_positions_still_valid(ctx: &SnapshotContext<'_>, at: ComputedAt) -> Res
         let ours = summary.additional_properties.get(WRITER_EPOCH_KEY) == Some(&epoch);
         // A `replace` that removed no data file (a manifest rewrite, dropping delete files
         // that no longer apply) moved no row.
-        let moved_rows = summary.additional_properties.get("deleted-data-files").is_some_and(|n| n != "0");
+        let moved_rows = summary
+            .additional_properties
+            .get("deleted-data-files")
+            .is_some_and(|n| n != "0");
         match &summary.operation {
             Operation::Append => {}
             Operation::Overwrite if ours => {}
             Operation::Replace if !moved_rows => {}
-            op => return stale(format!("snapshot {} ({op:?}) changed files after the positions were computed", s.snapshot_id())),
+            op => {
+                return stale(format!(
+                    "snapshot {} ({op:?}) changed files after the positions were computed",
+                    s.snapshot_id()
+                ))
+            }
         }
     }
     Ok(())
@@ -86,9 +106,14 @@ fn check_positions_still_valid(ctx: &SnapshotContext<'_>, at: ComputedAt) -> Res
 
 impl SnapshotOperation for RowDelta {
     async fn produce(&self, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>) -> Result<Produced> {
-        if let Some(f) = self.delete_files.iter().find(|f| f.content_type() != DataContentType::PositionDeletes) {
+        if let Some(f) = self
+            .delete_files
+            .iter()
+            .find(|f| f.content_type() != DataContentType::PositionDeletes)
+        {
             return Err(TableError::Unsupported(format!(
-                "{} is not a position-delete file; calve writes no equality deletes", f.file_path()
+                "{} is not a position-delete file; calve writes no equality deletes",
+                f.file_path()
             )));
         }
         if let Some(at) = self.computed_at {
@@ -96,7 +121,10 @@ impl SnapshotOperation for RowDelta {
         }
         let existing = ctx.current_manifests().await?;
         let mut manifests = Vec::with_capacity(existing.len() + 2);
-        for (files, content) in [(&self.data_files, ManifestContentType::Data), (&self.delete_files, ManifestContentType::Deletes)] {
+        for (files, content) in [
+            (&self.data_files, ManifestContentType::Data),
+            (&self.delete_files, ManifestContentType::Deletes),
+        ] {
             if files.is_empty() {
                 continue;
             }
@@ -108,8 +136,19 @@ impl SnapshotOperation for RowDelta {
         }
         manifests.extend(merge_small_manifests(ctx, existing, self.merge).await?);
         let mut summary = SummaryBuilder::for_table(ctx.metadata());
-        self.data_files.iter().chain(&self.delete_files).for_each(|f| summary.added(f));
-        let operation = if self.delete_files.is_empty() { Operation::Append } else { Operation::Overwrite };
-        Ok(Produced { operation, manifests, summary: summary.build(extra) })
+        self.data_files
+            .iter()
+            .chain(&self.delete_files)
+            .for_each(|f| summary.added(f));
+        let operation = if self.delete_files.is_empty() {
+            Operation::Append
+        } else {
+            Operation::Overwrite
+        };
+        Ok(Produced {
+            operation,
+            manifests,
+            summary: summary.build(extra),
+        })
     }
 }

@@ -50,7 +50,12 @@ pub struct UpdateSchema {
 impl MetadataUpdate for UpdateSchema {
     fn apply(&self, base: &TableMetadata, builder: TableMetadataBuilder) -> Result<TableMetadataBuilder> {
         let current = base.current_schema();
-        let mut fields: Vec<NestedField> = current.as_struct().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<NestedField> = current
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         let keys: Vec<i32> = current.identifier_field_ids().collect();
         let mut next_id = base.last_column_id();
         for change in &self.changes {
@@ -67,8 +72,18 @@ impl MetadataUpdate for UpdateSchema {
     }
 }
 
-fn apply_change(fields: &mut Vec<NestedField>, keys: &[i32], next_id: &mut i32, change: &SchemaChange) -> std::result::Result<(), String> {
-    let find = |fields: &mut Vec<NestedField>, name: &str| fields.iter().position(|f| f.name == name).ok_or_else(|| format!("no column `{name}`"));
+fn apply_change(
+    fields: &mut Vec<NestedField>,
+    keys: &[i32],
+    next_id: &mut i32,
+    change: &SchemaChange,
+) -> std::result::Result<(), String> {
+    let find = |fields: &mut Vec<NestedField>, name: &str| {
+        fields
+            .iter()
+            .position(|f| f.name == name)
+            .ok_or_else(|| format!("no column `{name}`"))
+    };
     match change {
         SchemaChange::AddColumn { name, ty, doc } => {
             if fields.iter().any(|f| &f.name == name) {
@@ -83,7 +98,9 @@ fn apply_change(fields: &mut Vec<NestedField>, keys: &[i32], next_id: &mut i32, 
         }
         SchemaChange::Widen { name, to } => {
             let i = find(fields, name)?;
-            let Type::Primitive(from) = &*fields[i].field_type else { return Err("not a primitive column".into()) };
+            let Type::Primitive(from) = &*fields[i].field_type else {
+                return Err("not a primitive column".into());
+            };
             if !is_widening(from, to) {
                 return Err(format!("{from} → {to} is not a widening"));
             }
@@ -112,7 +129,16 @@ pub fn is_widening(from: &PrimitiveType, to: &PrimitiveType) -> bool {
     use PrimitiveType::*;
     match (from, to) {
         (Int, Long) | (Float, Double) => true,
-        (Decimal { precision: p1, scale: s1 }, Decimal { precision: p2, scale: s2 }) => s1 == s2 && p2 >= p1,
+        (
+            Decimal {
+                precision: p1,
+                scale: s1,
+            },
+            Decimal {
+                precision: p2,
+                scale: s2,
+            },
+        ) => s1 == s2 && p2 >= p1,
         (a, b) => a == b,
     }
 }

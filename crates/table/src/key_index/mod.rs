@@ -28,7 +28,7 @@ use iceberg::spec::{DataFile, TableMetadata};
 
 use crate::deletes::PositionDelete;
 use crate::error::{Result, TableError};
-use crate::writer::{Written, arrow_schema};
+use crate::writer::{arrow_schema, Written};
 use store::{KeyStore, Loc, Reader};
 
 pub use refresh::Refreshed;
@@ -101,9 +101,15 @@ impl KeyIndex {
         let mut fields = Vec::new();
         let mut ids = Vec::new();
         for name in key_columns {
-            let field = schema.field_with_name(name).map_err(|_| invalid(meta, format!("key column `{name}` is not in the table")))?;
+            let field = schema
+                .field_with_name(name)
+                .map_err(|_| invalid(meta, format!("key column `{name}` is not in the table")))?;
             fields.push(SortField::new(field.data_type().clone()));
-            let id = meta.current_schema().field_by_name(name).map(|f| f.id).ok_or_else(|| invalid(meta, format!("no field id for `{name}`")))?;
+            let id = meta
+                .current_schema()
+                .field_by_name(name)
+                .map(|f| f.id)
+                .ok_or_else(|| invalid(meta, format!("no field id for `{name}`")))?;
             ids.push(id);
         }
         Ok(KeyIndex {
@@ -167,7 +173,12 @@ impl KeyIndex {
     }
 
     fn rows_of(&self, columns: &[ArrayRef]) -> Result<Rows> {
-        self.converter.convert_columns(columns).map_err(|e| TableError::InvalidData { table: String::new(), reason: e.to_string() })
+        self.converter
+            .convert_columns(columns)
+            .map_err(|e| TableError::InvalidData {
+                table: String::new(),
+                reason: e.to_string(),
+            })
     }
 
     /// Where `key` lives now; entries of files gone from the table are dead.
@@ -207,7 +218,10 @@ impl KeyIndex {
             }
         }
         let mut masks: Vec<Vec<bool>> = upserts.iter().map(|u| vec![false; u.batch.num_rows()]).collect();
-        let mut plan = Plan { stats, ..Plan::default() };
+        let mut plan = Plan {
+            stats,
+            ..Plan::default()
+        };
         let reader = self.store.reader()?;
         for (key, (_, win)) in winners {
             let old = self.lookup(&reader, &key)?;
@@ -215,7 +229,11 @@ impl KeyIndex {
             match (win, old) {
                 (Win::Row(b, r), old) => {
                     masks[b][r] = true;
-                    if old.is_some() { plan.stats.updates += 1 } else { plan.stats.inserts += 1 }
+                    if old.is_some() {
+                        plan.stats.updates += 1
+                    } else {
+                        plan.stats.inserts += 1
+                    }
                 }
                 (Win::Delete, Some(_)) => {
                     plan.stats.deletes += 1;
@@ -225,7 +243,10 @@ impl KeyIndex {
             }
         }
         for (u, m) in upserts.iter().zip(masks) {
-            let keep = filter_record_batch(&u.batch, &BooleanArray::from(m)).map_err(|e| TableError::InvalidData { table: String::new(), reason: e.to_string() })?;
+            let keep = filter_record_batch(&u.batch, &BooleanArray::from(m)).map_err(|e| TableError::InvalidData {
+                table: String::new(),
+                reason: e.to_string(),
+            })?;
             if keep.num_rows() > 0 {
                 plan.rows.push(keep);
             }
@@ -237,14 +258,23 @@ impl KeyIndex {
     pub fn deletes_for(&self, plan: &Plan) -> Vec<PositionDelete<'_>> {
         plan.superseded
             .iter()
-            .map(|l| PositionDelete { data_file: &self.files[&l.file].file, pos: l.pos as i64 })
+            .map(|l| PositionDelete {
+                data_file: &self.files[&l.file].file,
+                pos: l.pos as i64,
+            })
             .collect()
     }
 
     /// Records a committed plan: superseded rows are gone, deleted keys removed, the rows
     /// written (in file order) are where their keys live now, and the delete files committed
     /// with them are known. `head` is the new snapshot.
-    pub fn apply(&mut self, plan: Plan, written: &[Written], delete_files: &[DataFile], head: Option<i64>) -> Result<()> {
+    pub fn apply(
+        &mut self,
+        plan: Plan,
+        written: &[Written],
+        delete_files: &[DataFile],
+        head: Option<i64>,
+    ) -> Result<()> {
         let superseded: HashSet<u32> = plan.superseded.iter().map(|l| l.file).collect();
         for l in &plan.superseded {
             self.release(l.file);
@@ -256,7 +286,11 @@ impl KeyIndex {
             self.apply_written(w)?;
         }
         for d in delete_files {
-            let targets: Vec<u32> = superseded.iter().copied().filter(|id| self.files.get(id).is_some_and(|s| names(d, &s.file))).collect();
+            let targets: Vec<u32> = superseded
+                .iter()
+                .copied()
+                .filter(|id| self.files.get(id).is_some_and(|s| names(d, &s.file)))
+                .collect();
             self.seen_deletes.insert(d.file_path().to_string(), targets);
         }
         self.head = head;
@@ -279,7 +313,11 @@ impl KeyIndex {
                     self.claim(id, left);
                     pos = 0;
                 }
-                if self.store.insert(key.as_ref(), Loc { file: id, pos }).is_some_and(|old| !self.files.contains_key(&old.file)) {
+                if self
+                    .store
+                    .insert(key.as_ref(), Loc { file: id, pos })
+                    .is_some_and(|old| !self.files.contains_key(&old.file))
+                {
                     self.dead_entries = self.dead_entries.saturating_sub(1);
                 }
                 pos += 1;
@@ -335,5 +373,8 @@ fn names(delete: &DataFile, data: &DataFile) -> bool {
 }
 
 fn invalid(meta: &TableMetadata, reason: String) -> TableError {
-    TableError::InvalidData { table: meta.location().to_string(), reason }
+    TableError::InvalidData {
+        table: meta.location().to_string(),
+        reason,
+    }
 }

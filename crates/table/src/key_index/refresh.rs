@@ -21,16 +21,16 @@
 use std::collections::HashSet;
 
 use arrow_array::ArrayRef;
+use futures::StreamExt;
 use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, Operation, TableMetadata};
 use parquet::arrow::ProjectionMask;
-use futures::StreamExt;
 
 use super::store::{KeyStore, Loc};
-use super::{IndexSettings, KeyIndex, invalid};
+use super::{invalid, IndexSettings, KeyIndex};
 use crate::error::{Result, TableError};
-use crate::live::{LiveFiles, live_files};
-use crate::read::{DeleteMap, ranged_parquet, read_deletes};
+use crate::live::{live_files, LiveFiles};
+use crate::read::{ranged_parquet, read_deletes, DeleteMap};
 use crate::restore::ancestry;
 
 /// What a refresh found and did.
@@ -55,7 +55,12 @@ pub struct Refreshed {
 impl KeyIndex {
     /// Builds the index of the table's current snapshot: reads the key columns of every live
     /// data file and skips the positions that live position-delete files remove.
-    pub async fn build(file_io: &FileIO, meta: &TableMetadata, key_columns: &[String], settings: &IndexSettings) -> Result<Self> {
+    pub async fn build(
+        file_io: &FileIO,
+        meta: &TableMetadata,
+        key_columns: &[String],
+        settings: &IndexSettings,
+    ) -> Result<Self> {
         let mut index = Self::empty(meta, key_columns, settings)?;
         index.refresh(file_io, meta).await?;
         Ok(index)
@@ -67,7 +72,9 @@ impl KeyIndex {
         let live = live_files(io, meta).await?;
         if let Some(eq) = live.equality_deletes.first() {
             return Err(TableError::Unsupported(format!(
-                "{} has equality deletes ({}); calve keys tables by position only", meta.location(), eq.file.file_path()
+                "{} has equality deletes ({}); calve keys tables by position only",
+                meta.location(),
+                eq.file.file_path()
             )));
         }
         let mut done = Refreshed::default();
@@ -83,7 +90,12 @@ impl KeyIndex {
         }
         let deleted = read_deletes(io, &unseen).await?;
         let known: HashSet<u32> = self.files.keys().copied().collect();
-        let added: Vec<&DataFile> = live.data.iter().map(|f| &f.file).filter(|f| !self.by_path.contains_key(f.file_path())).collect();
+        let added: Vec<&DataFile> = live
+            .data
+            .iter()
+            .map(|f| &f.file)
+            .filter(|f| !self.by_path.contains_key(f.file_path()))
+            .collect();
         for f in added {
             done.duplicates += self.load_file(io, meta, f, deleted.of(f.file_path())).await?;
             done.files_read += 1;
@@ -101,7 +113,11 @@ impl KeyIndex {
         self.remember_deletes(&live, &deleted);
         self.head = meta.current_snapshot_id();
         if done.duplicates > 0 {
-            tracing::warn!(table = meta.location(), duplicates = done.duplicates, "keys live in more than one row (written by another engine); the index keeps one");
+            tracing::warn!(
+                table = meta.location(),
+                duplicates = done.duplicates,
+                "keys live in more than one row (written by another engine); the index keeps one"
+            );
         }
         self.store.spill_if_full()?;
         Ok(done)
@@ -114,7 +130,11 @@ impl KeyIndex {
     fn unseen_deletes(&self, meta: &TableMetadata, live: &LiveFiles) -> (LiveFiles, Vec<String>) {
         let mut to_read = LiveFiles::default();
         let mut restated = Vec::new();
-        for d in live.position_deletes.iter().filter(|d| !self.seen_deletes.contains_key(d.file.file_path())) {
+        for d in live
+            .position_deletes
+            .iter()
+            .filter(|d| !self.seen_deletes.contains_key(d.file.file_path()))
+        {
             let by_replace = meta.snapshot_by_id(d.added_by).is_some_and(|s| {
                 let added_data = s.summary().additional_properties.get("added-data-files");
                 s.summary().operation == Operation::Replace && added_data.is_none_or(|n| n == "0")
@@ -140,7 +160,8 @@ impl KeyIndex {
                 let summary = s.summary();
                 // Writers (Java, PyIceberg, calve) record this count only when it is positive.
                 let removed = summary.additional_properties.get("removed-delete-files");
-                !matches!(summary.operation, Operation::Append | Operation::Replace) && removed.is_some_and(|n| n != "0")
+                !matches!(summary.operation, Operation::Append | Operation::Replace)
+                    && removed.is_some_and(|n| n != "0")
             });
             if !may_withdraw {
                 return true;
@@ -150,7 +171,11 @@ impl KeyIndex {
         let live_deletes: HashSet<&str> = live.position_deletes.iter().map(|f| f.file.file_path()).collect();
         !self.seen_deletes.iter().any(|(path, targets)| {
             !live_deletes.contains(path.as_str())
-                && targets.iter().any(|t| self.files.get(t).is_some_and(|s| live_data.contains(s.file.file_path())))
+                && targets.iter().any(|t| {
+                    self.files
+                        .get(t)
+                        .is_some_and(|s| live_data.contains(s.file.file_path()))
+                })
         })
     }
 
@@ -168,7 +193,12 @@ impl KeyIndex {
     /// Forgets the files that left the table; returns how many.
     fn drop_gone_files(&mut self, live: &LiveFiles) -> usize {
         let live_data: HashSet<&str> = live.data.iter().map(|f| f.file.file_path()).collect();
-        let gone: Vec<u32> = self.by_path.iter().filter(|(p, _)| !live_data.contains(p.as_str())).map(|(_, id)| *id).collect();
+        let gone: Vec<u32> = self
+            .by_path
+            .iter()
+            .filter(|(p, _)| !live_data.contains(p.as_str()))
+            .map(|(_, id)| *id)
+            .collect();
         for id in &gone {
             self.drop_file(*id);
         }
@@ -243,7 +273,12 @@ impl KeyIndex {
             let reader = index.store.reader()?;
             for p in positions[from..].iter().take_while(|p| **p < end) {
                 let key = rows.row((*p - first as i64) as usize);
-                if reader.get(key.as_ref())? == Some(Loc { file: id, pos: *p as u32 }) {
+                if reader.get(key.as_ref())?
+                    == Some(Loc {
+                        file: id,
+                        pos: *p as u32,
+                    })
+                {
                     dead.push(key.as_ref().into());
                 }
             }
@@ -259,7 +294,13 @@ impl KeyIndex {
 }
 
 /// Reads the key columns of `file` batch by batch, calling `f(index, first position, keys)`.
-async fn for_each_key_batch<F>(index: &mut KeyIndex, io: &FileIO, meta: &TableMetadata, file: &DataFile, mut f: F) -> Result<()>
+async fn for_each_key_batch<F>(
+    index: &mut KeyIndex,
+    io: &FileIO,
+    meta: &TableMetadata,
+    file: &DataFile,
+    mut f: F,
+) -> Result<()>
 where
     F: FnMut(&mut KeyIndex, u32, &arrow_row::Rows) -> Result<()>,
 {
@@ -268,18 +309,31 @@ where
     let roots = descr.root_schema().get_fields();
     let mut picked = Vec::new();
     for id in &index.field_ids {
-        let i = roots.iter().position(|f| f.get_basic_info().has_id() && f.get_basic_info().id() == *id);
+        let i = roots
+            .iter()
+            .position(|f| f.get_basic_info().has_id() && f.get_basic_info().id() == *id);
         picked.push(i.ok_or_else(|| invalid(meta, format!("{} lacks key field {id}", file.file_path())))?);
     }
     let mut sorted = picked.clone();
     sorted.sort_unstable();
     let mask = ProjectionMask::roots(descr, sorted.iter().copied());
-    let mut stream = builder.with_projection(mask).with_batch_size(64 * 1024).build().map_err(|e| invalid(meta, e.to_string()))?;
+    let mut stream = builder
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| invalid(meta, e.to_string()))?;
     let mut first = 0u32;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| invalid(meta, e.to_string()))?;
         // Projected columns come back in file order; put them in key order.
-        let columns: Vec<ArrayRef> = picked.iter().map(|p| batch.column(sorted.iter().position(|s| s == p).expect("picked")).clone()).collect();
+        let columns: Vec<ArrayRef> = picked
+            .iter()
+            .map(|p| {
+                batch
+                    .column(sorted.iter().position(|s| s == p).expect("picked"))
+                    .clone()
+            })
+            .collect();
         let rows = index.rows_of(&columns)?;
         f(index, first, &rows)?;
         first += batch.num_rows() as u32;

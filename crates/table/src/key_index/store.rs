@@ -13,8 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
-use hashbrown::HashMap;
 use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 
 use redb::{ReadableDatabase, TableDefinition};
 
@@ -42,13 +42,19 @@ pub struct IndexSettings {
 impl Default for IndexSettings {
     /// 1 GiB, spilling under the system's temporary directory.
     fn default() -> Self {
-        IndexSettings { memory_limit: 1 << 30, spill_dir: std::env::temp_dir() }
+        IndexSettings {
+            memory_limit: 1 << 30,
+            spill_dir: std::env::temp_dir(),
+        }
     }
 }
 
 /// Memtable value meaning "deleted after it was spilled" (a tombstone). File ids never reach
 /// it; a plain `Loc` keeps the memtable slot at 24 bytes where an enum would take 32.
-const DELETED: Loc = Loc { file: u32::MAX, pos: u32::MAX };
+const DELETED: Loc = Loc {
+    file: u32::MAX,
+    pos: u32::MAX,
+};
 
 /// The on-disk tier: one redb B-tree of key bytes → (file id, position).
 struct Spill {
@@ -103,7 +109,11 @@ impl KeyStore {
                 Some(tx.open_table(KEYS).map_err(|e| spill_error(&s.path, e))?)
             }
         };
-        Ok(Reader { store: self, disk, path: self.spill.as_ref().map(|s| s.path.as_path()) })
+        Ok(Reader {
+            store: self,
+            disk,
+            path: self.spill.as_ref().map(|s| s.path.as_path()),
+        })
     }
 
     /// Points `key` at `loc`; returns the place it had in memory (entries on disk are not
@@ -190,11 +200,22 @@ impl KeyStore {
     fn open_spill(&mut self) -> Result<&mut Spill> {
         if self.spill.is_none() {
             std::fs::create_dir_all(&self.spill_dir).map_err(|e| spill_error(&self.spill_dir, e))?;
-            let dir = tempfile::Builder::new().prefix("calve-key-index-").tempdir_in(&self.spill_dir).map_err(|e| spill_error(&self.spill_dir, e))?;
+            let dir = tempfile::Builder::new()
+                .prefix("calve-key-index-")
+                .tempdir_in(&self.spill_dir)
+                .map_err(|e| spill_error(&self.spill_dir, e))?;
             let path = dir.path().join("keys.redb");
-            let db = redb::Database::builder().set_cache_size(self.cache_bytes).create(&path).map_err(|e| spill_error(&path, e))?;
+            let db = redb::Database::builder()
+                .set_cache_size(self.cache_bytes)
+                .create(&path)
+                .map_err(|e| spill_error(&path, e))?;
             tracing::info!(path = %path.display(), "key index outgrew its memory limit; spilling to disk");
-            self.spill = Some(Spill { _dir: dir, path, db, spills: 0 });
+            self.spill = Some(Spill {
+                _dir: dir,
+                path,
+                db,
+                spills: 0,
+            });
         }
         Ok(self.spill.as_mut().expect("just opened"))
     }
@@ -221,7 +242,10 @@ impl KeyStore {
 
     /// Bytes of the spill file on disk (0 when nothing spilled).
     pub fn disk_bytes(&self) -> u64 {
-        self.spill.as_ref().and_then(|s| std::fs::metadata(&s.path).ok()).map_or(0, |m| m.len())
+        self.spill
+            .as_ref()
+            .and_then(|s| std::fs::metadata(&s.path).ok())
+            .map_or(0, |m| m.len())
     }
 
     /// How many times the memtable was written to disk.
@@ -244,7 +268,9 @@ impl Reader<'_> {
             return Ok(Some(*l).filter(|l| *l != DELETED));
         }
         let Some(t) = &self.disk else { return Ok(None) };
-        let found = t.get(key).map_err(|e| spill_error(self.path.unwrap_or(Path::new("?")), e))?;
+        let found = t
+            .get(key)
+            .map_err(|e| spill_error(self.path.unwrap_or(Path::new("?")), e))?;
         Ok(found.map(|g| {
             let (file, pos) = g.value();
             Loc { file, pos }
@@ -261,7 +287,10 @@ mod tests {
     use super::*;
 
     fn tiny(dir: &Path) -> IndexSettings {
-        IndexSettings { memory_limit: 1 << 20, spill_dir: dir.to_path_buf() }
+        IndexSettings {
+            memory_limit: 1 << 20,
+            spill_dir: dir.to_path_buf(),
+        }
     }
 
     #[test]
@@ -277,15 +306,27 @@ mod tests {
         s.insert(&5u32.to_be_bytes(), Loc { file: 2, pos: 0 });
         s.remove(&6u32.to_be_bytes());
         let r = s.reader().unwrap();
-        assert_eq!(r.get(&4u32.to_be_bytes()).unwrap(), Some(Loc { file: 1, pos: 4 }), "from disk");
-        assert_eq!(r.get(&5u32.to_be_bytes()).unwrap(), Some(Loc { file: 2, pos: 0 }), "memory wins");
+        assert_eq!(
+            r.get(&4u32.to_be_bytes()).unwrap(),
+            Some(Loc { file: 1, pos: 4 }),
+            "from disk"
+        );
+        assert_eq!(
+            r.get(&5u32.to_be_bytes()).unwrap(),
+            Some(Loc { file: 2, pos: 0 }),
+            "memory wins"
+        );
         assert_eq!(r.get(&6u32.to_be_bytes()).unwrap(), None, "tombstone shadows disk");
         assert_eq!(r.get(&5000u32.to_be_bytes()).unwrap(), None);
         drop(r);
         s.spill().unwrap();
         let r = s.reader().unwrap();
         assert_eq!(r.get(&5u32.to_be_bytes()).unwrap(), Some(Loc { file: 2, pos: 0 }));
-        assert_eq!(r.get(&6u32.to_be_bytes()).unwrap(), None, "deleted on disk by the spill");
+        assert_eq!(
+            r.get(&6u32.to_be_bytes()).unwrap(),
+            None,
+            "deleted on disk by the spill"
+        );
     }
 
     #[test]
@@ -307,6 +348,10 @@ mod tests {
         drop(r);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         drop(s);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "spill directory removed");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "spill directory removed"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
 use calve_table::restore::Offsets;
-use calve_table::writer::{DataWriter, arrow_schema};
+use calve_table::writer::{arrow_schema, DataWriter};
 use calve_table::{Catalog, CatalogConfig, TableDefinition};
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::TableIdent;
@@ -32,7 +32,13 @@ impl Fixture {
 
     /// The same table in a PostgreSQL catalog.
     pub async fn on_postgres(pg: &calve_testkit::postgres::Postgres) -> Fixture {
-        Self::build(tempfile::tempdir().unwrap(), pg.uri(), Some(pg.sqlalchemy_uri()), HashMap::new()).await
+        Self::build(
+            tempfile::tempdir().unwrap(),
+            pg.uri(),
+            Some(pg.sqlalchemy_uri()),
+            HashMap::new(),
+        )
+        .await
     }
 
     /// The same table in a REST catalog (the in-process protocol server), read back by
@@ -51,15 +57,36 @@ impl Fixture {
         let catalog = Catalog::open(&cfg).await.unwrap();
         let def = TableDefinition {
             ident: f.ident.clone(),
-            schema: f.catalog.load(&f.ident).await.unwrap().metadata.current_schema().as_ref().clone(),
-            partition_spec: UnboundPartitionSpec::builder().add_partition_field(2, "ts_day", Transform::Day).unwrap().build(),
+            schema: f
+                .catalog
+                .load(&f.ident)
+                .await
+                .unwrap()
+                .metadata
+                .current_schema()
+                .as_ref()
+                .clone(),
+            partition_spec: UnboundPartitionSpec::builder()
+                .add_partition_field(2, "ts_day", Transform::Day)
+                .unwrap()
+                .build(),
             properties: HashMap::new(),
         };
         catalog.ensure_table(&def).await.unwrap();
-        Fixture { dir, catalog, ident: f.ident.clone(), reader_uri: Some(server.uri()) }
+        Fixture {
+            dir,
+            catalog,
+            ident: f.ident.clone(),
+            reader_uri: Some(server.uri()),
+        }
     }
 
-    async fn build(dir: tempfile::TempDir, uri: String, reader_uri: Option<String>, properties: HashMap<String, String>) -> Fixture {
+    async fn build(
+        dir: tempfile::TempDir,
+        uri: String,
+        reader_uri: Option<String>,
+        properties: HashMap<String, String>,
+    ) -> Fixture {
         let cfg = CatalogConfig::new(uri, format!("{}/warehouse", dir.path().display()));
         let catalog = Catalog::open(&cfg).await.unwrap();
         let ident = Catalog::ident(&["t".into()], "events").unwrap();
@@ -70,19 +97,35 @@ impl Fixture {
             ])
             .build()
             .unwrap();
-        let spec = UnboundPartitionSpec::builder().add_partition_field(2, "ts_day", Transform::Day).unwrap().build();
+        let spec = UnboundPartitionSpec::builder()
+            .add_partition_field(2, "ts_day", Transform::Day)
+            .unwrap()
+            .build();
         catalog
-            .ensure_table(&TableDefinition { ident: ident.clone(), schema, partition_spec: spec, properties })
+            .ensure_table(&TableDefinition {
+                ident: ident.clone(),
+                schema,
+                partition_spec: spec,
+                properties,
+            })
             .await
             .unwrap();
-        Fixture { dir, catalog, ident, reader_uri }
+        Fixture {
+            dir,
+            catalog,
+            ident,
+            reader_uri,
+        }
     }
 
     /// Writes rows `ids` (event time spread over two days) as data files.
     pub async fn files(&self, ids: std::ops::Range<i64>) -> Vec<iceberg::spec::DataFile> {
         let st = self.catalog.load(&self.ident).await.unwrap();
         let schema = arrow_schema(&st.metadata).unwrap();
-        let ts: Vec<i64> = ids.clone().map(|i| 1_763_942_400_000_000 + (i % 2) * 86_400_000_000).collect();
+        let ts: Vec<i64> = ids
+            .clone()
+            .map(|i| 1_763_942_400_000_000 + (i % 2) * 86_400_000_000)
+            .collect();
         let batch = RecordBatch::try_new(
             schema,
             vec![
@@ -91,7 +134,11 @@ impl Fixture {
             ],
         )
         .unwrap();
-        DataWriter::new(&st.metadata, self.catalog.file_io().clone(), 64 << 20).unwrap().write(&[batch]).await.unwrap()
+        DataWriter::new(&st.metadata, self.catalog.file_io().clone(), 64 << 20)
+            .unwrap()
+            .write(&[batch])
+            .await
+            .unwrap()
     }
 
     /// Writes rows `ids`, all on one day, as exactly one data file (row i at position i).
@@ -107,7 +154,11 @@ impl Fixture {
             ],
         )
         .unwrap();
-        let mut files = DataWriter::new(&st.metadata, self.catalog.file_io().clone(), 64 << 20).unwrap().write(&[batch]).await.unwrap();
+        let mut files = DataWriter::new(&st.metadata, self.catalog.file_io().clone(), 64 << 20)
+            .unwrap()
+            .write(&[batch])
+            .await
+            .unwrap();
         assert_eq!(files.len(), 1);
         files.pop().unwrap()
     }
@@ -120,7 +171,9 @@ impl Fixture {
         let warehouse = self.dir.path().join("warehouse");
         match &self.reader_uri {
             Some(uri) => calve_testkit::python::read_table_at(uri, &warehouse, "t.events", columns),
-            None => calve_testkit::python::read_table(&self.dir.path().join("catalog.db"), &warehouse, "t.events", columns),
+            None => {
+                calve_testkit::python::read_table(&self.dir.path().join("catalog.db"), &warehouse, "t.events", columns)
+            }
         }
     }
 }
@@ -135,7 +188,6 @@ pub fn ids_of(view: &calve_testkit::python::ForeignView, reader: &str) -> Vec<i6
     v
 }
 
-
 /// Every file under the table's location, as absolute paths.
 pub fn files_on_disk(location: &str) -> std::collections::BTreeSet<String> {
     let root = location.trim_start_matches("file://").trim_start_matches("file:");
@@ -144,7 +196,11 @@ pub fn files_on_disk(location: &str) -> std::collections::BTreeSet<String> {
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            if p.is_dir() { dirs.push(p) } else { out.insert(p.display().to_string()); }
+            if p.is_dir() {
+                dirs.push(p)
+            } else {
+                out.insert(p.display().to_string());
+            }
         }
     }
     out
@@ -160,7 +216,11 @@ pub async fn referenced_by_head(f: &Fixture) -> std::collections::BTreeSet<Strin
     out.extend(m.metadata_log().iter().map(|l| l.metadata_file.clone()));
     for s in m.snapshots() {
         out.insert(s.manifest_list().to_string());
-        let list = iceberg::spec::ManifestList::parse_with_version(&io.new_input(s.manifest_list()).unwrap().read().await.unwrap(), m.format_version()).unwrap();
+        let list = iceberg::spec::ManifestList::parse_with_version(
+            &io.new_input(s.manifest_list()).unwrap().read().await.unwrap(),
+            m.format_version(),
+        )
+        .unwrap();
         for mf in list.entries() {
             out.insert(mf.manifest_path.clone());
             for e in mf.load_manifest(io).await.unwrap().entries() {
@@ -172,7 +232,6 @@ pub async fn referenced_by_head(f: &Fixture) -> std::collections::BTreeSet<Strin
     }
     out
 }
-
 
 /// A committer that has just claimed the fixture's table.
 pub async fn committer(f: &Fixture) -> calve_table::commit::Committer {
@@ -190,7 +249,15 @@ pub async fn concurrent_appends(f: &Fixture, epoch: u64) {
         let files = f.files(100 + w * 10..110 + w * 10).await;
         tasks.push(tokio::spawn(async move {
             let to: Offsets = BTreeMap::from([(format!("w{w}"), BTreeMap::from([(0, 1)]))]);
-            c.commit(&Append::new(files), &RestoreUpdate { from: Offsets::new(), to }).await.unwrap();
+            c.commit(
+                &Append::new(files),
+                &RestoreUpdate {
+                    from: Offsets::new(),
+                    to,
+                },
+            )
+            .await
+            .unwrap();
         }));
     }
     for t in tasks {
