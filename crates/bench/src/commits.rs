@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
 use calve_table::commit::{claim_epoch, Append, Committer, RestoreUpdate};
-use calve_table::writer::{arrow_schema, DataWriter};
+use calve_table::write::data::{arrow_schema, DataWriter};
 use calve_table::{Catalog, CatalogConfig, TableDefinition};
 use iceberg::spec::{ManifestList, NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use calve_maintain::{human_bytes, Maintainer, MaintenancePolicy, NoProgress};
 use calve_table::commit::{Append, RestoreUpdate};
-use calve_table::live::live_files;
+use calve_table::read::live::live_files;
 use calve_table::read::read_data_file;
-use calve_table::writer::DataWriter;
+use calve_table::write::data::DataWriter;
 
 use crate::cpu_seconds;
 use crate::day::{batch, offsets, Row, SimTable};

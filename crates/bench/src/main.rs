@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use arrow_json::ReaderBuilder;
 use calve_service::{run_tables, RunConfig, Services, StopWhen};
-use calve_table::inspect::summarize;
+use calve_table::read::inspect::summarize;
 use calve_table::Catalog;
 use calve_testkit::broker::Broker;
 use calve_testkit::kafka::{create_topic, produce, Message};
@@ -189,7 +189,7 @@ fn ceiling(values: &[String]) -> anyhow::Result<(f64, usize)> {
         let st = catalog
             .ensure_table(&calve_service::table_definition(&contract)?)
             .await?;
-        anyhow::Ok(calve_table::writer::arrow_schema(&st.metadata)?)
+        anyhow::Ok(calve_table::write::data::arrow_schema(&st.metadata)?)
     })?;
     // Best of five: one pass is ~0.1 CPU-second, short enough for scheduler noise to matter.
     let mut best: Option<(f64, usize)> = None;

@@ -13,8 +13,8 @@ use std::time::Instant;
 use anyhow::Context;
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
 use calve_table::commit::{claim_epoch, Append, Committer, RestoreUpdate};
-use calve_table::key_index::{IndexSettings, KeyIndex};
-use calve_table::writer::{arrow_schema, DataWriter};
+use calve_table::keyed::index::{IndexSettings, KeyIndex};
+use calve_table::write::data::{arrow_schema, DataWriter};
 use calve_table::{Catalog, CatalogConfig};
 use calve_testkit::broker::Broker;
 use calve_testkit::kafka::{create_topic, produce, Message};
@@ -290,7 +290,7 @@ pub fn index(keys: u64) -> anyhow::Result<()> {
         }
         // A compaction of one file (a tenth of the table) by another writer: the index catches
         // up by reading the new file only.
-        let first = calve_table::live::live_files(catalog.file_io(), &meta).await?.data.remove(0).file;
+        let first = calve_table::read::live::live_files(catalog.file_io(), &meta).await?.data.remove(0).file;
         let rows = calve_table::read::read_data_file(catalog.file_io(), &meta, first.file_path()).await?;
         let copy = writer.write(&rows).await?;
         committer.commit_maintenance(&calve_table::commit::Rewrite { removed: vec![first.clone()], added: copy, planned_at: meta.current_snapshot_id() }).await?;
@@ -321,7 +321,7 @@ fn lookups(index: &KeyIndex, keys: u64, n: usize) -> anyhow::Result<u64> {
     let batch = RecordBatch::try_new(schema, vec![Arc::new(ids)])?;
     let plan = index.plan(
         &[],
-        &[calve_table::key_index::SeqBatch {
+        &[calve_table::keyed::index::SeqBatch {
             batch,
             seq: (0..n as u64).collect(),
         }],

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arrow::util::pretty::pretty_format_batches;
+use calve_service::Catalog;
 use calve_service::{dead_letter_definition, run_tables, table_definition, RunConfig, Services, StopWhen};
-use calve_table::inspect::{scan_all, summarize};
-use calve_table::Catalog;
+use calve_service::{scan_all, summarize};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;

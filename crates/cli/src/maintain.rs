@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use calve_maintain::{human_bytes, CycleReport, Maintainer, MaintenancePolicy, Progress};
+use calve_service::Catalog;
 use calve_service::{dead_letter_definition, table_definition, RunConfig};
-use calve_table::Catalog;
+use calve_service::{human_bytes, CycleReport, Maintainer, MaintenancePolicy, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// What to maintain and how.

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use calve_service::Catalog;
 use calve_service::{run_tables, RunConfig, Services, StopWhen};
-use calve_table::Catalog;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 

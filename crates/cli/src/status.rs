@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use calve_maintain::{human_bytes, status};
+use calve_service::summarize;
+use calve_service::Catalog;
 use calve_service::{dead_letter_definition, table_definition, RunConfig};
-use calve_table::inspect::summarize;
-use calve_table::Catalog;
+use calve_service::{human_bytes, maintenance_status as status};
 
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::load(config)?;

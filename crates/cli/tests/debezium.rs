@@ -29,7 +29,7 @@ impl Events {
     fn event(&mut self, op: &str, before: Option<(u64, u64)>, after: Option<(u64, u64)>) {
         self.lsn += 8;
         let id = after.or(before).unwrap().0;
-        let wrapped = self.lsn % 16 == 0;
+        let wrapped = self.lsn.is_multiple_of(16);
         self.msgs.push((
             debezium_key(id, wrapped),
             Some(debezium_event(op, before, after, self.lsn, wrapped)),

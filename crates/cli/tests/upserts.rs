@@ -16,14 +16,14 @@
 //!    (every 300 ms here): compaction moves rows under the key index, and the pipeline's stale
 //!    commits are refused and redone, never applied to the wrong rows.
 //!
-//! Replay with `CALVE_UPSERT_SEED=<seed>`; rounds with `CALVE_UPSERT_ROUNDS` (default 12).
+//! The seed is fixed (1) unless `CALVE_UPSERT_SEED=<seed>` or `=random` says otherwise; rounds with `CALVE_UPSERT_ROUNDS` (default 12).
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use calve_table::live::equality_deletes_in_any_snapshot;
+use calve_table::read::live::equality_deletes_in_any_snapshot;
 use calve_table::{Catalog, CatalogConfig};
 use calve_testkit::broker::Broker;
 use calve_testkit::calve::{kill9, wait_for, Setup};
@@ -85,15 +85,9 @@ impl Model {
 
 #[test]
 fn upserts_deletes_and_kills_end_in_exactly_the_model() {
-    let seed: u64 = std::env::var("CALVE_UPSERT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let rounds: u64 = std::env::var("CALVE_UPSERT_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
-    eprintln!("upsert chaos seed {seed}, {rounds} rounds (replay with CALVE_UPSERT_SEED={seed})");
+    let seed = calve_testkit::seed("CALVE_UPSERT_SEED", 1);
+    let rounds = calve_testkit::env_count("CALVE_UPSERT_ROUNDS", 12);
+    eprintln!("upsert chaos: {rounds} rounds");
     let mut rng = StdRng::seed_from_u64(seed);
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "customers", PARTITIONS);

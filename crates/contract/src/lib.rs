@@ -7,6 +7,7 @@
 //! field path it concerns, because a person fixing a contract wants the whole list at once.
 
 mod column_type;
+pub mod dead_letter;
 mod types;
 mod units;
 mod validate;
@@ -15,12 +16,3 @@ pub use column_type::ColumnType;
 pub use types::*;
 pub use units::{ByteRate, ByteSize, HumanDuration};
 pub use validate::{Contract, ContractError, Problem, ResolvedColumn, SECTIONS};
-
-/// Whether retrying the failed operation could succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryClass {
-    /// Retry with backoff (broker down, catalog unreachable, commit conflict).
-    Temporary,
-    /// Retrying will fail the same way until a person changes something.
-    Permanent,
-}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::types::*;
-use crate::{ColumnType, RetryClass};
+use crate::ColumnType;
 
 /// The sections every contract must have. `table` says what the contract is about; the other
 /// eight are the questions a team must answer before its topic becomes a table.
@@ -46,13 +46,6 @@ pub struct ContractError {
     pub source_name: String,
     /// Everything wrong with it.
     pub problems: Vec<Problem>,
-}
-
-impl ContractError {
-    /// A bad contract stays bad until a person edits it.
-    pub fn class(&self) -> RetryClass {
-        RetryClass::Permanent
-    }
 }
 
 /// A resolved column: the contract's column with its type parsed.

@@ -1,7 +1,10 @@
 //! Dead letters: records that could not become rows, with the reason, bound for the
 //! `<table>__dlq` Iceberg table. Keeping the raw key and value lets a fixed record be replayed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use calve_contract::dead_letter as col;
 
 use arrow_array::builder::{
     Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder, TimestampMicrosecondBuilder,
@@ -55,9 +58,8 @@ pub struct DeadLetter {
     pub received_at_us: i64,
 }
 
-/// Builds a batch of the dead-letter table's schema (`schema`, columns in the documented order:
-/// topic, partition, offset, key, value, headers, error_kind, error, kafka_timestamp,
-/// received_at).
+/// Builds a batch of the dead-letter table's `schema`, filling each of
+/// [`calve_contract::dead_letter`]'s columns by name, in whatever order the table has them.
 pub fn dead_letters_to_batch(letters: &[DeadLetter], schema: SchemaRef) -> Result<RecordBatch, ArrowError> {
     let n = letters.len();
     let mut topic = StringBuilder::with_capacity(n, n * 16);
@@ -83,18 +85,27 @@ pub fn dead_letters_to_batch(letters: &[DeadLetter], schema: SchemaRef) -> Resul
         kafka_ts.append_option(r.timestamp_ms.map(|ms| ms * 1000));
         received.append_value(d.received_at_us);
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(topic.finish()),
-        Arc::new(partition.finish()),
-        Arc::new(offset.finish()),
-        Arc::new(key.finish()),
-        Arc::new(value.finish()),
-        Arc::new(headers.finish()),
-        Arc::new(kind.finish()),
-        Arc::new(error.finish()),
-        Arc::new(kafka_ts.finish()),
-        Arc::new(received.finish()),
-    ];
+    let mut by_name: HashMap<&str, ArrayRef> = HashMap::from([
+        (col::TOPIC, Arc::new(topic.finish()) as ArrayRef),
+        (col::PARTITION, Arc::new(partition.finish())),
+        (col::OFFSET, Arc::new(offset.finish())),
+        (col::KEY, Arc::new(key.finish())),
+        (col::VALUE, Arc::new(value.finish())),
+        (col::HEADERS, Arc::new(headers.finish())),
+        (col::ERROR_KIND, Arc::new(kind.finish())),
+        (col::ERROR, Arc::new(error.finish())),
+        (col::KAFKA_TIMESTAMP, Arc::new(kafka_ts.finish())),
+        (col::RECEIVED_AT, Arc::new(received.finish())),
+    ]);
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            by_name
+                .remove(f.name().as_str())
+                .ok_or_else(|| ArrowError::SchemaError(format!("`{}` is not a dead-letter column", f.name())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema, columns)
 }
 

@@ -18,16 +18,7 @@ pub enum Change {
 
 /// Unwraps one event, or says why it is not a change event calve can apply.
 pub fn unwrap(value: &[u8]) -> Result<Change, String> {
-    let v: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(mut env) = v else {
-        return Err("not a Debezium change event (not a JSON object)".into());
-    };
-    if env.contains_key("schema") && env.contains_key("payload") {
-        env = match env.remove("payload") {
-            Some(Value::Object(p)) => p,
-            _ => return Err("Debezium `payload` is not an object".into()),
-        };
-    }
+    let mut env = envelope(value)?;
     let op = env
         .get("op")
         .and_then(Value::as_str)
@@ -39,6 +30,35 @@ pub fn unwrap(value: &[u8]) -> Result<Change, String> {
         "t" => Err("truncate events are not applied: calve does not empty a table on a source's say-so".into()),
         other => Err(format!("unknown Debezium op `{other}`")),
     }
+}
+
+/// Every row image a value carries, whatever its `op` and even when it is no valid change
+/// event: its `before` and `after` objects (JSON object bytes). Erasure looks for a person's
+/// key in each, since a dead letter's value may be an envelope calve could not apply.
+pub fn images(value: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(env) = envelope(value) else { return Vec::new() };
+    ["before", "after"]
+        .into_iter()
+        .filter_map(|field| match env.get(field) {
+            Some(img @ Value::Object(_)) => Some(img.to_string().into_bytes()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The envelope object, unwrapped from `{"schema": …, "payload": …}` when wrapped.
+fn envelope(value: &[u8]) -> Result<Map<String, Value>, String> {
+    let v: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
+    let Value::Object(mut env) = v else {
+        return Err("not a Debezium change event (not a JSON object)".into());
+    };
+    if env.contains_key("schema") && env.contains_key("payload") {
+        env = match env.remove("payload") {
+            Some(Value::Object(p)) => p,
+            _ => return Err("Debezium `payload` is not an object".into()),
+        };
+    }
+    Ok(env)
 }
 
 fn image(env: &mut Map<String, Value>, field: &str, op: &str) -> Result<Vec<u8>, String> {
@@ -74,5 +94,14 @@ mod tests {
         assert!(unwrap(br#"{"op":"t"}"#).unwrap_err().contains("truncate"));
         assert!(unwrap(br#"{"id":1}"#).unwrap_err().contains("no `op`"));
         assert!(unwrap(b"nope").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn images_are_found_in_any_envelope() {
+        let wrapped = br#"{"schema":{},"payload":{"before":{"id":1},"after":{"id":2},"op":"u"}}"#;
+        assert_eq!(images(wrapped), vec![br#"{"id":1}"#.to_vec(), br#"{"id":2}"#.to_vec()]);
+        assert_eq!(images(br#"{"after":{"id":3},"op":"t"}"#), vec![br#"{"id":3}"#.to_vec()]);
+        assert!(images(br#"{"id":1}"#).is_empty());
+        assert!(images(b"nope").is_empty());
     }
 }

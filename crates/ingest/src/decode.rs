@@ -116,8 +116,7 @@ impl JsonDecoder {
     }
 
     /// Outer error: the decoder itself could not be built. Inner: why this value is rejected.
-    #[allow(clippy::type_complexity)]
-    fn decode_single(&self, v: &[u8]) -> Result<Result<RecordBatch, (DeadLetterKind, String)>, ArrowError> {
+    fn decode_single(&self, v: &[u8]) -> Result<Result<RecordBatch, Rejection>, ArrowError> {
         if !looks_like_object(v) {
             return Ok(Err((
                 DeadLetterKind::MalformedJson,
@@ -151,11 +150,14 @@ impl JsonDecoder {
     }
 }
 
+/// Why one value cannot become a row.
+type Rejection = (DeadLetterKind, String);
+
 fn looks_like_object(v: &[u8]) -> bool {
     v.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-fn classify(e: &ArrowError) -> (DeadLetterKind, String) {
+fn classify(e: &ArrowError) -> Rejection {
     let msg = e.to_string();
     // arrow-json reports a missing or null required field as nulls in a non-nullable child.
     let kind = if msg.contains("non-nullable") {

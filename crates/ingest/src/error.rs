@@ -1,6 +1,6 @@
 //! Ingest errors. Problems with a single record are not errors: they become dead letters.
 
-use calve_contract::RetryClass;
+use calve_retry::{Classify, RetryClass};
 
 /// Errors that stop ingest for a table (never caused by one bad record).
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +19,8 @@ pub enum IngestError {
     Arrow(#[from] arrow_schema::ArrowError),
 }
 
-impl IngestError {
-    /// Whether retrying may succeed.
-    pub fn class(&self) -> RetryClass {
+impl Classify for IngestError {
+    fn class(&self) -> RetryClass {
         match self {
             IngestError::Kafka(_) | IngestError::TopicMissing(_) => RetryClass::Temporary,
             IngestError::Config(_) | IngestError::Arrow(_) => RetryClass::Permanent,

@@ -9,11 +9,25 @@
 
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, Schema, SchemaRef};
 use serde_json::Value;
 
 use crate::dead_letter::DeadLetterKind;
+use crate::debezium;
 use crate::decode::{Decoded, JsonDecoder};
+
+/// A record as a dead letter keeps it: raw Kafka key and raw value.
+pub type RawRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// What in a record may carry its business key: its Kafka key, its value, and, when the value
+/// is a Debezium envelope (valid or not), its `before` and `after` images. A value too broken
+/// to parse offers only itself.
+pub fn key_candidates(key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = key.into_iter().chain(value).map(<[u8]>::to_vec).collect();
+    out.extend(value.map(debezium::images).unwrap_or_default());
+    out
+}
 
 /// Decodes Kafka keys into rows of the key columns.
 #[derive(Debug, Clone)]
@@ -34,6 +48,24 @@ impl KeyDecoder {
             columns: columns.to_vec(),
             decoder: JsonDecoder::new(schema)?,
         })
+    }
+
+    /// Decodes every business key some raw records may carry (see [`key_candidates`]): the
+    /// decoded keys and, per key, the index of the record it came from; `None` when no record
+    /// carries one. Erasure finds a person's dead letters with it.
+    pub fn decode_carried(&self, records: &[RawRecord<'_>]) -> Result<Option<(RecordBatch, Vec<usize>)>, ArrowError> {
+        let (mut candidates, mut owner) = (Vec::new(), Vec::new());
+        for (i, (key, value)) in records.iter().enumerate() {
+            for c in key_candidates(*key, *value) {
+                candidates.push(c);
+                owner.push(i);
+            }
+        }
+        let raw: Vec<Option<&[u8]>> = candidates.iter().map(|c| Some(c.as_slice())).collect();
+        let decoded = self.decode(&raw)?;
+        Ok(decoded
+            .batch
+            .map(|b| (b, decoded.kept.iter().map(|k| owner[*k]).collect())))
     }
 
     /// Decodes `keys`; a missing or undecodable key is rejected with the reason.

@@ -18,7 +18,7 @@ mod source;
 pub use dead_letter::{dead_letters_to_batch, DeadLetter, DeadLetterKind};
 pub use decode::{Decoded, JsonDecoder};
 pub use error::IngestError;
-pub use key::KeyDecoder;
+pub use key::{key_candidates, KeyDecoder};
 pub use late::split_late;
 pub use record::KafkaRecord;
 pub use route::{Routed, Router};

@@ -71,27 +71,21 @@ impl Router {
 
     /// Routes `records`, judging lateness against `now_us` (microseconds since the epoch).
     pub fn route(&self, records: &[KafkaRecord], now_us: i64) -> Result<Routed, IngestError> {
-        let mut out = Routed::default();
+        let mut poll = Poll {
+            records,
+            now_us,
+            deletes: Vec::new(),
+            out: Routed::default(),
+        };
         let mut values: Vec<&[u8]> = Vec::with_capacity(records.len());
         let mut origin: Vec<usize> = Vec::with_capacity(records.len());
-        // Delete requests: record index and the bytes naming the key (a Kafka key, or a
-        // Debezium `before` image); `None` when a tombstone has no Kafka key.
-        let mut deletes: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
         let mut after_images: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, r) in records.iter().enumerate() {
             match &r.value {
                 Some(v) if self.debezium => match debezium::unwrap(v) {
                     Ok(Change::Upsert(after)) => after_images.push((i, after)),
-                    Ok(Change::Delete(before)) => self.delete(
-                        i,
-                        Some(before),
-                        "Debezium delete",
-                        now_us,
-                        records,
-                        &mut deletes,
-                        &mut out,
-                    ),
-                    Err(reason) => out.dead.push(dead(r, DeadLetterKind::MalformedJson, reason, now_us)),
+                    Ok(Change::Delete(before)) => self.delete(&mut poll, i, Some(before), "Debezium delete"),
+                    Err(reason) => poll.dead(i, DeadLetterKind::MalformedJson, reason),
                 },
                 Some(v) => {
                     values.push(v);
@@ -100,20 +94,13 @@ impl Router {
                 // Debezium follows every delete event with a tombstone for log compaction; the
                 // delete event already did the work unless the Kafka key names the row too.
                 None if self.debezium && !self.key_in_kafka_key && self.tombstone == TombstonePolicy::DeleteRow => {
-                    out.ignored += 1
+                    poll.out.ignored += 1
                 }
-                None => self.delete(
-                    i,
-                    r.key.clone(),
-                    "null value (tombstone)",
-                    now_us,
-                    records,
-                    &mut deletes,
-                    &mut out,
-                ),
+                None => self.delete(&mut poll, i, r.key.clone(), "null value (tombstone)"),
             }
         }
-        self.route_deletes(records, &deletes, now_us, &mut out)?;
+        self.route_deletes(&mut poll)?;
+        let mut out = poll.out;
         for (i, v) in &after_images {
             values.push(v);
             origin.push(*i);
@@ -151,49 +138,47 @@ impl Router {
         Ok(out)
     }
 
-    /// A delete request (a tombstone or a Debezium delete), handled per the contract's
-    /// `[deletes] tombstone`: kept to delete the row its `key` bytes name, ignored, or
-    /// dead-lettered with `what` as the reason.
-    #[allow(clippy::too_many_arguments)]
-    fn delete(
-        &self,
-        i: usize,
-        key: Option<Vec<u8>>,
-        what: &str,
-        now_us: i64,
-        records: &[KafkaRecord],
-        deletes: &mut Vec<(usize, Option<Vec<u8>>)>,
-        out: &mut Routed,
-    ) {
+    /// A delete request (a tombstone or a Debezium delete) of record `i`, handled per the
+    /// contract's `[deletes] tombstone`: kept to delete the row its `key` bytes name, ignored,
+    /// or dead-lettered with `what` as the reason.
+    fn delete(&self, poll: &mut Poll<'_>, i: usize, key: Option<Vec<u8>>, what: &str) {
         match self.tombstone {
-            TombstonePolicy::DeleteRow => deletes.push((i, key)),
-            TombstonePolicy::Ignore => out.ignored += 1,
-            TombstonePolicy::DeadLetter => {
-                out.dead
-                    .push(dead(&records[i], DeadLetterKind::Tombstone, what.into(), now_us))
-            }
+            TombstonePolicy::DeleteRow => poll.deletes.push((i, key)),
+            TombstonePolicy::Ignore => poll.out.ignored += 1,
+            TombstonePolicy::DeadLetter => poll.dead(i, DeadLetterKind::Tombstone, what.into()),
         }
     }
 
     /// Deletes under `delete-row`: the key bytes become rows of the key columns.
-    fn route_deletes(
-        &self,
-        records: &[KafkaRecord],
-        deletes: &[(usize, Option<Vec<u8>>)],
-        now_us: i64,
-        out: &mut Routed,
-    ) -> Result<(), IngestError> {
-        let Some(keys) = self.keys.as_ref().filter(|_| !deletes.is_empty()) else {
+    fn route_deletes(&self, poll: &mut Poll<'_>) -> Result<(), IngestError> {
+        let Some(keys) = self.keys.as_ref().filter(|_| !poll.deletes.is_empty()) else {
             return Ok(());
         };
-        let raw: Vec<Option<&[u8]>> = deletes.iter().map(|(_, k)| k.as_deref()).collect();
+        let raw: Vec<Option<&[u8]>> = poll.deletes.iter().map(|(_, k)| k.as_deref()).collect();
         let decoded = keys.decode(&raw)?;
         for (i, kind, reason) in decoded.rejected {
-            out.dead.push(dead(&records[deletes[i].0], kind, reason, now_us));
+            poll.dead(poll.deletes[i].0, kind, reason);
         }
-        out.delete_origin = decoded.kept.iter().map(|k| deletes[*k].0).collect();
-        out.deletes = decoded.batch;
+        poll.out.delete_origin = decoded.kept.iter().map(|k| poll.deletes[*k].0).collect();
+        poll.out.deletes = decoded.batch;
         Ok(())
+    }
+}
+
+/// One poll being routed: its records, the clock lateness is judged by, the delete requests
+/// found so far (record index and the bytes naming the key: a Kafka key or a Debezium `before`
+/// image; `None` when a tombstone has no Kafka key), and the outcome.
+struct Poll<'r> {
+    records: &'r [KafkaRecord],
+    now_us: i64,
+    deletes: Vec<(usize, Option<Vec<u8>>)>,
+    out: Routed,
+}
+
+impl Poll<'_> {
+    /// Sends record `i` to the dead-letter table.
+    fn dead(&mut self, i: usize, kind: DeadLetterKind, reason: String) {
+        self.out.dead.push(dead(&self.records[i], kind, reason, self.now_us));
     }
 }
 

@@ -4,10 +4,11 @@
 //! manifests read, the size of the metadata file every engine parses first.
 
 use calve_table::commit::ExpirePolicy;
-use calve_table::live::{live_files, LiveFiles};
+use calve_table::read::live::{live_files, LiveFiles};
+use calve_table::read::manifests::manifest_list;
 use calve_table::read::{read_deletes, DeleteMap};
 use calve_table::{Catalog, TableState};
-use iceberg::spec::{ManifestContentType, ManifestList, TableMetadata};
+use iceberg::spec::{ManifestContentType, TableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -119,8 +120,7 @@ pub struct ManifestCounts {
 pub async fn count_manifests(catalog: &Catalog, meta: &TableMetadata) -> Result<ManifestCounts> {
     let mut n = ManifestCounts::default();
     if let Some(s) = meta.current_snapshot() {
-        let bytes = catalog.file_io().new_input(s.manifest_list())?.read().await?;
-        for m in ManifestList::parse_with_version(&bytes, meta.format_version())?.entries() {
+        for m in manifest_list(catalog.file_io(), meta, s).await? {
             match m.content {
                 ManifestContentType::Data => n.data += 1,
                 ManifestContentType::Deletes => n.deletes += 1,

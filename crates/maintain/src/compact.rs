@@ -14,7 +14,7 @@ use arrow_schema::{ArrowError, SortOptions};
 use arrow_select::filter::filter_record_batch;
 use arrow_select::interleave::interleave_record_batch;
 use calve_table::read::{read_data_file, DeleteMap};
-use calve_table::writer::DataWriter;
+use calve_table::write::data::DataWriter;
 use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, NullOrder, SortDirection, TableMetadata, Transform};
 

@@ -14,9 +14,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use calve_contract::{ByteRate, Contract};
+use calve_table::commit::restore::table_epoch;
 use calve_table::commit::{Committer, ExpirePolicy, Rewrite, RewriteManifests};
-use calve_table::orphans::remove_orphans;
-use calve_table::restore::table_epoch;
+use calve_table::ops::orphans::remove_orphans;
 use calve_table::{Catalog, TableError};
 use futures::StreamExt;
 use iceberg::spec::DataFile;

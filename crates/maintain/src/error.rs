@@ -1,6 +1,6 @@
 //! The maintenance crate's errors, each knowing whether a later cycle can succeed.
 
-use calve_contract::RetryClass;
+use calve_retry::{Classify, RetryClass};
 use calve_table::TableError;
 
 /// Errors from a maintenance cycle.
@@ -27,9 +27,8 @@ pub enum MaintainError {
     },
 }
 
-impl MaintainError {
-    /// Whether a later attempt may succeed.
-    pub fn class(&self) -> RetryClass {
+impl Classify for MaintainError {
+    fn class(&self) -> RetryClass {
         match self {
             MaintainError::Table(e) => e.class(),
             MaintainError::Compact { .. } => RetryClass::Permanent,

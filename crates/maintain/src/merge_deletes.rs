@@ -9,9 +9,9 @@
 
 use std::collections::HashSet;
 
-use calve_table::deletes::{PositionDelete, PositionDeleteWriter};
-use calve_table::live::LiveFiles;
+use calve_table::read::live::LiveFiles;
 use calve_table::read::DeleteMap;
+use calve_table::write::deletes::{PositionDelete, PositionDeleteWriter};
 use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, TableMetadata};
 

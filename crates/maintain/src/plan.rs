@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use calve_table::live::LiveFiles;
+use calve_table::read::live::LiveFiles;
 use calve_table::read::DeleteMap;
 use iceberg::spec::{DataFile, Literal, PrimitiveLiteral, TableMetadata, Transform};
 
@@ -161,34 +161,56 @@ fn plan_partition(
     s: &PlanSettings,
     small: u64,
 ) -> Vec<CompactionJob> {
-    let mut candidates: Vec<(&DataFile, u64, u64)> = files
+    let mut candidates: Vec<Candidate> = files
         .iter()
         .map(|f| {
             let dead = deletes.of(f.file_path()).len() as u64;
-            (*f, live_bytes(f, dead), dead)
+            Candidate {
+                file: f,
+                live: live_bytes(f, dead),
+                dead,
+            }
         })
-        .filter(|(f, _, dead)| heavy(f, *dead, s.delete_ratio) || f.file_size_in_bytes() < small)
+        .filter(|c| heavy(c.file, c.dead, s.delete_ratio) || c.file.file_size_in_bytes() < small)
         .collect();
-    let any_heavy = candidates.iter().any(|c| heavy(c.0, c.2, s.delete_ratio));
+    let any_heavy = candidates.iter().any(|c| heavy(c.file, c.dead, s.delete_ratio));
     if !any_heavy && candidates.len() < s.min_input_files.max(2) {
         return Vec::new();
     }
     // First-fit decreasing by live bytes.
-    candidates.sort_by(|a, b| b.1.cmp(&a.1));
-    let mut bins: Vec<(u64, Vec<(&DataFile, u64, u64)>)> = Vec::new();
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.live));
+    let mut bins: Vec<Bin> = Vec::new();
     for c in candidates {
-        match bins.iter_mut().find(|(used, _)| used + c.1 <= s.target_file_size) {
+        match bins.iter_mut().find(|b| b.live + c.live <= s.target_file_size) {
             Some(bin) => {
-                bin.0 += c.1;
-                bin.1.push(c);
+                bin.live += c.live;
+                bin.files.push(c);
             }
-            None => bins.push((c.1, vec![c])),
+            None => bins.push(Bin {
+                live: c.live,
+                files: vec![c],
+            }),
         }
     }
     bins.into_iter()
-        .filter(|(_, b)| b.len() >= 2 || b.iter().any(|c| heavy(c.0, c.2, s.delete_ratio)))
-        .map(|(_, b)| job(partition, &b))
+        .filter(|b| b.files.len() >= 2 || b.files.iter().any(|c| heavy(c.file, c.dead, s.delete_ratio)))
+        .map(|b| job(partition, &b.files))
         .collect()
+}
+
+/// A file that may join a compaction job.
+struct Candidate<'a> {
+    file: &'a DataFile,
+    /// Bytes of its rows that deletes left.
+    live: u64,
+    /// Rows deletes removed.
+    dead: u64,
+}
+
+/// Candidates bound for one output file.
+struct Bin<'a> {
+    live: u64,
+    files: Vec<Candidate<'a>>,
 }
 
 /// Whether deletes removed enough of `f` (`dead` rows) for a rewrite of it alone to pay.
@@ -196,15 +218,15 @@ fn heavy(f: &DataFile, dead: u64, ratio: f64) -> bool {
     dead > 0 && dead as f64 >= ratio * f.record_count().max(1) as f64
 }
 
-fn job(partition: &str, bin: &[(&DataFile, u64, u64)]) -> CompactionJob {
-    let bytes: u64 = bin.iter().map(|c| c.0.file_size_in_bytes()).sum();
-    let files_with_deletes = bin.iter().filter(|c| c.2 > 0).count();
+fn job(partition: &str, bin: &[Candidate]) -> CompactionJob {
+    let bytes: u64 = bin.iter().map(|c| c.file.file_size_in_bytes()).sum();
+    let files_with_deletes = bin.iter().filter(|c| c.dead > 0).count();
     let benefit = (bin.len() - 1) as f64 + DELETE_WEIGHT * files_with_deletes as f64;
     CompactionJob {
         partition: partition.to_string(),
-        files: bin.iter().map(|c| c.0.clone()).collect(),
+        files: bin.iter().map(|c| c.file.clone()).collect(),
         bytes,
-        deleted_rows: bin.iter().map(|c| c.2).sum(),
+        deleted_rows: bin.iter().map(|c| c.dead).sum(),
         files_with_deletes,
         score: benefit / (bytes as f64 / (1 << 20) as f64).max(1e-3),
     }

@@ -9,12 +9,12 @@ use std::sync::Mutex;
 
 use calve_maintain::plan::partition_label;
 use calve_maintain::{Maintainer, NoProgress, Progress};
+use calve_table::commit::restore::restore_point;
 use calve_table::commit::{Committer, RestoreUpdate, RowDelta};
-use calve_table::deletes::{PositionDelete, PositionDeleteWriter};
-use calve_table::live::{equality_deletes_in_any_snapshot, live_files};
-use calve_table::orphans::remove_orphans;
+use calve_table::ops::orphans::remove_orphans;
+use calve_table::read::live::{equality_deletes_in_any_snapshot, live_files};
 use calve_table::read::read_data_file;
-use calve_table::restore::restore_point;
+use calve_table::write::deletes::{PositionDelete, PositionDeleteWriter};
 use common::*;
 use rand::{Rng, SeedableRng};
 

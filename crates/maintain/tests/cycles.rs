@@ -17,8 +17,8 @@ use calve_contract::ByteRate;
 use calve_maintain::status;
 use calve_maintain::{Maintainer, NoProgress};
 use calve_table::commit::{Append, RestoreUpdate};
-use calve_table::live::live_files;
-use calve_table::writer::DataWriter;
+use calve_table::read::live::live_files;
+use calve_table::write::data::DataWriter;
 use common::*;
 use rand::{Rng, SeedableRng};
 
@@ -92,7 +92,7 @@ async fn orphan_cleanup_spares_retained_files_and_an_uncommitted_writer() {
     let writer = DataWriter::new(&st.metadata, t.catalog.file_io().clone(), 64 << 20).unwrap();
     let batch = |id: i64| {
         arrow_array::RecordBatch::try_new(
-            calve_table::writer::arrow_schema(&st.metadata).unwrap(),
+            calve_table::write::data::arrow_schema(&st.metadata).unwrap(),
             vec![
                 std::sync::Arc::new(arrow_array::Int64Array::from(vec![id])),
                 std::sync::Arc::new(

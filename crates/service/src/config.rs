@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use calve_contract::{ByteSize, Contract, HumanDuration};
 use calve_ingest::KafkaConfig;
-use calve_table::key_index::IndexSettings;
+use calve_table::keyed::index::IndexSettings;
 use calve_table::CatalogConfig;
 use serde::Deserialize;
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use calve_contract::Contract;
-use calve_table::schema::{dead_letter_partition_spec, dead_letter_schema, partition_spec, table_schema};
+use calve_table::catalog::schema::{dead_letter_partition_spec, dead_letter_schema, partition_spec, table_schema};
 use calve_table::{Catalog, TableDefinition};
 
 use crate::error::ServiceError;

@@ -1,7 +1,8 @@
 //! Service errors, classified so the supervisor knows whether to restart a table's pipeline.
 
-use calve_contract::{ContractError, RetryClass};
+use calve_contract::ContractError;
 use calve_ingest::IngestError;
+use calve_retry::{Classify, RetryClass};
 use calve_table::TableError;
 
 /// Why a table's pipeline stopped.
@@ -13,6 +14,9 @@ pub enum ServiceError {
     /// One or more contracts are invalid.
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Contracts(Vec<ContractError>),
+    /// A local file calve keeps beside the tables (the erasure log) could not be written.
+    #[error("io: {0}")]
+    Io(String),
     /// Iceberg side.
     #[error(transparent)]
     Table(#[from] TableError),
@@ -29,12 +33,12 @@ pub enum ServiceError {
     },
 }
 
-impl ServiceError {
-    /// Whether restarting the pipeline may help.
-    pub fn class(&self) -> RetryClass {
+impl Classify for ServiceError {
+    fn class(&self) -> RetryClass {
         match self {
             ServiceError::Table(e) => e.class(),
             ServiceError::Ingest(e) => e.class(),
+            ServiceError::Io(_) => RetryClass::Temporary,
             _ => RetryClass::Permanent,
         }
     }

@@ -5,6 +5,7 @@
 mod buffer;
 mod config;
 mod definition;
+mod erase;
 mod error;
 mod faults;
 mod maintenance;
@@ -12,10 +13,21 @@ mod pipeline;
 mod sink;
 mod stats;
 mod supervisor;
+mod target;
 
 pub use config::{MaintenanceConfig, RunConfig};
 pub use definition::{dead_letter_definition, table_definition};
+pub use erase::{erase_keys, ErasureOutcome};
 pub use error::ServiceError;
 pub use pipeline::{Pipeline, StopWhen};
 pub use stats::TableStats;
 pub use supervisor::{run_tables, Outcomes, Services};
+
+// What the `calve` binary needs of the crates below, so that it depends on this crate (and on
+// `contract` for `calve check`) and the dependency graph keeps pointing one way.
+pub use calve_maintain::{
+    human_bytes, status as maintenance_status, CycleReport, Maintainer, MaintenancePolicy, Progress,
+};
+pub use calve_table::ops::erase::ErasureReport;
+pub use calve_table::read::inspect::{scan_all, summarize, TableSummary};
+pub use calve_table::Catalog;

@@ -7,8 +7,9 @@
 //! A failed cycle is logged and tried again at the next interval; maintenance never stops
 //! ingestion.
 
-use calve_contract::{Contract, RetryClass};
+use calve_contract::Contract;
 use calve_maintain::{CycleReport, Maintainer, MaintenancePolicy, NoProgress};
+use calve_retry::{Classify, RetryClass};
 use calve_table::Catalog;
 use tokio::sync::watch;
 

@@ -13,19 +13,17 @@ use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
 use calve_ingest::{dead_letters_to_batch, DeadLetter, KafkaRecord, KafkaSource, Router};
-use calve_table::restore::Offsets;
-use calve_table::TableDefinition;
+use calve_table::commit::restore::Offsets;
 use tokio::sync::watch;
 
 use crate::buffer::Buffer;
 use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
 use crate::faults::{crash_point, CrashPoint};
-use crate::sink::{CommitReport, Keys, Sink};
+use crate::sink::Sink;
 use crate::stats::TableStats;
 use crate::supervisor::Services;
-use calve_table::upsert::Prepared;
-use calve_table::TableError;
+use crate::target::Target;
 
 /// Most records taken from the consumer per poll.
 const POLL_MAX: usize = 10_000;
@@ -45,19 +43,13 @@ pub enum StopWhen {
     CaughtUp,
 }
 
-/// Target-table files written by a flush, awaiting their commit.
-enum Pending {
-    Append(Vec<iceberg::spec::DataFile>),
-    Changes(Prepared),
-}
-
 /// A running table pipeline.
 pub struct Pipeline {
     contract: Contract,
     source: KafkaSource,
     partitions: Vec<i32>,
     router: Router,
-    main: Sink,
+    main: Target,
     dlq: Sink,
     /// Dead letters below these offsets are already in the dead-letter table.
     dlq_covered: BTreeMap<i32, i64>,
@@ -69,29 +61,17 @@ pub struct Pipeline {
 impl Pipeline {
     /// Opens both tables, claims them, reads the restore point and positions the consumer.
     pub async fn open(contract: Contract, services: &Services, stats: Arc<TableStats>) -> Result<Self, ServiceError> {
-        let catalog = &services.catalog;
-        let target = contract.maintenance.target_file_size.0;
-        let keys = Keys {
-            columns: &contract.keys.columns,
-            index: &services.key_index,
-        };
-        let main = Sink::open(
-            catalog,
-            &table_definition(&contract)?,
-            target,
-            Some(keys).filter(|k| !k.columns.is_empty()),
-        )
-        .await?;
-        let dlq_def: TableDefinition = dead_letter_definition(&contract)?;
-        let dlq = Sink::open(catalog, &dlq_def, target, None).await?;
+        let main = Target::open(&contract, &table_definition(&contract)?, services).await?;
+        let target_size = contract.maintenance.target_file_size.0;
+        let dlq = Sink::open(&services.catalog, &dead_letter_definition(&contract)?, target_size).await?;
         let topic = contract.table.topic.clone();
         let source = KafkaSource::new(&services.kafka, &topic)?;
         let partitions = source.partitions(METADATA_TIMEOUT)?;
-        let start = main.offsets.get(&topic).cloned().unwrap_or_default();
+        let start = main.sink().offsets.get(&topic).cloned().unwrap_or_default();
         source.assign(&partitions, &start)?;
         let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();
         tracing::info!(table = %contract.table.name, %topic, ?start, "resuming from the table's restore point");
-        let router = Router::new(&contract, main.schema().clone())?;
+        let router = Router::new(&contract, main.sink().schema().clone())?;
         Ok(Pipeline {
             contract,
             source,
@@ -135,7 +115,7 @@ impl Pipeline {
                 }
             };
             let band_elapsed = self.buffer.since.is_some_and(|t| t.elapsed() >= band);
-            let full = self.buffer.bytes as u64 >= self.contract.maintenance.target_file_size.0;
+            let full = self.main.bytes() as u64 >= self.contract.maintenance.target_file_size.0;
             // In batch mode a drained topic is reason enough to commit: nothing more will come.
             let drained = stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up()?;
             if band_elapsed || full || drained {
@@ -160,17 +140,11 @@ impl Pipeline {
             tracing::info!(table = %self.contract.table.name, band = %self.contract.sla.freshness, "buffering records; the freshness band starts");
         }
         let now_us = chrono::Utc::now().timestamp_micros();
-        let routed = self.router.route(&records, now_us)?;
+        let mut routed = self.router.route(&records, now_us)?;
         for r in &records {
             self.buffer.advance(r.partition, r.offset);
         }
-        if self.contract.is_keyed() {
-            let rows = routed.rows.map(|b| (b, routed.row_origin));
-            let deletes = routed.deletes.map(|b| (b, routed.delete_origin));
-            self.buffer.push_changes(records.len(), rows, deletes);
-        } else if let Some(rows) = routed.rows {
-            self.buffer.push_rows(rows);
-        }
+        self.main.push(records.len(), &mut routed);
         let covered = &self.dlq_covered;
         let fresh = routed
             .dead
@@ -195,7 +169,7 @@ impl Pipeline {
         }
         let started = Instant::now();
         let topic = self.contract.table.topic.clone();
-        let mut to: Offsets = self.main.offsets.clone();
+        let mut to: Offsets = self.main.sink().offsets.clone();
         to.insert(topic.clone(), self.positions());
         let dead = std::mem::take(&mut self.buffer.dead);
         let dead_files = match dead.is_empty() {
@@ -206,16 +180,13 @@ impl Pipeline {
                     .await?
             }
         };
-        let pending = self.write_main().await?;
+        let written = self.main.write().await?;
         crash_point(CrashPoint::FilesWritten);
         if !dead_files.is_empty() {
             self.dlq.commit(dead_files, &to).await?;
             crash_point(CrashPoint::DeadLettersCommitted);
         }
-        let report = match pending {
-            Pending::Append(files) => self.main.commit(files, &to).await?,
-            Pending::Changes(prepared) => self.commit_changes(prepared, &to).await?,
-        };
+        let report = self.main.commit(written, &to).await?;
         crash_point(CrashPoint::BothCommitted);
         self.dlq_covered = to[&topic].clone();
         self.source.report_progress(&to[&topic]);
@@ -230,41 +201,6 @@ impl Pipeline {
         );
         self.buffer.clear();
         Ok(())
-    }
-
-    /// Commits a keyed change. When maintenance moved rows since the key index last looked
-    /// (the commit is refused as stale, its files removed), the index catches up with the
-    /// files that changed and the buffered changes are written and committed again; the consumer keeps
-    /// its place.
-    async fn commit_changes(&mut self, prepared: Prepared, to: &Offsets) -> Result<CommitReport, ServiceError> {
-        let stats = prepared.stats();
-        tracing::debug!(table = %self.contract.table.name, ?stats, "resolved changes against the key index");
-        match self.main.commit_changes(prepared, to).await {
-            Err(ServiceError::Table(TableError::StaleDeletes { reason, .. })) => {
-                tracing::info!(table = %self.contract.table.name, %reason, "rows moved under the key index; refreshing it and writing the changes again");
-                self.main.refresh_index().await?;
-                let again = self
-                    .main
-                    .write_changes(&self.buffer.upserts, &self.buffer.deletes)
-                    .await?;
-                self.main.commit_changes(again, to).await
-            }
-            r => r,
-        }
-    }
-
-    /// Writes the buffered rows (append) or changes (keyed) as files of the target table.
-    async fn write_main(&mut self) -> Result<Pending, ServiceError> {
-        if self.contract.is_keyed() {
-            // The changes stay buffered until committed: a stale commit writes them again.
-            return Ok(Pending::Changes(
-                self.main
-                    .write_changes(&self.buffer.upserts, &self.buffer.deletes)
-                    .await?,
-            ));
-        }
-        let rows = std::mem::take(&mut self.buffer.rows);
-        Ok(Pending::Append(self.main.write(&rows).await?))
     }
 
     /// Adds partitions created since the last look; known partitions keep their position.
@@ -285,6 +221,7 @@ impl Pipeline {
     fn positions(&self) -> BTreeMap<i32, i64> {
         let mut next = self
             .main
+            .sink()
             .offsets
             .get(&self.contract.table.topic)
             .cloned()

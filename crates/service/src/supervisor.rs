@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use calve_contract::{Contract, RetryClass};
+use calve_contract::Contract;
 use calve_ingest::KafkaConfig;
-use calve_table::key_index::IndexSettings;
+use calve_retry::{Classify, RetryClass};
+use calve_table::keyed::index::IndexSettings;
 use calve_table::Catalog;
 use tokio::sync::watch;
 

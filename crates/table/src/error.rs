@@ -1,6 +1,6 @@
 //! The table crate's errors, each knowing whether a retry can help.
 
-use calve_contract::RetryClass;
+use calve_retry::{Classify, RetryClass};
 
 /// Errors from catalog access, writing and committing.
 #[derive(Debug, thiserror::Error)]
@@ -78,9 +78,8 @@ pub enum TableError {
     Unsupported(String),
 }
 
-impl TableError {
-    /// Whether retrying may succeed.
-    pub fn class(&self) -> RetryClass {
+impl Classify for TableError {
+    fn class(&self) -> RetryClass {
         match self {
             TableError::Conflict { .. } | TableError::Catalog(_) | TableError::StaleDeletes { .. } => {
                 RetryClass::Temporary

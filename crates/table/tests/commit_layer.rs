@@ -3,10 +3,11 @@
 
 mod common;
 
+use calve_retry::Classify;
 use std::collections::{BTreeMap, HashMap};
 
+use calve_table::commit::restore::{restore_point, Offsets};
 use calve_table::commit::{claim_epoch, Append, CommitOutcome, Committer, MergePolicy, RestoreUpdate};
-use calve_table::restore::{restore_point, Offsets};
 use calve_table::TableError;
 use common::{ids_of, offsets, Fixture};
 use iceberg::spec::{ManifestList, ManifestStatus};
@@ -162,7 +163,7 @@ async fn a_stale_owner_is_fenced() {
         .await
         .unwrap_err();
     assert!(matches!(err, TableError::Fenced { .. }), "{err}");
-    assert_eq!(err.class(), calve_contract::RetryClass::Permanent);
+    assert_eq!(err.class(), calve_retry::RetryClass::Permanent);
     new.commit(
         &Append::new(f.files(3..6).await),
         &RestoreUpdate {

@@ -6,9 +6,9 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
+use calve_table::commit::restore::restore_point;
 use calve_table::commit::{Append, ExpirePolicy, MergePolicy, RestoreUpdate};
-use calve_table::orphans::remove_orphans;
-use calve_table::restore::restore_point;
+use calve_table::ops::orphans::remove_orphans;
 use common::{committer, files_on_disk, ids_of, offsets, referenced_by_head, Fixture};
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,10 +8,10 @@ mod common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use calve_table::commit::restore::restore_point;
 use calve_table::commit::{
     claim_epoch, Append, Committer, Produced, RestoreUpdate, SnapshotContext, SnapshotOperation,
 };
-use calve_table::restore::restore_point;
 use calve_testkit::python::append_with_pyiceberg;
 use common::{files_on_disk, ids_of, offsets, referenced_by_head, Fixture};
 

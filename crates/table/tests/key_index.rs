@@ -5,15 +5,16 @@
 
 mod common;
 
+use calve_retry::Classify;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
 use calve_table::commit::{CommitOutcome, Committer, ComputedAt, RestoreUpdate, Rewrite, RowDelta};
-use calve_table::deletes::PositionDeleteWriter;
-use calve_table::key_index::{KeyIndex, PlanStats, SeqBatch};
-use calve_table::live::{equality_deletes_in_any_snapshot, live_files};
-use calve_table::writer::{arrow_schema, DataWriter};
+use calve_table::keyed::index::{KeyIndex, PlanStats, SeqBatch};
+use calve_table::read::live::{equality_deletes_in_any_snapshot, live_files};
+use calve_table::write::data::{arrow_schema, DataWriter};
+use calve_table::write::deletes::PositionDeleteWriter;
 use calve_table::TableError;
 use common::{committer, offsets, Fixture};
 
@@ -96,8 +97,11 @@ async fn commit_changes(
     stats
 }
 
+/// (id, version) pairs one reader sees, sorted.
+type Rows = Vec<(i64, i64)>;
+
 /// (id, version) pairs both readers see, sorted.
-fn state(f: &Fixture) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
+fn state(f: &Fixture) -> (Rows, Rows) {
     let view = f.read_columns(&["id", "ts"]);
     let of = |reader: &str| {
         let mut v: Vec<(i64, i64)> = view
@@ -328,7 +332,7 @@ async fn positions_computed_before_another_writers_rewrite_are_refused() {
     assert!(matches!(err, TableError::StaleDeletes { .. }), "{err}");
     assert_eq!(
         err.class(),
-        calve_contract::RetryClass::Temporary,
+        calve_retry::RetryClass::Temporary,
         "refreshing the index is the fix"
     );
 
@@ -446,7 +450,7 @@ async fn a_spilled_index_follows_compactions_and_foreign_deletes_like_a_fresh_bu
     let c = committer(&f).await;
     let key = vec!["id".to_string()];
     let spill = tempfile::tempdir().unwrap();
-    let tiny = calve_table::key_index::IndexSettings {
+    let tiny = calve_table::keyed::index::IndexSettings {
         memory_limit: 1 << 20,
         spill_dir: spill.path().to_path_buf(),
     };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use calve_table::commit::{Append, RestoreUpdate, SchemaChange, UpdatePartitionSpec, UpdateSchema, UpdateSortOrder};
-use calve_table::writer::{arrow_schema, DataWriter};
+use calve_table::write::data::{arrow_schema, DataWriter};
 use common::{committer, ids_of, offsets, Fixture};
 use iceberg::spec::{NullOrder, PrimitiveType, SortDirection, SortField, SortOrder, Transform, UnboundPartitionSpec};
 

@@ -10,10 +10,10 @@ mod common;
 
 use std::time::Duration;
 
+use calve_table::commit::restore;
 use calve_table::commit::{
     claim_epoch, Append, CommitOutcome, Committer, ExpirePolicy, RestoreUpdate, SchemaChange, UpdateSchema,
 };
-use calve_table::restore;
 use calve_table::TableError;
 use calve_testkit::rest_catalog::Fault;
 use common::{concurrent_appends, files_on_disk, ids_of, offsets, referenced_by_head, Fixture};

@@ -3,9 +3,9 @@
 
 mod common;
 
+use calve_table::commit::restore::restore_point;
 use calve_table::commit::{Append, Committer, DeleteFiles, RestoreUpdate, Rewrite, RowDelta};
-use calve_table::deletes::{PositionDelete, PositionDeleteWriter};
-use calve_table::restore::restore_point;
+use calve_table::write::deletes::{PositionDelete, PositionDeleteWriter};
 use calve_table::TableError;
 use common::{committer, files_on_disk, ids_of, offsets, referenced_by_head, Fixture};
 use iceberg::spec::{ManifestContentType, ManifestList, ManifestStatus};

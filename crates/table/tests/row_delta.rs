@@ -4,7 +4,7 @@
 mod common;
 
 use calve_table::commit::{claim_epoch, Append, Committer, RestoreUpdate, RowDelta};
-use calve_table::deletes::{PositionDelete, PositionDeleteWriter};
+use calve_table::write::deletes::{PositionDelete, PositionDeleteWriter};
 use common::{ids_of, offsets, Fixture};
 use iceberg::spec::DataContentType;
 

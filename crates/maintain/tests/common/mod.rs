@@ -9,18 +9,21 @@ use std::time::Duration;
 
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
 use calve_maintain::MaintenancePolicy;
+use calve_table::commit::restore::Offsets;
 use calve_table::commit::{claim_epoch, Committer, ExpirePolicy, RestoreUpdate};
-use calve_table::key_index::SeqBatch;
-use calve_table::restore::Offsets;
-use calve_table::upsert::Upserter;
-use calve_table::writer::arrow_schema;
-use calve_table::{Catalog, CatalogConfig, TableDefinition, TableError};
+use calve_table::keyed::index::SeqBatch;
+use calve_table::keyed::{Changes, Upserter};
+use calve_table::write::data::arrow_schema;
+use calve_table::{Catalog, CatalogConfig, TableDefinition};
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::TableIdent;
 
 /// 2025-11-24T00:00Z in microseconds.
 pub const BASE_US: i64 = 1_763_942_400_000_000;
 pub const HOUR_US: i64 = 3_600_000_000;
+
+/// (id, v) rows one reader sees.
+pub type Rows = Vec<(i64, i64)>;
 
 pub struct Table {
     pub dir: tempfile::TempDir,
@@ -134,26 +137,14 @@ impl Table {
             from: offsets(self.commits),
             to: offsets(self.commits + 1),
         };
-        let prepared = self.upserter.write(&upserts, &dels).await.unwrap();
-        let mut rebuilt = false;
-        match self
+        let changes = Changes::new(upserts, dels);
+        let prepared = self.upserter.write(&changes).await.unwrap();
+        let committed = self
             .upserter
-            .commit(&self.catalog, &self.committer, prepared, &restore)
+            .commit(&self.catalog, &self.committer, prepared, &changes, &restore)
             .await
-        {
-            Ok(_) => {}
-            Err(TableError::StaleDeletes { .. }) => {
-                rebuilt = true;
-                let meta = self.catalog.load(&self.ident).await.unwrap().metadata;
-                self.upserter.refresh(self.catalog.file_io(), &meta).await.unwrap();
-                let again = self.upserter.write(&upserts, &dels).await.unwrap();
-                self.upserter
-                    .commit(&self.catalog, &self.committer, again, &restore)
-                    .await
-                    .unwrap();
-            }
-            Err(e) => panic!("commit failed: {e}"),
-        }
+            .unwrap_or_else(|e| panic!("commit failed: {e}"));
+        let rebuilt = !committed.refreshes.is_empty();
         for r in rows {
             self.model.insert(r.0, (r.1, r.2));
         }
@@ -165,7 +156,7 @@ impl Table {
     }
 
     /// (id, v) per reader, sorted.
-    pub fn read(&self) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
+    pub fn read(&self) -> (Rows, Rows) {
         let view = calve_testkit::python::read_table(
             &self.dir.path().join("catalog.db"),
             &self.dir.path().join("warehouse"),

@@ -7,6 +7,7 @@
 //! same way for both and hands it to [`Catalog::commit`].
 
 mod rest;
+pub mod schema;
 mod sql;
 
 use std::collections::HashMap;

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use iceberg::spec::{DataFile, ManifestContentType, ManifestFile, Operation};
 
 use super::{Produced, SnapshotContext, SnapshotOperation};
+use crate::commit::summary::SummaryBuilder;
 use crate::error::Result;
-use crate::summary::SummaryBuilder;
 
 /// `ManifestWriter::add_file` treats a negative sequence number as "inherit from the manifest
 /// list entry", which is what new entries want: the number is only known at commit time.
@@ -99,7 +99,7 @@ pub(super) async fn merge_small_manifests(
     let mut w = ctx.new_manifest_writer(ManifestContentType::Data)?;
     let file_io = ctx.catalog.file_io().clone();
     for m in &small {
-        for e in crate::manifests::entries(&file_io, m).await?.iter() {
+        for e in crate::read::manifests::entries(&file_io, m).await?.iter() {
             if !e.is_alive() {
                 continue;
             }

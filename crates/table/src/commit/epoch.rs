@@ -19,8 +19,8 @@ use iceberg::TableIdent;
 
 use super::{swap_and_clean, Append, Committer};
 use crate::catalog::Catalog;
+use crate::commit::restore::{self, WRITER_EPOCH_KEY};
 use crate::error::{Result, TableError};
-use crate::restore::{self, WRITER_EPOCH_KEY};
 
 const CLAIM_ATTEMPTS: u32 = 16;
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 use iceberg::spec::Snapshot;
 
 use super::Committer;
+use crate::commit::restore::{ancestry, OFFSETS_KEY};
 use crate::error::Result;
-use crate::reachable::reachable;
-use crate::restore::{ancestry, OFFSETS_KEY};
+use crate::read::reachable::reachable;
 
 /// Snapshot retention (the contract's `maintenance.keep_snapshots`).
 #[derive(Debug, Clone, Copy)]

@@ -13,9 +13,11 @@ mod append;
 mod delete_files;
 mod epoch;
 mod expire;
+pub mod restore;
 mod rewrite;
 mod rewrite_manifests;
 mod row_delta;
+pub mod summary;
 mod update_schema;
 mod update_sort_order;
 mod update_spec;
@@ -25,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iceberg::spec::{
-    DataFileFormat, FormatVersion, ManifestContentType, ManifestFile, ManifestList, ManifestListWriter, ManifestWriter,
+    DataFileFormat, FormatVersion, ManifestContentType, ManifestFile, ManifestListWriter, ManifestWriter,
     ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary, TableMetadata,
     TableMetadataBuildResult, TableMetadataBuilder, MAIN_BRANCH,
 };
@@ -45,7 +47,9 @@ pub use update_spec::UpdatePartitionSpec;
 
 use crate::catalog::{Catalog, TableState};
 use crate::error::{Result, TableError};
-use crate::restore::{self, Offsets, COMMIT_ID_KEY, OFFSETS_KEY, WRITER_EPOCH_KEY};
+use crate::read::manifests::manifest_list;
+use calve_retry::Classify;
+use restore::{Offsets, COMMIT_ID_KEY, OFFSETS_KEY, WRITER_EPOCH_KEY};
 
 /// What an operation hands back: the manifests of the new snapshot and its summary.
 pub struct Produced {
@@ -112,11 +116,7 @@ impl<'a> SnapshotContext<'a> {
         let Some(s) = m.current_snapshot() else {
             return Ok(Vec::new());
         };
-        let bytes = self.catalog.file_io().new_input(s.manifest_list())?.read().await?;
-        Ok(ManifestList::parse_with_version(&bytes, m.format_version())?
-            .consume_entries()
-            .into_iter()
-            .collect())
+        manifest_list(self.catalog.file_io(), m, s).await
     }
 
     /// A writer for a new manifest of the default spec. The file is removed if the attempt fails.
@@ -292,7 +292,7 @@ impl Committer {
                 Ok(None) => tracing::debug!(table = %self.ident, attempt, "commit conflicted; retrying"),
                 // Re-running the operation cannot help: its inputs, not the attempt, are stale.
                 Err(e @ TableError::StaleDeletes { .. }) => return Err(e),
-                Err(e) if e.class() == calve_contract::RetryClass::Temporary => {
+                Err(e) if e.is_temporary() => {
                     tracing::warn!(table = %self.ident, attempt, "commit attempt failed: {e}; retrying")
                 }
                 Err(e) => return Err(e),

@@ -15,10 +15,10 @@ use iceberg::spec::{DataContentType, DataFile, Datum, ManifestContentType, Manif
 
 use super::append::INHERIT_SEQUENCE_NUMBER;
 use super::{Produced, SnapshotContext, SnapshotOperation};
-use crate::deletes::FILE_PATH_FIELD_ID;
+use crate::commit::restore::ancestry;
+use crate::commit::summary::SummaryBuilder;
 use crate::error::{Result, TableError};
-use crate::restore::ancestry;
-use crate::summary::SummaryBuilder;
+use crate::write::deletes::FILE_PATH_FIELD_ID;
 
 /// Replace `removed` (data files, and delete files that only touch them) by `added`.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ async fn produce(
     let mut manifests = Vec::new();
     let mut found = 0usize;
     for mf in ctx.current_manifests().await? {
-        let entries = crate::manifests::entries(&io, &mf).await?;
+        let entries = crate::read::manifests::entries(&io, &mf).await?;
         for e in entries.iter().filter(|e| e.is_alive()) {
             if e.content_type() != DataContentType::Data && e.snapshot_id().is_some_and(|s| newer.contains(&s)) {
                 check_new_delete(ctx, e.data_file(), &data_removed)?;

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use iceberg::spec::{ManifestContentType, ManifestEntryRef, ManifestFile, Operation};
 
 use super::{Produced, SnapshotContext, SnapshotOperation};
+use crate::commit::summary::SummaryBuilder;
 use crate::error::Result;
-use crate::summary::SummaryBuilder;
 
 /// Regroup the default spec's manifests by partition.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +48,11 @@ impl SnapshotOperation for RewriteManifests {
             // Partition (rendered) → entries with the manifest they came from.
             let mut by_partition: BTreeMap<String, Vec<(ManifestEntryRef, i64, i64)>> = BTreeMap::new();
             for m in mine.iter().filter(|m| m.content == content) {
-                for e in crate::manifests::entries(&io, m).await?.iter().filter(|e| e.is_alive()) {
+                for e in crate::read::manifests::entries(&io, m)
+                    .await?
+                    .iter()
+                    .filter(|e| e.is_alive())
+                {
                     let key = format!("{:?}", e.data_file().partition());
                     by_partition
                         .entry(key)

@@ -12,9 +12,9 @@ use iceberg::spec::{DataContentType, DataFile, ManifestContentType, Operation};
 
 use super::append::{merge_small_manifests, MergePolicy, INHERIT_SEQUENCE_NUMBER};
 use super::{Produced, SnapshotContext, SnapshotOperation};
+use crate::commit::restore::{self, WRITER_EPOCH_KEY};
+use crate::commit::summary::SummaryBuilder;
 use crate::error::{Result, TableError};
-use crate::restore::{self, WRITER_EPOCH_KEY};
-use crate::summary::SummaryBuilder;
 
 /// Data files and position-delete files committed together.
 #[derive(Debug, Clone)]

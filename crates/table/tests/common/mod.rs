@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
-use calve_table::restore::Offsets;
-use calve_table::writer::{arrow_schema, DataWriter};
+use calve_table::commit::restore::Offsets;
+use calve_table::write::data::{arrow_schema, DataWriter};
 use calve_table::{Catalog, CatalogConfig, TableDefinition};
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::TableIdent;

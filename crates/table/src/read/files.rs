@@ -12,8 +12,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 
 use crate::error::{Result, TableError};
-use crate::live::LiveFiles;
-use crate::writer::arrow_schema;
+use crate::read::live::LiveFiles;
+use crate::write::data::arrow_schema;
 
 /// A Parquet reader of `file` that fetches only the byte ranges it decodes: the footer, then
 /// the column chunks of the projection it is given. Reading the key columns of a wide file

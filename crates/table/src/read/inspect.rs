@@ -5,8 +5,8 @@ use futures::TryStreamExt;
 use iceberg::TableIdent;
 
 use crate::catalog::Catalog;
+use crate::commit::restore::{self, Offsets};
 use crate::error::Result;
-use crate::restore::{self, Offsets};
 
 /// A table at a glance.
 #[derive(Debug, Clone)]

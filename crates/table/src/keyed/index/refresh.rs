@@ -28,10 +28,10 @@ use parquet::arrow::ProjectionMask;
 
 use super::store::{KeyStore, Loc};
 use super::{invalid, IndexSettings, KeyIndex};
+use crate::commit::restore::ancestry;
 use crate::error::{Result, TableError};
-use crate::live::{live_files, LiveFiles};
+use crate::read::live::{live_files, LiveFiles};
 use crate::read::{ranged_parquet, read_deletes, DeleteMap};
-use crate::restore::ancestry;
 
 /// What a refresh found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub struct Refreshed {
     pub files_scanned: usize,
     /// Keys that live in more than one row (written by another engine; the index keeps one).
     pub duplicates: u64,
+    /// How long the refresh took (wall clock).
+    pub took: std::time::Duration,
 }
 
 impl KeyIndex {
@@ -69,6 +71,7 @@ impl KeyIndex {
     /// Brings the index to the table's current snapshot `meta`, reading only what changed
     /// since its head (see the module docs).
     pub async fn refresh(&mut self, io: &FileIO, meta: &TableMetadata) -> Result<Refreshed> {
+        let started = std::time::Instant::now();
         let live = live_files(io, meta).await?;
         if let Some(eq) = live.equality_deletes.first() {
             return Err(TableError::Unsupported(format!(
@@ -120,6 +123,7 @@ impl KeyIndex {
             );
         }
         self.store.spill_if_full()?;
+        done.took = started.elapsed();
         Ok(done)
     }
 

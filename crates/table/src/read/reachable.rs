@@ -6,9 +6,10 @@
 use std::collections::HashSet;
 
 use iceberg::io::FileIO;
-use iceberg::spec::{ManifestList, SnapshotRef, TableMetadata};
+use iceberg::spec::{SnapshotRef, TableMetadata};
 
 use crate::error::Result;
+use crate::read::manifests::manifest_list;
 
 /// Files reachable from some snapshots.
 #[derive(Debug, Default, Clone)]
@@ -35,16 +36,11 @@ pub async fn reachable(file_io: &FileIO, meta: &TableMetadata, snapshots: &[Snap
         if !r.manifest_lists.insert(s.manifest_list().to_string()) {
             continue;
         }
-        let bytes = file_io.new_input(s.manifest_list())?.read().await?;
-        let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?
-            .consume_entries()
-            .into_iter()
-            .collect();
-        for mf in manifests {
+        for mf in manifest_list(file_io, meta, s).await? {
             if !r.manifests.insert(mf.manifest_path.clone()) {
                 continue;
             }
-            for e in crate::manifests::entries(file_io, &mf).await?.iter() {
+            for e in crate::read::manifests::entries(file_io, &mf).await?.iter() {
                 if e.is_alive() {
                     r.content.insert(e.file_path().to_string());
                 }

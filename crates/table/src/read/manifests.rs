@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use iceberg::io::FileIO;
-use iceberg::spec::{ManifestEntryRef, ManifestFile};
+use iceberg::spec::{ManifestEntryRef, ManifestFile, ManifestList, Snapshot, TableMetadata};
 
 use crate::error::Result;
 
@@ -27,6 +27,15 @@ struct Cache {
 }
 
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// The manifests `snapshot`'s manifest list names (the list is small and not cached).
+pub async fn manifest_list(io: &FileIO, meta: &TableMetadata, snapshot: &Snapshot) -> Result<Vec<ManifestFile>> {
+    let bytes = io.new_input(snapshot.manifest_list())?.read().await?;
+    Ok(ManifestList::parse_with_version(&bytes, meta.format_version())?
+        .consume_entries()
+        .into_iter()
+        .collect())
+}
 
 /// The entries of `mf` (every status; callers filter live ones).
 pub async fn entries(io: &FileIO, mf: &ManifestFile) -> Result<Arc<[ManifestEntryRef]>> {

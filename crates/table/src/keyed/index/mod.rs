@@ -26,9 +26,9 @@ use arrow_row::{RowConverter, Rows, SortField};
 use arrow_select::filter::filter_record_batch;
 use iceberg::spec::{DataFile, TableMetadata};
 
-use crate::deletes::PositionDelete;
 use crate::error::{Result, TableError};
-use crate::writer::{arrow_schema, Written};
+use crate::write::data::{arrow_schema, Written};
+use crate::write::deletes::PositionDelete;
 use store::{KeyStore, Loc, Reader};
 
 pub use refresh::Refreshed;

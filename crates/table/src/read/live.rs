@@ -2,9 +2,10 @@
 //! rebuilt from and what compaction plans over.
 
 use iceberg::io::FileIO;
-use iceberg::spec::{DataContentType, DataFile, ManifestList, TableMetadata};
+use iceberg::spec::{DataContentType, DataFile, TableMetadata};
 
 use crate::error::Result;
+use crate::read::manifests::manifest_list;
 
 /// One live content file with the data sequence number its manifest entry carries.
 #[derive(Debug, Clone)]
@@ -36,13 +37,8 @@ pub async fn live_files(file_io: &FileIO, meta: &TableMetadata) -> Result<LiveFi
     let Some(s) = meta.current_snapshot() else {
         return Ok(out);
     };
-    let bytes = file_io.new_input(s.manifest_list())?.read().await?;
-    let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?
-        .consume_entries()
-        .into_iter()
-        .collect();
-    for mf in manifests {
-        let entries = crate::manifests::entries(file_io, &mf).await?;
+    for mf in manifest_list(file_io, meta, s).await? {
+        let entries = crate::read::manifests::entries(file_io, &mf).await?;
         for e in entries.iter().filter(|e| e.is_alive()) {
             let live = LiveFile {
                 file: e.data_file().clone(),
@@ -64,13 +60,8 @@ pub async fn live_files(file_io: &FileIO, meta: &TableMetadata) -> Result<LiveFi
 pub async fn equality_deletes_in_any_snapshot(file_io: &FileIO, meta: &TableMetadata) -> Result<usize> {
     let mut n = 0;
     for s in meta.snapshots() {
-        let bytes = file_io.new_input(s.manifest_list())?.read().await?;
-        let manifests: Vec<_> = ManifestList::parse_with_version(&bytes, meta.format_version())?
-            .consume_entries()
-            .into_iter()
-            .collect();
-        for mf in manifests {
-            let entries = crate::manifests::entries(file_io, &mf).await?;
+        for mf in manifest_list(file_io, meta, s).await? {
+            let entries = crate::read::manifests::entries(file_io, &mf).await?;
             n += entries
                 .iter()
                 .filter(|e| e.content_type() == DataContentType::EqualityDeletes)

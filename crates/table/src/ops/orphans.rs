@@ -11,7 +11,7 @@ use iceberg::TableIdent;
 
 use crate::catalog::Catalog;
 use crate::error::{Result, TableError};
-use crate::reachable::reachable;
+use crate::read::reachable::reachable;
 
 /// What an orphan sweep found and did.
 #[derive(Debug, Clone, Default)]

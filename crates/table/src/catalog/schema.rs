@@ -3,7 +3,7 @@
 //! Field ids are assigned in contract column order starting at 1, so the same contract always
 //! produces the same schema and a table created by an earlier run matches.
 
-use calve_contract::{ColumnType, Contract, PartitionGrain};
+use calve_contract::{dead_letter, ColumnType, Contract, PartitionGrain, ResolvedColumn};
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 
 use crate::error::{Result, TableError};
@@ -29,7 +29,13 @@ pub fn iceberg_type(ty: ColumnType) -> PrimitiveType {
 
 /// The table schema a contract declares.
 pub fn table_schema(contract: &Contract) -> Result<Schema> {
-    let fields = contract.columns().iter().enumerate().map(|(i, c)| {
+    schema_of(contract.columns(), &contract.keys.columns).map_err(|e| invalid(&contract.table.name, e))
+}
+
+/// A schema of `columns`, field ids assigned in column order from 1, with `keys` as its
+/// identifier fields.
+fn schema_of(columns: &[ResolvedColumn], keys: &[String]) -> iceberg::Result<Schema> {
+    let fields = columns.iter().enumerate().map(|(i, c)| {
         let id = i as i32 + 1;
         let ty = Type::Primitive(iceberg_type(c.ty));
         let f = if c.required {
@@ -42,18 +48,13 @@ pub fn table_schema(contract: &Contract) -> Result<Schema> {
             None => f.into(),
         }
     });
-    let key_ids = contract.keys.columns.iter().filter_map(|k| {
-        contract
-            .columns()
-            .iter()
-            .position(|c| &c.name == k)
-            .map(|i| i as i32 + 1)
-    });
+    let key_ids = keys
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| &c.name == k).map(|i| i as i32 + 1));
     Schema::builder()
         .with_fields(fields)
         .with_identifier_field_ids(key_ids)
         .build()
-        .map_err(|e| invalid(&contract.table.name, e))
 }
 
 /// The partition spec for the contract's event-time column and grain.
@@ -80,31 +81,14 @@ fn partition_by(schema: &Schema, column: &str, transform: Transform, table: &str
         .map_err(|e| invalid(table, e))
 }
 
-/// Columns of every dead-letter table, in order. The raw key and value are kept as bytes so a
-/// record can be replayed exactly as it arrived once the reason is fixed.
+/// The schema of every dead-letter table: [`calve_contract::dead_letter::columns`].
 pub fn dead_letter_schema() -> Schema {
-    let fields = [
-        NestedField::required(1, "topic", Type::Primitive(PrimitiveType::String)),
-        NestedField::required(2, "partition", Type::Primitive(PrimitiveType::Int)),
-        NestedField::required(3, "offset", Type::Primitive(PrimitiveType::Long)),
-        NestedField::optional(4, "key", Type::Primitive(PrimitiveType::Binary)),
-        NestedField::optional(5, "value", Type::Primitive(PrimitiveType::Binary)),
-        NestedField::optional(6, "headers", Type::Primitive(PrimitiveType::String))
-            .with_doc("Kafka headers as a JSON object: UTF-8 values as strings, others as byte arrays"),
-        NestedField::required(7, "error_kind", Type::Primitive(PrimitiveType::String)),
-        NestedField::required(8, "error", Type::Primitive(PrimitiveType::String)),
-        NestedField::optional(9, "kafka_timestamp", Type::Primitive(PrimitiveType::Timestamptz)),
-        NestedField::required(10, "received_at", Type::Primitive(PrimitiveType::Timestamptz)),
-    ];
-    Schema::builder()
-        .with_fields(fields.into_iter().map(Into::into))
-        .build()
-        .expect("the dead-letter schema is valid")
+    schema_of(&dead_letter::columns(), &[]).expect("the dead-letter schema is valid")
 }
 
 /// Dead letters are partitioned by the day they arrived, so old ones can be expired by day.
 pub fn dead_letter_partition_spec(schema: &Schema) -> Result<UnboundPartitionSpec> {
-    partition_by(schema, "received_at", Transform::Day, "dead-letter table")
+    partition_by(schema, dead_letter::RECEIVED_AT, Transform::Day, "dead-letter table")
 }
 
 fn invalid(table: &str, e: impl std::fmt::Display) -> TableError {

@@ -14,20 +14,24 @@
 //! refuses its stale positions, and catches its key index up.
 //!
 //! Which rows belong to the keys is a [`RowMatch`]: [`KeyMatch`] compares a table's key
-//! columns; a dead-letter table, whose rows are raw bytes, brings its own (see `calve erase`).
+//! columns; [`DeadLetterMatch`] finds them in a dead-letter table's raw bytes, decoded by the
+//! caller's [`KeysInRecords`] (which bytes carry a key, and how they decode, is the ingest
+//! side's knowledge).
 
 use std::collections::HashSet;
 
+use arrow_array::cast::AsArray;
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_select::filter::filter_record_batch;
+use calve_contract::dead_letter;
 use iceberg::spec::DataFile;
 
 use crate::commit::{Committer, ExpirePolicy, ForgettingRewrite, Rewrite};
 use crate::error::{Result, TableError};
-use crate::key_index::KeyIndex;
-use crate::live::live_files;
+use crate::keyed::index::KeyIndex;
+use crate::read::live::live_files;
 use crate::read::{read_data_file as read_rows, read_deletes};
-use crate::writer::DataWriter;
+use crate::write::data::DataWriter;
 use crate::Catalog;
 
 /// What an erasure did and what it verified.
@@ -85,6 +89,56 @@ impl RowMatch for KeyMatch {
             .iter()
             .map(|k| self.targets.contains(k.as_ref()))
             .collect())
+    }
+}
+
+/// A dead letter's raw Kafka key and raw value.
+pub type RawRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Decodes the business keys a dead letter's raw Kafka key and value may carry.
+pub trait KeysInRecords: Sync {
+    /// Decodes every key each record (raw Kafka key, raw value) may carry: a batch of the key
+    /// columns and, per row of it, the index of the record it came from. `None` when no record
+    /// carries a decodable key.
+    fn decode(&self, records: &[RawRecord<'_>]) -> Result<Option<(RecordBatch, Vec<usize>)>>;
+}
+
+/// Dead letters of the erased keys: rows whose raw Kafka key or value decodes to one of them.
+pub struct DeadLetterMatch<'a, K> {
+    /// The keys being erased.
+    pub keys: &'a KeyMatch,
+    /// How keys are found in a record's bytes.
+    pub decoder: K,
+}
+
+impl<K: KeysInRecords> RowMatch for DeadLetterMatch<'_, K> {
+    fn matches(&self, batch: &RecordBatch) -> Result<Vec<bool>> {
+        let (key, value) = (
+            binary_column(batch, dead_letter::KEY)?,
+            binary_column(batch, dead_letter::VALUE)?,
+        );
+        let records: Vec<_> = key.into_iter().zip(value).collect();
+        let mut out = vec![false; batch.num_rows()];
+        if let Some((keys, owner)) = self.decoder.decode(&records)? {
+            for (row, hit) in owner.into_iter().zip(self.keys.matches(&keys)?) {
+                out[row] |= hit;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A binary column of a dead-letter batch by name. Iceberg's binary is Arrow's large binary as
+/// calve reads it; plain binary is accepted too.
+fn binary_column<'b>(batch: &'b RecordBatch, name: &str) -> Result<Vec<Option<&'b [u8]>>> {
+    let c = batch.column_by_name(name);
+    match c.map(|c| (c.as_binary_opt::<i64>(), c.as_binary_opt::<i32>())) {
+        Some((Some(b), _)) => Ok(b.iter().collect()),
+        Some((None, Some(b))) => Ok(b.iter().collect()),
+        _ => Err(TableError::InvalidData {
+            table: String::new(),
+            reason: format!("dead letters lack a binary `{name}` column"),
+        }),
     }
 }
 

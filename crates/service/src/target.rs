@@ -1,0 +1,154 @@
+//! A pipeline's target table in the one mode its contract gives it, decided once when the
+//! pipeline opens: an append table takes rows as they come; a keyed table resolves each
+//! change against its key index, so a commit replaces every changed key's live row by a
+//! position delete (never an equality delete). The rows waiting for a commit live here too,
+//! in the shape the mode needs.
+
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use calve_contract::Contract;
+use calve_ingest::Routed;
+use calve_table::commit::restore::Offsets;
+use calve_table::commit::{CommitOutcome, RestoreUpdate};
+use calve_table::keyed::{Changes, Prepared, Upserter};
+use calve_table::{Catalog, TableDefinition};
+use iceberg::spec::DataFile;
+
+use crate::error::ServiceError;
+use crate::sink::{CommitReport, Sink};
+use crate::supervisor::Services;
+
+/// The target table and its uncommitted rows.
+pub enum Target {
+    /// Rows are appended.
+    Append {
+        /// The table.
+        sink: Sink,
+        /// Rows since the last commit.
+        rows: Vec<RecordBatch>,
+    },
+    /// Rows replace the live row of their key.
+    Keyed {
+        /// The table.
+        sink: Sink,
+        /// The key index and the writers of its row deltas (boxed: it is most of the enum's
+        /// size, and there is one per pipeline).
+        upserter: Box<Upserter>,
+        /// Changes since the last commit; kept until committed, since a commit refused as
+        /// stale writes them again.
+        changes: Changes,
+    },
+}
+
+/// Files written for a commit that has not happened yet.
+pub enum Written {
+    /// Data files to append.
+    Append(Vec<DataFile>),
+    /// A keyed change: new rows and position deletes.
+    Changes(Prepared),
+}
+
+impl Target {
+    /// Opens (creating if needed) and claims `contract`'s table; a keyed table also builds its
+    /// key index from the claimed table.
+    pub async fn open(contract: &Contract, def: &TableDefinition, services: &Services) -> Result<Self, ServiceError> {
+        let target_size = contract.maintenance.target_file_size.0;
+        let sink = Sink::open(&services.catalog, def, target_size).await?;
+        if !contract.is_keyed() {
+            return Ok(Target::Append { sink, rows: Vec::new() });
+        }
+        let started = Instant::now();
+        let catalog: &Catalog = &services.catalog;
+        let state = catalog.load(&def.ident).await?;
+        let upserter = Upserter::open(
+            catalog.file_io(),
+            &state.metadata,
+            &contract.keys.columns,
+            target_size,
+            &services.key_index,
+        )
+        .await?;
+        let index = upserter.index();
+        tracing::info!(
+            table = %def.ident, keys = index.len(), memory_mb = index.approx_bytes() >> 20,
+            spilled_mb = index.disk_bytes() >> 20, took_ms = started.elapsed().as_millis() as u64,
+            "key index built from the table"
+        );
+        Ok(Target::Keyed {
+            sink,
+            upserter: Box::new(upserter),
+            changes: Changes::default(),
+        })
+    }
+
+    /// The table.
+    pub fn sink(&self) -> &Sink {
+        match self {
+            Target::Append { sink, .. } | Target::Keyed { sink, .. } => sink,
+        }
+    }
+
+    /// Takes the rows (append) or changes (keyed) of one poll of `records` records.
+    pub fn push(&mut self, records: usize, routed: &mut Routed) {
+        match self {
+            Target::Append { rows, .. } => rows.extend(routed.rows.take()),
+            Target::Keyed { changes, .. } => {
+                let rows = routed.rows.take().map(|b| (b, std::mem::take(&mut routed.row_origin)));
+                let deletes = routed
+                    .deletes
+                    .take()
+                    .map(|b| (b, std::mem::take(&mut routed.delete_origin)));
+                changes.push(records, rows, deletes);
+            }
+        }
+    }
+
+    /// Arrow bytes waiting for a commit.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Target::Append { rows, .. } => rows.iter().map(RecordBatch::get_array_memory_size).sum(),
+            Target::Keyed { changes, .. } => changes.bytes(),
+        }
+    }
+
+    /// Writes what waits as files of the table (not yet committed).
+    pub async fn write(&mut self) -> Result<Written, ServiceError> {
+        match self {
+            Target::Append { sink, rows } => Ok(Written::Append(sink.write(&std::mem::take(rows)).await?)),
+            Target::Keyed { upserter, changes, .. } => Ok(Written::Changes(upserter.write(changes).await?)),
+        }
+    }
+
+    /// Commits `written` with the restore point `to`.
+    pub async fn commit(&mut self, written: Written, to: &Offsets) -> Result<CommitReport, ServiceError> {
+        match (self, written) {
+            (Target::Append { sink, .. }, Written::Append(files)) => sink.commit(files, to).await,
+            (
+                Target::Keyed {
+                    sink,
+                    upserter,
+                    changes,
+                },
+                Written::Changes(prepared),
+            ) => {
+                let report = CommitReport::of(&prepared.data_files, &prepared.delete_files);
+                tracing::debug!(table = %sink.ident(), stats = ?prepared.stats(), "resolved changes against the key index");
+                let restore = RestoreUpdate {
+                    from: sink.offsets.clone(),
+                    to: to.clone(),
+                };
+                let committed = upserter
+                    .commit(sink.catalog(), sink.committer(), prepared, changes, &restore)
+                    .await?;
+                if matches!(committed.outcome, CommitOutcome::AlreadyCommitted { .. }) {
+                    tracing::info!(table = %sink.ident(), "commit had already landed");
+                }
+                sink.offsets = to.clone();
+                *changes = Changes::default();
+                Ok(report)
+            }
+            _ => unreachable!("files are written by the target that commits them"),
+        }
+    }
+}
