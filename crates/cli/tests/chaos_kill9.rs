@@ -13,8 +13,8 @@
 //!    the target table's equals the end of every partition — although retention here keeps
 //!    only the newest snapshot older than a second, so expiry runs between kills too.
 //!
-//! Replay a failure with `CALVE_CHAOS_SEED=<seed printed by the failing run>`; set the number
-//! of kills with `CALVE_CHAOS_KILLS` (default 20).
+//! The seed is fixed (1) unless `CALVE_CHAOS_SEED=<seed>` (replay a failure with the seed it
+//! printed) or `=random` says otherwise; set the number of kills with `CALVE_CHAOS_KILLS` (default 20).
 
 mod common;
 
@@ -35,15 +35,9 @@ const CRASH_POINTS: [&str; 3] = ["after-files-written", "after-dead-letter-commi
 
 #[test]
 fn kill9_at_random_moments_loses_and_duplicates_nothing() {
-    let seed: u64 = std::env::var("CALVE_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let kills: u64 = std::env::var("CALVE_CHAOS_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    eprintln!("chaos seed {seed}, {kills} kills (replay with CALVE_CHAOS_SEED={seed})");
+    let seed = calve_testkit::seed("CALVE_CHAOS_SEED", 1);
+    let kills = calve_testkit::env_count("CALVE_CHAOS_KILLS", 20);
+    eprintln!("chaos: {kills} kills");
     let mut rng = StdRng::seed_from_u64(seed);
 
     let broker = Broker::start();

@@ -1,16 +1,16 @@
 //! Property test of the commit layer: a seeded random sequence of append, row delta, rewrite
 //! and expire against an in-memory model of the table's rows. After every step, PyIceberg and
 //! DuckDB must read exactly the model's rows, and the snapshot summary's file counts must match
-//! the model's. Replay with `CALVE_PROP_SEED=<seed>`; `CALVE_PROP_STEPS` sets the length.
+//! the model's. The seed is fixed (1) unless `CALVE_PROP_SEED=<seed>` or `=random` says otherwise; `CALVE_PROP_STEPS` sets the length.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use calve_table::commit::restore::restore_point;
 use calve_table::commit::{claim_epoch, Append, Committer, ExpirePolicy, RestoreUpdate, Rewrite, RowDelta};
-use calve_table::deletes::{PositionDelete, PositionDeleteWriter};
-use calve_table::restore::restore_point;
+use calve_table::write::deletes::{PositionDelete, PositionDeleteWriter};
 use common::{ids_of, offsets, Fixture};
 use iceberg::spec::DataFile;
 use rand::rngs::StdRng;
@@ -57,15 +57,9 @@ impl Model {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn random_operation_sequences_match_the_model() {
-    let seed: u64 = std::env::var("CALVE_PROP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let steps: i64 = std::env::var("CALVE_PROP_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(24);
-    eprintln!("property seed {seed}, {steps} steps (replay with CALVE_PROP_SEED={seed})");
+    let seed = calve_testkit::seed("CALVE_PROP_SEED", 1);
+    let steps = calve_testkit::env_count("CALVE_PROP_STEPS", 24) as i64;
+    eprintln!("property test: {steps} steps");
     let mut rng = StdRng::seed_from_u64(seed);
     let f = Fixture::new().await;
     let c = Committer::new(

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, installed_tool};
+use crate::installed_tool;
+use crate::ports::{lease_port, PortLease};
 
 /// A running broker.
 pub struct Broker {
     child: Child,
     port: u16,
+    _lease: PortLease,
     _dir: tempfile::TempDir,
 }
 
@@ -23,7 +25,8 @@ impl Broker {
     /// Starts a broker and waits until it accepts connections.
     pub fn start() -> Broker {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let lease = lease_port();
+        let port = lease.port();
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
         let child = Command::new(tansu_binary())
@@ -34,7 +37,12 @@ impl Broker {
             .stderr(log)
             .spawn()
             .expect("starting tansu");
-        let b = Broker { child, port, _dir: dir };
+        let b = Broker {
+            child,
+            port,
+            _lease: lease,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "tansu did not listen on {port} within 30s");

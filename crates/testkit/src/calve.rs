@@ -125,20 +125,39 @@ impl Setup {
             .unwrap_or_default()
     }
 
-    /// Waits up to `timeout` until the most recently started process has logged `needle`;
-    /// false if it did not (or exited first).
-    pub fn wait_for_log(&self, child: &mut Child, needle: &str, timeout: Duration) -> bool {
+    /// Waits up to `timeout` until the target table holds a restore point (its first commit
+    /// landed), asking the table through `calve status` rather than reading the logs; false if
+    /// it did not (or the process exited first without one).
+    pub fn wait_for_commit(&self, bin: &Path, child: &mut Child, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.latest_log().contains(needle) {
+            let exited = child.try_wait().unwrap().is_some();
+            if self.has_committed(bin) {
                 return true;
             }
-            if child.try_wait().unwrap().is_some() {
-                return self.latest_log().contains(needle);
+            if exited {
+                return false;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(100));
         }
         false
+    }
+
+    /// Whether the first table of the config has a restore point, per `calve status`.
+    pub fn has_committed(&self, bin: &Path) -> bool {
+        let Ok(out) = Command::new(bin)
+            .args(["status", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "error")
+            .output()
+        else {
+            return false;
+        };
+        // The target table is listed first, its dead-letter table after it.
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("restore point: "))
+            .is_some_and(|r| r != "none")
     }
 
     /// Starts `calve run`, waits up to 60 s for its first commit, lets it run `after` more,
@@ -148,7 +167,7 @@ impl Setup {
     pub fn kill_soon_after_first_commit(&self, bin: &Path, after: Duration, context: &str) -> Duration {
         let started = Instant::now();
         let mut child = self.spawn(bin, &["run"]);
-        let committed = self.wait_for_log(&mut child, "committed", Duration::from_secs(60));
+        let committed = self.wait_for_commit(bin, &mut child, Duration::from_secs(60));
         assert!(
             committed,
             "calve did not commit within 60 s ({context})\n{}",

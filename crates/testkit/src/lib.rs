@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod calve;
 pub mod kafka;
+pub mod ports;
 pub mod postgres;
 pub mod python;
 pub mod rest_catalog;
@@ -34,13 +35,29 @@ pub fn workspace_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The seed of a seeded test: `$var` when set (a number, or `random` for a fresh one), else
+/// `default`, so CI runs the same sequence every time. Printed with the line that replays it.
+pub fn seed(var: &str, default: u64) -> u64 {
+    let seed = match std::env::var(var).ok().as_deref().map(str::trim) {
+        None | Some("") => default,
+        Some("random") => rand::random(),
+        Some(n) => n
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={n}: give a number or `random`")),
+    };
+    eprintln!("seed {seed} (replay with {var}={seed}; {var}=random for a new one)");
+    seed
+}
+
+/// A count a test takes from `$var` (its length, rounds, kills), else `default`.
+pub fn env_count(var: &str, default: u64) -> u64 {
+    match std::env::var(var) {
+        Ok(n) => n
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={n}: give a whole number")),
+        Err(_) => default,
+    }
 }
 
 /// A tool path: `$env_var` if set, else what `scripts/<script>` (which installs the tool when

@@ -5,13 +5,15 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::{free_port, installed_tool};
+use crate::installed_tool;
+use crate::ports::{lease_port, PortLease};
 
 /// A running server.
 pub struct Postgres {
     bin: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
+    _lease: PortLease,
 }
 
 fn bin_dir() -> PathBuf {
@@ -55,7 +57,8 @@ impl Postgres {
             as_server_user(&initdb, &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]),
             "initdb",
         );
-        let port = free_port();
+        let lease = lease_port();
+        let port = lease.port();
         let opts = format!("-p {port} -c listen_addresses=127.0.0.1 -k {data} -F");
         let pg_ctl = bin.join("pg_ctl").display().to_string();
         let log = format!("{data}/server.log");
@@ -63,7 +66,12 @@ impl Postgres {
             as_server_user(&pg_ctl, &["-D", &data, "-o", &opts, "-l", &log, "-w", "start"]),
             "pg_ctl start",
         );
-        Postgres { bin, dir, port }
+        Postgres {
+            bin,
+            dir,
+            port,
+            _lease: lease,
+        }
     }
 
     /// URL for calve (sqlx).
