@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use calve_service::Catalog;
 use calve_service::ErasureReport;
-use calve_service::{erase_keys, ErasureOutcome, RunConfig};
+use calve_service::{erase_keys, log_erasure, ErasureOutcome, RunConfig};
 
 /// What `calve erase` was asked.
 pub struct Request {
@@ -27,10 +26,10 @@ pub async fn run(req: Request) -> anyhow::Result<ExitCode> {
         .find(|c| c.table.name == req.table)
         .with_context(|| format!("no contract for table `{}` in {}", req.table, req.config.display()))?;
     let keys = collect_keys(&req.keys, req.key_file.as_deref())?;
-    let catalog = Catalog::open(&cfg.catalog).await?;
-    let warehouse = Path::new(&cfg.catalog.warehouse);
-    let outcome = erase_keys(&catalog, warehouse, &contract, &keys, &req.requested_by).await?;
+    let outcome = erase_keys(&cfg.catalog, &contract, &keys).await?;
     print_report(&req.table, keys.len(), &outcome);
+    let warehouse = Path::new(&cfg.catalog.warehouse);
+    log_erasure(warehouse, &req.table, &keys, &req.requested_by, &outcome)?;
     Ok(if outcome.verified() {
         ExitCode::SUCCESS
     } else {

@@ -18,7 +18,7 @@ pub enum Change {
 
 /// Unwraps one event, or says why it is not a change event calve can apply.
 pub fn unwrap(value: &[u8]) -> Result<Change, String> {
-    let mut env = envelope(value)?;
+    let mut env = envelope(value, false)?;
     let op = env
         .get("op")
         .and_then(Value::as_str)
@@ -36,7 +36,9 @@ pub fn unwrap(value: &[u8]) -> Result<Change, String> {
 /// event: its `before` and `after` objects (JSON object bytes). Erasure looks for a person's
 /// key in each, since a dead letter's value may be an envelope calve could not apply.
 pub fn images(value: &[u8]) -> Vec<Vec<u8>> {
-    let Ok(env) = envelope(value) else { return Vec::new() };
+    let Ok(env) = envelope(value, true) else {
+        return Vec::new();
+    };
     ["before", "after"]
         .into_iter()
         .filter_map(|field| match env.get(field) {
@@ -46,13 +48,15 @@ pub fn images(value: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The envelope object, unwrapped from `{"schema": …, "payload": …}` when wrapped.
-fn envelope(value: &[u8]) -> Result<Map<String, Value>, String> {
+/// The envelope object, unwrapped from `{"schema": …, "payload": …}` when wrapped. `lenient`
+/// also unwraps a `payload` object without a `schema` beside it: not a valid change event,
+/// but erasure must still find the images inside a dead letter shaped so.
+fn envelope(value: &[u8], lenient: bool) -> Result<Map<String, Value>, String> {
     let v: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(mut env) = v else {
         return Err("not a Debezium change event (not a JSON object)".into());
     };
-    if env.contains_key("schema") && env.contains_key("payload") {
+    if (lenient || env.contains_key("schema")) && env.contains_key("payload") {
         env = match env.remove("payload") {
             Some(Value::Object(p)) => p,
             _ => return Err("Debezium `payload` is not an object".into()),
@@ -102,6 +106,10 @@ mod tests {
         assert_eq!(images(wrapped), vec![br#"{"id":1}"#.to_vec(), br#"{"id":2}"#.to_vec()]);
         assert_eq!(images(br#"{"after":{"id":3},"op":"t"}"#), vec![br#"{"id":3}"#.to_vec()]);
         assert!(images(br#"{"id":1}"#).is_empty());
+        assert_eq!(
+            images(br#"{"payload":{"after":{"id":4}}}"#),
+            vec![br#"{"id":4}"#.to_vec()]
+        );
         assert!(images(b"nope").is_empty());
     }
 }

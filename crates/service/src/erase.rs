@@ -19,7 +19,7 @@ use calve_table::commit::restore::table_epoch;
 use calve_table::commit::Committer;
 use calve_table::ops::erase::{erase_rows, DeadLetterMatch, ErasureReport, KeyMatch, KeysInRecords, RawRecord};
 use calve_table::write::data::arrow_schema;
-use calve_table::{Catalog, TableError};
+use calve_table::{Catalog, CatalogConfig, TableError};
 use sha2::{Digest, Sha256};
 
 use crate::definition::{dead_letter_definition, table_definition};
@@ -42,14 +42,12 @@ impl ErasureOutcome {
 }
 
 /// Erases `keys` (as a person writes them: `17`, `"abc"`, or a JSON object of the key
-/// columns) from `contract`'s table and its dead letters, and logs the request under
-/// `warehouse`.
+/// columns) from `contract`'s table and its dead letters. Record the request with
+/// [`log_erasure`] once its outcome is reported.
 pub async fn erase_keys(
-    catalog: &Catalog,
-    warehouse: &Path,
+    catalog: &CatalogConfig,
     contract: &Contract,
     keys: &[String],
-    requested_by: &str,
 ) -> Result<ErasureOutcome, ServiceError> {
     let table = &contract.table.name;
     if !contract.is_keyed() {
@@ -64,6 +62,7 @@ pub async fn erase_keys(
             "the contract says erasure = \"disabled\" (this table holds no personal data)",
         ));
     }
+    let catalog = &Catalog::open(catalog).await?;
     let ident = table_definition(contract)?.ident;
     let state = catalog.load(&ident).await?;
     let decoder = KeyDecoder::new(&arrow_schema(&state.metadata)?, &contract.keys.columns)?;
@@ -92,7 +91,6 @@ pub async fn erase_keys(
         };
         outcome.dead_letters = erase_rows(catalog, &committer, &rows).await?;
     }
-    log_request(warehouse, table, keys, requested_by, &outcome)?;
     Ok(outcome)
 }
 
@@ -112,7 +110,9 @@ fn refused(table: &str, why: &str) -> ServiceError {
     ServiceError::Config(format!("{table}: {why}"))
 }
 
-fn log_request(
+/// Appends the request to `<warehouse>/_calve/erasure-log.jsonl`: when, which table, who
+/// asked, a SHA-256 of each key (never the key), what was removed and whether it verified.
+pub fn log_erasure(
     warehouse: &Path,
     table: &str,
     keys: &[String],

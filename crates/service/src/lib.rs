@@ -17,7 +17,7 @@ mod target;
 
 pub use config::{MaintenanceConfig, RunConfig};
 pub use definition::{dead_letter_definition, table_definition};
-pub use erase::{erase_keys, ErasureOutcome};
+pub use erase::{erase_keys, log_erasure, ErasureOutcome};
 pub use error::ServiceError;
 pub use pipeline::{Pipeline, StopWhen};
 pub use stats::TableStats;

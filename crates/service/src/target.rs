@@ -132,7 +132,6 @@ impl Target {
                 },
                 Written::Changes(prepared),
             ) => {
-                let report = CommitReport::of(&prepared.data_files, &prepared.delete_files);
                 tracing::debug!(table = %sink.ident(), stats = ?prepared.stats(), "resolved changes against the key index");
                 let restore = RestoreUpdate {
                     from: sink.offsets.clone(),
@@ -146,7 +145,7 @@ impl Target {
                 }
                 sink.offsets = to.clone();
                 *changes = Changes::default();
-                Ok(report)
+                Ok(CommitReport::of(&committed.data_files, &committed.delete_files))
             }
             _ => unreachable!("files are written by the target that commits them"),
         }

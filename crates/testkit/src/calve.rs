@@ -125,14 +125,15 @@ impl Setup {
             .unwrap_or_default()
     }
 
-    /// Waits up to `timeout` until the target table holds a restore point (its first commit
-    /// landed), asking the table through `calve status` rather than reading the logs; false if
-    /// it did not (or the process exited first without one).
-    pub fn wait_for_commit(&self, bin: &Path, child: &mut Child, timeout: Duration) -> bool {
+    /// Waits up to `timeout` until the target table's restore point differs from `before`
+    /// (what [`Setup::restore_point`] said before the process started): the process has
+    /// committed. Asks the table through `calve status` rather than reading logs; false if it
+    /// did not (or the process exited first without committing).
+    pub fn wait_for_commit(&self, bin: &Path, child: &mut Child, before: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let exited = child.try_wait().unwrap().is_some();
-            if self.has_committed(bin) {
+            if self.restore_point(bin) != before {
                 return true;
             }
             if exited {
@@ -143,21 +144,22 @@ impl Setup {
         false
     }
 
-    /// Whether the first table of the config has a restore point, per `calve status`.
-    pub fn has_committed(&self, bin: &Path) -> bool {
+    /// The first table's restore point as `calve status` prints it (`none` before any
+    /// commit; empty when status could not be read).
+    pub fn restore_point(&self, bin: &Path) -> String {
         let Ok(out) = Command::new(bin)
             .args(["status", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "error")
             .output()
         else {
-            return false;
+            return String::new();
         };
         // The target table is listed first, its dead-letter table after it.
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .find_map(|l| l.trim().strip_prefix("restore point: "))
-            .is_some_and(|r| r != "none")
+            .find_map(|l| l.trim().strip_prefix("restore point: ").map(String::from))
+            .unwrap_or_default()
     }
 
     /// Starts `calve run`, waits up to 60 s for its first commit, lets it run `after` more,
@@ -165,9 +167,10 @@ impl Setup {
     /// start. Returns how long the first commit took. Panics, naming `context`, if no commit
     /// comes or the process exits on its own.
     pub fn kill_soon_after_first_commit(&self, bin: &Path, after: Duration, context: &str) -> Duration {
+        let before = self.restore_point(bin);
         let started = Instant::now();
         let mut child = self.spawn(bin, &["run"]);
-        let committed = self.wait_for_commit(bin, &mut child, Duration::from_secs(60));
+        let committed = self.wait_for_commit(bin, &mut child, &before, Duration::from_secs(60));
         assert!(
             committed,
             "calve did not commit within 60 s ({context})\n{}",

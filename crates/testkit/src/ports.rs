@@ -36,7 +36,7 @@ pub fn lease_port() -> PortLease {
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     let span = (RANGE.end - RANGE.start) as u32;
     // Start at a different place per process so parallel runs rarely probe the same ports.
-    let start = (std::process::id() * 7919 + rand::random::<u32>() % span) % span;
+    let start = ((std::process::id() as u64 * 7919 + rand::random::<u32>() as u64) % span as u64) as u32;
     for i in 0..span {
         let port = RANGE.start + ((start + i) % span) as u16;
         let lock = File::create(dir.join(format!("{port}.lock")))
@@ -52,8 +52,10 @@ pub fn lease_port() -> PortLease {
     panic!("no free loopback port in {RANGE:?}");
 }
 
+/// Per user, so another user's lock files (which this one could not open) are never in the way.
 fn lock_dir() -> PathBuf {
-    std::env::temp_dir().join("calve-test-ports")
+    // SAFETY: geteuid has no preconditions.
+    std::env::temp_dir().join(format!("calve-test-ports-{}", unsafe { libc::geteuid() }))
 }
 
 #[cfg(test)]

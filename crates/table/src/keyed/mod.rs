@@ -89,6 +89,10 @@ pub struct Committed {
     pub outcome: CommitOutcome,
     /// The index catch-ups it took because rows had moved under the index (usually none).
     pub refreshes: Vec<Refreshed>,
+    /// The data files the committed row delta added (those of the last write).
+    pub data_files: Vec<DataFile>,
+    /// The position-delete files it added.
+    pub delete_files: Vec<DataFile>,
 }
 
 /// A keyed change whose files are written but not committed.
@@ -197,7 +201,14 @@ impl Upserter {
                     prepared = self.write(changes).await?;
                 }
                 Err(e) => return Err(e),
-                Ok(outcome) => return Ok(Committed { outcome, refreshes }),
+                Ok((outcome, op)) => {
+                    return Ok(Committed {
+                        outcome,
+                        refreshes,
+                        data_files: op.data_files,
+                        delete_files: op.delete_files,
+                    })
+                }
             }
         }
     }
@@ -209,7 +220,7 @@ impl Upserter {
         committer: &Committer,
         prepared: Prepared,
         restore: &RestoreUpdate,
-    ) -> Result<CommitOutcome> {
+    ) -> Result<(CommitOutcome, RowDelta)> {
         let Prepared {
             plan,
             written,
@@ -241,6 +252,6 @@ impl Upserter {
             }
         };
         self.index.apply(plan, &written, &op.delete_files, head)?;
-        Ok(outcome)
+        Ok((outcome, op))
     }
 }
