@@ -70,6 +70,7 @@ pub async fn run(marks: &[usize]) -> anyhow::Result<()> {
                 &RestoreUpdate {
                     from: at(i),
                     to: at(i + 1),
+                    ..Default::default()
                 },
             )
             .await?;

@@ -54,6 +54,7 @@ async fn run(rows: i64) -> anyhow::Result<()> {
                 &RestoreUpdate {
                     from: offsets(f),
                     to: offsets(f + 1),
+                    ..Default::default()
                 },
             )
             .await?;

@@ -149,6 +149,7 @@ impl SimTable {
         let restore = RestoreUpdate {
             from: offsets(self.commits),
             to: offsets(self.commits + 1),
+            ..Default::default()
         };
         let changes = Changes::new(
             vec![SeqBatch {
@@ -245,6 +246,7 @@ async fn optimal(dir: &std::path::Path, model: &BTreeMap<i64, Row>) -> anyhow::R
             &RestoreUpdate {
                 from: Offsets::new(),
                 to: offsets(1),
+                ..Default::default()
             },
         )
         .await?;

@@ -27,6 +27,14 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 "  restore point: {}",
                 s.restore.map(|o| format!("{o:?}")).unwrap_or_else(|| "none".into())
             );
+            if !s.unknown_fields.is_empty() {
+                let fields: Vec<String> = s
+                    .unknown_fields
+                    .iter()
+                    .map(|(f, n)| format!("{f} ({n} records)"))
+                    .collect();
+                println!("  in records, not in the table (not stored): {}", fields.join(", "));
+            }
             print_maintenance(&catalog, &cfg.catalog.warehouse, &def.ident.to_string()).await?;
         }
     }

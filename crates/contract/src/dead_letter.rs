@@ -36,6 +36,7 @@ pub fn columns() -> Vec<ResolvedColumn> {
         ty,
         required,
         doc: doc.map(String::from),
+        unit: None,
     };
     vec![
         col(TOPIC, ColumnType::String, true, None),

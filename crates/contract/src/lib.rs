@@ -12,7 +12,7 @@ mod types;
 mod units;
 mod validate;
 
-pub use column_type::ColumnType;
+pub use column_type::{ColumnType, Element, StructField, TimeUnit};
 pub use types::*;
 pub use units::{ByteRate, ByteSize, HumanDuration};
 pub use validate::{Contract, ContractError, Problem, ResolvedColumn, SECTIONS};

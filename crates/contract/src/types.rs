@@ -50,10 +50,17 @@ pub struct SchemaSection {
 pub struct Column {
     /// Column name; also the JSON field name it is read from.
     pub name: String,
-    /// Iceberg primitive type: boolean, int, long, float, double, decimal(P,S), date, time,
-    /// timestamp, timestamptz, string, uuid, binary.
+    /// Iceberg type: boolean, int, long, float, double, decimal(P,S), date, time, timestamp,
+    /// timestamptz, string, uuid, binary, fixed[L], or nested: struct<name: type, …>,
+    /// list<type>, map<key, value> (nested values optional unless followed by `not null`).
     #[serde(rename = "type")]
     pub ty: String,
+    /// The unit of epoch numbers in a time or timestamp column, or in the time and timestamp
+    /// fields nested in it: "s", "ms", "us" or "ns" (nanoseconds are truncated to Iceberg's
+    /// microseconds). Without it such columns read ISO-8601 text only and a number is
+    /// dead-lettered, since its unit would be a guess.
+    #[serde(default)]
+    pub unit: Option<String>,
     /// A record without this field (or with null) is dead-lettered.
     #[serde(default)]
     pub required: bool,

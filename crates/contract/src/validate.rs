@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::types::*;
-use crate::ColumnType;
+use crate::{ColumnType, TimeUnit};
 
 /// The sections every contract must have. `table` says what the contract is about; the other
 /// eight are the questions a team must answer before its topic becomes a table.
@@ -59,6 +59,8 @@ pub struct ResolvedColumn {
     pub required: bool,
     /// Column doc.
     pub doc: Option<String>,
+    /// Unit of epoch numbers in (or nested in) a time or timestamp column.
+    pub unit: Option<TimeUnit>,
 }
 
 /// A validated table contract.
@@ -273,12 +275,28 @@ fn resolve_columns(schema: &SchemaSection, p: &mut Problems) -> Vec<ResolvedColu
         if !seen.insert(c.name.to_ascii_lowercase()) {
             p.push(format!("{path}.name"), format!("column `{}` is declared twice", c.name));
         }
+        let unit = match c.unit.as_deref().map(str::parse::<TimeUnit>) {
+            None => None,
+            Some(Ok(u)) => Some(u),
+            Some(Err(e)) => {
+                p.push(format!("{path}.unit"), e);
+                None
+            }
+        };
         match c.ty.parse::<ColumnType>() {
+            Ok(ty) if unit.is_some() && !ty.has_epoch_numbers() => p.push(
+                format!("{path}.unit"),
+                format!(
+                    "`{}` has type {ty}, which holds no time or timestamp a unit could apply to",
+                    c.name
+                ),
+            ),
             Ok(ty) => out.push(ResolvedColumn {
                 name: c.name.clone(),
                 ty,
                 required: c.required,
                 doc: c.doc.clone(),
+                unit,
             }),
             Err(e) => p.push(format!("{path}.type"), e),
         }
@@ -325,6 +343,10 @@ fn check_keys(c: &Contract, p: &mut Problems) {
                 format!(
                     "key column `{k}` must be `required = true`: a row without its key cannot be updated or deleted"
                 ),
+            ),
+            Some(col) if col.ty.is_nested() => p.push(
+                &path,
+                format!("key column `{k}` is a {}; a key is made of primitive columns", col.ty),
             ),
             Some(_) => {}
         }

@@ -29,6 +29,9 @@ pub enum DeadLetterKind {
     Late,
     /// A tombstone whose Kafka key does not give the business key.
     BadKey,
+    /// Routing this record panicked (a bug calve isolates: the record is set aside so the
+    /// table goes on, and the message says what panicked).
+    Panicked,
 }
 
 impl DeadLetterKind {
@@ -41,6 +44,7 @@ impl DeadLetterKind {
             DeadLetterKind::Tombstone => "tombstone",
             DeadLetterKind::Late => "late",
             DeadLetterKind::BadKey => "bad-key",
+            DeadLetterKind::Panicked => "panic",
         }
     }
 }

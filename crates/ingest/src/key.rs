@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, Schema, SchemaRef};
+use calve_contract::ResolvedColumn;
 use serde_json::Value;
 
 use crate::dead_letter::DeadLetterKind;
@@ -37,8 +38,9 @@ pub struct KeyDecoder {
 }
 
 impl KeyDecoder {
-    /// A decoder for `columns` of `table` (the table's Arrow schema).
-    pub fn new(table: &SchemaRef, columns: &[String]) -> Result<Self, ArrowError> {
+    /// A decoder for `columns` of `table` (the table's Arrow schema), whose contract types are
+    /// in `types`.
+    pub fn new(table: &SchemaRef, columns: &[String], types: &[ResolvedColumn]) -> Result<Self, ArrowError> {
         let fields = columns
             .iter()
             .map(|c| table.field_with_name(c).cloned())
@@ -46,7 +48,7 @@ impl KeyDecoder {
         let schema = Arc::new(Schema::new(fields));
         Ok(KeyDecoder {
             columns: columns.to_vec(),
-            decoder: JsonDecoder::new(schema)?,
+            decoder: JsonDecoder::new(schema, types)?,
         })
     }
 
@@ -137,7 +139,14 @@ mod tests {
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
         ]));
-        KeyDecoder::new(&schema, &["id".to_string()]).unwrap()
+        let types = [ResolvedColumn {
+            name: "id".into(),
+            ty: calve_contract::ColumnType::Long,
+            required: true,
+            doc: None,
+            unit: None,
+        }];
+        KeyDecoder::new(&schema, &["id".to_string()], &types).unwrap()
     }
 
     #[test]

@@ -8,7 +8,6 @@ mod dead_letter;
 mod debezium;
 mod decode;
 mod error;
-mod int_guard;
 mod key;
 mod late;
 mod record;

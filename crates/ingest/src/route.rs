@@ -3,8 +3,11 @@
 //! `rows`, `deletes`, `dead` or the `ignored` count, so
 //! `in = table changes + dead-letter (+ ignored)` holds.
 
+use std::collections::BTreeMap;
+
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_schema::{ArrowError, SchemaRef};
+use arrow_select::concat::concat_batches;
 use calve_contract::{Contract, Format, LatePolicy, TombstonePolicy};
 
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
@@ -31,6 +34,38 @@ pub struct Routed {
     pub dead: Vec<DeadLetter>,
     /// Tombstones skipped because the contract says `ignore`.
     pub ignored: u64,
+    /// Fields the table has no column for, by path, with how many routed rows carried each.
+    pub unknown_fields: BTreeMap<String, u64>,
+}
+
+impl Routed {
+    /// Appends what routing `other`'s records found, those records standing at `offset` in
+    /// the poll this routes (origins are shifted by it).
+    pub fn append(&mut self, other: Routed, offset: usize) -> Result<(), ArrowError> {
+        let shift = |o: Vec<usize>| o.into_iter().map(move |i| i + offset);
+        self.rows = concat_optional(self.rows.take(), other.rows)?;
+        self.row_origin.extend(shift(other.row_origin));
+        self.deletes = concat_optional(self.deletes.take(), other.deletes)?;
+        self.delete_origin.extend(shift(other.delete_origin));
+        self.dead.extend(other.dead);
+        self.ignored += other.ignored;
+        for (path, n) in other.unknown_fields {
+            *self.unknown_fields.entry(path).or_default() += n;
+        }
+        Ok(())
+    }
+
+    /// Sends `record` to the dead-letter table.
+    pub fn dead_letter(&mut self, record: &KafkaRecord, kind: DeadLetterKind, error: String, now_us: i64) {
+        self.dead.push(dead(record, kind, error, now_us));
+    }
+}
+
+fn concat_optional(a: Option<RecordBatch>, b: Option<RecordBatch>) -> Result<Option<RecordBatch>, ArrowError> {
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(Some(concat_batches(&a.schema(), [&a, &b])?)),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 /// Applies one contract's record rules.
@@ -56,11 +91,11 @@ impl Router {
             )
         });
         let keys = match contract.deletes.tombstone {
-            TombstonePolicy::DeleteRow => Some(KeyDecoder::new(&schema, &contract.keys.columns)?),
+            TombstonePolicy::DeleteRow => Some(KeyDecoder::new(&schema, &contract.keys.columns, contract.columns())?),
             _ => None,
         };
         Ok(Router {
-            decoder: JsonDecoder::new(schema)?,
+            decoder: JsonDecoder::new(schema, contract.columns())?,
             keys,
             tombstone: contract.deletes.tombstone,
             debezium: contract.table.format == Format::DebeziumJson,
@@ -79,12 +114,12 @@ impl Router {
         };
         let mut values: Vec<&[u8]> = Vec::with_capacity(records.len());
         let mut origin: Vec<usize> = Vec::with_capacity(records.len());
-        let mut after_images: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut after_images: Vec<(usize, &[u8])> = Vec::new();
         for (i, r) in records.iter().enumerate() {
             match &r.value {
                 Some(v) if self.debezium => match debezium::unwrap(v) {
                     Ok(Change::Upsert(after)) => after_images.push((i, after)),
-                    Ok(Change::Delete(before)) => self.delete(&mut poll, i, Some(before), "Debezium delete"),
+                    Ok(Change::Delete(before)) => self.delete(&mut poll, i, Some(before.to_vec()), "Debezium delete"),
                     Err(reason) => poll.dead(i, DeadLetterKind::MalformedJson, reason),
                 },
                 Some(v) => {
@@ -105,7 +140,8 @@ impl Router {
             values.push(v);
             origin.push(*i);
         }
-        let decoded = self.decoder.decode(&values)?;
+        let mut decoded = self.decoder.decode(&values)?;
+        out.unknown_fields = std::mem::take(&mut decoded.unknown_fields);
         for (i, kind, reason) in decoded.rejected {
             out.dead.push(dead(&records[origin[i]], kind, reason, now_us));
         }

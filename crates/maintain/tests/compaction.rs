@@ -196,6 +196,7 @@ async fn a_rewrite_whose_input_changed_is_abandoned_and_the_other_jobs_land() {
         restore: RestoreUpdate {
             from: offsets(4),
             to: offsets(5),
+            ..Default::default()
         },
     };
     let mut p = policy();

@@ -142,6 +142,7 @@ async fn orphan_cleanup_spares_retained_files_and_an_uncommitted_writer() {
     let restore = RestoreUpdate {
         from: offsets(t.commits),
         to: offsets(t.commits + 1),
+        ..Default::default()
     };
     t.committer.commit(&Append::new(pending), &restore).await.unwrap();
     t.model.insert(9_001, (0, 9_001));

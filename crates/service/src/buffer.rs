@@ -15,6 +15,8 @@ pub struct Buffer {
     pub next: BTreeMap<i32, i64>,
     /// Tombstones ignored per the contract.
     pub ignored: u64,
+    /// Fields the records carried that the table has no column for, by path, with counts.
+    pub unknown_fields: BTreeMap<String, u64>,
     /// When the oldest uncommitted record arrived: the freshness band runs from here.
     pub since: Option<Instant>,
 }

@@ -65,7 +65,11 @@ pub async fn erase_keys(
     let catalog = &Catalog::open(catalog).await?;
     let ident = table_definition(contract)?.ident;
     let state = catalog.load(&ident).await?;
-    let decoder = KeyDecoder::new(&arrow_schema(&state.metadata)?, &contract.keys.columns)?;
+    let decoder = KeyDecoder::new(
+        &arrow_schema(&state.metadata)?,
+        &contract.keys.columns,
+        contract.columns(),
+    )?;
     let raw: Vec<Option<&[u8]>> = keys.iter().map(|k| Some(k.as_bytes())).collect();
     let decoded = decoder.decode(&raw)?;
     if let Some((i, _, reason)) = decoded.rejected.first() {

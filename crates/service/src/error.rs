@@ -17,6 +17,9 @@ pub enum ServiceError {
     /// A local file calve keeps beside the tables (the erasure log) could not be written.
     #[error("io: {0}")]
     Io(String),
+    /// The pipeline panicked (a bug); the table reopens from its restore point.
+    #[error("the pipeline panicked: {0}")]
+    Panicked(String),
     /// Iceberg side.
     #[error(transparent)]
     Table(#[from] TableError),
@@ -38,7 +41,7 @@ impl Classify for ServiceError {
         match self {
             ServiceError::Table(e) => e.class(),
             ServiceError::Ingest(e) => e.class(),
-            ServiceError::Io(_) => RetryClass::Temporary,
+            ServiceError::Io(_) | ServiceError::Panicked(_) => RetryClass::Temporary,
             _ => RetryClass::Permanent,
         }
     }

@@ -16,6 +16,40 @@ use tokio::sync::watch;
 use crate::config::MaintenanceConfig;
 use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
+use crate::faults::panic_message;
+
+/// [`maintain`] in a task of its own, started again after a panic (a bug in one cycle must
+/// not end a table's maintenance for the life of the process).
+pub async fn maintain_supervised(
+    contract: Contract,
+    catalog: Catalog,
+    warehouse: String,
+    cfg: MaintenanceConfig,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let task = tokio::spawn(maintain(
+            contract.clone(),
+            catalog.clone(),
+            warehouse.clone(),
+            cfg.clone(),
+            stop.clone(),
+        ));
+        match task.await {
+            Ok(()) => return,
+            Err(e) => {
+                let why = match e.try_into_panic() {
+                    Ok(p) => panic_message(&*p),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(table = %contract.table.name, "maintenance panicked ({why}); starting it again");
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
 
 /// Maintains `contract`'s tables every `cfg.interval` until `stop` turns true.
 pub async fn maintain(

@@ -8,18 +8,19 @@
 //! already stored and skipped, so neither table gets a duplicate.
 
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
-use calve_ingest::{dead_letters_to_batch, DeadLetter, KafkaRecord, KafkaSource, Router};
+use calve_ingest::{dead_letters_to_batch, DeadLetter, DeadLetterKind, KafkaRecord, KafkaSource, Routed, Router};
 use calve_table::commit::restore::Offsets;
 use tokio::sync::watch;
 
 use crate::buffer::Buffer;
 use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
-use crate::faults::{crash_point, CrashPoint};
+use crate::faults::{crash_point, panic_if_poisoned, panic_message, CrashPoint};
 use crate::sink::Sink;
 use crate::stats::TableStats;
 use crate::supervisor::Services;
@@ -140,7 +141,7 @@ impl Pipeline {
             tracing::info!(table = %self.contract.table.name, band = %self.contract.sla.freshness, "buffering records; the freshness band starts");
         }
         let now_us = chrono::Utc::now().timestamp_micros();
-        let mut routed = self.router.route(&records, now_us)?;
+        let mut routed = self.route(&records, now_us)?;
         for r in &records {
             self.buffer.advance(r.partition, r.offset);
         }
@@ -152,6 +153,16 @@ impl Pipeline {
             .filter(|d: &DeadLetter| covered.get(&d.record.partition).is_none_or(|c| d.record.offset >= *c));
         self.buffer.dead.extend(fresh);
         self.buffer.ignored += routed.ignored;
+        for (path, n) in std::mem::take(&mut routed.unknown_fields) {
+            if !self.buffer.unknown_fields.contains_key(&path) && !self.stats.knows_unknown_field(&path) {
+                tracing::warn!(
+                    table = %self.contract.table.name, field = %path,
+                    "records carry a field the table has no column for; it is not stored (counted in the \
+                     snapshot summary's calve.unknown-fields and in calve status)"
+                );
+            }
+            *self.buffer.unknown_fields.entry(path).or_default() += n;
+        }
         self.stats.record_consumed(
             records.len() as u64,
             records
@@ -160,6 +171,46 @@ impl Pipeline {
                 .sum(),
         );
         Ok(())
+    }
+
+    /// Routes one poll. Routing reads record contents, so it is where a bug meets the one
+    /// record that triggers it: a panic here is caught, and the poll is routed again one
+    /// record at a time so that only the records that panic go to the dead-letter table (with
+    /// the panic message) and everything else lands as usual. A panic is deterministic in
+    /// the record, so a restart would only meet it again.
+    fn route(&self, records: &[KafkaRecord], now_us: i64) -> Result<Routed, ServiceError> {
+        let whole = catch_unwind(AssertUnwindSafe(|| {
+            panic_if_poisoned(records);
+            self.router.route(records, now_us)
+        }));
+        let message = match whole {
+            Ok(routed) => return Ok(routed?),
+            Err(panic) => panic_message(&*panic),
+        };
+        tracing::error!(
+            table = %self.contract.table.name, records = records.len(),
+            "routing a poll panicked ({message}); routing its records one by one to set aside the ones that panic"
+        );
+        let mut out = Routed::default();
+        for (i, record) in records.iter().enumerate() {
+            let one = std::slice::from_ref(record);
+            match catch_unwind(AssertUnwindSafe(|| {
+                panic_if_poisoned(one);
+                self.router.route(one, now_us)
+            })) {
+                Ok(routed) => out.append(routed?, i)?,
+                Err(panic) => {
+                    let message = panic_message(&*panic);
+                    tracing::error!(
+                        table = %self.contract.table.name, partition = record.partition, offset = record.offset,
+                        "record panicked calve while routing ({message}); sent to the dead-letter table as kind `panic`"
+                    );
+                    let reason = format!("routing this record panicked: {message}");
+                    out.dead_letter(record, DeadLetterKind::Panicked, reason, now_us);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Commits what is buffered: dead letters first, then rows, both with the same restore point.
@@ -183,11 +234,12 @@ impl Pipeline {
         let written = self.main.write().await?;
         crash_point(CrashPoint::FilesWritten);
         if !dead_files.is_empty() {
-            self.dlq.commit(dead_files, &to).await?;
+            self.dlq.commit(dead_files, &to, &BTreeMap::new()).await?;
             crash_point(CrashPoint::DeadLettersCommitted);
         }
-        let report = self.main.commit(written, &to).await?;
+        let report = self.main.commit(written, &to, &self.buffer.unknown_fields).await?;
         crash_point(CrashPoint::BothCommitted);
+        self.stats.record_unknown_fields(&self.buffer.unknown_fields);
         self.dlq_covered = to[&topic].clone();
         self.source.report_progress(&to[&topic]);
         self.stats

@@ -2,11 +2,13 @@
 //! committer, its data writer and the restore point it holds. How rows reach it (appended, or
 //! keyed through an index) is [`crate::target`]'s business.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
+use calve_contract::ColumnType;
+use calve_table::catalog::schema::column_type_of;
 use calve_table::commit::restore::{self, Offsets};
 use calve_table::commit::{claim_epoch, Append, CommitOutcome, Committer, RestoreUpdate};
 use calve_table::write::data::{arrow_schema, DataWriter};
@@ -64,18 +66,30 @@ impl Sink {
         &self.schema
     }
 
+    /// What a commit that consumed Kafka up to `to` tells the table.
+    pub fn restore_update(&self, to: &Offsets, unknown: &BTreeMap<String, u64>) -> RestoreUpdate {
+        RestoreUpdate {
+            from: self.offsets.clone(),
+            to: to.clone(),
+            unknown_fields: unknown.clone(),
+        }
+    }
+
     /// Writes `batches` as data files (not yet part of the table).
     pub async fn write(&self, batches: &[RecordBatch]) -> Result<Vec<DataFile>, ServiceError> {
         Ok(self.writer.write(batches).await?)
     }
 
-    /// Commits `files` with the restore point `to`.
-    pub async fn commit(&mut self, files: Vec<DataFile>, to: &Offsets) -> Result<CommitReport, ServiceError> {
+    /// Commits `files` with the restore point `to`, adding `unknown` to the table's count of
+    /// fields it has no column for.
+    pub async fn commit(
+        &mut self,
+        files: Vec<DataFile>,
+        to: &Offsets,
+        unknown: &BTreeMap<String, u64>,
+    ) -> Result<CommitReport, ServiceError> {
         let report = CommitReport::of(&files, &[]);
-        let restore = RestoreUpdate {
-            from: self.offsets.clone(),
-            to: to.clone(),
-        };
+        let restore = self.restore_update(to, unknown);
         let outcome = self.committer.commit(&Append::new(files), &restore).await?;
         if matches!(outcome, CommitOutcome::AlreadyCommitted { .. }) {
             tracing::info!(table = %self.committer.ident(), "commit had already landed");
@@ -109,14 +123,15 @@ impl CommitReport {
     }
 }
 
-/// Until schema evolution lands, a table whose schema differs from its contract is refused
-/// rather than written with columns silently missing.
+/// Until schema evolution lands, a table whose schema differs from its contract (a column
+/// missing, added, of another type — nested fields included — or of other nullability) is
+/// refused rather than written with columns silently missing.
 fn check_schema(def: &TableDefinition, meta: &iceberg::spec::TableMetadata) -> Result<(), ServiceError> {
-    let shape = |s: &iceberg::spec::Schema| -> HashMap<String, (String, bool)> {
+    let shape = |s: &iceberg::spec::Schema| -> HashMap<String, (Option<ColumnType>, bool)> {
         s.as_struct()
             .fields()
             .iter()
-            .map(|f| (f.name.clone(), (f.field_type.to_string(), f.required)))
+            .map(|f| (f.name.clone(), (column_type_of(&f.field_type), f.required)))
             .collect()
     };
     if shape(&def.schema) != shape(meta.current_schema()) {

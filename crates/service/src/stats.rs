@@ -1,6 +1,8 @@
 //! Per-table counters, shared read-only with status reporting.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Counters of one table since the process started.
 #[derive(Debug, Default)]
@@ -19,12 +21,27 @@ pub struct TableStats {
     pub files: AtomicU64,
     /// Commits.
     pub commits: AtomicU64,
+    /// Fields committed records carried that the table has no column for, by path.
+    pub unknown_fields: Mutex<BTreeMap<String, u64>>,
 }
 
 impl TableStats {
     pub(crate) fn record_consumed(&self, records: u64, bytes: u64) {
         self.consumed.fetch_add(records, Relaxed);
         self.consumed_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Whether committed records already carried `path` (so it was reported once).
+    pub(crate) fn knows_unknown_field(&self, path: &str) -> bool {
+        self.unknown_fields.lock().is_ok_and(|u| u.contains_key(path))
+    }
+
+    pub(crate) fn record_unknown_fields(&self, committed: &BTreeMap<String, u64>) {
+        if let Ok(mut u) = self.unknown_fields.lock() {
+            for (path, n) in committed {
+                *u.entry(path.clone()).or_default() += n;
+            }
+        }
     }
 
     pub(crate) fn record_commit(&self, rows: u64, dead: u64, ignored: u64, files: u64) {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
 use calve_ingest::KafkaConfig;
@@ -16,11 +16,16 @@ use tokio::sync::watch;
 
 use crate::config::{MaintenanceConfig, RunConfig};
 use crate::error::ServiceError;
-use crate::maintenance::maintain;
+use crate::faults::panic_message;
+use crate::maintenance::maintain_supervised;
 use crate::pipeline::{Pipeline, StopWhen};
 use crate::stats::TableStats;
 
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A pipeline that ran this long before failing was healthy: backoff and the failure count
+/// start over.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// How each table's pipeline ended.
 pub type Outcomes = BTreeMap<String, Result<(), ServiceError>>;
@@ -90,7 +95,7 @@ async fn table_tasks(
 ) -> Result<(), ServiceError> {
     let (maintenance_stop, maintenance_rx) = watch::channel(false);
     let maintenance = services.maintenance.enabled.then(|| {
-        tokio::spawn(maintain(
+        tokio::spawn(maintain_supervised(
             c.clone(),
             services.catalog.clone(),
             services.warehouse.clone(),
@@ -114,20 +119,31 @@ async fn supervise(
     stats: Arc<TableStats>,
 ) -> Result<(), ServiceError> {
     let name = contract.table.name.clone();
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = MIN_BACKOFF;
+    let mut failures = 0u32;
     loop {
-        let result = match Pipeline::open(contract.clone(), services, stats.clone()).await {
-            Ok(p) => p.run(shutdown.clone(), stop).await,
-            Err(e) => Err(e),
-        };
-        match result {
+        let started = Instant::now();
+        match attempt(&contract, services, &shutdown, stop, &stats).await {
             Ok(()) => return Ok(()),
             Err(e) if e.class() == RetryClass::Permanent => {
                 tracing::error!(table = %name, "table stopped: {e}");
                 return Err(e);
             }
             Err(e) => {
-                tracing::warn!(table = %name, "pipeline failed, reopening from the table in {backoff:?}: {e}");
+                // A pipeline that ran a while before failing starts a new series of failures.
+                if started.elapsed() > HEALTHY_RUN {
+                    (failures, backoff) = (0, MIN_BACKOFF);
+                }
+                failures += 1;
+                match failures {
+                    1 | 2 => {
+                        tracing::warn!(table = %name, "pipeline failed, reopening from the table in {backoff:?}: {e}")
+                    }
+                    n => tracing::error!(
+                        table = %name, failures = n,
+                        "TABLE FAILING: {n} failures in a row, reopening from the table in {backoff:?}: {e}"
+                    ),
+                }
             }
         }
         tokio::select! {
@@ -135,5 +151,27 @@ async fn supervise(
             _ = shutdown.changed() => return Ok(()),
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Opens and runs the pipeline once, in a task of its own: a panic anywhere in it (a bug)
+/// ends this attempt as a temporary failure of this table only, never the process or the
+/// other tables.
+async fn attempt(
+    contract: &Contract,
+    services: &Services,
+    shutdown: &watch::Receiver<bool>,
+    stop: StopWhen,
+    stats: &Arc<TableStats>,
+) -> Result<(), ServiceError> {
+    let (contract, services, shutdown, stats) = (contract.clone(), services.clone(), shutdown.clone(), stats.clone());
+    let task = tokio::spawn(async move {
+        let pipeline = Pipeline::open(contract, &services, stats).await?;
+        pipeline.run(shutdown, stop).await
+    });
+    match task.await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => Err(ServiceError::Panicked(panic_message(&*e.into_panic()))),
+        Err(e) => Err(ServiceError::Panicked(e.to_string())),
     }
 }

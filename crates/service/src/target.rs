@@ -4,13 +4,14 @@
 //! position delete (never an equality delete). The rows waiting for a commit live here too,
 //! in the shape the mode needs.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use calve_contract::Contract;
 use calve_ingest::Routed;
 use calve_table::commit::restore::Offsets;
-use calve_table::commit::{CommitOutcome, RestoreUpdate};
+use calve_table::commit::CommitOutcome;
 use calve_table::keyed::{Changes, Prepared, Upserter};
 use calve_table::{Catalog, TableDefinition};
 use iceberg::spec::DataFile;
@@ -120,10 +121,16 @@ impl Target {
         }
     }
 
-    /// Commits `written` with the restore point `to`.
-    pub async fn commit(&mut self, written: Written, to: &Offsets) -> Result<CommitReport, ServiceError> {
+    /// Commits `written` with the restore point `to`, adding `unknown` to the table's count of
+    /// fields it has no column for.
+    pub async fn commit(
+        &mut self,
+        written: Written,
+        to: &Offsets,
+        unknown: &BTreeMap<String, u64>,
+    ) -> Result<CommitReport, ServiceError> {
         match (self, written) {
-            (Target::Append { sink, .. }, Written::Append(files)) => sink.commit(files, to).await,
+            (Target::Append { sink, .. }, Written::Append(files)) => sink.commit(files, to, unknown).await,
             (
                 Target::Keyed {
                     sink,
@@ -133,10 +140,7 @@ impl Target {
                 Written::Changes(prepared),
             ) => {
                 tracing::debug!(table = %sink.ident(), stats = ?prepared.stats(), "resolved changes against the key index");
-                let restore = RestoreUpdate {
-                    from: sink.offsets.clone(),
-                    to: to.clone(),
-                };
+                let restore = sink.restore_update(to, unknown);
                 let committed = upserter
                     .commit(sink.catalog(), sink.committer(), prepared, changes, &restore)
                     .await?;

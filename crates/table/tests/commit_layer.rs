@@ -34,6 +34,7 @@ async fn appends_merge_manifests_keep_sequence_numbers_and_totals() {
                 &RestoreUpdate {
                     from: offsets(i),
                     to: offsets(i + 1),
+                    ..Default::default()
                 },
             )
             .await
@@ -113,6 +114,7 @@ async fn a_retried_commit_that_landed_is_not_applied_twice() {
     let restore = RestoreUpdate {
         from: offsets(0),
         to: offsets(5),
+        ..Default::default()
     };
     let first = c.commit(&Append::new(f.files(0..5).await), &restore).await.unwrap();
     let CommitOutcome::Committed { snapshot_id } = first else {
@@ -142,6 +144,7 @@ async fn a_stale_owner_is_fenced() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(3),
+            ..Default::default()
         },
     )
     .await
@@ -158,6 +161,7 @@ async fn a_stale_owner_is_fenced() {
             &RestoreUpdate {
                 from: offsets(3),
                 to: offsets(6),
+                ..Default::default()
             },
         )
         .await
@@ -169,6 +173,7 @@ async fn a_stale_owner_is_fenced() {
         &RestoreUpdate {
             from: offsets(3),
             to: offsets(6),
+            ..Default::default()
         },
     )
     .await
@@ -196,6 +201,7 @@ async fn concurrent_committers_retry_and_lose_nothing() {
                     &RestoreUpdate {
                         from: Offsets::new(),
                         to: key,
+                        ..Default::default()
                     },
                 )
                 .await

@@ -29,6 +29,7 @@ async fn expiring_all_but_the_head_keeps_exactly_the_needed_files_and_the_restor
             &RestoreUpdate {
                 from: offsets(i),
                 to: offsets(i + 1),
+                ..Default::default()
             },
         )
         .await
@@ -91,6 +92,7 @@ async fn expiry_keeps_young_and_last_n_snapshots() {
             &RestoreUpdate {
                 from: offsets(i),
                 to: offsets(i + 1),
+                ..Default::default()
             },
         )
         .await
@@ -141,6 +143,7 @@ async fn old_metadata_files_are_deleted_after_commit() {
             &RestoreUpdate {
                 from: offsets(i),
                 to: offsets(i + 1),
+                ..Default::default()
             },
         )
         .await
@@ -165,6 +168,7 @@ async fn orphan_cleanup_removes_old_unreferenced_files_only() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -217,6 +221,7 @@ async fn orphan_cleanup_removes_old_unreferenced_files_only() {
         &RestoreUpdate {
             from: offsets(1),
             to: offsets(2),
+            ..Default::default()
         },
     )
     .await

@@ -51,6 +51,7 @@ async fn a_foreign_commit_between_read_and_swap_is_retried_over() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -66,6 +67,7 @@ async fn a_foreign_commit_between_read_and_swap_is_retried_over() {
         &RestoreUpdate {
             from: offsets(1),
             to: offsets(2),
+            ..Default::default()
         },
     )
     .await

@@ -84,6 +84,7 @@ async fn commit_changes(
             &RestoreUpdate {
                 from: offsets(n),
                 to: offsets(n + 1),
+                ..Default::default()
             },
         )
         .await
@@ -325,6 +326,7 @@ async fn positions_computed_before_another_writers_rewrite_are_refused() {
             &RestoreUpdate {
                 from: offsets(1),
                 to: offsets(2),
+                ..Default::default()
             },
         )
         .await

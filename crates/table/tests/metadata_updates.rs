@@ -20,6 +20,7 @@ async fn schema_evolution_reads_old_and_new_files_together() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -59,6 +60,7 @@ async fn schema_evolution_reads_old_and_new_files_together() {
         &RestoreUpdate {
             from: offsets(1),
             to: offsets(2),
+            ..Default::default()
         },
     )
     .await
@@ -148,6 +150,7 @@ async fn a_new_partition_spec_and_sort_order_apply_to_new_files() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -174,6 +177,7 @@ async fn a_new_partition_spec_and_sort_order_apply_to_new_files() {
         &RestoreUpdate {
             from: offsets(1),
             to: offsets(2),
+            ..Default::default()
         },
     )
     .await

@@ -74,6 +74,7 @@ async fn random_operation_sequences_match_the_model() {
         let restore = RestoreUpdate {
             from: offsets(step),
             to: offsets(step + 1),
+            ..Default::default()
         };
         let op = if m.files.is_empty() { 0 } else { rng.gen_range(0..4) };
         let name = match op {

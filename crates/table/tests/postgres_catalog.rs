@@ -30,6 +30,7 @@ async fn commits_fencing_and_concurrency_on_postgres() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -42,6 +43,7 @@ async fn commits_fencing_and_concurrency_on_postgres() {
             &RestoreUpdate {
                 from: offsets(1),
                 to: offsets(2),
+                ..Default::default()
             },
         )
         .await

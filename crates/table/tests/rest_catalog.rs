@@ -81,6 +81,7 @@ async fn commits_speak_the_rest_protocol_and_read_back() {
             &RestoreUpdate {
                 from: offsets(0),
                 to: offsets(7),
+                ..Default::default()
             },
         )
         .await
@@ -177,6 +178,7 @@ async fn a_stale_owner_is_fenced_through_the_main_ref() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -201,6 +203,7 @@ async fn a_stale_owner_is_fenced_through_the_main_ref() {
             &RestoreUpdate {
                 from: offsets(1),
                 to: offsets(2),
+                ..Default::default()
             },
         )
         .await
@@ -275,6 +278,7 @@ async fn conflicts_unknown_outcomes_and_foreign_writers() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -288,6 +292,7 @@ async fn conflicts_unknown_outcomes_and_foreign_writers() {
             &RestoreUpdate {
                 from: offsets(1),
                 to: offsets(2),
+                ..Default::default()
             },
         )
         .await
@@ -303,6 +308,7 @@ async fn conflicts_unknown_outcomes_and_foreign_writers() {
         &RestoreUpdate {
             from: offsets(2),
             to: offsets(3),
+            ..Default::default()
         },
     )
     .await

@@ -29,6 +29,7 @@ async fn delete(f: &Fixture, c: &Committer, rows: &[(&iceberg::spec::DataFile, i
         &RestoreUpdate {
             from: offsets(step),
             to: offsets(step + 1),
+            ..Default::default()
         },
     )
     .await
@@ -52,6 +53,7 @@ async fn compaction_replaces_files_and_drops_applied_deletes() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -123,6 +125,7 @@ async fn a_rewrite_is_abandoned_when_a_delete_lands_after_planning() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -168,6 +171,7 @@ async fn a_rewrite_of_files_already_replaced_is_abandoned() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -207,6 +211,7 @@ async fn delete_files_drops_whole_files_with_spec_valid_manifests() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await

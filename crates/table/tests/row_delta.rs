@@ -28,6 +28,7 @@ async fn position_deletes_remove_exactly_the_named_rows() {
         &RestoreUpdate {
             from: offsets(0),
             to: offsets(1),
+            ..Default::default()
         },
     )
     .await
@@ -57,6 +58,7 @@ async fn position_deletes_remove_exactly_the_named_rows() {
         &RestoreUpdate {
             from: offsets(1),
             to: offsets(2),
+            ..Default::default()
         },
     )
     .await
@@ -95,6 +97,7 @@ async fn position_deletes_remove_exactly_the_named_rows() {
         &RestoreUpdate {
             from: offsets(2),
             to: offsets(3),
+            ..Default::default()
         },
     )
     .await
@@ -129,6 +132,7 @@ async fn a_row_delta_refuses_equality_deletes() {
             &RestoreUpdate {
                 from: offsets(0),
                 to: offsets(1),
+                ..Default::default()
             },
         )
         .await

@@ -11,15 +11,28 @@ import glob
 import json
 import os
 import sys
+import uuid
 
 
 def plain(v):
+    """One JSON form for what both readers return: nested values recursively, maps as objects
+    (PyArrow gives a list of (key, value) pairs, DuckDB a dict), UUIDs and bytes as hex."""
     if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
         return v.isoformat()
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).hex()
+    if isinstance(v, uuid.UUID):
+        return v.hex
     if isinstance(v, decimal.Decimal):
         return str(v)
+    if isinstance(v, dict):
+        if set(v) == {"key", "value"} and isinstance(v["key"], list) and isinstance(v["value"], list):
+            return {str(plain(k)): plain(x) for k, x in zip(v["key"], v["value"])}
+        return {str(k): plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        if v and all(isinstance(x, tuple) and len(x) == 2 for x in v):
+            return {str(plain(k)): plain(x) for k, x in v}
+        return [plain(x) for x in v]
     return v
 
 
@@ -29,14 +42,35 @@ def rows_of(table_or_rel_rows, columns):
     return out
 
 
+def inspect_files(t):
+    """PyIceberg's files and entries tables; when it cannot build them (its column metrics do
+    not support every type, e.g. uuid), the same fields read from the manifests directly."""
+    if not t.current_snapshot():
+        return [], []
+    try:
+        return t.inspect.files().to_pylist(), t.inspect.entries().to_pylist()
+    except Exception:
+        names = [f.name for f in t.spec().fields]
+        files, entries = [], []
+        for m in t.current_snapshot().manifests(t.io):
+            for e in m.fetch_manifest_entry(t.io, discard_deleted=False):
+                df = e.data_file
+                part = {n: df.partition[i] for i, n in enumerate(names)}
+                if int(e.status) != 2:
+                    files.append({"content": int(df.content), "file_path": df.file_path,
+                                  "record_count": df.record_count, "partition": part})
+                entries.append({"status": int(e.status), "snapshot_id": e.snapshot_id,
+                                "data_file": {"partition": part}})
+        return files, entries
+
+
 def read_pyiceberg(args, columns):
     from catalogs import open_catalog
 
     cat = open_catalog(args)
     t = cat.load_table(args.table)
     arrow = t.scan(selected_fields=tuple(columns)).to_arrow()
-    files = t.inspect.files().to_pylist() if t.current_snapshot() else []
-    entries = t.inspect.entries().to_pylist() if t.current_snapshot() else []
+    files, entries = inspect_files(t)
     return t, {
         "rows": rows_of(arrow.to_pylist(), columns),
         "metadata_location": t.metadata_location,

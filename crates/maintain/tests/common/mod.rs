@@ -136,6 +136,7 @@ impl Table {
         let restore = RestoreUpdate {
             from: offsets(self.commits),
             to: offsets(self.commits + 1),
+            ..Default::default()
         };
         let changes = Changes::new(upserts, dels);
         let prepared = self.upserter.write(&changes).await.unwrap();

@@ -3,20 +3,32 @@
 //! Field ids are assigned in contract column order starting at 1, so the same contract always
 //! produces the same schema and a table created by an earlier run matches.
 
-use calve_contract::{dead_letter, ColumnType, Contract, PartitionGrain, ResolvedColumn};
-use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
+use calve_contract::{dead_letter, ColumnType, Contract, Element, PartitionGrain, ResolvedColumn, StructField};
+use std::sync::Arc;
+
+use iceberg::spec::{
+    ListType, MapType, NestedField, PrimitiveType, Schema, StructType, Transform, Type, UnboundPartitionSpec,
+};
 
 use crate::error::{Result, TableError};
 
-/// The Iceberg type of a contract column type.
-pub fn iceberg_type(ty: ColumnType) -> PrimitiveType {
-    match ty {
+/// The Iceberg type of a contract column type; nested fields, elements, keys and values take
+/// ids from `next_id` in depth-first order.
+pub fn iceberg_type(ty: &ColumnType, next_id: &mut i32) -> Type {
+    let mut id = || {
+        *next_id += 1;
+        *next_id
+    };
+    Type::Primitive(match ty {
         ColumnType::Boolean => PrimitiveType::Boolean,
         ColumnType::Int => PrimitiveType::Int,
         ColumnType::Long => PrimitiveType::Long,
         ColumnType::Float => PrimitiveType::Float,
         ColumnType::Double => PrimitiveType::Double,
-        ColumnType::Decimal { precision, scale } => PrimitiveType::Decimal { precision, scale },
+        ColumnType::Decimal { precision, scale } => PrimitiveType::Decimal {
+            precision: *precision,
+            scale: *scale,
+        },
         ColumnType::Date => PrimitiveType::Date,
         ColumnType::Time => PrimitiveType::Time,
         ColumnType::Timestamp => PrimitiveType::Timestamp,
@@ -24,7 +36,79 @@ pub fn iceberg_type(ty: ColumnType) -> PrimitiveType {
         ColumnType::String => PrimitiveType::String,
         ColumnType::Uuid => PrimitiveType::Uuid,
         ColumnType::Binary => PrimitiveType::Binary,
-    }
+        ColumnType::Fixed(len) => PrimitiveType::Fixed(*len as u64),
+        ColumnType::Struct(fields) => {
+            // Ids of a struct's own fields first, then what nests in them, as Iceberg assigns.
+            let ids: Vec<i32> = fields.iter().map(|_| id()).collect();
+            let nested = fields
+                .iter()
+                .zip(ids)
+                .map(|(f, fid)| Arc::new(NestedField::new(fid, &f.name, iceberg_type(&f.ty, next_id), f.required)))
+                .collect();
+            return Type::Struct(StructType::new(nested));
+        }
+        ColumnType::List(e) => {
+            let eid = id();
+            let element = NestedField::list_element(eid, iceberg_type(&e.ty, next_id), e.required);
+            return Type::List(ListType::new(Arc::new(element)));
+        }
+        ColumnType::Map { key, value } => {
+            let (kid, vid) = (id(), id());
+            let key = NestedField::map_key_element(kid, iceberg_type(key, next_id));
+            let value = NestedField::map_value_element(vid, iceberg_type(&value.ty, next_id), value.required);
+            return Type::Map(MapType::new(Arc::new(key), Arc::new(value)));
+        }
+    })
+}
+
+/// The contract type of an Iceberg type (what `calve check` and schema comparisons speak);
+/// `None` for types a contract cannot declare (nanosecond timestamps, unknown future types).
+pub fn column_type_of(ty: &Type) -> Option<ColumnType> {
+    Some(match ty {
+        Type::Primitive(p) => match p {
+            PrimitiveType::Boolean => ColumnType::Boolean,
+            PrimitiveType::Int => ColumnType::Int,
+            PrimitiveType::Long => ColumnType::Long,
+            PrimitiveType::Float => ColumnType::Float,
+            PrimitiveType::Double => ColumnType::Double,
+            PrimitiveType::Decimal { precision, scale } => ColumnType::Decimal {
+                precision: *precision,
+                scale: *scale,
+            },
+            PrimitiveType::Date => ColumnType::Date,
+            PrimitiveType::Time => ColumnType::Time,
+            PrimitiveType::Timestamp => ColumnType::Timestamp,
+            PrimitiveType::Timestamptz => ColumnType::Timestamptz,
+            PrimitiveType::String => ColumnType::String,
+            PrimitiveType::Uuid => ColumnType::Uuid,
+            PrimitiveType::Binary => ColumnType::Binary,
+            PrimitiveType::Fixed(len) => ColumnType::Fixed(u32::try_from(*len).ok()?),
+            PrimitiveType::TimestampNs | PrimitiveType::TimestamptzNs => return None,
+        },
+        Type::Struct(s) => ColumnType::Struct(
+            s.fields()
+                .iter()
+                .map(|f| {
+                    Some(StructField {
+                        name: f.name.clone(),
+                        ty: column_type_of(&f.field_type)?,
+                        required: f.required,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        Type::List(l) => ColumnType::List(Box::new(Element {
+            ty: column_type_of(&l.element_field.field_type)?,
+            required: l.element_field.required,
+        })),
+        Type::Map(m) => ColumnType::Map {
+            key: Box::new(column_type_of(&m.key_field.field_type)?),
+            value: Box::new(Element {
+                ty: column_type_of(&m.value_field.field_type)?,
+                required: m.value_field.required,
+            }),
+        },
+    })
 }
 
 /// The table schema a contract declares.
@@ -35,19 +119,26 @@ pub fn table_schema(contract: &Contract) -> Result<Schema> {
 /// A schema of `columns`, field ids assigned in column order from 1, with `keys` as its
 /// identifier fields.
 fn schema_of(columns: &[ResolvedColumn], keys: &[String]) -> iceberg::Result<Schema> {
-    let fields = columns.iter().enumerate().map(|(i, c)| {
-        let id = i as i32 + 1;
-        let ty = Type::Primitive(iceberg_type(c.ty));
-        let f = if c.required {
-            NestedField::required(id, &c.name, ty)
-        } else {
-            NestedField::optional(id, &c.name, ty)
-        };
-        match &c.doc {
-            Some(doc) => f.with_doc(doc.clone()).into(),
-            None => f.into(),
-        }
-    });
+    // Top-level columns keep ids 1..=n in contract order (tables created before nested types
+    // existed match); nested ids follow.
+    let mut next_id = columns.len() as i32;
+    let fields: Vec<_> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let id = i as i32 + 1;
+            let ty = iceberg_type(&c.ty, &mut next_id);
+            let f = if c.required {
+                NestedField::required(id, &c.name, ty)
+            } else {
+                NestedField::optional(id, &c.name, ty)
+            };
+            match &c.doc {
+                Some(doc) => f.with_doc(doc.clone()).into(),
+                None => f.into(),
+            }
+        })
+        .collect();
     let key_ids = keys
         .iter()
         .filter_map(|k| columns.iter().position(|c| &c.name == k).map(|i| i as i32 + 1));

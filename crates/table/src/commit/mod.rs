@@ -22,7 +22,7 @@ mod update_schema;
 mod update_sort_order;
 mod update_spec;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ use crate::catalog::{Catalog, TableState};
 use crate::error::{Result, TableError};
 use crate::read::manifests::manifest_list;
 use calve_retry::Classify;
-use restore::{Offsets, COMMIT_ID_KEY, OFFSETS_KEY, WRITER_EPOCH_KEY};
+use restore::{Offsets, COMMIT_ID_KEY, OFFSETS_KEY, UNKNOWN_FIELDS_KEY, WRITER_EPOCH_KEY};
 
 /// What an operation hands back: the manifests of the new snapshot and its summary.
 pub struct Produced {
@@ -167,12 +167,15 @@ fn new_snapshot_id(m: &TableMetadata) -> i64 {
 }
 
 /// The Kafka position a commit brings the table to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreUpdate {
     /// Offsets the table held before (the range start, for the commit id).
     pub from: Offsets,
     /// Next offsets to read after this commit.
     pub to: Offsets,
+    /// Fields the committed records carried that the table has no column for, by path, with
+    /// how many records carried each: added to the table's running count in the summary.
+    pub unknown_fields: BTreeMap<String, u64>,
 }
 
 /// Where a commit's restore point comes from.
@@ -311,11 +314,15 @@ impl Committer {
         let base = self.load_base().await?;
         let meta = base.metadata.as_ref();
         self.check_epoch(meta)?;
+        let mut unknown = restore::unknown_fields(meta)?;
         let (offsets, commit_id) = match restore {
             Restore::Advance(r) => {
                 let id = restore::commit_id(&meta.uuid().to_string(), self.epoch, &r.from, &r.to);
                 if let Some(snapshot_id) = restore::find_commit(meta, &id) {
                     return Ok(Some(CommitOutcome::AlreadyCommitted { snapshot_id }));
+                }
+                for (path, n) in &r.unknown_fields {
+                    *unknown.entry(path.clone()).or_default() += n;
                 }
                 (Some(r.to.clone()), id)
             }
@@ -327,6 +334,9 @@ impl Committer {
         ]);
         if let Some(o) = offsets {
             extra.insert(OFFSETS_KEY.to_string(), restore::format_offsets(&o));
+        }
+        if !unknown.is_empty() {
+            extra.insert(UNKNOWN_FIELDS_KEY.to_string(), restore::format_unknown_fields(&unknown));
         }
         let mut ctx = SnapshotContext::new(&base, &self.catalog);
         let result = self.publish(op, &mut ctx, &extra).await;

@@ -44,6 +44,34 @@ pub fn restore_point(metadata: &TableMetadata) -> Result<Option<Offsets>> {
     Ok(None)
 }
 
+/// Fields the table's records carried that it has no column for, counted by path since the
+/// table began (a JSON object in the summary, carried forward like the restore point, so
+/// `calve status`, a person and any engine can see what is being dropped).
+pub const UNKNOWN_FIELDS_KEY: &str = "calve.unknown-fields";
+
+/// The running count of unknown fields, from the snapshot that holds the restore point.
+pub fn unknown_fields(metadata: &TableMetadata) -> Result<BTreeMap<String, u64>> {
+    let Some(snapshot) = ancestry(metadata).find(|s| s.summary().additional_properties.contains_key(OFFSETS_KEY))
+    else {
+        return Ok(BTreeMap::new());
+    };
+    match snapshot.summary().additional_properties.get(UNKNOWN_FIELDS_KEY) {
+        None => Ok(BTreeMap::new()),
+        Some(raw) => serde_json::from_str(raw).map_err(|e| TableError::CorruptState {
+            table: metadata.location().to_string(),
+            reason: format!(
+                "snapshot {} has unreadable {UNKNOWN_FIELDS_KEY}: {e}",
+                snapshot.snapshot_id()
+            ),
+        }),
+    }
+}
+
+/// The summary form of a count of unknown fields.
+pub fn format_unknown_fields(counts: &BTreeMap<String, u64>) -> String {
+    serde_json::to_string(counts).unwrap_or_default()
+}
+
 /// Whether a snapshot with this commit id is among the newest snapshots of main.
 pub fn has_commit(metadata: &TableMetadata, commit_id: &str) -> bool {
     find_commit(metadata, commit_id).is_some()

@@ -1,5 +1,7 @@
 //! Read-only views of a table for `calve status`, the demo and tests.
 
+use std::collections::BTreeMap;
+
 use arrow_array::RecordBatch;
 use futures::TryStreamExt;
 use iceberg::TableIdent;
@@ -25,6 +27,9 @@ pub struct TableSummary {
     pub delete_files: u64,
     /// The restore point.
     pub restore: Option<Offsets>,
+    /// Fields records carried that the table has no column for, by path, with how many
+    /// records carried each since the table began.
+    pub unknown_fields: BTreeMap<String, u64>,
 }
 
 /// Summarises `ident`.
@@ -44,6 +49,7 @@ pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSum
         data_files: total("total-data-files"),
         delete_files: total("total-delete-files"),
         restore: restore::restore_point(m)?,
+        unknown_fields: restore::unknown_fields(m)?,
     })
 }
 

@@ -254,6 +254,7 @@ pub async fn concurrent_appends(f: &Fixture, epoch: u64) {
                 &RestoreUpdate {
                     from: Offsets::new(),
                     to,
+                    ..Default::default()
                 },
             )
             .await

@@ -1,0 +1,153 @@
+//! JSON values → Arrow rows of the table's schema; records that do not fit become dead letters.
+//!
+//! Each value is parsed once, straight into column buffers of the table's types (see
+//! [`json`]); a value that fails halfway is cut back out of the buffers and reported with its
+//! column path and reason, and the next value goes on. So a clean poll pays for one parse,
+//! a dirty one for nothing more, and no input can panic the decoder (a property test feeds it
+//! arbitrary bytes and arbitrary JSON for a schema of every type).
+//!
+//! Types come from the contract (a `uuid` and a `fixed[16]` are the same Arrow type but read
+//! differently; epoch numbers need the column's declared unit); the Arrow schema says how
+//! the table stores them, field ids included.
+
+mod columns;
+mod json;
+mod scalars;
+
+use std::collections::BTreeMap;
+
+use arrow_array::{Array, RecordBatch, StructArray};
+use arrow_schema::{ArrowError, SchemaRef};
+use calve_contract::{ColumnType, ResolvedColumn, TimeUnit};
+use serde::de::DeserializeSeed;
+
+use crate::dead_letter::DeadLetterKind;
+use columns::Column;
+use json::{Ctx, ValueSeed};
+
+/// Result of decoding a slice of values.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Rows of the values that fit, in input order.
+    pub batch: Option<RecordBatch>,
+    /// Input index of each row of `batch`.
+    pub kept: Vec<usize>,
+    /// Input index, kind and reason of each value that did not fit.
+    pub rejected: Vec<(usize, DeadLetterKind, String)>,
+    /// Fields the table has no column for, by path (`discount`, `address.floor`), with how
+    /// many of the kept values carried each. Their values are not stored.
+    pub unknown_fields: BTreeMap<String, u64>,
+}
+
+/// Decodes JSON objects into batches of one Arrow schema.
+#[derive(Debug, Clone)]
+pub struct JsonDecoder {
+    schema: SchemaRef,
+    /// Contract type and unit of each column of `schema`, in its order.
+    columns: Vec<(String, ColumnType, Option<TimeUnit>)>,
+}
+
+impl JsonDecoder {
+    /// A decoder for rows of `schema` whose columns have the contract types in `columns`
+    /// (matched by name); fails when a column has no type or its type does not match.
+    pub fn new(schema: SchemaRef, columns: &[ResolvedColumn]) -> Result<Self, ArrowError> {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = columns.iter().find(|c| &c.name == f.name()).ok_or_else(|| {
+                    ArrowError::SchemaError(format!("table column {} has no contract type", f.name()))
+                })?;
+                Ok((c.name.clone(), c.ty.clone(), c.unit))
+            })
+            .collect::<Result<Vec<_>, ArrowError>>()?;
+        let d = JsonDecoder { schema, columns };
+        d.row()?;
+        Ok(d)
+    }
+
+    /// The schema rows are decoded into.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Fresh buffers for rows of the table.
+    fn row(&self) -> Result<Column, ArrowError> {
+        Ok(Column::row(
+            columns::row_columns(&self.columns, self.schema.fields())?,
+            self.schema.fields(),
+        ))
+    }
+
+    /// Decodes `values`; never fails as a whole, bad values are reported in `rejected`.
+    pub fn decode(&self, values: &[&[u8]]) -> Result<Decoded, ArrowError> {
+        let mut out = Decoded::default();
+        if values.is_empty() {
+            return Ok(out);
+        }
+        let mut row = self.row()?;
+        let mut ctx = Ctx::default();
+        for (i, v) in values.iter().enumerate() {
+            match decode_one(&mut row, &mut ctx, v) {
+                Ok(()) => {
+                    out.kept.push(i);
+                    for path in ctx.unknown.drain(..) {
+                        *out.unknown_fields.entry(path).or_default() += 1;
+                    }
+                }
+                Err((kind, reason)) => out.rejected.push((i, kind, reason)),
+            }
+        }
+        if !out.kept.is_empty() {
+            let rows = row.finish()?;
+            let Some(rows) = rows.as_any().downcast_ref::<StructArray>() else {
+                return Err(ArrowError::ComputeError("decoded rows are not a struct".into()));
+            };
+            let (_, columns, _) = rows.clone().into_parts();
+            out.batch = Some(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Appends `v` as one row, or leaves `row` as it was and says why not.
+fn decode_one(row: &mut Column, ctx: &mut Ctx, v: &[u8]) -> Result<(), (DeadLetterKind, String)> {
+    ctx.fault = None;
+    ctx.unknown.clear();
+    if v.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err((DeadLetterKind::MalformedJson, "value is not a JSON object".into()));
+    }
+    let mark = row.len();
+    let mut de = serde_json::Deserializer::from_slice(v);
+    let parsed = ValueSeed {
+        col: row,
+        ctx: &mut *ctx,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    parsed.map_err(|e| {
+        row.truncate(mark);
+        ctx.unknown.clear();
+        // A value that is not one well-formed JSON object is malformed, whatever else is wrong
+        // with the part read before the malformation (`{"id":1}{"id":2}` lacks no field: it
+        // is two values).
+        match (ctx.fault.take(), serde_json::from_slice::<serde::de::IgnoredAny>(v)) {
+            (_, Err(e)) => (DeadLetterKind::MalformedJson, malformed(&e)),
+            (Some(fault), Ok(_)) => fault,
+            (None, Ok(_)) => (DeadLetterKind::MalformedJson, malformed(&e)),
+        }
+    })
+}
+
+fn malformed(e: &serde_json::Error) -> String {
+    if e.is_eof() {
+        return format!("value is not one complete JSON object: {e}");
+    }
+    match e.to_string() {
+        m if m.starts_with("trailing characters") => format!("value holds more than one JSON value: {m}"),
+        m => m,
+    }
+}
+
+#[cfg(test)]
+mod tests;
