@@ -64,7 +64,13 @@ impl Pipeline {
     pub async fn open(contract: Contract, services: &Services, stats: Arc<TableStats>) -> Result<Self, ServiceError> {
         let main = Target::open(&contract, &table_definition(&contract)?, services).await?;
         let target_size = contract.maintenance.target_file_size.0;
-        let dlq = Sink::open(&services.catalog, &dead_letter_definition(&contract)?, target_size).await?;
+        let dlq = Sink::open(
+            &services.catalog,
+            &dead_letter_definition(&contract)?,
+            None,
+            target_size,
+        )
+        .await?;
         let topic = contract.table.topic.clone();
         let source = KafkaSource::new(&services.kafka, &topic)?;
         let partitions = source.partitions(METADATA_TIMEOUT)?;

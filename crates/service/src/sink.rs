@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
-use calve_contract::ColumnType;
+use calve_contract::{ColumnType, ResolvedColumn};
 use calve_table::catalog::schema::column_type_of;
 use calve_table::commit::restore::{self, Offsets};
-use calve_table::commit::{claim_epoch, Append, CommitOutcome, Committer, RestoreUpdate};
+use calve_table::commit::{
+    claim_epoch, diff_with_contract, Append, CommitOutcome, Committer, RestoreUpdate, SchemaChange, UpdateSchema,
+};
 use calve_table::write::data::{arrow_schema, DataWriter};
 use calve_table::{Catalog, TableDefinition, TableError};
 use iceberg::spec::DataFile;
@@ -31,15 +33,33 @@ pub struct Sink {
 impl Sink {
     /// Creates the table if needed, claims it (fencing older owners) and reads its restore
     /// point.
-    pub async fn open(catalog: &Catalog, def: &TableDefinition, target_file_size: u64) -> Result<Self, ServiceError> {
+    pub async fn open(
+        catalog: &Catalog,
+        def: &TableDefinition,
+        columns: Option<&[ResolvedColumn]>,
+        target_file_size: u64,
+    ) -> Result<Self, ServiceError> {
         let state = catalog.ensure_table(def).await?;
-        check_schema(def, &state.metadata)?;
+        // Breaking differences are refused before the table is claimed: a refused pipeline
+        // must not fence the one that may still be running with the old contract.
+        let changes = match columns {
+            Some(columns) => additive_changes(def, &state.metadata, columns)?,
+            None => {
+                check_schema(def, &state.metadata)?;
+                Vec::new()
+            }
+        };
         let epoch = claim_epoch(catalog, &def.ident).await?;
+        let committer = Committer::new(catalog.clone(), def.ident.clone(), epoch);
+        if !changes.is_empty() {
+            tracing::info!(table = %def.ident, ?changes, "the contract adds to the table's schema; applying");
+            committer.update_metadata(&UpdateSchema { changes }).await?;
+        }
         let state = catalog.load(&def.ident).await?;
         let offsets = restore::restore_point(&state.metadata)?.unwrap_or_default();
         Ok(Sink {
             catalog: catalog.clone(),
-            committer: Committer::new(catalog.clone(), def.ident.clone(), epoch),
+            committer,
             writer: DataWriter::new(&state.metadata, catalog.file_io().clone(), target_file_size)?,
             schema: arrow_schema(&state.metadata)?,
             offsets,
@@ -123,8 +143,30 @@ impl CommitReport {
     }
 }
 
-/// Until schema evolution lands, a table whose schema differs from its contract (a column
-/// missing, added, of another type — nested fields included — or of other nullability) is
+/// The additive changes that bring the table to its contract's columns (a new optional
+/// column, a widening, required → optional); breaking differences stop the table with every
+/// one of them named, until a person restores the contract or approves.
+fn additive_changes(
+    def: &TableDefinition,
+    meta: &iceberg::spec::TableMetadata,
+    columns: &[ResolvedColumn],
+) -> Result<Vec<SchemaChange>, ServiceError> {
+    let diff = diff_with_contract(meta.current_schema(), columns);
+    match diff.breaking.is_empty() {
+        true => Ok(diff.additive),
+        false => Err(ServiceError::Table(TableError::InvalidData {
+            table: def.ident.to_string(),
+            reason: format!(
+                "the contract changes the table's schema in ways that break its readers and need its approver: {}; \
+                 restore these columns in the contract (approving breaking changes is not in this build yet)",
+                diff.breaking.join("; ")
+            ),
+        })),
+    }
+}
+
+/// A table whose schema must equal its definition (the dead-letter table, whose columns calve
+/// owns): one with a column missing, added, of another type or of other nullability is
 /// refused rather than written with columns silently missing.
 fn check_schema(def: &TableDefinition, meta: &iceberg::spec::TableMetadata) -> Result<(), ServiceError> {
     let shape = |s: &iceberg::spec::Schema| -> HashMap<String, (Option<ColumnType>, bool)> {

@@ -55,7 +55,7 @@ impl Target {
     /// key index from the claimed table.
     pub async fn open(contract: &Contract, def: &TableDefinition, services: &Services) -> Result<Self, ServiceError> {
         let target_size = contract.maintenance.target_file_size.0;
-        let sink = Sink::open(&services.catalog, def, target_size).await?;
+        let sink = Sink::open(&services.catalog, def, Some(contract.columns()), target_size).await?;
         if !contract.is_keyed() {
             return Ok(Target::Append { sink, rows: Vec::new() });
         }

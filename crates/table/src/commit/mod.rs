@@ -41,7 +41,7 @@ pub use expire::{ExpirePolicy, ExpireReport};
 pub use rewrite::{ForgettingRewrite, Rewrite};
 pub use rewrite_manifests::RewriteManifests;
 pub use row_delta::{ComputedAt, RowDelta};
-pub use update_schema::{is_widening, SchemaChange, UpdateSchema};
+pub use update_schema::{diff_with_contract, is_widening, ContractDiff, SchemaChange, UpdateSchema};
 pub use update_sort_order::UpdateSortOrder;
 pub use update_spec::UpdatePartitionSpec;
 

@@ -4,7 +4,10 @@
 
 use iceberg::spec::{NestedField, PrimitiveType, Schema, TableMetadata, TableMetadataBuilder, Type};
 
+use calve_contract::{ColumnType, ResolvedColumn};
+
 use super::MetadataUpdate;
+use crate::catalog::schema::{column_type_of, iceberg_type};
 use crate::error::{Result, TableError};
 
 /// One change to a top-level column.
@@ -16,6 +19,16 @@ pub enum SchemaChange {
         name: String,
         /// Type.
         ty: PrimitiveType,
+        /// Doc.
+        doc: Option<String>,
+    },
+    /// A new optional column of any contract type, nested ones included (its nested fields
+    /// get fresh ids after the column's own).
+    AddTyped {
+        /// Name.
+        name: String,
+        /// Type.
+        ty: ColumnType,
         /// Doc.
         doc: Option<String>,
     },
@@ -96,6 +109,18 @@ fn apply_change(
                 None => f,
             });
         }
+        SchemaChange::AddTyped { name, ty, doc } => {
+            if fields.iter().any(|f| &f.name == name) {
+                return Err(format!("column `{name}` exists"));
+            }
+            *next_id += 1;
+            let id = *next_id;
+            let f = NestedField::optional(id, name, iceberg_type(ty, next_id));
+            fields.push(match doc {
+                Some(d) => f.with_doc(d.clone()),
+                None => f,
+            });
+        }
         SchemaChange::Widen { name, to } => {
             let i = find(fields, name)?;
             let Type::Primitive(from) = &*fields[i].field_type else {
@@ -141,4 +166,71 @@ pub fn is_widening(from: &PrimitiveType, to: &PrimitiveType) -> bool {
         ) => s1 == s2 && p2 >= p1,
         (a, b) => a == b,
     }
+}
+
+/// How a table's schema differs from what its contract now declares: the changes that apply
+/// without a person (a new column, a widening, required → optional) and, in words, the ones
+/// that need one (a dropped, renamed or narrowed column, optional → required, a change inside
+/// a nested type, a new required column old rows cannot have).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ContractDiff {
+    /// Additive changes, in contract order.
+    pub additive: Vec<SchemaChange>,
+    /// Breaking changes, each said in words.
+    pub breaking: Vec<String>,
+}
+
+/// Compares `table` with the contract's `columns` by name.
+pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn]) -> ContractDiff {
+    let mut diff = ContractDiff::default();
+    for f in table.as_struct().fields() {
+        if !columns.iter().any(|c| c.name == f.name) {
+            diff.breaking.push(format!(
+                "column `{}` is in the table but not in the contract (dropped or renamed)",
+                f.name
+            ));
+        }
+    }
+    for c in columns {
+        let Some(f) = table.as_struct().fields().iter().find(|f| f.name == c.name) else {
+            match c.required {
+                true => diff.breaking.push(format!(
+                    "new column `{}` is required, but the rows already in the table do not have it",
+                    c.name
+                )),
+                false => diff.additive.push(SchemaChange::AddTyped {
+                    name: c.name.clone(),
+                    ty: c.ty.clone(),
+                    doc: c.doc.clone(),
+                }),
+            }
+            continue;
+        };
+        match column_type_of(&f.field_type) {
+            Some(t) if t == c.ty => {}
+            Some(t) => match (&*f.field_type, iceberg_type(&c.ty, &mut 0)) {
+                (Type::Primitive(from), Type::Primitive(to)) if is_widening(from, &to) => {
+                    diff.additive.push(SchemaChange::Widen {
+                        name: c.name.clone(),
+                        to,
+                    })
+                }
+                _ => diff
+                    .breaking
+                    .push(format!("column `{}` changes type from {t} to {}", c.name, c.ty)),
+            },
+            None => diff
+                .breaking
+                .push(format!("column `{}` has a type a contract cannot declare", c.name)),
+        }
+        match (f.required, c.required) {
+            (true, false) => diff.additive.push(SchemaChange::MakeOptional { name: c.name.clone() }),
+            (false, true) => diff.breaking.push(format!(
+                "column `{}` becomes required, but rows already in the table may lack it",
+                c.name
+            )),
+            _ => {}
+        }
+    }
+    diff
 }

@@ -1,0 +1,127 @@
+//! A contract edited between runs: additive edits (a new column, a widened type, a required
+//! column made optional) apply on their own at the next start, rows already in the table read
+//! null in the new column, and nothing is lost or doubled; a breaking edit (a rename) stops
+//! that table with the change named, leaving it as it was.
+
+mod common;
+
+use std::time::Duration;
+
+use calve_testkit::broker::Broker;
+use calve_testkit::calve::{wait_for, Setup};
+use calve_testkit::kafka::{create_topic, produce, Message};
+use calve_testkit::python::read_table;
+use common::*;
+use serde_json::{json, Value};
+
+/// The orders contract with `columns` as its [schema] columns.
+fn contract(columns: &str) -> String {
+    let orders = orders_contract("orders", "1s");
+    let start = orders.find("columns = [").unwrap();
+    let end = start + orders[start..].find("]\n").unwrap() + 2;
+    format!("{}columns = [\n{columns}\n]\n{}", &orders[..start], &orders[end..])
+}
+
+const V1: &str = r#"
+  { name = "order_id", type = "long", required = true },
+  { name = "customer", type = "string", required = true },
+  { name = "qty",      type = "int" },
+  { name = "ts",       type = "timestamptz", required = true },"#;
+
+/// v1 plus `coupon`, `qty` widened to long, `customer` optional.
+const V2: &str = r#"
+  { name = "order_id", type = "long", required = true },
+  { name = "customer", type = "string" },
+  { name = "qty",      type = "long" },
+  { name = "ts",       type = "timestamptz", required = true },
+  { name = "coupon",   type = "struct<code: string, pct: double>" },"#;
+
+/// v2 with `customer` renamed: breaking.
+const V3: &str = r#"
+  { name = "order_id", type = "long", required = true },
+  { name = "buyer",    type = "string" },
+  { name = "qty",      type = "long" },
+  { name = "ts",       type = "timestamptz", required = true },
+  { name = "coupon",   type = "struct<code: string, pct: double>" },"#;
+
+fn run(s: &Setup) -> std::process::ExitStatus {
+    let mut child = s.spawn(&calve_bin(), &["run", "--until-caught-up"]);
+    wait_for(&mut child, Duration::from_secs(120)).expect("calve did not finish in 120s")
+}
+
+fn set_contract(s: &Setup, columns: &str) {
+    std::fs::write(s.dir.path().join("contract.toml"), contract(columns)).unwrap();
+}
+
+#[test]
+fn additive_edits_apply_on_restart_and_breaking_ones_stop_the_table() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap(), "orders", 2);
+    let ts = "2025-11-24T10:00:00Z";
+    let first: Vec<Message> = (0..20)
+        .map(|i| {
+            (
+                format!("k{i}"),
+                Some(format!(r#"{{"order_id":{i},"customer":"c{i}","qty":{i},"ts":"{ts}"}}"#)),
+                None,
+            )
+        })
+        .collect();
+    produce(&broker.bootstrap(), "orders", &first);
+    let s = Setup::new(&broker.bootstrap(), &contract(V1));
+    assert!(run(&s).success(), "v1 run\n{}", s.logs());
+
+    // v2: a new nested column, a widening and required → optional, with rows that need them.
+    let second: Vec<Message> = (20..40)
+        .map(|i| {
+            let v = format!(
+                r#"{{"order_id":{i},"qty":{},"ts":"{ts}","coupon":{{"code":"X{i}","pct":0.5}}}}"#,
+                5_000_000_000i64 + i
+            );
+            (format!("k{i}"), Some(v), None)
+        })
+        .collect();
+    produce(&broker.bootstrap(), "orders", &second);
+    set_contract(&s, V2);
+    assert!(run(&s).success(), "v2 run\n{}", s.logs());
+    assert!(
+        s.latest_log().contains("the contract adds to the table's schema"),
+        "{}",
+        s.latest_log()
+    );
+
+    let columns = ["order_id", "customer", "qty", "coupon"];
+    let view = read_table(&s.catalog_db(), &s.warehouse(), "shop.orders", &columns);
+    for reader in ["pyiceberg", "duckdb"] {
+        let rows = view.rows(reader);
+        assert_eq!(rows.len(), 40, "{reader}: every row once\n{rows:?}");
+        for r in &rows {
+            let i = r[0].as_i64().unwrap();
+            if i < 20 {
+                assert_eq!(r[1], json!(format!("c{i}")), "{reader}");
+                assert_eq!(r[2], json!(i), "{reader}: int read as long");
+                assert_eq!(r[3], Value::Null, "{reader}: an old row reads null in the new column");
+            } else {
+                assert_eq!(r[1], Value::Null, "{reader}: customer is optional now");
+                assert_eq!(r[2], json!(5_000_000_000i64 + i), "{reader}: a value only a long holds");
+                assert_eq!(r[3], json!({"code": format!("X{i}"), "pct": 0.5}), "{reader}");
+            }
+        }
+    }
+
+    // v3 renames a column: the table stops, says why, and is left as it was.
+    set_contract(&s, V3);
+    let st = run(&s);
+    assert!(!st.success(), "a breaking edit must not run\n{}", s.latest_log());
+    let log = s.latest_log();
+    assert!(
+        log.contains("column `customer` is in the table but not in the contract") && log.contains("approver"),
+        "{log}"
+    );
+    let after = read_table(&s.catalog_db(), &s.warehouse(), "shop.orders", &columns);
+    assert_eq!(
+        after.rows("duckdb"),
+        view.rows("duckdb"),
+        "the refused edit changed nothing"
+    );
+}
