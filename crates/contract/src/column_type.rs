@@ -97,6 +97,17 @@ impl ColumnType {
         }
     }
 
+    /// Whether this type or a type nested in it is a decimal.
+    pub fn has_decimals(&self) -> bool {
+        match self {
+            ColumnType::Decimal { .. } => true,
+            ColumnType::Struct(fields) => fields.iter().any(|f| f.ty.has_decimals()),
+            ColumnType::List(e) => e.ty.has_decimals(),
+            ColumnType::Map { key, value } => key.has_decimals() || value.ty.has_decimals(),
+            _ => false,
+        }
+    }
+
     /// Whether this is a struct, list or map.
     pub fn is_nested(&self) -> bool {
         matches!(
@@ -171,6 +182,9 @@ impl FromStr for ColumnType {
 
 const PRIMITIVES: &str = "boolean, int, long, float, double, decimal(P,S), date, time, timestamp, timestamptz, \
                           string, uuid, binary, fixed[L], struct<…>, list<…>, map<…, …>";
+
+/// The longest `fixed[L]`: a fixed value is stored, and allocated, in full for every row.
+const MAX_FIXED: u32 = 1 << 16;
 
 /// A recursive-descent parser of the written form (see the module docs).
 struct Parser<'a> {
@@ -293,8 +307,10 @@ impl Parser<'_> {
         };
         let len = self.number()?;
         self.expect(close)?;
-        if len == 0 {
-            return Err("fixed[0] holds nothing; give a length of at least 1".into());
+        if len == 0 || len > MAX_FIXED {
+            return Err(format!(
+                "fixed[{len}] is out of range: 1..={MAX_FIXED} bytes (use binary for more)"
+            ));
         }
         Ok(ColumnType::Fixed(len))
     }

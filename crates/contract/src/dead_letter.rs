@@ -37,6 +37,7 @@ pub fn columns() -> Vec<ResolvedColumn> {
         required,
         doc: doc.map(String::from),
         unit: None,
+        decimal_bytes: false,
     };
     vec![
         col(TOPIC, ColumnType::String, true, None),

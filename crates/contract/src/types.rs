@@ -61,6 +61,13 @@ pub struct Column {
     /// dead-lettered, since its unit would be a guess.
     #[serde(default)]
     pub unit: Option<String>,
+    /// How decimal values in (or nested in) this column are written when they arrive as JSON
+    /// strings: unset, a string must be decimal text (`"12.50"`); `"connect-bytes"`, it is Kafka
+    /// Connect's / Debezium's base64 of the big-endian unscaled value, read at the column's
+    /// scale (Debezium's default `decimal.handling.mode = precise`). JSON numbers are read as
+    /// numbers either way.
+    #[serde(default)]
+    pub encoding: Option<String>,
     /// A record without this field (or with null) is dead-lettered.
     #[serde(default)]
     pub required: bool,

@@ -61,6 +61,8 @@ pub struct ResolvedColumn {
     pub doc: Option<String>,
     /// Unit of epoch numbers in (or nested in) a time or timestamp column.
     pub unit: Option<TimeUnit>,
+    /// Decimal strings in (or nested in) this column are Kafka Connect's base64 bytes.
+    pub decimal_bytes: bool,
 }
 
 /// A validated table contract.
@@ -283,7 +285,25 @@ fn resolve_columns(schema: &SchemaSection, p: &mut Problems) -> Vec<ResolvedColu
                 None
             }
         };
+        let decimal_bytes = match c.encoding.as_deref() {
+            None => false,
+            Some("connect-bytes") => true,
+            Some(other) => {
+                p.push(
+                    format!("{path}.encoding"),
+                    format!("unknown encoding `{other}`; the one there is: connect-bytes"),
+                );
+                false
+            }
+        };
         match c.ty.parse::<ColumnType>() {
+            Ok(ty) if decimal_bytes && !ty.has_decimals() => p.push(
+                format!("{path}.encoding"),
+                format!(
+                    "`{}` has type {ty}, which holds no decimal `connect-bytes` could apply to",
+                    c.name
+                ),
+            ),
             Ok(ty) if unit.is_some() && !ty.has_epoch_numbers() => p.push(
                 format!("{path}.unit"),
                 format!(
@@ -297,6 +317,7 @@ fn resolve_columns(schema: &SchemaSection, p: &mut Problems) -> Vec<ResolvedColu
                 required: c.required,
                 doc: c.doc.clone(),
                 unit,
+                decimal_bytes,
             }),
             Err(e) => p.push(format!("{path}.type"), e),
         }

@@ -34,14 +34,23 @@ struct Envelope<'a> {
     op: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     payload: Option<&'a RawValue>,
-    #[serde(default)]
-    schema: Option<IgnoredAny>,
+    /// Whether a `schema` key is present (null or not: Connect writes `"schema": null` for
+    /// schemaless payloads too), skipped unbuilt.
+    #[serde(default, deserialize_with = "present")]
+    schema: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// Unwraps one event, or says why it is not a change event calve can apply.
 pub fn unwrap(value: &[u8]) -> Result<Change<'_>, String> {
+    if value.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("not a Debezium change event (not a JSON object)".into());
+    }
     let mut env: Envelope = serde_json::from_slice(value).map_err(|e| format!("not a Debezium change event: {e}"))?;
-    if let (Some(_), Some(payload)) = (&env.schema, env.payload) {
+    if let (true, Some(payload)) = (env.schema, env.payload) {
         env = serde_json::from_str(payload.get()).map_err(|e| format!("Debezium `payload` is not an envelope: {e}"))?;
     }
     let op = env.op.as_deref().ok_or("no `op` field: not a Debezium change event")?;
@@ -113,6 +122,11 @@ mod tests {
         assert!(unwrap(br#"{"op":"t"}"#).unwrap_err().contains("truncate"));
         assert!(unwrap(br#"{"id":1}"#).unwrap_err().contains("no `op`"));
         assert!(unwrap(b"nope").unwrap_err().contains("not a Debezium change event"));
+        assert!(unwrap(br#"[null, {"id":1}, "c"]"#)
+            .unwrap_err()
+            .contains("not a JSON object"));
+        let null_schema = br#"{"schema":null,"payload":{"after":{"id":2},"op":"c"}}"#;
+        assert_eq!(unwrap(null_schema).unwrap(), Change::Upsert(br#"{"id":2}"#));
     }
 
     #[test]

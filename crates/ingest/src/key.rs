@@ -145,6 +145,7 @@ mod tests {
             required: true,
             doc: None,
             unit: None,
+            decimal_bytes: false,
         }];
         KeyDecoder::new(&schema, &["id".to_string()], &types).unwrap()
     }

@@ -39,20 +39,26 @@ pub struct Routed {
 }
 
 impl Routed {
-    /// Appends what routing `other`'s records found, those records standing at `offset` in
-    /// the poll this routes (origins are shifted by it).
-    pub fn append(&mut self, other: Routed, offset: usize) -> Result<(), ArrowError> {
-        let shift = |o: Vec<usize>| o.into_iter().map(move |i| i + offset);
-        self.rows = concat_optional(self.rows.take(), other.rows)?;
-        self.row_origin.extend(shift(other.row_origin));
-        self.deletes = concat_optional(self.deletes.take(), other.deletes)?;
-        self.delete_origin.extend(shift(other.delete_origin));
-        self.dead.extend(other.dead);
-        self.ignored += other.ignored;
-        for (path, n) in other.unknown_fields {
-            *self.unknown_fields.entry(path).or_default() += n;
+    /// One routing of what `parts` found, each part the routing of records that stand at
+    /// its offset in the poll (origins are shifted by it; parts in poll order).
+    pub fn merge(parts: Vec<(Routed, usize)>) -> Result<Routed, ArrowError> {
+        let mut out = Routed::default();
+        let (mut rows, mut deletes) = (Vec::new(), Vec::new());
+        for (part, offset) in parts {
+            let shift = |o: Vec<usize>| o.into_iter().map(move |i| i + offset);
+            rows.extend(part.rows);
+            out.row_origin.extend(shift(part.row_origin));
+            deletes.extend(part.deletes);
+            out.delete_origin.extend(shift(part.delete_origin));
+            out.dead.extend(part.dead);
+            out.ignored += part.ignored;
+            for (path, n) in part.unknown_fields {
+                *out.unknown_fields.entry(path).or_default() += n;
+            }
         }
-        Ok(())
+        out.rows = concat_all(rows)?;
+        out.deletes = concat_all(deletes)?;
+        Ok(out)
     }
 
     /// Sends `record` to the dead-letter table.
@@ -61,10 +67,10 @@ impl Routed {
     }
 }
 
-fn concat_optional(a: Option<RecordBatch>, b: Option<RecordBatch>) -> Result<Option<RecordBatch>, ArrowError> {
-    match (a, b) {
-        (Some(a), Some(b)) => Ok(Some(concat_batches(&a.schema(), [&a, &b])?)),
-        (a, b) => Ok(a.or(b)),
+fn concat_all(batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>, ArrowError> {
+    match batches.first() {
+        None => Ok(None),
+        Some(first) => Ok(Some(concat_batches(&first.schema(), &batches)?)),
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
 use calve_ingest::{dead_letters_to_batch, DeadLetter, DeadLetterKind, KafkaRecord, KafkaSource, Routed, Router};
-use calve_table::commit::restore::Offsets;
+use calve_table::commit::restore::{add_unknown_fields, Offsets, UNKNOWN_FIELDS_CAP};
 use tokio::sync::watch;
 
 use crate::buffer::Buffer;
@@ -159,16 +159,19 @@ impl Pipeline {
             .filter(|d: &DeadLetter| covered.get(&d.record.partition).is_none_or(|c| d.record.offset >= *c));
         self.buffer.dead.extend(fresh);
         self.buffer.ignored += routed.ignored;
-        for (path, n) in std::mem::take(&mut routed.unknown_fields) {
-            if !self.buffer.unknown_fields.contains_key(&path) && !self.stats.knows_unknown_field(&path) {
+        let unknown = std::mem::take(&mut routed.unknown_fields);
+        for path in unknown.keys() {
+            let known = self.buffer.unknown_fields.contains_key(path) || self.stats.knows_unknown_field(path);
+            // Once per field, and not once per key of a producer that uses keys as data.
+            if !known && self.buffer.unknown_fields.len() < UNKNOWN_FIELDS_CAP {
                 tracing::warn!(
                     table = %self.contract.table.name, field = %path,
                     "records carry a field the table has no column for; it is not stored (counted in the \
                      snapshot summary's calve.unknown-fields and in calve status)"
                 );
             }
-            *self.buffer.unknown_fields.entry(path).or_default() += n;
         }
+        add_unknown_fields(&mut self.buffer.unknown_fields, &unknown);
         self.stats.record_consumed(
             records.len() as u64,
             records
@@ -197,26 +200,28 @@ impl Pipeline {
             table = %self.contract.table.name, records = records.len(),
             "routing a poll panicked ({message}); routing its records one by one to set aside the ones that panic"
         );
-        let mut out = Routed::default();
+        let mut parts = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             let one = std::slice::from_ref(record);
             match catch_unwind(AssertUnwindSafe(|| {
                 panic_if_poisoned(one);
                 self.router.route(one, now_us)
             })) {
-                Ok(routed) => out.append(routed?, i)?,
+                Ok(routed) => parts.push((routed?, i)),
                 Err(panic) => {
                     let message = panic_message(&*panic);
                     tracing::error!(
                         table = %self.contract.table.name, partition = record.partition, offset = record.offset,
                         "record panicked calve while routing ({message}); sent to the dead-letter table as kind `panic`"
                     );
+                    let mut dead = Routed::default();
                     let reason = format!("routing this record panicked: {message}");
-                    out.dead_letter(record, DeadLetterKind::Panicked, reason, now_us);
+                    dead.dead_letter(record, DeadLetterKind::Panicked, reason, now_us);
+                    parts.push((dead, i));
                 }
             }
         }
-        Ok(out)
+        Ok(Routed::merge(parts)?)
     }
 
     /// Commits what is buffered: dead letters first, then rows, both with the same restore point.

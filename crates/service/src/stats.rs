@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use calve_table::commit::restore::add_unknown_fields;
+
 /// Counters of one table since the process started.
 #[derive(Debug, Default)]
 pub struct TableStats {
@@ -38,9 +40,7 @@ impl TableStats {
 
     pub(crate) fn record_unknown_fields(&self, committed: &BTreeMap<String, u64>) {
         if let Ok(mut u) = self.unknown_fields.lock() {
-            for (path, n) in committed {
-                *u.entry(path.clone()).or_default() += n;
-            }
+            add_unknown_fields(&mut u, committed);
         }
     }
 

@@ -30,10 +30,20 @@ pub enum Kind {
     Long,
     Float,
     Double,
-    Decimal { precision: u8, scale: i8 },
+    /// `bytes`: strings are Kafka Connect's base64 bytes, not decimal text.
+    Decimal {
+        precision: u8,
+        scale: i8,
+        bytes: bool,
+    },
     Date,
-    Time { unit: Option<TimeUnit> },
-    Timestamp { unit: Option<TimeUnit>, utc: bool },
+    Time {
+        unit: Option<TimeUnit>,
+    },
+    Timestamp {
+        unit: Option<TimeUnit>,
+        utc: bool,
+    },
     String,
     Uuid,
     Binary,
@@ -41,6 +51,14 @@ pub enum Kind {
     Struct,
     List,
     Map,
+}
+
+/// What the contract says about reading a column beyond its type: the unit of its epoch
+/// numbers and how its decimal strings are encoded (both reach into nested fields).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hints {
+    pub unit: Option<TimeUnit>,
+    pub decimal_bytes: bool,
 }
 
 /// Values of one column (or nested field), with their validity.
@@ -94,7 +112,8 @@ pub enum Data {
 impl Column {
     /// Buffers for a column of contract type `ty` stored as Arrow field `field`, or why the two
     /// do not agree.
-    pub fn new(path: String, ty: &ColumnType, unit: Option<TimeUnit>, field: &FieldRef) -> Result<Self, ArrowError> {
+    pub fn new(path: String, ty: &ColumnType, hints: Hints, field: &FieldRef) -> Result<Self, ArrowError> {
+        let unit = hints.unit;
         let mismatch = || {
             ArrowError::SchemaError(format!(
                 "column {path}: contract type {ty} does not match the table's Arrow type {}",
@@ -111,6 +130,7 @@ impl Column {
                 Kind::Decimal {
                     precision: *p,
                     scale: *s,
+                    bytes: hints.decimal_bytes,
                 },
                 Data::I128(Vec::new()),
             ),
@@ -134,21 +154,22 @@ impl Column {
             (ColumnType::Fixed(n), DataType::FixedSizeBinary(w)) if *n as i32 == *w => {
                 (Kind::Fixed(*w), fixed(*w as usize))
             }
+            // Children in the table's (Arrow) field order: `finish` pairs them with its fields.
             (ColumnType::Struct(fields), DataType::Struct(arrow_fields)) => {
-                let children = fields
+                let children = arrow_fields
                     .iter()
-                    .map(|f| {
-                        let af = arrow_fields.iter().find(|a| a.name() == &f.name).ok_or_else(mismatch)?;
-                        Column::new(format!("{path}.{}", f.name), &f.ty, unit, af)
+                    .map(|af| {
+                        let f = fields.iter().find(|f| &f.name == af.name()).ok_or_else(mismatch)?;
+                        Column::new(format!("{path}.{}", f.name), &f.ty, hints, af)
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                if children.len() != arrow_fields.len() {
+                if children.len() != fields.len() {
                     return Err(mismatch());
                 }
                 (Kind::Struct, Data::Struct(children))
             }
             (ColumnType::List(element), DataType::List(af)) => {
-                let child = Column::new(format!("{path}[]"), &element.ty, unit, af)?;
+                let child = Column::new(format!("{path}[]"), &element.ty, hints, af)?;
                 (
                     Kind::List,
                     Data::List {
@@ -164,8 +185,8 @@ impl Column {
                 let [kf, vf] = kv.iter().collect::<Vec<_>>()[..] else {
                     return Err(mismatch());
                 };
-                let keys = Column::new(format!("{path}{{key}}"), key, unit, kf)?;
-                let values = Column::new(format!("{path}{{}}"), &value.ty, unit, vf)?;
+                let keys = Column::new(format!("{path}{{key}}"), key, hints, kf)?;
+                let values = Column::new(format!("{path}{{}}"), &value.ty, hints, vf)?;
                 (
                     Kind::Map,
                     Data::Map {
@@ -196,6 +217,34 @@ impl Column {
             field: Arc::new(Field::new("", DataType::Struct(fields.clone()), false)),
             valid: Vec::new(),
             data: Data::Struct(columns),
+        }
+    }
+
+    /// Whether the last value equals one of those from index `first` on (map keys: a key must
+    /// not repeat within one map).
+    pub fn repeats_last(&self, first: usize) -> bool {
+        let n = self.len();
+        if n == 0 || first + 1 >= n {
+            return false;
+        }
+        let last = n - 1;
+        match &self.data {
+            Data::Bool(v) => v[first..last].contains(&v[last]),
+            Data::I32(v) => v[first..last].contains(&v[last]),
+            Data::I64(v) => v[first..last].contains(&v[last]),
+            Data::I128(v) => v[first..last].contains(&v[last]),
+            Data::F32(v) => v[first..last].iter().any(|x| x.to_bits() == v[last].to_bits()),
+            Data::F64(v) => v[first..last].iter().any(|x| x.to_bits() == v[last].to_bits()),
+            Data::Bytes { offsets, bytes } => {
+                let at = |i: usize| &bytes[offsets[i] as usize..offsets[i + 1] as usize];
+                (first..last).any(|i| at(i) == at(last))
+            }
+            Data::FixedBytes { width, bytes } => {
+                let at = |i: usize| &bytes[i * width..(i + 1) * width];
+                (first..last).any(|i| at(i) == at(last))
+            }
+            // Keys are primitive: an Iceberg map key of a nested type is not compared.
+            Data::Struct(_) | Data::List { .. } | Data::Map { .. } => false,
         }
     }
 
@@ -374,18 +423,15 @@ fn shape(path: &str) -> ArrowError {
 }
 
 /// The row-level columns of a table schema, in the table's column order.
-pub fn row_columns(
-    columns: &[(String, ColumnType, Option<TimeUnit>)],
-    fields: &Fields,
-) -> Result<Vec<Column>, ArrowError> {
+pub fn row_columns(columns: &[(String, ColumnType, Hints)], fields: &Fields) -> Result<Vec<Column>, ArrowError> {
     fields
         .iter()
         .map(|f| {
-            let (name, ty, unit) = columns
+            let (name, ty, hints) = columns
                 .iter()
                 .find(|c| &c.0 == f.name())
                 .ok_or_else(|| ArrowError::SchemaError(format!("table column {} has no contract type", f.name())))?;
-            Column::new(name.clone(), ty, *unit, f)
+            Column::new(name.clone(), ty, *hints, f)
         })
         .collect()
 }

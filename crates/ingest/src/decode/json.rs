@@ -16,6 +16,12 @@ use super::columns::{Column, Data, Kind};
 use super::scalars;
 use crate::dead_letter::DeadLetterKind;
 
+/// The largest magnitude at which every integer has an exact double (2^53).
+const MAX_EXACT_DOUBLE: f64 = 9_007_199_254_740_992.0;
+
+/// Microseconds in a day: a time of day lies in 0..this.
+const DAY_US: i64 = 86_400_000_000;
+
 /// Why the current record cannot become a row (set before the visitor returns an error, so
 /// the error serde reports is known to be the record's fault, not the JSON's syntax).
 pub type Fault = (DeadLetterKind, String);
@@ -58,9 +64,13 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         match self.col.kind {
             // Exact decimals need the number's text, which a visitor of f64 has lost.
-            Kind::Decimal { precision, scale } => {
+            Kind::Decimal {
+                precision,
+                scale,
+                bytes,
+            } => {
                 let raw = <&RawValue>::deserialize(d)?;
-                decimal(self.col, self.ctx, raw.get(), precision, scale)
+                decimal(self.col, self.ctx, raw.get(), (precision, scale, bytes))
             }
             _ => d.deserialize_any(ValueVisitor(self.col, self.ctx)),
         }
@@ -127,7 +137,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                 true
             }
             (Kind::Time { unit } | Kind::Timestamp { unit, .. }, Data::I64(v)) => {
-                match scalars::micros_from_int(n, unit) {
+                match scalars::micros_from_int(n, unit).and_then(|us| time_of_day(col.kind, us)) {
                     Ok(us) => v.push(us),
                     Err(reason) => {
                         return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, format!("{}: {reason}", col.path)))
@@ -180,9 +190,10 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             (Kind::Int | Kind::Date, Data::I32(v)) if whole && (i32::MIN as f64..=i32::MAX as f64).contains(&x) => {
                 v.push(x as i32)
             }
-            (Kind::Long, Data::I64(v)) if whole && (-9.2e18..=9.2e18).contains(&x) => v.push(x as i64),
+            // Beyond 2^53 a double no longer says which integer was meant.
+            (Kind::Long, Data::I64(v)) if whole && x.abs() < MAX_EXACT_DOUBLE => v.push(x as i64),
             (Kind::Time { unit } | Kind::Timestamp { unit, .. }, Data::I64(v)) => {
-                match scalars::micros_from_number(x, unit) {
+                match scalars::micros_from_number(x, unit).and_then(|us| time_of_day(col.kind, us)) {
                     Ok(us) => v.push(us),
                     Err(reason) => {
                         return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, format!("{}: {reason}", col.path)))
@@ -199,7 +210,16 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                     ),
                 ))
             }
-            (Kind::Int | Kind::Long | Kind::Date | Kind::Float, _) => {
+            (Kind::Long, _) => {
+                return Err(ctx.refuse(
+                    DeadLetterKind::SchemaMismatch,
+                    format!(
+                        "{}: {x} is beyond 2^53 written as a float, so not exact; write it as an integer",
+                        col.path
+                    ),
+                ))
+            }
+            (Kind::Int | Kind::Date | Kind::Float, _) => {
                 return Err(ctx.refuse(
                     DeadLetterKind::SchemaMismatch,
                     format!("{}: {x} is out of range for {}", col.path, describe(col.kind)),
@@ -238,6 +258,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             }
             // Maps written as `[{"key": …, "value": …}, …]` (Kafka Connect, Avro JSON).
             Data::Map { offsets, keys, values } => {
+                let first = keys.len();
                 while seq
                     .next_element_seed(EntrySeed {
                         keys,
@@ -245,7 +266,12 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                         ctx: &mut *ctx,
                     })?
                     .is_some()
-                {}
+                {
+                    if keys.repeats_last(first) {
+                        let reason = format!("{}: a key appears twice", keys.path);
+                        return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, reason));
+                    }
+                }
                 offsets.push(keys.len() as i32);
             }
             _ => return Err(ctx.mismatch(col, "an array")),
@@ -274,10 +300,14 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                             ctx: &mut *ctx,
                         })?,
                         None => {
-                            ctx.unknown.push(match col.path.is_empty() {
-                                true => key.to_string(),
-                                false => format!("{}.{key}", col.path),
-                            });
+                            let path = match col.path.is_empty() {
+                                true => scalars::abbreviate(key),
+                                false => format!("{}.{}", col.path, scalars::abbreviate(key)),
+                            };
+                            // Counted once per record, however often a list repeats it.
+                            if !ctx.unknown.contains(&path) {
+                                ctx.unknown.push(path);
+                            }
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
@@ -291,6 +321,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                 }
             }
             Data::Map { offsets, keys, values } => {
+                let first = keys.len();
                 while let Some(key) = map.next_key::<Key<'de>>()? {
                     let key = key.as_str();
                     if let Err(reason) = push_str(keys, key) {
@@ -298,6 +329,10 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                         return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, format!("{}: {reason}", keys.path)));
                     }
                     keys.valid.push(true);
+                    if keys.repeats_last(first) {
+                        let reason = format!("{}: key \"{}\" appears twice", keys.path, scalars::abbreviate(key));
+                        return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, reason));
+                    }
                     map.next_value_seed(ValueSeed {
                         col: values,
                         ctx: &mut *ctx,
@@ -436,15 +471,35 @@ fn push_str(col: &mut Column, s: &str) -> Result<(), Option<String>> {
         // Numbers as strings: protobuf's JSON mapping writes 64-bit integers so.
         (Kind::Int, Data::I32(v)) => v.push(s.trim().parse().map_err(|_| None)?),
         (Kind::Long, Data::I64(v)) => v.push(s.trim().parse().map_err(|_| None)?),
-        (Kind::Float, Data::F32(v)) => v.push(float(s).ok_or(None)? as f32),
+        (Kind::Float, Data::F32(v)) => match float(s).ok_or(None)? {
+            x if x.is_finite() && x.abs() > f32::MAX as f64 => {
+                return Err(Some(format!("{x} is out of range for float")))
+            }
+            x => v.push(x as f32),
+        },
         (Kind::Double, Data::F64(v)) => v.push(float(s).ok_or(None)?),
-        (Kind::Decimal { precision, scale }, Data::I128(v)) => v.push(decimal_text(s, precision, scale).map_err(Some)?),
+        (
+            Kind::Decimal {
+                precision,
+                scale,
+                bytes,
+            },
+            Data::I128(v),
+        ) => v.push(decimal_text(s, (precision, scale, bytes)).map_err(Some)?),
         (Kind::Date, Data::I32(v)) => v.push(scalars::date_from_str(s).map_err(Some)?),
         (Kind::Time { .. }, Data::I64(v)) => v.push(scalars::time_from_str(s).map_err(Some)?),
         (Kind::Timestamp { .. }, Data::I64(v)) => v.push(scalars::timestamp_from_str(s).map_err(Some)?),
         _ => return Err(None),
     }
     Ok(())
+}
+
+/// `us` when it can be a value of `kind`: a time of day lies within one day.
+fn time_of_day(kind: Kind, us: i64) -> Result<i64, String> {
+    match kind {
+        Kind::Time { .. } if !(0..DAY_US).contains(&us) => Err(format!("{us} µs is not a time of day (0 to 24 hours)")),
+        _ => Ok(us),
+    }
 }
 
 /// A float written as text, including protobuf's `NaN`, `Infinity` and `-Infinity`.
@@ -457,23 +512,26 @@ fn float(s: &str) -> Option<f64> {
     }
 }
 
-/// A decimal from text: a number (`"12.50"`), else Kafka Connect's base64 bytes.
-fn decimal_text(s: &str, precision: u8, scale: i8) -> Result<i128, String> {
-    scalars::decimal_from_text(s, precision, scale).or_else(|number_err| {
-        let looks_numeric = s.trim().bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
-        match (looks_numeric, scalars::base64_bytes(s)) {
-            (false, Ok(b)) => scalars::decimal_from_bytes(&b, precision, scale, s),
-            _ => Err(number_err),
-        }
-    })
+/// A decimal column's precision, scale, and whether its strings are Connect bytes.
+type DecimalSpec = (u8, i8, bool);
+
+/// A decimal from a JSON string: decimal text (`"12.50"`), or, where the contract says the
+/// column's strings are `connect-bytes`, Kafka Connect's base64 bytes. Never a guess between
+/// the two: `"null"` and `"1234"` are valid base64 too.
+fn decimal_text(s: &str, (precision, scale, bytes): DecimalSpec) -> Result<i128, String> {
+    match bytes {
+        false => scalars::decimal_from_text(s, precision, scale),
+        true => scalars::decimal_from_bytes(&scalars::base64_bytes(s)?, precision, scale, s),
+    }
 }
 
 /// A decimal value from its raw JSON text.
-fn decimal<E: serde::de::Error>(col: &mut Column, ctx: &mut Ctx, raw: &str, precision: u8, scale: i8) -> Result<(), E> {
+fn decimal<E: serde::de::Error>(col: &mut Column, ctx: &mut Ctx, raw: &str, spec: DecimalSpec) -> Result<(), E> {
+    let (precision, scale, _) = spec;
     let parsed = match raw.as_bytes().first() {
         Some(b'n') if raw == "null" => return ValueVisitor(col, ctx).visit_unit(),
         Some(b'"') => match serde_json::from_str::<String>(raw) {
-            Ok(s) => decimal_text(&s, precision, scale),
+            Ok(s) => decimal_text(&s, spec),
             Err(e) => Err(e.to_string()),
         },
         Some(b'-' | b'0'..=b'9') => scalars::decimal_from_text(raw, precision, scale),
@@ -498,7 +556,7 @@ fn describe(kind: Kind) -> String {
         Kind::Long => "long".into(),
         Kind::Float => "float".into(),
         Kind::Double => "double".into(),
-        Kind::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+        Kind::Decimal { precision, scale, .. } => format!("decimal({precision},{scale})"),
         Kind::Date => "date (YYYY-MM-DD or epoch days)".into(),
         Kind::Time { .. } => "time (HH:MM:SS or an epoch number in the declared unit)".into(),
         Kind::Timestamp { .. } => "timestamp (ISO-8601 or an epoch number in the declared unit)".into(),

@@ -18,11 +18,11 @@ use std::collections::BTreeMap;
 
 use arrow_array::{Array, RecordBatch, StructArray};
 use arrow_schema::{ArrowError, SchemaRef};
-use calve_contract::{ColumnType, ResolvedColumn, TimeUnit};
+use calve_contract::{ColumnType, ResolvedColumn};
 use serde::de::DeserializeSeed;
 
 use crate::dead_letter::DeadLetterKind;
-use columns::Column;
+use columns::{Column, Hints};
 use json::{Ctx, ValueSeed};
 
 /// Result of decoding a slice of values.
@@ -43,8 +43,8 @@ pub struct Decoded {
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
     schema: SchemaRef,
-    /// Contract type and unit of each column of `schema`, in its order.
-    columns: Vec<(String, ColumnType, Option<TimeUnit>)>,
+    /// Contract type and reading hints of each column of `schema`, in its order.
+    columns: Vec<(String, ColumnType, Hints)>,
 }
 
 impl JsonDecoder {
@@ -58,7 +58,11 @@ impl JsonDecoder {
                 let c = columns.iter().find(|c| &c.name == f.name()).ok_or_else(|| {
                     ArrowError::SchemaError(format!("table column {} has no contract type", f.name()))
                 })?;
-                Ok((c.name.clone(), c.ty.clone(), c.unit))
+                let hints = Hints {
+                    unit: c.unit,
+                    decimal_bytes: c.decimal_bytes,
+                };
+                Ok((c.name.clone(), c.ty.clone(), hints))
             })
             .collect::<Result<Vec<_>, ArrowError>>()?;
         let d = JsonDecoder { schema, columns };
@@ -134,7 +138,9 @@ fn decode_one(row: &mut Column, ctx: &mut Ctx, v: &[u8]) -> Result<(), (DeadLett
         match (ctx.fault.take(), serde_json::from_slice::<serde::de::IgnoredAny>(v)) {
             (_, Err(e)) => (DeadLetterKind::MalformedJson, malformed(&e)),
             (Some(fault), Ok(_)) => fault,
-            (None, Ok(_)) => (DeadLetterKind::MalformedJson, malformed(&e)),
+            // Well-formed JSON the typed parse refused on its own (a number beyond f64, a map
+            // entry that is not an object): the value does not fit its column.
+            (None, Ok(_)) => (DeadLetterKind::SchemaMismatch, e.to_string()),
         }
     })
 }

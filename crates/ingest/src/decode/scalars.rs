@@ -54,7 +54,8 @@ pub fn timestamp_from_str(s: &str) -> Result<i64, String> {
     }
 }
 
-/// Microseconds of an epoch number in `unit`; fractions count for seconds and milliseconds.
+/// Microseconds of an epoch number in `unit`, to the nearest microsecond; fractions count for
+/// seconds and milliseconds.
 pub fn micros_from_number(n: f64, unit: Option<TimeUnit>) -> Result<i64, String> {
     let unit = unit.ok_or_else(|| {
         format!(
@@ -67,7 +68,9 @@ pub fn micros_from_number(n: f64, unit: Option<TimeUnit>) -> Result<i64, String>
         TimeUnit::Micros => 1.0,
         TimeUnit::Nanos => 1e-3,
     };
-    let us = (n * per).floor();
+    // Rounded, not floored: a fraction like 16940.543873 s is 16940543872.999998 µs as a
+    // double, and the writer meant …873.
+    let us = (n * per).round();
     match us.is_finite() && us.abs() < 9.2e18 {
         true => Ok(us as i64),
         false => Err(format!("{n} {unit} is out of range")),
@@ -124,11 +127,19 @@ pub fn decimal_from_text(s: &str, precision: u8, scale: i8) -> Result<i128, Stri
         return Err(bad());
     }
     // value = digits × 10^(exp − frac digits); unscaled = value × 10^scale.
-    let shift = scale as i32 + exp - frac_part.len() as i32;
     let digits = int_part.bytes().chain(frac_part.bytes()).skip_while(|b| *b == b'0');
     let mut kept: Vec<u8> = digits.collect();
+    if kept.is_empty() {
+        return Ok(0);
+    }
+    let too_big = || format!("`{}` does not fit decimal({precision},{scale})", abbreviate(s));
+    let shift = i64::from(scale) + i64::from(exp) - frac_part.len() as i64;
+    // An i128 holds 38 digits: a non-zero value shifted further left cannot fit.
+    if shift > 38 {
+        return Err(too_big());
+    }
     if shift < 0 {
-        let drop = (-shift) as usize;
+        let drop = usize::try_from(-shift).unwrap_or(usize::MAX);
         let cut = kept.len().saturating_sub(drop);
         if kept[cut..].iter().any(|d| *d != b'0') {
             return Err(format!(
@@ -139,7 +150,6 @@ pub fn decimal_from_text(s: &str, precision: u8, scale: i8) -> Result<i128, Stri
         kept.truncate(cut);
     }
     let mut v: i128 = 0;
-    let too_big = || format!("`{}` does not fit decimal({precision},{scale})", abbreviate(s));
     for d in kept {
         v = v
             .checked_mul(10)
@@ -209,6 +219,14 @@ mod tests {
             micros_from_number(1_700_000_000.5, Some(TimeUnit::Seconds)),
             Ok(1_700_000_000_500_000)
         );
+        assert_eq!(
+            micros_from_number(16940.543873, Some(TimeUnit::Seconds)),
+            Ok(16_940_543_873)
+        );
+        assert_eq!(
+            micros_from_number(-279369547.829226, Some(TimeUnit::Seconds)),
+            Ok(-279_369_547_829_226)
+        );
         assert!(micros_from_int(1, None).unwrap_err().contains("unit"));
         assert_eq!(date_from_str("1970-01-02"), Ok(1));
         assert_eq!(time_from_str("01:00:00.5"), Ok(3_600_500_000));
@@ -227,6 +245,10 @@ mod tests {
         assert!(decimal_from_text("1.2.3", 10, 2).is_err());
         assert!(decimal_from_text("", 10, 2).is_err());
         assert!(decimal_from_text("1e999999", 38, 0).is_err());
+        assert!(decimal_from_text("1e2147483647", 10, 2).is_err());
+        assert_eq!(decimal_from_text("1.5e-2147483648", 10, 0).map_err(|_| ()), Err(()));
+        assert_eq!(decimal_from_text("0e2147483647", 10, 2), Ok(0));
+        assert_eq!(decimal_from_text("-0.00", 10, 2), Ok(0));
         // Connect: 0x04d2 = 1234 unscaled.
         assert_eq!(decimal_from_bytes(&[0x04, 0xd2], 10, 2, "BNI="), Ok(1234));
         assert_eq!(decimal_from_bytes(&[0xff], 10, 2, "/w=="), Ok(-1));

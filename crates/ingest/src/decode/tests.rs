@@ -20,6 +20,7 @@ fn col(name: &str, ty: &str, required: bool, unit: Option<TimeUnit>) -> Resolved
         required,
         doc: None,
         unit,
+        decimal_bytes: false,
     }
 }
 
@@ -404,7 +405,10 @@ fn other_encodings_producers_use() {
     let cols = vec![
         col("l", "long", false, None),
         col("d", "double", false, None),
-        col("dec", "decimal(6,2)", false, None),
+        ResolvedColumn {
+            decimal_bytes: true,
+            ..col("dec", "decimal(6,2)", false, None)
+        },
         col("day", "date", false, None),
         col("ts", "timestamptz", false, Some(TimeUnit::Nanos)),
         col("m", "map<int, string>", false, None),
@@ -417,7 +421,7 @@ fn other_encodings_producers_use() {
             // in base64, maps as key/value arrays; epoch days and nanoseconds.
             r#"{"l": "9007199254740993", "d": "NaN", "dec": "BNI=", "day": 19782, "ts": 1700000000123456789,
                 "m": [{"key": 1, "value": "a"}, {"key": 2, "value": null}]}"#,
-            r#"{"l": 3.0, "d": "-Infinity", "dec": "12.5", "m": {"7": "b"}}"#,
+            r#"{"l": 3.0, "d": "-Infinity", "dec": 12.5, "m": {"7": "b"}}"#,
         ],
     );
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
@@ -451,13 +455,19 @@ fn random_json(rng: &mut StdRng, depth: u32) -> String {
         "events", "zip", "geo", "lat", "street", "at", "kind", "key", "value", "x", "é",
     ];
     let scalar = |rng: &mut StdRng| -> String {
-        match rng.gen_range(0..14) {
+        match rng.gen_range(0..16) {
             0 => "null".into(),
             1 => rng.gen::<bool>().to_string(),
             2 => rng.gen::<i64>().to_string(),
             3 => rng.gen::<u64>().to_string(),
             4 => format!("{}", rng.gen::<f64>() * 10f64.powi(rng.gen_range(-30..30))),
-            5 => format!("{}e{}", rng.gen_range(-99..99), rng.gen_range(-400..400)),
+            5 => format!("{}e{}", rng.gen_range(-99..99), rng.gen_range(-3000..3000)),
+            // Exponents at the edge of i32, and zero mantissas with huge exponents.
+            15 => format!(
+                "{}e{}",
+                rng.gen_range(-9..9),
+                [i32::MIN, i32::MAX, -2147483647][rng.gen_range(0..3)]
+            ),
             6 => "\"6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b\"".into(),
             7 => "\"2024-02-29T12:00:00Z\"".into(),
             8 => "\"AQID\"".into(),
@@ -547,4 +557,106 @@ fn no_input_panics_and_every_value_is_a_row_or_a_dead_letter() {
             "round {round}: the good record survives its neighbours"
         );
     }
+}
+
+#[test]
+fn what_a_review_found_is_refused_not_guessed() {
+    let cols = vec![
+        col("id", "long", true, None),
+        col("dec", "decimal(10,2)", false, None),
+        ResolvedColumn {
+            decimal_bytes: true,
+            ..col("raw", "decimal(10,2)", false, None)
+        },
+        col("t", "time", false, Some(TimeUnit::Millis)),
+        col("m", "map<string, long>", false, None),
+        col("f", "float", false, None),
+        col("d", "double", false, None),
+        col("xs", "list<struct<a: long>>", false, None),
+    ];
+    let d = decoder(&cols);
+    let cases: &[(&str, DeadLetterKind, &str)] = &[
+        // Placeholder words are valid base64; a decimal column without connect-bytes reads text.
+        (
+            r#"{"id": 1, "dec": "null"}"#,
+            DeadLetterKind::SchemaMismatch,
+            "is not a decimal number",
+        ),
+        (
+            r#"{"id": 1, "raw": "not base64!"}"#,
+            DeadLetterKind::SchemaMismatch,
+            "is not base64",
+        ),
+        (
+            r#"{"id": 1, "dec": 1e2147483647}"#,
+            DeadLetterKind::SchemaMismatch,
+            "does not fit",
+        ),
+        (
+            r#"{"id": 1, "dec": 1.5e-2147483648}"#,
+            DeadLetterKind::SchemaMismatch,
+            "digits after the point",
+        ),
+        (
+            r#"{"id": 1, "t": -1}"#,
+            DeadLetterKind::SchemaMismatch,
+            "not a time of day",
+        ),
+        (
+            r#"{"id": 1, "t": 90000000}"#,
+            DeadLetterKind::SchemaMismatch,
+            "not a time of day",
+        ),
+        (
+            r#"{"id": 9007199254740993.0}"#,
+            DeadLetterKind::SchemaMismatch,
+            "beyond 2^53",
+        ),
+        (
+            r#"{"id": 1, "m": {"a": 1, "a": 2}}"#,
+            DeadLetterKind::SchemaMismatch,
+            "m{key}: key \"a\" appears twice",
+        ),
+        (
+            r#"{"id": 1, "m": [{"key": "a", "value": 1}, {"key": "a", "value": 2}]}"#,
+            DeadLetterKind::SchemaMismatch,
+            "appears twice",
+        ),
+        (r#"{"id": 1, "m": [1]}"#, DeadLetterKind::SchemaMismatch, ""),
+        (
+            r#"{"id": 1, "d": 1e400}"#,
+            DeadLetterKind::SchemaMismatch,
+            "out of range",
+        ),
+        (
+            r#"{"id": 1, "f": "1e39"}"#,
+            DeadLetterKind::SchemaMismatch,
+            "out of range for float",
+        ),
+    ];
+    let values: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    let out = decode(&d, &values);
+    assert!(out.batch.is_none(), "kept {:?}", out.kept);
+    assert_eq!(out.rejected.len(), cases.len(), "{:?}", out.rejected);
+    for ((i, kind, reason), (value, want_kind, want)) in out.rejected.iter().zip(cases) {
+        assert_eq!((kind, values[*i]), (want_kind, *value), "{reason}");
+        assert!(reason.contains(want), "{value}: `{reason}` does not say `{want}`");
+    }
+    let ok = decode(
+        &d,
+        &[
+            r#"{"id": 2, "dec": 0e2147483647, "raw": "BNI=", "t": 86399999, "xs": [{"a": 1, "x": 1}, {"a": 2, "x": 2}]}"#,
+            r#"{"id": 9007199254740991.0}"#,
+        ],
+    );
+    assert!(ok.rejected.is_empty(), "{:?}", ok.rejected);
+    let b = ok.batch.unwrap();
+    assert_eq!(b.column(1).as_primitive::<Decimal128Type>().value(0), 0);
+    assert_eq!(b.column(2).as_primitive::<Decimal128Type>().value(0), 1234);
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(1), 9_007_199_254_740_991);
+    let per_record: BTreeMap<String, u64> = [("xs[].x".to_string(), 1)].into();
+    assert_eq!(
+        ok.unknown_fields, per_record,
+        "a field repeated in a list counts once per record"
+    );
 }

@@ -321,9 +321,7 @@ impl Committer {
                 if let Some(snapshot_id) = restore::find_commit(meta, &id) {
                     return Ok(Some(CommitOutcome::AlreadyCommitted { snapshot_id }));
                 }
-                for (path, n) in &r.unknown_fields {
-                    *unknown.entry(path.clone()).or_default() += n;
-                }
+                restore::add_unknown_fields(&mut unknown, &r.unknown_fields);
                 (Some(r.to.clone()), id)
             }
             Restore::CarryForward => (restore::restore_point(meta)?, Uuid::new_v4().simple().to_string()),

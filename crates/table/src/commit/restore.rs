@@ -67,6 +67,24 @@ pub fn unknown_fields(metadata: &TableMetadata) -> Result<BTreeMap<String, u64>>
     }
 }
 
+/// Distinct unknown-field paths a table counts one by one; past them (producers that use keys
+/// as data, such as ids or dates) the rest are counted together, so the summary that every
+/// snapshot carries stays small.
+pub const UNKNOWN_FIELDS_CAP: usize = 500;
+/// The path under which unknown fields past the cap are counted.
+pub const OTHER_UNKNOWN_FIELDS: &str = "(other fields)";
+
+/// Adds the counts `from` to `into`, within [`UNKNOWN_FIELDS_CAP`].
+pub fn add_unknown_fields(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (path, n) in from {
+        let path = match into.contains_key(path) || into.len() < UNKNOWN_FIELDS_CAP {
+            true => path.as_str(),
+            false => OTHER_UNKNOWN_FIELDS,
+        };
+        *into.entry(path.to_string()).or_default() += n;
+    }
+}
+
 /// The summary form of a count of unknown fields.
 pub fn format_unknown_fields(counts: &BTreeMap<String, u64>) -> String {
     serde_json::to_string(counts).unwrap_or_default()
