@@ -65,14 +65,7 @@ pub async fn run(marks: &[usize]) -> anyhow::Result<()> {
         let at = |n: usize| BTreeMap::from([("t".to_string(), BTreeMap::from([(0, n as i64)]))]);
         let t = Instant::now();
         committer
-            .commit(
-                &Append::new(files),
-                &RestoreUpdate {
-                    from: at(i),
-                    to: at(i + 1),
-                    ..Default::default()
-                },
-            )
+            .commit(&Append::new(files), &RestoreUpdate::new(at(i), at(i + 1)))
             .await?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         let n = i + 1;

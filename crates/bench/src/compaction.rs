@@ -49,14 +49,7 @@ async fn run(rows: i64) -> anyhow::Result<()> {
             .write(&[batch(&meta, &part)?])
             .await?;
         t.committer
-            .commit(
-                &Append::new(files),
-                &RestoreUpdate {
-                    from: offsets(f),
-                    to: offsets(f + 1),
-                    ..Default::default()
-                },
-            )
+            .commit(&Append::new(files), &RestoreUpdate::new(offsets(f), offsets(f + 1)))
             .await?;
     }
     let meta = t.state().await?.metadata;

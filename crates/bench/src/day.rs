@@ -146,11 +146,7 @@ impl SimTable {
 
     async fn commit(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
         let cpu = cpu_seconds();
-        let restore = RestoreUpdate {
-            from: offsets(self.commits),
-            to: offsets(self.commits + 1),
-            ..Default::default()
-        };
+        let restore = RestoreUpdate::new(offsets(self.commits), offsets(self.commits + 1));
         let changes = Changes::new(
             vec![SeqBatch {
                 seq: (0..batch.num_rows() as u64).collect(),
@@ -241,14 +237,7 @@ async fn optimal(dir: &std::path::Path, model: &BTreeMap<i64, Row>) -> anyhow::R
         .write(&[batch(&st.metadata, &rows)?])
         .await?;
     t.committer
-        .commit(
-            &Append::new(files),
-            &RestoreUpdate {
-                from: Offsets::new(),
-                to: offsets(1),
-                ..Default::default()
-            },
-        )
+        .commit(&Append::new(files), &RestoreUpdate::new(Offsets::new(), offsets(1)))
         .await?;
     Ok(t.state().await?.metadata_location)
 }

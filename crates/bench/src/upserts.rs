@@ -93,11 +93,7 @@ fn fresh_table(dir: &std::path::Path, latest: &BTreeMap<u64, u64>) -> anyhow::Re
         committer
             .commit(
                 &Append::new(files),
-                &RestoreUpdate {
-                    from: Default::default(),
-                    to: Default::default(),
-                    ..Default::default()
-                },
+                &RestoreUpdate::new(Default::default(), Default::default()),
             )
             .await?;
         Ok(catalog.load(&def.ident).await?.metadata_location)
@@ -263,7 +259,7 @@ pub fn index(keys: u64) -> anyhow::Result<()> {
             let files = writer.write(&[batch]).await?;
             // Distinct restore points: equal ones would make each commit look like a retry of the first.
             let at = |o: u64| [("bench".to_string(), [(0, o as i64)].into())].into();
-            committer.commit(&Append::new(files), &RestoreUpdate { from: at(start), to: at(start + n), ..Default::default() }).await?;
+            committer.commit(&Append::new(files), &RestoreUpdate::new(at(start), at(start + n))).await?;
             start += n;
         }
         println!("wrote {keys} keys in {:.1}s", t.elapsed().as_secs_f64());

@@ -193,11 +193,7 @@ async fn a_rewrite_whose_input_changed_is_abandoned_and_the_other_jobs_land() {
         catalog: t.catalog.clone(),
         file: victim,
         fired: Mutex::new(false),
-        restore: RestoreUpdate {
-            from: offsets(4),
-            to: offsets(5),
-            ..Default::default()
-        },
+        restore: RestoreUpdate::new(offsets(4), offsets(5)),
     };
     let mut p = policy();
     p.max_concurrent_rewrites = 1;

@@ -139,11 +139,7 @@ async fn orphan_cleanup_spares_retained_files_and_an_uncommitted_writer() {
     assert!(r.orphans_removed >= 1);
 
     // The writer commits its file after the sweep, and readers see its row.
-    let restore = RestoreUpdate {
-        from: offsets(t.commits),
-        to: offsets(t.commits + 1),
-        ..Default::default()
-    };
+    let restore = RestoreUpdate::new(offsets(t.commits), offsets(t.commits + 1));
     t.committer.commit(&Append::new(pending), &restore).await.unwrap();
     t.model.insert(9_001, (0, 9_001));
     t.assert_matches_model("after the late writer committed");

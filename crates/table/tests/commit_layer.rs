@@ -29,14 +29,7 @@ async fn appends_merge_manifests_keep_sequence_numbers_and_totals() {
         let paths: Vec<String> = files.iter().map(|d| d.file_path().to_string()).collect();
         let op = Append { files, merge };
         let out = c
-            .commit(
-                &op,
-                &RestoreUpdate {
-                    from: offsets(i),
-                    to: offsets(i + 1),
-                    ..Default::default()
-                },
-            )
+            .commit(&op, &RestoreUpdate::new(offsets(i), offsets(i + 1)))
             .await
             .unwrap();
         assert!(matches!(out, CommitOutcome::Committed { .. }));
@@ -111,11 +104,7 @@ async fn a_retried_commit_that_landed_is_not_applied_twice() {
     let f = Fixture::new().await;
     let epoch = claim_epoch(&f.catalog, &f.ident).await.unwrap();
     let c = Committer::new(f.catalog.clone(), f.ident.clone(), epoch);
-    let restore = RestoreUpdate {
-        from: offsets(0),
-        to: offsets(5),
-        ..Default::default()
-    };
+    let restore = RestoreUpdate::new(offsets(0), offsets(5));
     let first = c.commit(&Append::new(f.files(0..5).await), &restore).await.unwrap();
     let CommitOutcome::Committed { snapshot_id } = first else {
         panic!("{first:?}")
@@ -141,11 +130,7 @@ async fn a_stale_owner_is_fenced() {
     );
     old.commit(
         &Append::new(f.files(0..3).await),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(3),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(3)),
     )
     .await
     .unwrap();
@@ -158,11 +143,7 @@ async fn a_stale_owner_is_fenced() {
     let err = old
         .commit(
             &Append::new(f.files(3..6).await),
-            &RestoreUpdate {
-                from: offsets(3),
-                to: offsets(6),
-                ..Default::default()
-            },
+            &RestoreUpdate::new(offsets(3), offsets(6)),
         )
         .await
         .unwrap_err();
@@ -170,11 +151,7 @@ async fn a_stale_owner_is_fenced() {
     assert_eq!(err.class(), calve_retry::RetryClass::Permanent);
     new.commit(
         &Append::new(f.files(3..6).await),
-        &RestoreUpdate {
-            from: offsets(3),
-            to: offsets(6),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(3), offsets(6)),
     )
     .await
     .unwrap();
@@ -196,16 +173,9 @@ async fn concurrent_committers_retry_and_lose_nothing() {
         tasks.push(tokio::spawn(async move {
             for (k, files) in batches.into_iter().enumerate() {
                 let key = BTreeMap::from([(format!("w{w}"), BTreeMap::from([(0, k as i64 + 1)]))]);
-                c.commit(
-                    &Append::new(files),
-                    &RestoreUpdate {
-                        from: Offsets::new(),
-                        to: key,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
+                c.commit(&Append::new(files), &RestoreUpdate::new(Offsets::new(), key))
+                    .await
+                    .unwrap();
             }
         }));
     }

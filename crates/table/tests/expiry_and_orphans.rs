@@ -24,16 +24,9 @@ async fn expiring_all_but_the_head_keeps_exactly_the_needed_files_and_the_restor
             files: f.files(i * 5..i * 5 + 5).await,
             merge,
         };
-        c.commit(
-            &op,
-            &RestoreUpdate {
-                from: offsets(i),
-                to: offsets(i + 1),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        c.commit(&op, &RestoreUpdate::new(offsets(i), offsets(i + 1)))
+            .await
+            .unwrap();
     }
     let location = f.catalog.load(&f.ident).await.unwrap().metadata.location().to_string();
     let before = files_on_disk(&location);
@@ -89,11 +82,7 @@ async fn expiry_keeps_young_and_last_n_snapshots() {
     for i in 0..5 {
         c.commit(
             &Append::new(f.files(i..i + 1).await),
-            &RestoreUpdate {
-                from: offsets(i),
-                to: offsets(i + 1),
-                ..Default::default()
-            },
+            &RestoreUpdate::new(offsets(i), offsets(i + 1)),
         )
         .await
         .unwrap();
@@ -140,11 +129,7 @@ async fn old_metadata_files_are_deleted_after_commit() {
     for i in 0..8 {
         c.commit(
             &Append::new(f.files(i..i + 1).await),
-            &RestoreUpdate {
-                from: offsets(i),
-                to: offsets(i + 1),
-                ..Default::default()
-            },
+            &RestoreUpdate::new(offsets(i), offsets(i + 1)),
         )
         .await
         .unwrap();
@@ -165,11 +150,7 @@ async fn orphan_cleanup_removes_old_unreferenced_files_only() {
     let c = committer(&f).await;
     c.commit(
         &Append::new(f.files(0..10).await),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -218,11 +199,7 @@ async fn orphan_cleanup_removes_old_unreferenced_files_only() {
     // The in-flight writer can still commit what it wrote.
     c.commit(
         &Append::new(in_flight_files),
-        &RestoreUpdate {
-            from: offsets(1),
-            to: offsets(2),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(1), offsets(2)),
     )
     .await
     .unwrap();

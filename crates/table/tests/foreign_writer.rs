@@ -48,11 +48,7 @@ async fn a_foreign_commit_between_read_and_swap_is_retried_over() {
     );
     c.commit(
         &Append::new(f.files(0..5).await),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -62,16 +58,9 @@ async fn a_foreign_commit_between_read_and_swap_is_retried_over() {
         fixture: &f,
         attempts: AtomicUsize::new(0),
     };
-    c.commit(
-        &op,
-        &RestoreUpdate {
-            from: offsets(1),
-            to: offsets(2),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    c.commit(&op, &RestoreUpdate::new(offsets(1), offsets(2)))
+        .await
+        .unwrap();
     assert_eq!(op.attempts.load(Ordering::SeqCst), 2, "the first attempt lost the swap");
 
     let want: Vec<i64> = (0..10).chain([1000, 1001]).collect();

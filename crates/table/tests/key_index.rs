@@ -79,14 +79,7 @@ async fn commit_changes(
         epoch: c.epoch(),
     });
     let CommitOutcome::Committed { snapshot_id } = c
-        .commit(
-            &op,
-            &RestoreUpdate {
-                from: offsets(n),
-                to: offsets(n + 1),
-                ..Default::default()
-            },
-        )
+        .commit(&op, &RestoreUpdate::new(offsets(n), offsets(n + 1)))
         .await
         .unwrap()
     else {
@@ -321,14 +314,7 @@ async fn positions_computed_before_another_writers_rewrite_are_refused() {
         epoch: c.epoch(),
     });
     let err = c
-        .commit(
-            &op,
-            &RestoreUpdate {
-                from: offsets(1),
-                to: offsets(2),
-                ..Default::default()
-            },
-        )
+        .commit(&op, &RestoreUpdate::new(offsets(1), offsets(2)))
         .await
         .unwrap_err();
     assert!(matches!(err, TableError::StaleDeletes { .. }), "{err}");

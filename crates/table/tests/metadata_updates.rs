@@ -17,11 +17,7 @@ async fn schema_evolution_reads_old_and_new_files_together() {
     let c = committer(&f).await;
     c.commit(
         &Append::new(f.files(0..4).await),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -55,16 +51,9 @@ async fn schema_evolution_reads_old_and_new_files_together() {
         .write(&[batch])
         .await
         .unwrap();
-    c.commit(
-        &Append::new(files),
-        &RestoreUpdate {
-            from: offsets(1),
-            to: offsets(2),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    c.commit(&Append::new(files), &RestoreUpdate::new(offsets(1), offsets(2)))
+        .await
+        .unwrap();
     c.update_metadata(&UpdateSchema {
         changes: vec![
             SchemaChange::Widen {
@@ -147,11 +136,7 @@ async fn a_new_partition_spec_and_sort_order_apply_to_new_files() {
     let c = committer(&f).await;
     c.commit(
         &Append::new(f.files(0..6).await),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -174,11 +159,7 @@ async fn a_new_partition_spec_and_sort_order_apply_to_new_files() {
     c.update_metadata(&UpdateSortOrder { order }).await.unwrap();
     c.commit(
         &Append::new(f.files(6..12).await),
-        &RestoreUpdate {
-            from: offsets(1),
-            to: offsets(2),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(1), offsets(2)),
     )
     .await
     .unwrap();

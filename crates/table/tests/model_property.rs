@@ -71,11 +71,7 @@ async fn random_operation_sequences_match_the_model() {
     let mut history = Vec::new();
 
     for step in 0..steps {
-        let restore = RestoreUpdate {
-            from: offsets(step),
-            to: offsets(step + 1),
-            ..Default::default()
-        };
+        let restore = RestoreUpdate::new(offsets(step), offsets(step + 1));
         let op = if m.files.is_empty() { 0 } else { rng.gen_range(0..4) };
         let name = match op {
             0 => {

@@ -27,11 +27,7 @@ async fn commits_fencing_and_concurrency_on_postgres() {
     );
     old.commit(
         &Append::new(f.files(0..10).await),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -40,11 +36,7 @@ async fn commits_fencing_and_concurrency_on_postgres() {
     let err = old
         .commit(
             &Append::new(f.files(10..20).await),
-            &RestoreUpdate {
-                from: offsets(1),
-                to: offsets(2),
-                ..Default::default()
-            },
+            &RestoreUpdate::new(offsets(1), offsets(2)),
         )
         .await
         .unwrap_err();

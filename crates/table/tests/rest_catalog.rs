@@ -78,11 +78,7 @@ async fn commits_speak_the_rest_protocol_and_read_back() {
     let outcome = c
         .commit(
             &Append::new(f.files(0..10).await),
-            &RestoreUpdate {
-                from: offsets(0),
-                to: offsets(7),
-                ..Default::default()
-            },
+            &RestoreUpdate::new(offsets(0), offsets(7)),
         )
         .await
         .unwrap();
@@ -175,11 +171,7 @@ async fn a_stale_owner_is_fenced_through_the_main_ref() {
     );
     old.commit(
         &Append::new(f.files(0..10).await),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -200,11 +192,7 @@ async fn a_stale_owner_is_fenced_through_the_main_ref() {
     let err = old
         .commit(
             &Append::new(f.files(10..20).await),
-            &RestoreUpdate {
-                from: offsets(1),
-                to: offsets(2),
-                ..Default::default()
-            },
+            &RestoreUpdate::new(offsets(1), offsets(2)),
         )
         .await
         .unwrap_err();
@@ -275,11 +263,7 @@ async fn conflicts_unknown_outcomes_and_foreign_writers() {
     server.inject(Fault::Conflict);
     c.commit(
         &Append::new(f.files(0..10).await),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -289,11 +273,7 @@ async fn conflicts_unknown_outcomes_and_foreign_writers() {
     let outcome = c
         .commit(
             &Append::new(f.files(10..20).await),
-            &RestoreUpdate {
-                from: offsets(1),
-                to: offsets(2),
-                ..Default::default()
-            },
+            &RestoreUpdate::new(offsets(1), offsets(2)),
         )
         .await
         .unwrap();
@@ -305,11 +285,7 @@ async fn conflicts_unknown_outcomes_and_foreign_writers() {
     calve_testkit::python::append_with_pyiceberg_at(&server.uri(), &warehouse, "t.events", &[1000, 1001]);
     c.commit(
         &Append::new(f.files(20..30).await),
-        &RestoreUpdate {
-            from: offsets(2),
-            to: offsets(3),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(2), offsets(3)),
     )
     .await
     .unwrap();

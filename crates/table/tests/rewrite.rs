@@ -26,11 +26,7 @@ async fn delete(f: &Fixture, c: &Committer, rows: &[(&iceberg::spec::DataFile, i
     let files = w.write(&dels).await.unwrap();
     c.commit(
         &RowDelta::new(vec![], files),
-        &RestoreUpdate {
-            from: offsets(step),
-            to: offsets(step + 1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(step), offsets(step + 1)),
     )
     .await
     .unwrap();
@@ -50,11 +46,7 @@ async fn compaction_replaces_files_and_drops_applied_deletes() {
     );
     c.commit(
         &Append::new(vec![f1.clone(), f2.clone(), f3.clone()]),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -122,11 +114,7 @@ async fn a_rewrite_is_abandoned_when_a_delete_lands_after_planning() {
     let f1 = f.one_file(0..10).await;
     c.commit(
         &Append::new(vec![f1.clone()]),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -168,11 +156,7 @@ async fn a_rewrite_of_files_already_replaced_is_abandoned() {
     let f1 = f.one_file(0..5).await;
     c.commit(
         &Append::new(vec![f1.clone()]),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -208,11 +192,7 @@ async fn delete_files_drops_whole_files_with_spec_valid_manifests() {
     let (a, b) = (f.one_file(0..4).await, f.one_file(4..9).await);
     c.commit(
         &Append::new(vec![a.clone(), b.clone()]),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();

@@ -25,11 +25,7 @@ async fn position_deletes_remove_exactly_the_named_rows() {
     let a = f.one_file(0..10).await;
     c.commit(
         &Append::new(vec![a.clone()]),
-        &RestoreUpdate {
-            from: offsets(0),
-            to: offsets(1),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(0), offsets(1)),
     )
     .await
     .unwrap();
@@ -55,11 +51,7 @@ async fn position_deletes_remove_exactly_the_named_rows() {
     assert_eq!(deletes[0].record_count(), 2);
     c.commit(
         &RowDelta::new(vec![b.clone()], deletes),
-        &RestoreUpdate {
-            from: offsets(1),
-            to: offsets(2),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(1), offsets(2)),
     )
     .await
     .unwrap();
@@ -94,11 +86,7 @@ async fn position_deletes_remove_exactly_the_named_rows() {
     assert_eq!(deletes[0].referenced_data_file(), None, "covers three data files");
     c.commit(
         &RowDelta::new(vec![new], deletes),
-        &RestoreUpdate {
-            from: offsets(2),
-            to: offsets(3),
-            ..Default::default()
-        },
+        &RestoreUpdate::new(offsets(2), offsets(3)),
     )
     .await
     .unwrap();
@@ -129,11 +117,7 @@ async fn a_row_delta_refuses_equality_deletes() {
     let err = c
         .commit(
             &RowDelta::new(vec![], vec![a]),
-            &RestoreUpdate {
-                from: offsets(0),
-                to: offsets(1),
-                ..Default::default()
-            },
+            &RestoreUpdate::new(offsets(0), offsets(1)),
         )
         .await
         .unwrap_err();

@@ -133,11 +133,7 @@ impl Table {
                 seq: (n..n + deletes.len() as u64).collect(),
             }],
         };
-        let restore = RestoreUpdate {
-            from: offsets(self.commits),
-            to: offsets(self.commits + 1),
-            ..Default::default()
-        };
+        let restore = RestoreUpdate::new(offsets(self.commits), offsets(self.commits + 1));
         let changes = Changes::new(upserts, dels);
         let prepared = self.upserter.write(&changes).await.unwrap();
         let committed = self

@@ -178,6 +178,17 @@ pub struct RestoreUpdate {
     pub unknown_fields: BTreeMap<String, u64>,
 }
 
+impl RestoreUpdate {
+    /// A commit that consumed Kafka from `from` up to `to`, meeting no unknown field.
+    pub fn new(from: Offsets, to: Offsets) -> Self {
+        RestoreUpdate {
+            from,
+            to,
+            unknown_fields: BTreeMap::new(),
+        }
+    }
+}
+
 /// Where a commit's restore point comes from.
 #[derive(Clone, Copy)]
 enum Restore<'a> {
