@@ -27,6 +27,20 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
                 "  restore point: {}",
                 s.restore.map(|o| format!("{o:?}")).unwrap_or_else(|| "none".into())
             );
+            let in_contract =
+                |name: &str| def.ident.name().ends_with("__dlq") || c.columns().iter().any(|col| col.name == name);
+            let added: Vec<&str> = s
+                .columns
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !in_contract(n))
+                .collect();
+            if !added.is_empty() {
+                println!(
+                    "  in the table, not in the contract (added from events; adopt them in the contract): {}",
+                    added.join(", ")
+                );
+            }
             if !s.unknown_fields.is_empty() {
                 let fields: Vec<String> = s
                     .unknown_fields

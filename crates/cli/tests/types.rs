@@ -48,7 +48,7 @@ columns = [
   {{ name = "scores", type = "map<string, long>" }},
   {{ name = "events", type = "list<struct<at: timestamptz, kind: string not null>>", unit = "s" }},
 ]
-evolution = "additive"
+evolution = "frozen"
 approver = "lab-leads"
 
 [keys]

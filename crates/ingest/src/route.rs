@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
-use calve_contract::{Contract, Format, LatePolicy, TombstonePolicy};
+use calve_contract::{Contract, Evolution, Format, LatePolicy, ResolvedColumn, TombstonePolicy};
 
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::debezium::{self, Change};
-use crate::decode::JsonDecoder;
+use crate::decode::{Inferred, JsonDecoder};
 use crate::error::IngestError;
 use crate::key::KeyDecoder;
 use crate::late::split_late;
@@ -36,6 +36,9 @@ pub struct Routed {
     pub ignored: u64,
     /// Fields the table has no column for, by path, with how many routed rows carried each.
     pub unknown_fields: BTreeMap<String, u64>,
+    /// Under `evolution = "additive"` (append tables): the types the top-level unknown fields
+    /// of these rows show.
+    pub inferred: BTreeMap<String, Inferred>,
 }
 
 impl Routed {
@@ -54,6 +57,10 @@ impl Routed {
             out.ignored += part.ignored;
             for (path, n) in part.unknown_fields {
                 *out.unknown_fields.entry(path).or_default() += n;
+            }
+            for (path, ty) in part.inferred {
+                let seen = out.inferred.remove(&path).unwrap_or(Inferred::Unknown);
+                out.inferred.insert(path, seen.merge(ty));
             }
         }
         out.rows = concat_all(rows)?;
@@ -88,8 +95,14 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router for `contract`, decoding into `schema` (the table's Arrow schema).
-    pub fn new(contract: &Contract, schema: SchemaRef) -> Result<Self, IngestError> {
+    /// A router for `contract`, decoding into `schema` (the table's Arrow schema), whose
+    /// columns are the contract's plus `added` (columns calve added to the table from events,
+    /// which the contract does not list).
+    pub fn new(contract: &Contract, schema: SchemaRef, added: &[ResolvedColumn]) -> Result<Self, IngestError> {
+        let columns: Vec<ResolvedColumn> = contract.columns().iter().chain(added).cloned().collect();
+        // New fields become columns only in append tables for now: a keyed table's key index
+        // and writers would have to follow the schema mid-stream.
+        let evolve = contract.schema.evolution == Evolution::Additive && !contract.is_keyed();
         let late = (contract.late_data.policy == LatePolicy::DeadLetter).then(|| {
             (
                 contract.event_time.column.clone(),
@@ -97,11 +110,11 @@ impl Router {
             )
         });
         let keys = match contract.deletes.tombstone {
-            TombstonePolicy::DeleteRow => Some(KeyDecoder::new(&schema, &contract.keys.columns, contract.columns())?),
+            TombstonePolicy::DeleteRow => Some(KeyDecoder::new(&schema, &contract.keys.columns, &columns)?),
             _ => None,
         };
         Ok(Router {
-            decoder: JsonDecoder::new(schema, contract.columns())?,
+            decoder: JsonDecoder::new(schema, &columns)?.inferring(evolve),
             keys,
             tombstone: contract.deletes.tombstone,
             debezium: contract.table.format == Format::DebeziumJson,
@@ -148,6 +161,7 @@ impl Router {
         }
         let mut decoded = self.decoder.decode(&values)?;
         out.unknown_fields = std::mem::take(&mut decoded.unknown_fields);
+        out.inferred = std::mem::take(&mut decoded.inferred);
         for (i, kind, reason) in decoded.rejected {
             out.dead.push(dead(&records[origin[i]], kind, reason, now_us));
         }

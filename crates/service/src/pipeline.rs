@@ -12,8 +12,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calve_contract::Contract;
-use calve_ingest::{dead_letters_to_batch, DeadLetter, DeadLetterKind, KafkaRecord, KafkaSource, Routed, Router};
+use calve_contract::{ColumnType, Contract};
+use calve_ingest::{
+    dead_letters_to_batch, DeadLetter, DeadLetterKind, Inferred, KafkaRecord, KafkaSource, Routed, Router,
+};
 use calve_table::commit::restore::{add_unknown_fields, Offsets, UNKNOWN_FIELDS_CAP};
 use tokio::sync::watch;
 
@@ -78,7 +80,7 @@ impl Pipeline {
         source.assign(&partitions, &start)?;
         let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();
         tracing::info!(table = %contract.table.name, %topic, ?start, "resuming from the table's restore point");
-        let router = Router::new(&contract, main.sink().schema().clone())?;
+        let router = Router::new(&contract, main.sink().schema().clone(), main.sink().added())?;
         Ok(Pipeline {
             contract,
             source,
@@ -148,6 +150,20 @@ impl Pipeline {
         }
         let now_us = chrono::Utc::now().timestamp_micros();
         let mut routed = self.route(&records, now_us)?;
+        let new_columns = new_columns(&routed, self.main.sink().schema());
+        if !new_columns.is_empty() {
+            // `evolution = "additive"`: the fields become optional columns, added by the next
+            // commit together with the rows that carry them; this poll is routed again so its
+            // rows have them.
+            let names: Vec<String> = new_columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+            tracing::info!(
+                table = %self.contract.table.name, columns = %names.join(", "),
+                "events carry new fields; adding them as optional columns with the next commit"
+            );
+            let schema = self.main.add_columns(&new_columns)?;
+            self.router = Router::new(&self.contract, schema, self.main.sink().added())?;
+            routed = self.route(&records, now_us)?;
+        }
         for r in &records {
             self.buffer.advance(r.partition, r.offset);
         }
@@ -299,4 +315,18 @@ impl Pipeline {
         let next = self.positions();
         Ok(hw.iter().all(|(p, h)| *h <= next.get(p).copied().unwrap_or(0)))
     }
+}
+
+/// The new columns a routed poll's inferred fields ask for: those with one type, that the
+/// table does not have.
+fn new_columns(routed: &Routed, schema: &arrow_schema::SchemaRef) -> Vec<(String, ColumnType)> {
+    routed
+        .inferred
+        .iter()
+        .filter(|(name, _)| schema.field_with_name(name).is_err())
+        .filter_map(|(name, inferred)| match inferred {
+            Inferred::Type(ty) => Some((name.clone(), ty.clone())),
+            _ => None,
+        })
+        .collect()
 }

@@ -7,15 +7,17 @@ use std::collections::{BTreeMap, HashMap};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
-use calve_contract::{ColumnType, ResolvedColumn};
+use calve_contract::{ColumnType, Contract, Evolution, ResolvedColumn};
 use calve_table::catalog::schema::column_type_of;
+use calve_table::catalog::schema::columns_not_in;
 use calve_table::commit::restore::{self, Offsets};
 use calve_table::commit::{
-    claim_epoch, diff_with_contract, Append, CommitOutcome, Committer, RestoreUpdate, SchemaChange, UpdateSchema,
+    claim_epoch, diff_with_contract, Append, CommitOutcome, Committer, Evolve, RestoreUpdate, SchemaChange,
+    UpdateSchema, ADDED_FROM_EVENTS,
 };
 use calve_table::write::data::{arrow_schema, DataWriter};
 use calve_table::{Catalog, TableDefinition, TableError};
-use iceberg::spec::DataFile;
+use iceberg::spec::{DataFile, TableMetadataRef};
 use iceberg::TableIdent;
 
 use crate::error::ServiceError;
@@ -26,6 +28,12 @@ pub struct Sink {
     committer: Committer,
     writer: DataWriter,
     schema: SchemaRef,
+    /// The table as last committed or loaded (new columns are planned against it).
+    meta: TableMetadataRef,
+    /// Columns the table has that the contract does not list (added by calve from events).
+    added: Vec<ResolvedColumn>,
+    /// Columns the buffered rows need that the next commit adds.
+    pending: Option<Evolve>,
     /// The restore point the table holds now.
     pub offsets: Offsets,
 }
@@ -36,14 +44,14 @@ impl Sink {
     pub async fn open(
         catalog: &Catalog,
         def: &TableDefinition,
-        columns: Option<&[ResolvedColumn]>,
+        contract: Option<&Contract>,
         target_file_size: u64,
     ) -> Result<Self, ServiceError> {
         let state = catalog.ensure_table(def).await?;
         // Breaking differences are refused before the table is claimed: a refused pipeline
         // must not fence the one that may still be running with the old contract.
-        let changes = match columns {
-            Some(columns) => additive_changes(def, &state.metadata, columns)?,
+        let changes = match contract {
+            Some(c) => additive_changes(def, &state.metadata, c)?,
             None => {
                 check_schema(def, &state.metadata)?;
                 Vec::new()
@@ -57,11 +65,17 @@ impl Sink {
         }
         let state = catalog.load(&def.ident).await?;
         let offsets = restore::restore_point(&state.metadata)?.unwrap_or_default();
+        let added = contract.map_or_else(Vec::new, |c| {
+            columns_not_in(state.metadata.current_schema(), c.columns())
+        });
         Ok(Sink {
             catalog: catalog.clone(),
             committer,
             writer: DataWriter::new(&state.metadata, catalog.file_io().clone(), target_file_size)?,
             schema: arrow_schema(&state.metadata)?,
+            meta: state.metadata.clone(),
+            added,
+            pending: None,
             offsets,
         })
     }
@@ -92,7 +106,51 @@ impl Sink {
             from: self.offsets.clone(),
             to: to.clone(),
             unknown_fields: unknown.clone(),
+            evolve: self.pending.clone(),
         }
+    }
+
+    /// Columns the table has that the contract does not list.
+    pub fn added(&self) -> &[ResolvedColumn] {
+        &self.added
+    }
+
+    /// Plans new optional columns `columns` (name and type) for the next commit: files are
+    /// written with them from now on, and that commit adds them to the table together with
+    /// its rows. Returns the Arrow schema rows must have now.
+    pub fn add_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<&SchemaRef, ServiceError> {
+        let mut evolve = self.pending.take().unwrap_or(Evolve {
+            changes: Vec::new(),
+            on_schema_id: self.meta.current_schema_id(),
+        });
+        for (name, ty) in columns {
+            evolve.changes.push(SchemaChange::AddTyped {
+                name: name.clone(),
+                ty: ty.clone(),
+                doc: Some(ADDED_FROM_EVENTS.into()),
+            });
+            self.added.push(ResolvedColumn {
+                name: name.clone(),
+                ty: ty.clone(),
+                required: false,
+                doc: None,
+                unit: None,
+                decimal_bytes: false,
+            });
+        }
+        let planned = evolve.apply_to(&self.meta)?;
+        self.writer = DataWriter::new(&planned, self.catalog.file_io().clone(), self.writer.target_file_size())?;
+        self.schema = arrow_schema(&planned)?;
+        self.pending = Some(evolve);
+        Ok(&self.schema)
+    }
+
+    /// After a commit: a schema change it carried is now the table's.
+    async fn committed(&mut self) -> Result<(), ServiceError> {
+        if self.pending.take().is_some() {
+            self.meta = self.catalog.load(self.committer.ident()).await?.metadata;
+        }
+        Ok(())
     }
 
     /// Writes `batches` as data files (not yet part of the table).
@@ -115,6 +173,7 @@ impl Sink {
             tracing::info!(table = %self.committer.ident(), "commit had already landed");
         }
         self.offsets = to.clone();
+        self.committed().await?;
         Ok(report)
     }
 }
@@ -149,9 +208,10 @@ impl CommitReport {
 fn additive_changes(
     def: &TableDefinition,
     meta: &iceberg::spec::TableMetadata,
-    columns: &[ResolvedColumn],
+    contract: &Contract,
 ) -> Result<Vec<SchemaChange>, ServiceError> {
-    let diff = diff_with_contract(meta.current_schema(), columns);
+    let added_ok = contract.schema.evolution == Evolution::Additive;
+    let diff = diff_with_contract(meta.current_schema(), contract.columns(), added_ok);
     match diff.breaking.is_empty() {
         true => Ok(diff.additive),
         false => Err(ServiceError::Table(TableError::InvalidData {

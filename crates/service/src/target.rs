@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use arrow_array::RecordBatch;
-use calve_contract::Contract;
+use arrow_array::{new_null_array, RecordBatch};
+use arrow_schema::SchemaRef;
+use calve_contract::{ColumnType, Contract};
 use calve_ingest::Routed;
 use calve_table::commit::restore::Offsets;
 use calve_table::commit::CommitOutcome;
@@ -55,7 +56,7 @@ impl Target {
     /// key index from the claimed table.
     pub async fn open(contract: &Contract, def: &TableDefinition, services: &Services) -> Result<Self, ServiceError> {
         let target_size = contract.maintenance.target_file_size.0;
-        let sink = Sink::open(&services.catalog, def, Some(contract.columns()), target_size).await?;
+        let sink = Sink::open(&services.catalog, def, Some(contract), target_size).await?;
         if !contract.is_keyed() {
             return Ok(Target::Append { sink, rows: Vec::new() });
         }
@@ -102,6 +103,24 @@ impl Target {
                     .map(|b| (b, std::mem::take(&mut routed.delete_origin)));
                 changes.push(records, rows, deletes);
             }
+        }
+    }
+
+    /// New optional columns for the next commit (append tables): rows buffered so far get
+    /// nulls in them. Returns the Arrow schema rows must have now.
+    pub fn add_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<SchemaRef, ServiceError> {
+        match self {
+            Target::Append { sink, rows } => {
+                let schema = sink.add_columns(columns)?.clone();
+                for batch in rows.iter_mut() {
+                    *batch = with_null_columns(batch, &schema)?;
+                }
+                Ok(schema)
+            }
+            Target::Keyed { sink, .. } => Err(ServiceError::Unsupported {
+                table: sink.ident().to_string(),
+                what: "adding columns from events to a keyed table".into(),
+            }),
         }
     }
 
@@ -154,4 +173,13 @@ impl Target {
             _ => unreachable!("files are written by the target that commits them"),
         }
     }
+}
+
+/// `batch` as rows of `schema`, which has the same columns plus new optional ones at the end.
+fn with_null_columns(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ServiceError> {
+    let mut columns = batch.columns().to_vec();
+    for field in schema.fields().iter().skip(columns.len()) {
+        columns.push(new_null_array(field.data_type(), batch.num_rows()));
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }

@@ -31,6 +31,15 @@ pub enum TableError {
         /// Which snapshot made them stale.
         reason: String,
     },
+    /// The table's schema changed after this commit's files were written with new columns:
+    /// their field ids may no longer be the ones the table would give them.
+    #[error("{table}: the schema changed under a commit that adds columns ({reason})")]
+    SchemaMoved {
+        /// The table.
+        table: String,
+        /// What changed.
+        reason: String,
+    },
     /// A newer owner claimed the table; this process must stop writing it.
     #[error("fenced: {table} is owned by writer epoch {current}, this process holds epoch {ours}")]
     Fenced {
@@ -81,9 +90,10 @@ pub enum TableError {
 impl Classify for TableError {
     fn class(&self) -> RetryClass {
         match self {
-            TableError::Conflict { .. } | TableError::Catalog(_) | TableError::StaleDeletes { .. } => {
-                RetryClass::Temporary
-            }
+            TableError::Conflict { .. }
+            | TableError::Catalog(_)
+            | TableError::StaleDeletes { .. }
+            | TableError::SchemaMoved { .. } => RetryClass::Temporary,
             // A full or failing local disk: the pipeline reopens and rebuilds when it clears.
             TableError::KeyIndexSpill(_) => RetryClass::Temporary,
             TableError::Iceberg(e) if e.retryable() => RetryClass::Temporary,

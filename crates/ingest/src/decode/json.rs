@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::columns::{Column, Data, Kind};
+use super::infer::{InferSeed, Inferred};
 use super::scalars;
 use crate::dead_letter::DeadLetterKind;
 
@@ -33,6 +34,10 @@ pub struct Ctx {
     pub fault: Option<Fault>,
     /// Paths of fields the table has no column for.
     pub unknown: Vec<String>,
+    /// Whether to infer the types of top-level unknown fields (`evolution = "additive"`).
+    pub infer: bool,
+    /// The types the record's top-level unknown fields show.
+    pub inferred: Vec<(String, Inferred)>,
 }
 
 impl Ctx {
@@ -306,9 +311,17 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                             };
                             // Counted once per record, however often a list repeats it.
                             if !ctx.unknown.contains(&path) {
-                                ctx.unknown.push(path);
+                                ctx.unknown.push(path.clone());
                             }
-                            map.next_value::<IgnoredAny>()?;
+                            match ctx.infer && col.path.is_empty() {
+                                true => {
+                                    let ty = map.next_value_seed(InferSeed)?;
+                                    ctx.inferred.push((key.to_string(), ty));
+                                }
+                                false => {
+                                    map.next_value::<IgnoredAny>()?;
+                                }
+                            }
                         }
                     }
                 }

@@ -11,6 +11,7 @@
 //! the table stores them, field ids included.
 
 mod columns;
+mod infer;
 mod json;
 mod scalars;
 
@@ -23,6 +24,7 @@ use serde::de::DeserializeSeed;
 
 use crate::dead_letter::DeadLetterKind;
 use columns::{Column, Hints};
+pub use infer::Inferred;
 use json::{Ctx, ValueSeed};
 
 /// Result of decoding a slice of values.
@@ -37,6 +39,9 @@ pub struct Decoded {
     /// Fields the table has no column for, by path (`discount`, `address.floor`), with how
     /// many of the kept values carried each. Their values are not stored.
     pub unknown_fields: BTreeMap<String, u64>,
+    /// With inference on: the type each top-level unknown field's values show, over the kept
+    /// values (what `evolution = "additive"` would add as a column).
+    pub inferred: BTreeMap<String, Inferred>,
 }
 
 /// Decodes JSON objects into batches of one Arrow schema.
@@ -45,6 +50,8 @@ pub struct JsonDecoder {
     schema: SchemaRef,
     /// Contract type and reading hints of each column of `schema`, in its order.
     columns: Vec<(String, ColumnType, Hints)>,
+    /// Whether the types of top-level unknown fields are inferred.
+    infer: bool,
 }
 
 impl JsonDecoder {
@@ -65,9 +72,19 @@ impl JsonDecoder {
                 Ok((c.name.clone(), c.ty.clone(), hints))
             })
             .collect::<Result<Vec<_>, ArrowError>>()?;
-        let d = JsonDecoder { schema, columns };
+        let d = JsonDecoder {
+            schema,
+            columns,
+            infer: false,
+        };
         d.row()?;
         Ok(d)
+    }
+
+    /// Infers the types of top-level fields the table lacks ([`Decoded::inferred`]).
+    pub fn inferring(mut self, infer: bool) -> Self {
+        self.infer = infer;
+        self
     }
 
     /// The schema rows are decoded into.
@@ -90,13 +107,20 @@ impl JsonDecoder {
             return Ok(out);
         }
         let mut row = self.row()?;
-        let mut ctx = Ctx::default();
+        let mut ctx = Ctx {
+            infer: self.infer,
+            ..Ctx::default()
+        };
         for (i, v) in values.iter().enumerate() {
             match decode_one(&mut row, &mut ctx, v) {
                 Ok(()) => {
                     out.kept.push(i);
                     for path in ctx.unknown.drain(..) {
                         *out.unknown_fields.entry(path).or_default() += 1;
+                    }
+                    for (path, ty) in ctx.inferred.drain(..) {
+                        let seen = out.inferred.remove(&path).unwrap_or(Inferred::Unknown);
+                        out.inferred.insert(path, seen.merge(ty));
                     }
                 }
                 Err((kind, reason)) => out.rejected.push((i, kind, reason)),
@@ -118,6 +142,7 @@ impl JsonDecoder {
 fn decode_one(row: &mut Column, ctx: &mut Ctx, v: &[u8]) -> Result<(), (DeadLetterKind, String)> {
     ctx.fault = None;
     ctx.unknown.clear();
+    ctx.inferred.clear();
     if v.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err((DeadLetterKind::MalformedJson, "value is not a JSON object".into()));
     }

@@ -111,6 +111,28 @@ pub fn column_type_of(ty: &Type) -> Option<ColumnType> {
     })
 }
 
+/// The table's columns the contract does not list (columns calve added from events under
+/// `evolution = "additive"`; others are refused at start), typed from the table; none without
+/// a type a contract can declare.
+pub fn columns_not_in(table: &Schema, contract: &[ResolvedColumn]) -> Vec<ResolvedColumn> {
+    table
+        .as_struct()
+        .fields()
+        .iter()
+        .filter(|f| !contract.iter().any(|c| c.name == f.name))
+        .filter_map(|f| {
+            Some(ResolvedColumn {
+                name: f.name.clone(),
+                ty: column_type_of(&f.field_type)?,
+                required: f.required,
+                doc: f.doc.clone(),
+                unit: None,
+                decimal_bytes: false,
+            })
+        })
+        .collect()
+}
+
 /// The table schema a contract declares.
 pub fn table_schema(contract: &Contract) -> Result<Schema> {
     schema_of(contract.columns(), &contract.keys.columns).map_err(|e| invalid(&contract.table.name, e))

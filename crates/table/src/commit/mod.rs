@@ -41,7 +41,7 @@ pub use expire::{ExpirePolicy, ExpireReport};
 pub use rewrite::{ForgettingRewrite, Rewrite};
 pub use rewrite_manifests::RewriteManifests;
 pub use row_delta::{ComputedAt, RowDelta};
-pub use update_schema::{diff_with_contract, is_widening, ContractDiff, SchemaChange, UpdateSchema};
+pub use update_schema::{diff_with_contract, is_widening, ContractDiff, SchemaChange, UpdateSchema, ADDED_FROM_EVENTS};
 pub use update_sort_order::UpdateSortOrder;
 pub use update_spec::UpdatePartitionSpec;
 
@@ -176,6 +176,31 @@ pub struct RestoreUpdate {
     /// Fields the committed records carried that the table has no column for, by path, with
     /// how many records carried each: added to the table's running count in the summary.
     pub unknown_fields: BTreeMap<String, u64>,
+    /// Columns the committed rows need that the table does not have yet: added in the same
+    /// metadata update as the snapshot, so no reader and no restart ever sees one without
+    /// the other.
+    pub evolve: Option<Evolve>,
+}
+
+/// A schema change made together with the rows that need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evolve {
+    /// The additive changes.
+    pub changes: Vec<SchemaChange>,
+    /// The schema id the rows' files were planned against: the new columns' field ids are
+    /// the ones this schema leads to, so a commit on any other schema is refused.
+    pub on_schema_id: i32,
+}
+
+impl Evolve {
+    /// The metadata `base` becomes with the changes applied (to plan the files against).
+    pub fn apply_to(&self, base: &TableMetadata) -> Result<TableMetadata> {
+        let update = UpdateSchema {
+            changes: self.changes.clone(),
+        };
+        let builder = update.apply(base, TableMetadataBuilder::new_from_metadata(base.clone(), None))?;
+        Ok(builder.build()?.metadata)
+    }
 }
 
 impl RestoreUpdate {
@@ -185,6 +210,7 @@ impl RestoreUpdate {
             from,
             to,
             unknown_fields: BTreeMap::new(),
+            evolve: None,
         }
     }
 }
@@ -333,6 +359,16 @@ impl Committer {
                     return Ok(Some(CommitOutcome::AlreadyCommitted { snapshot_id }));
                 }
                 restore::add_unknown_fields(&mut unknown, &r.unknown_fields);
+                if let Some(e) = r.evolve.as_ref().filter(|e| e.on_schema_id != meta.current_schema_id()) {
+                    return Err(TableError::SchemaMoved {
+                        table: self.ident.to_string(),
+                        reason: format!(
+                            "planned on schema {}, the table is at schema {}",
+                            e.on_schema_id,
+                            meta.current_schema_id()
+                        ),
+                    });
+                }
                 (Some(r.to.clone()), id)
             }
             Restore::CarryForward => (restore::restore_point(meta)?, Uuid::new_v4().simple().to_string()),
@@ -348,7 +384,11 @@ impl Committer {
             extra.insert(UNKNOWN_FIELDS_KEY.to_string(), restore::format_unknown_fields(&unknown));
         }
         let mut ctx = SnapshotContext::new(&base, &self.catalog);
-        let result = self.publish(op, &mut ctx, &extra).await;
+        let evolve = match restore {
+            Restore::Advance(r) => r.evolve.as_ref(),
+            Restore::CarryForward => None,
+        };
+        let result = self.publish(op, &mut ctx, &extra, evolve).await;
         match result {
             Ok(true) => Ok(Some(CommitOutcome::Committed {
                 snapshot_id: ctx.snapshot_id,
@@ -373,9 +413,14 @@ impl Committer {
         op: &O,
         ctx: &mut SnapshotContext<'_>,
         extra: &HashMap<String, String>,
+        evolve: Option<&Evolve>,
     ) -> Result<bool> {
         let produced = op.produce(ctx, extra).await?;
         let meta = ctx.metadata();
+        let schema_id = match evolve {
+            Some(e) => e.apply_to(meta)?.current_schema_id(),
+            None => meta.current_schema_id(),
+        };
         let seq = meta.next_sequence_number();
         let list_path = format!(
             "{}/metadata/snap-{}-1-{}.{}",
@@ -403,16 +448,21 @@ impl Committer {
                 operation: produced.operation,
                 additional_properties: produced.summary,
             })
-            .with_schema_id(meta.current_schema_id())
+            .with_schema_id(schema_id)
             .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
             .build();
         let mut builder =
-            TableMetadataBuilder::new_from_metadata(meta.clone(), Some(ctx.base.metadata_location.clone()))
-                .add_snapshot(snapshot)?
-                .set_ref(
-                    MAIN_BRANCH,
-                    SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)),
-                )?;
+            TableMetadataBuilder::new_from_metadata(meta.clone(), Some(ctx.base.metadata_location.clone()));
+        if let Some(e) = evolve {
+            let update = UpdateSchema {
+                changes: e.changes.clone(),
+            };
+            builder = update.apply(meta, builder)?;
+        }
+        let mut builder = builder.add_snapshot(snapshot)?.set_ref(
+            MAIN_BRANCH,
+            SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)),
+        )?;
         if self.claim {
             builder =
                 builder.set_properties(HashMap::from([(WRITER_EPOCH_KEY.to_string(), self.epoch.to_string())]))?;

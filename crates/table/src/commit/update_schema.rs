@@ -180,11 +180,18 @@ pub struct ContractDiff {
     pub breaking: Vec<String>,
 }
 
-/// Compares `table` with the contract's `columns` by name.
-pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn]) -> ContractDiff {
+/// The doc of a column calve added because the topic's events carried it: how a column the
+/// contract never listed is told from one the contract dropped or renamed.
+pub const ADDED_FROM_EVENTS: &str = "added by calve: the topic's events carried this field";
+
+/// Compares `table` with the contract's `columns` by name. With `added_ok` (the contract's
+/// evolution is additive), columns calve added from events ([`ADDED_FROM_EVENTS`]) are fine;
+/// any other column only the table has is one the contract dropped or renamed.
+pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn], added_ok: bool) -> ContractDiff {
     let mut diff = ContractDiff::default();
     for f in table.as_struct().fields() {
-        if !columns.iter().any(|c| c.name == f.name) {
+        let added = added_ok && f.doc.as_deref() == Some(ADDED_FROM_EVENTS);
+        if !added && !columns.iter().any(|c| c.name == f.name) {
             diff.breaking.push(format!(
                 "column `{}` is in the table but not in the contract (dropped or renamed)",
                 f.name

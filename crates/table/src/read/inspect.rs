@@ -27,6 +27,8 @@ pub struct TableSummary {
     pub delete_files: u64,
     /// The restore point.
     pub restore: Option<Offsets>,
+    /// Names of the current schema's top-level columns.
+    pub columns: Vec<String>,
     /// Fields records carried that the table has no column for, by path, with how many
     /// records carried each since the table began.
     pub unknown_fields: BTreeMap<String, u64>,
@@ -49,6 +51,13 @@ pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSum
         data_files: total("total-data-files"),
         delete_files: total("total-delete-files"),
         restore: restore::restore_point(m)?,
+        columns: m
+            .current_schema()
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| f.name.clone())
+            .collect(),
         unknown_fields: restore::unknown_fields(m)?,
     })
 }

@@ -48,6 +48,11 @@ pub struct DataWriter {
 }
 
 impl DataWriter {
+    /// The size a partition's file rolls at.
+    pub fn target_file_size(&self) -> u64 {
+        self.target_file_size as u64
+    }
+
     /// A writer for the table described by `metadata`.
     pub fn new(metadata: &TableMetadata, file_io: FileIO, target_file_size: u64) -> Result<Self> {
         let schema = metadata.current_schema().clone();

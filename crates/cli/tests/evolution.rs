@@ -1,0 +1,114 @@
+//! `evolution = "additive"` end to end: fields producers add mid-stream (a number, then an
+//! object) become optional columns, committed together with the first rows that carry them;
+//! earlier rows read null; nothing is lost or doubled — also when calve is killed after
+//! writing the files of the commit that adds a column; and a restart with the unchanged
+//! contract accepts the columns calve added.
+
+mod common;
+
+use std::time::Duration;
+
+use calve_testkit::broker::Broker;
+use calve_testkit::calve::{wait_for, Setup};
+use calve_testkit::kafka::{create_topic, produce, Message};
+use calve_testkit::python::read_table;
+use common::*;
+use serde_json::{json, Value};
+
+const TS: &str = "2025-11-24T10:00:00Z";
+
+fn order(i: u64) -> String {
+    match i {
+        0..100 => format!(r#"{{"order_id":{i},"customer":"c{i}","ts":"{TS}"}}"#),
+        100..200 => format!(r#"{{"order_id":{i},"customer":"c{i}","ts":"{TS}","discount":{i}}}"#),
+        _ => format!(
+            r#"{{"order_id":{i},"customer":"c{i}","ts":"{TS}","discount":{i},"meta":{{"channel":"web","tags":["t{i}"]}}}}"#
+        ),
+    }
+}
+
+fn run(s: &Setup, env: &[(&str, &str)]) -> std::process::ExitStatus {
+    let mut child = s.spawn_with_env(&calve_bin(), &["run", "--until-caught-up"], env);
+    wait_for(&mut child, Duration::from_secs(120)).expect("calve did not finish in 120s")
+}
+
+/// Produces orders `ids` one poll's worth at a time, so the new fields arrive mid-stream.
+fn produce_orders(bootstrap: &str, ids: std::ops::Range<u64>) {
+    let msgs: Vec<Message> = ids.map(|i| (format!("k{i}"), Some(order(i)), None)).collect();
+    produce(bootstrap, "orders", &msgs);
+}
+
+fn check(s: &Setup, n: u64) {
+    let view = read_table(
+        &s.catalog_db(),
+        &s.warehouse(),
+        "shop.orders",
+        &["order_id", "discount", "meta"],
+    );
+    for reader in ["pyiceberg", "duckdb"] {
+        let rows = view.rows(reader);
+        let mut ids: Vec<u64> = rows.iter().map(|r| r[0].as_u64().unwrap()).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            (0..n).collect::<Vec<_>>(),
+            "{reader}: every order once\n{}",
+            s.logs()
+        );
+        for r in &rows {
+            let i = r[0].as_u64().unwrap();
+            let want_discount = if i < 100 { Value::Null } else { json!(i) };
+            assert_eq!(r[1], want_discount, "{reader}: discount of {i}");
+            let want_meta = if i < 200 {
+                Value::Null
+            } else {
+                json!({"channel": "web", "tags": [format!("t{i}")]})
+            };
+            assert_eq!(r[2], want_meta, "{reader}: meta of {i}");
+        }
+    }
+    let summary = view.current_summary();
+    assert!(
+        summary.get("calve.unknown-fields").is_none(),
+        "new fields became columns, none is dropped: {summary}"
+    );
+}
+
+#[test]
+fn fields_added_mid_stream_become_columns_with_their_rows() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap(), "orders", 1);
+    let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "1s"));
+    produce_orders(&broker.bootstrap(), 0..100);
+    assert!(run(&s, &[]).success(), "{}", s.logs());
+    produce_orders(&broker.bootstrap(), 100..200);
+    // Killed after writing the files of the commit that adds `discount`: nothing of it is
+    // in the table, and the next run adds column and rows together.
+    let st = run(&s, &[("CALVE_CRASH_AT", "after-files-written")]);
+    assert!(!st.success(), "the crash point was reached\n{}", s.latest_log());
+    produce_orders(&broker.bootstrap(), 200..300);
+    assert!(run(&s, &[]).success(), "{}", s.logs());
+    let log = s.logs();
+    assert!(
+        log.contains("events carry new fields; adding them as optional columns"),
+        "{log}"
+    );
+    check(&s, 300);
+
+    // A restart with the contract unchanged accepts the added columns and goes on.
+    produce_orders(&broker.bootstrap(), 300..310);
+    assert!(run(&s, &[]).success(), "{}", s.latest_log());
+    check(&s, 310);
+    let status = std::process::Command::new(calve_bin())
+        .args(["status", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(
+            "in the table, not in the contract (added from events; adopt them in the contract): discount, meta"
+        ),
+        "{status}"
+    );
+}
