@@ -155,14 +155,21 @@ impl Pipeline {
             // `evolution = "additive"`: the fields become optional columns, added by the next
             // commit together with the rows that carry them; this poll is routed again so its
             // rows have them.
-            let names: Vec<String> = new_columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
-            tracing::info!(
-                table = %self.contract.table.name, columns = %names.join(", "),
-                "events carry new fields; adding them as optional columns with the next commit"
-            );
-            let schema = self.main.add_columns(&new_columns)?;
-            self.router = Router::new(&self.contract, schema, self.main.sink().added())?;
-            routed = self.route(&records, now_us)?;
+            let planned = self.main.add_columns(&new_columns)?;
+            if !planned.is_empty() {
+                let described: Vec<String> = new_columns
+                    .iter()
+                    .filter(|(n, _)| planned.contains(n))
+                    .map(|(n, t)| format!("{n} {t}"))
+                    .collect();
+                tracing::info!(
+                    table = %self.contract.table.name, columns = %described.join(", "),
+                    "events carry new fields; adding them as optional columns with the next commit"
+                );
+                let schema = self.main.sink().schema().clone();
+                self.router = Router::new(&self.contract, schema, self.main.sink().added())?;
+                routed = self.route(&records, now_us)?;
+            }
         }
         for r in &records {
             self.buffer.advance(r.partition, r.offset);

@@ -2,7 +2,7 @@
 //! committer, its data writer and the restore point it holds. How rows reach it (appended, or
 //! keyed through an index) is [`crate::target`]'s business.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -22,6 +22,10 @@ use iceberg::TableIdent;
 
 use crate::error::ServiceError;
 
+/// The most columns calve adds to a table from events on its own: past them (a producer using
+/// keys as data) new fields are counted as unknown, not turned into columns.
+pub const MAX_ADDED_COLUMNS: usize = 200;
+
 /// A table this process owns for the pipeline's lifetime.
 pub struct Sink {
     catalog: Catalog,
@@ -34,6 +38,9 @@ pub struct Sink {
     added: Vec<ResolvedColumn>,
     /// Columns the buffered rows need that the next commit adds.
     pending: Option<Evolve>,
+    /// Fields events carried that cannot become columns (the name clashes with a partition
+    /// field or a nested path, or the cap is reached); they stay counted as unknown.
+    refused: HashSet<String>,
     /// The restore point the table holds now.
     pub offsets: Offsets,
 }
@@ -76,6 +83,7 @@ impl Sink {
             meta: state.metadata.clone(),
             added,
             pending: None,
+            refused: HashSet::new(),
             offsets,
         })
     }
@@ -117,32 +125,57 @@ impl Sink {
 
     /// Plans new optional columns `columns` (name and type) for the next commit: files are
     /// written with them from now on, and that commit adds them to the table together with
-    /// its rows. Returns the Arrow schema rows must have now.
-    pub fn add_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<&SchemaRef, ServiceError> {
+    /// its rows. A field that cannot be a column (its name clashes with a partition field or
+    /// a nested field's path, or the table already has [`MAX_ADDED_COLUMNS`] added ones) is
+    /// left out, said once, and stays counted as unknown. Returns the names planned.
+    pub fn add_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<Vec<String>, ServiceError> {
         let mut evolve = self.pending.take().unwrap_or(Evolve {
             changes: Vec::new(),
             on_schema_id: self.meta.current_schema_id(),
+            on_last_column_id: self.meta.last_column_id(),
         });
+        let mut planned = None;
+        let mut names = Vec::new();
         for (name, ty) in columns {
+            if self.refused.contains(name) {
+                continue;
+            }
+            if self.added.len() >= MAX_ADDED_COLUMNS {
+                tracing::warn!(table = %self.ident(), field = %name, "events carry more new fields than the {MAX_ADDED_COLUMNS} columns calve adds on its own; counting the rest as unknown");
+                self.refused.insert(name.clone());
+                continue;
+            }
             evolve.changes.push(SchemaChange::AddTyped {
                 name: name.clone(),
                 ty: ty.clone(),
                 doc: Some(ADDED_FROM_EVENTS.into()),
             });
-            self.added.push(ResolvedColumn {
-                name: name.clone(),
-                ty: ty.clone(),
-                required: false,
-                doc: None,
-                unit: None,
-                decimal_bytes: false,
-            });
+            match evolve.apply_to(&self.meta) {
+                Ok(meta) => {
+                    planned = Some(meta);
+                    names.push(name.clone());
+                    self.added.push(ResolvedColumn {
+                        name: name.clone(),
+                        ty: ty.clone(),
+                        required: false,
+                        doc: Some(ADDED_FROM_EVENTS.into()),
+                        unit: None,
+                        decimal_bytes: false,
+                    });
+                }
+                Err(e) => {
+                    evolve.changes.pop();
+                    tracing::warn!(table = %self.ident(), field = %name, "events carry a field that cannot become a column ({e}); counting it as unknown");
+                    self.refused.insert(name.clone());
+                }
+            }
         }
-        let planned = evolve.apply_to(&self.meta)?;
-        self.writer = DataWriter::new(&planned, self.catalog.file_io().clone(), self.writer.target_file_size())?;
-        self.schema = arrow_schema(&planned)?;
-        self.pending = Some(evolve);
-        Ok(&self.schema)
+        if let Some(meta) = planned {
+            self.writer = DataWriter::new(&meta, self.catalog.file_io().clone(), self.writer.target_file_size())?;
+            self.schema = arrow_schema(&meta)?;
+        }
+        self.pending = Some(evolve).filter(|e| !e.changes.is_empty());
+        Ok(names)
     }
 
     /// After a commit: a schema change it carried is now the table's.

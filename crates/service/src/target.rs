@@ -107,15 +107,16 @@ impl Target {
     }
 
     /// New optional columns for the next commit (append tables): rows buffered so far get
-    /// nulls in them. Returns the Arrow schema rows must have now.
-    pub fn add_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<SchemaRef, ServiceError> {
+    /// nulls in them. Returns the names planned (see [`Sink::add_columns`]).
+    pub fn add_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<Vec<String>, ServiceError> {
         match self {
             Target::Append { sink, rows } => {
-                let schema = sink.add_columns(columns)?.clone();
+                let names = sink.add_columns(columns)?;
+                let schema = sink.schema().clone();
                 for batch in rows.iter_mut() {
                     *batch = with_null_columns(batch, &schema)?;
                 }
-                Ok(schema)
+                Ok(names)
             }
             Target::Keyed { sink, .. } => Err(ServiceError::Unsupported {
                 table: sink.ident().to_string(),

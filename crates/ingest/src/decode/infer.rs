@@ -115,15 +115,16 @@ impl<'de> Visitor<'de> for InferVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Inferred, A::Error> {
+        // Every entry is read even after a conflict: the parser must reach the object's end.
         let mut fields: Vec<StructField> = Vec::new();
+        let mut conflict = false;
         while let Some(name) = map.next_key::<String>()? {
             match map.next_value_seed(InferSeed)? {
-                Inferred::Conflict => return Ok(Inferred::Conflict),
+                Inferred::Conflict => conflict = true,
                 Inferred::Unknown => {}
                 Inferred::Type(ty) => match fields.iter().position(|f| f.name == name) {
-                    // A repeated key: the object is refused when decoded; here it only must
-                    // not make two fields of one name.
-                    Some(_) => return Ok(Inferred::Conflict),
+                    // A repeated key must not make two fields of one name.
+                    Some(_) => conflict = true,
                     None => fields.push(StructField {
                         name,
                         ty,
@@ -132,9 +133,10 @@ impl<'de> Visitor<'de> for InferVisitor {
                 },
             }
         }
-        Ok(match fields.is_empty() {
-            true => Inferred::Unknown,
-            false => Inferred::Type(ColumnType::Struct(fields)),
+        Ok(match (conflict, fields.is_empty()) {
+            (true, _) => Inferred::Conflict,
+            (false, true) => Inferred::Unknown,
+            (false, false) => Inferred::Type(ColumnType::Struct(fields)),
         })
     }
 }
@@ -165,6 +167,12 @@ mod tests {
         );
         assert_eq!(infer("[1, 2.5, null]"), ty("list<double>"));
         assert_eq!(infer(r#"[1, "x"]"#), Inferred::Conflict);
+        assert_eq!(
+            infer(r#"{"tags": [1, "x"], "src": "a"}"#),
+            Inferred::Conflict,
+            "read to the end"
+        );
+        assert_eq!(infer(r#"{"a": 1, "a": 2, "b": 3}"#), Inferred::Conflict);
         assert_eq!(infer("[]"), Inferred::Unknown);
         assert_eq!(ty("long").merge(ty("double")), ty("double"));
         assert_eq!(ty("long").merge(ty("string")), Inferred::Conflict);

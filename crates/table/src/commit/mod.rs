@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use iceberg::spec::{
     DataFileFormat, FormatVersion, ManifestContentType, ManifestFile, ManifestListWriter, ManifestWriter,
-    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary, TableMetadata,
-    TableMetadataBuildResult, TableMetadataBuilder, MAIN_BRANCH,
+    ManifestWriterBuilder, Operation, SchemaRef, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    TableMetadata, TableMetadataBuildResult, TableMetadataBuilder, MAIN_BRANCH,
 };
 use iceberg::TableIdent;
 use uuid::Uuid;
@@ -90,6 +90,8 @@ pub struct SnapshotContext<'a> {
     attempt_id: Uuid,
     manifest_counter: u32,
     written: Vec<String>,
+    /// The schema manifests are written with when the snapshot installs a new one.
+    schema: Option<SchemaRef>,
 }
 
 impl<'a> SnapshotContext<'a> {
@@ -101,6 +103,7 @@ impl<'a> SnapshotContext<'a> {
             attempt_id: Uuid::new_v4(),
             manifest_counter: 0,
             written: Vec::new(),
+            schema: None,
         }
     }
 
@@ -135,7 +138,7 @@ impl<'a> SnapshotContext<'a> {
         let b = ManifestWriterBuilder::new(
             out,
             Some(self.snapshot_id),
-            m.current_schema().clone(),
+            self.schema.clone().unwrap_or_else(|| m.current_schema().clone()),
             m.default_partition_spec().as_ref().clone(),
         );
         Ok(match (m.format_version(), content) {
@@ -190,6 +193,9 @@ pub struct Evolve {
     /// The schema id the rows' files were planned against: the new columns' field ids are
     /// the ones this schema leads to, so a commit on any other schema is refused.
     pub on_schema_id: i32,
+    /// The table's last assigned field id then (a column added and dropped again leaves the
+    /// schema id as it was but not this, and new ids start from it).
+    pub on_last_column_id: i32,
 }
 
 impl Evolve {
@@ -359,13 +365,18 @@ impl Committer {
                     return Ok(Some(CommitOutcome::AlreadyCommitted { snapshot_id }));
                 }
                 restore::add_unknown_fields(&mut unknown, &r.unknown_fields);
-                if let Some(e) = r.evolve.as_ref().filter(|e| e.on_schema_id != meta.current_schema_id()) {
+                let moved = |e: &&Evolve| {
+                    e.on_schema_id != meta.current_schema_id() || e.on_last_column_id != meta.last_column_id()
+                };
+                if let Some(e) = r.evolve.as_ref().filter(moved) {
                     return Err(TableError::SchemaMoved {
                         table: self.ident.to_string(),
                         reason: format!(
-                            "planned on schema {}, the table is at schema {}",
+                            "planned on schema {} (last field id {}), the table is at schema {} (last field id {})",
                             e.on_schema_id,
-                            meta.current_schema_id()
+                            e.on_last_column_id,
+                            meta.current_schema_id(),
+                            meta.last_column_id()
                         ),
                     });
                 }
@@ -383,11 +394,16 @@ impl Committer {
         if !unknown.is_empty() {
             extra.insert(UNKNOWN_FIELDS_KEY.to_string(), restore::format_unknown_fields(&unknown));
         }
-        let mut ctx = SnapshotContext::new(&base, &self.catalog);
         let evolve = match restore {
             Restore::Advance(r) => r.evolve.as_ref(),
             Restore::CarryForward => None,
         };
+        let mut ctx = SnapshotContext::new(&base, &self.catalog);
+        // Manifests describe their files with the schema the snapshot installs, so the new
+        // columns' bounds are kept by every reader (they are dropped for unknown field ids).
+        if let Some(e) = evolve {
+            ctx.schema = Some(e.apply_to(meta)?.current_schema().clone());
+        }
         let result = self.publish(op, &mut ctx, &extra, evolve).await;
         match result {
             Ok(true) => Ok(Some(CommitOutcome::Committed {
