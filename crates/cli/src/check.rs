@@ -1,9 +1,13 @@
-//! `calve check`: contract validation for people and CI pipelines.
+//! `calve check`: contract validation for people and CI pipelines. With `--config`, also what
+//! the next start would do to each table: the schema changes it applies on its own, the ones
+//! that would stop the table, and the columns calve added from events that the contract does
+//! not list yet.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use calve_contract::Contract;
+use calve_service::{check_schema_against_table, Catalog, RunConfig};
 
 pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut failed = false;
@@ -17,4 +21,33 @@ pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Checks every contract of `config` and compares each with its table.
+pub async fn run_config(config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = RunConfig::load(config)?;
+    let contracts = cfg.contracts()?;
+    let catalog = Catalog::open(&cfg.catalog).await?;
+    let mut breaking = false;
+    for c in &contracts {
+        println!("ok: contract of table {} (topic {})", c.table.name, c.table.topic);
+        let check = check_schema_against_table(&catalog, c).await?;
+        if check.new_table {
+            println!("  the table does not exist yet: the first start creates it");
+        }
+        for change in &check.additive {
+            println!("  the next start applies: {change}");
+        }
+        for change in &check.breaking {
+            breaking = true;
+            println!("  WOULD STOP THE TABLE: {change}");
+        }
+        if !check.added_from_events.is_empty() {
+            println!(
+                "  in the table, not in the contract (added from events; adopt them in the contract): {}",
+                check.added_from_events.join(", ")
+            );
+        }
+    }
+    Ok(if breaking { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

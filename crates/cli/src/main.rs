@@ -30,8 +30,11 @@ enum Command {
     /// Validate table contracts: prints `ok` or every problem with its field path.
     Check {
         /// Contract files.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "config")]
         contracts: Vec<PathBuf>,
+        /// A calve.toml: check its contracts and compare each with its table.
+        #[arg(long, short, conflicts_with = "contracts")]
+        config: Option<PathBuf>,
     },
     /// Run the tables of a configuration until SIGTERM/SIGINT (then flush, commit, exit 0).
     Run {
@@ -105,7 +108,10 @@ fn main() -> ExitCode {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = rt.block_on(async {
         match cli.command {
-            Command::Check { contracts } => check::run(&contracts),
+            Command::Check { contracts, config } => match config {
+                Some(config) => check::run_config(&config).await,
+                None => check::run(&contracts),
+            },
             Command::Run {
                 config,
                 until_caught_up,

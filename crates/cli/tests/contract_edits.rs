@@ -83,6 +83,20 @@ fn additive_edits_apply_on_restart_and_breaking_ones_stop_the_table() {
         .collect();
     produce(&broker.bootstrap(), "orders", &second);
     set_contract(&s, V2);
+    let check = std::process::Command::new(calve_bin())
+        .args(["check", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{out}");
+    for change in [
+        "add column `coupon` struct<code: string, pct: double>",
+        "widen `qty` to long",
+        "make `customer` optional",
+    ] {
+        assert!(out.contains(&format!("the next start applies: {change}")), "{out}");
+    }
     assert!(run(&s).success(), "v2 run\n{}", s.logs());
     assert!(
         s.latest_log().contains("the contract adds to the table's schema"),
@@ -109,8 +123,20 @@ fn additive_edits_apply_on_restart_and_breaking_ones_stop_the_table() {
         }
     }
 
-    // v3 renames a column: the table stops, says why, and is left as it was.
+    // v3 renames a column: `calve check --config` says the start would stop the table; the
+    // table stops, says why, and is left as it was.
     set_contract(&s, V3);
+    let check = std::process::Command::new(calve_bin())
+        .args(["check", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(!check.status.success(), "{out}");
+    assert!(
+        out.contains("WOULD STOP THE TABLE: column `customer` is in the table but not in the contract"),
+        "{out}"
+    );
     let st = run(&s);
     assert!(!st.success(), "a breaking edit must not run\n{}", s.latest_log());
     let log = s.latest_log();

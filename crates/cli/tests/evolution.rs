@@ -112,6 +112,17 @@ fn fields_added_mid_stream_become_columns_with_their_rows() {
         .output()
         .unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
+    let check = std::process::Command::new(calve_bin())
+        .args(["check", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{out}");
+    assert!(
+        out.contains("in the table, not in the contract (added from events; adopt them in the contract): discount long, meta struct<channel: string, tags: list<string>>"),
+        "{out}"
+    );
     assert!(
         status.contains(
             "in the table, not in the contract (added from events; adopt them in the contract): discount, meta"

@@ -10,6 +10,7 @@ mod error;
 mod faults;
 mod maintenance;
 mod pipeline;
+mod preflight;
 mod sink;
 mod stats;
 mod supervisor;
@@ -20,6 +21,7 @@ pub use definition::{dead_letter_definition, table_definition};
 pub use erase::{erase_keys, log_erasure, ErasureOutcome};
 pub use error::ServiceError;
 pub use pipeline::{Pipeline, StopWhen};
+pub use preflight::{check_schema_against_table, SchemaCheck};
 pub use stats::TableStats;
 pub use supervisor::{run_tables, Outcomes, Services};
 

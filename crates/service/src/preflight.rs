@@ -1,0 +1,65 @@
+//! What the next start would do to a table whose contract may have changed since it last ran:
+//! `calve check --config` prints it, so an owner sees a breaking edit (which would stop the
+//! table) before deploying it, and the columns calve added from events that the contract does
+//! not list yet.
+
+use calve_contract::{Contract, Evolution};
+use calve_table::catalog::schema::columns_not_in;
+use calve_table::commit::{diff_with_contract, SchemaChange, ADDED_FROM_EVENTS};
+use calve_table::Catalog;
+
+use crate::definition::table_definition;
+use crate::error::ServiceError;
+
+/// How a contract and its table's current schema compare.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchemaCheck {
+    /// The table does not exist yet (the first start creates it from the contract).
+    pub new_table: bool,
+    /// Changes the next start applies on its own.
+    pub additive: Vec<String>,
+    /// Changes that would stop the table at start, in words.
+    pub breaking: Vec<String>,
+    /// Columns calve added from events that the contract does not list (to adopt).
+    pub added_from_events: Vec<String>,
+}
+
+/// Compares `contract` with its table in `catalog`.
+pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) -> Result<SchemaCheck, ServiceError> {
+    let ident = table_definition(contract)?.ident;
+    if !catalog.exists(&ident).await? {
+        return Ok(SchemaCheck {
+            new_table: true,
+            ..Default::default()
+        });
+    }
+    let state = catalog.load(&ident).await?;
+    let schema = state.metadata.current_schema();
+    let diff = diff_with_contract(
+        schema,
+        contract.columns(),
+        contract.schema.evolution == Evolution::Additive,
+    );
+    let added = columns_not_in(schema, contract.columns());
+    Ok(SchemaCheck {
+        new_table: false,
+        additive: diff.additive.iter().map(describe).collect(),
+        breaking: diff.breaking,
+        added_from_events: added
+            .into_iter()
+            .filter(|c| c.doc.as_deref() == Some(ADDED_FROM_EVENTS))
+            .map(|c| format!("{} {}", c.name, c.ty))
+            .collect(),
+    })
+}
+
+/// A schema change in words.
+fn describe(change: &SchemaChange) -> String {
+    match change {
+        SchemaChange::AddColumn { name, ty, .. } => format!("add column `{name}` {ty}"),
+        SchemaChange::AddTyped { name, ty, .. } => format!("add column `{name}` {ty}"),
+        SchemaChange::Widen { name, to } => format!("widen `{name}` to {to}"),
+        SchemaChange::MakeOptional { name } => format!("make `{name}` optional"),
+        SchemaChange::Rename { from, to } => format!("rename `{from}` to `{to}`"),
+    }
+}
