@@ -59,8 +59,7 @@ impl Routed {
                 *out.unknown_fields.entry(path).or_default() += n;
             }
             for (path, ty) in part.inferred {
-                let seen = out.inferred.remove(&path).unwrap_or(Inferred::Unknown);
-                out.inferred.insert(path, seen.merge(ty));
+                Inferred::merge_into(&mut out.inferred, path, ty);
             }
         }
         out.rows = concat_all(rows)?;
@@ -234,7 +233,7 @@ struct Poll<'r> {
 impl Poll<'_> {
     /// Sends record `i` to the dead-letter table.
     fn dead(&mut self, i: usize, kind: DeadLetterKind, reason: String) {
-        self.out.dead.push(dead(&self.records[i], kind, reason, self.now_us));
+        self.out.dead_letter(&self.records[i], kind, reason, self.now_us);
     }
 }
 

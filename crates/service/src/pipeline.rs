@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use calve_contract::{ColumnType, Contract};
 use calve_ingest::{
-    dead_letters_to_batch, DeadLetter, DeadLetterKind, Inferred, KafkaRecord, KafkaSource, Routed, Router,
+    dead_letters_to_batch, DeadLetter, DeadLetterKind, Inferred, IngestError, KafkaRecord, KafkaSource, Routed, Router,
 };
 use calve_table::commit::restore::{add_unknown_fields, Offsets, UNKNOWN_FIELDS_CAP};
 use tokio::sync::watch;
@@ -211,11 +211,7 @@ impl Pipeline {
     /// the panic message) and everything else lands as usual. A panic is deterministic in
     /// the record, so a restart would only meet it again.
     fn route(&self, records: &[KafkaRecord], now_us: i64) -> Result<Routed, ServiceError> {
-        let whole = catch_unwind(AssertUnwindSafe(|| {
-            panic_if_poisoned(records);
-            self.router.route(records, now_us)
-        }));
-        let message = match whole {
+        let message = match self.try_route(records, now_us) {
             Ok(routed) => return Ok(routed?),
             Err(panic) => panic_message(&*panic),
         };
@@ -225,11 +221,7 @@ impl Pipeline {
         );
         let mut parts = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
-            let one = std::slice::from_ref(record);
-            match catch_unwind(AssertUnwindSafe(|| {
-                panic_if_poisoned(one);
-                self.router.route(one, now_us)
-            })) {
+            match self.try_route(std::slice::from_ref(record), now_us) {
                 Ok(routed) => parts.push((routed?, i)),
                 Err(panic) => {
                     let message = panic_message(&*panic);
@@ -245,6 +237,14 @@ impl Pipeline {
             }
         }
         Ok(Routed::merge(parts)?)
+    }
+
+    /// Routes `records` with a panic caught rather than unwound through the pipeline.
+    fn try_route(&self, records: &[KafkaRecord], now_us: i64) -> std::thread::Result<Result<Routed, IngestError>> {
+        catch_unwind(AssertUnwindSafe(|| {
+            panic_if_poisoned(records);
+            self.router.route(records, now_us)
+        }))
     }
 
     /// Commits what is buffered: dead letters first, then rows, both with the same restore point.

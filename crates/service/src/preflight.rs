@@ -5,8 +5,9 @@
 
 use calve_contract::{Contract, Evolution};
 use calve_table::catalog::schema::columns_not_in;
-use calve_table::commit::{diff_with_contract, SchemaChange, ADDED_FROM_EVENTS};
+use calve_table::commit::{diff_with_contract, ContractDiff, SchemaChange, ADDED_FROM_EVENTS};
 use calve_table::Catalog;
+use iceberg::spec::Schema;
 
 use crate::definition::table_definition;
 use crate::error::ServiceError;
@@ -35,11 +36,7 @@ pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) 
     }
     let state = catalog.load(&ident).await?;
     let schema = state.metadata.current_schema();
-    let diff = diff_with_contract(
-        schema,
-        contract.columns(),
-        contract.schema.evolution == Evolution::Additive,
-    );
+    let diff = contract_diff(schema, contract);
     let added = columns_not_in(schema, contract.columns());
     Ok(SchemaCheck {
         new_table: false,
@@ -51,6 +48,16 @@ pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) 
             .map(|c| format!("{} {}", c.name, c.ty))
             .collect(),
     })
+}
+
+/// How `table` differs from `contract`'s columns; under `evolution = "additive"` columns calve
+/// added from events are the table's own, not a dropped column.
+pub(crate) fn contract_diff(table: &Schema, contract: &Contract) -> ContractDiff {
+    diff_with_contract(
+        table,
+        contract.columns(),
+        contract.schema.evolution == Evolution::Additive,
+    )
 }
 
 /// A schema change in words.

@@ -7,13 +7,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
-use calve_contract::{ColumnType, Contract, Evolution, ResolvedColumn};
+use calve_contract::{ColumnType, Contract, ResolvedColumn};
 use calve_table::catalog::schema::column_type_of;
 use calve_table::catalog::schema::columns_not_in;
 use calve_table::commit::restore::{self, Offsets};
 use calve_table::commit::{
-    claim_epoch, diff_with_contract, Append, CommitOutcome, Committer, Evolve, RestoreUpdate, SchemaChange,
-    UpdateSchema, ADDED_FROM_EVENTS,
+    claim_epoch, Append, CommitOutcome, Committer, Evolve, RestoreUpdate, SchemaChange, UpdateSchema, ADDED_FROM_EVENTS,
 };
 use calve_table::write::data::{arrow_schema, DataWriter};
 use calve_table::{Catalog, TableDefinition, TableError};
@@ -21,6 +20,7 @@ use iceberg::spec::{DataFile, TableMetadataRef};
 use iceberg::TableIdent;
 
 use crate::error::ServiceError;
+use crate::preflight::contract_diff;
 
 /// The most columns calve adds to a table from events on its own: past them (a producer using
 /// keys as data) new fields are counted as unknown, not turned into columns.
@@ -116,6 +116,11 @@ impl Sink {
             unknown_fields: unknown.clone(),
             evolve: self.pending.clone(),
         }
+    }
+
+    /// The table as last committed or loaded.
+    pub fn metadata(&self) -> &TableMetadataRef {
+        &self.meta
     }
 
     /// Columns the table has that the contract does not list.
@@ -243,8 +248,7 @@ fn additive_changes(
     meta: &iceberg::spec::TableMetadata,
     contract: &Contract,
 ) -> Result<Vec<SchemaChange>, ServiceError> {
-    let added_ok = contract.schema.evolution == Evolution::Additive;
-    let diff = diff_with_contract(meta.current_schema(), contract.columns(), added_ok);
+    let diff = contract_diff(meta.current_schema(), contract);
     match diff.breaking.is_empty() {
         true => Ok(diff.additive),
         false => Err(ServiceError::Table(TableError::InvalidData {
@@ -272,7 +276,7 @@ fn check_schema(def: &TableDefinition, meta: &iceberg::spec::TableMetadata) -> R
     if shape(&def.schema) != shape(meta.current_schema()) {
         return Err(ServiceError::Table(TableError::InvalidData {
             table: def.ident.to_string(),
-            reason: "the table's schema differs from its contract; schema evolution is not in this build yet".into(),
+            reason: "the table's schema differs from the one calve defines for it".into(),
         }));
     }
     Ok(())

@@ -14,7 +14,7 @@ use calve_ingest::Routed;
 use calve_table::commit::restore::Offsets;
 use calve_table::commit::CommitOutcome;
 use calve_table::keyed::{Changes, Prepared, Upserter};
-use calve_table::{Catalog, TableDefinition};
+use calve_table::TableDefinition;
 use iceberg::spec::DataFile;
 
 use crate::error::ServiceError;
@@ -60,12 +60,11 @@ impl Target {
         if !contract.is_keyed() {
             return Ok(Target::Append { sink, rows: Vec::new() });
         }
+        // The index is built from the table as the sink claimed and loaded it.
         let started = Instant::now();
-        let catalog: &Catalog = &services.catalog;
-        let state = catalog.load(&def.ident).await?;
         let upserter = Upserter::open(
-            catalog.file_io(),
-            &state.metadata,
+            services.catalog.file_io(),
+            sink.metadata(),
             &contract.keys.columns,
             target_size,
             &services.key_index,

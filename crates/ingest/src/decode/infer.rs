@@ -4,6 +4,7 @@
 //! of it optional. Nulls say nothing. Values of one field that disagree (a long and a double
 //! agree on double) leave the field without a type, and it stays counted as unknown.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use calve_contract::{ColumnType, Element, StructField};
@@ -21,6 +22,12 @@ pub enum Inferred {
 }
 
 impl Inferred {
+    /// Adds what a value of `path` says to what `seen` holds of it.
+    pub fn merge_into(seen: &mut BTreeMap<String, Inferred>, path: String, more: Inferred) {
+        let before = seen.remove(&path).unwrap_or(Inferred::Unknown);
+        seen.insert(path, before.merge(more));
+    }
+
     /// What `self` and `other` say together.
     pub fn merge(self, other: Inferred) -> Inferred {
         match (self, other) {

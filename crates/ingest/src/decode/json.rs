@@ -48,6 +48,11 @@ impl Ctx {
         E::custom("refused")
     }
 
+    /// Refuses a value of the column at `path` that does not fit, for `reason`.
+    fn misfit<E: serde::de::Error>(&mut self, path: &str, reason: impl std::fmt::Display) -> E {
+        self.refuse(DeadLetterKind::SchemaMismatch, format!("{path}: {reason}"))
+    }
+
     fn mismatch<E: serde::de::Error>(&mut self, col: &Column, found: &str) -> E {
         let what = describe(col.kind);
         self.refuse(
@@ -144,9 +149,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             (Kind::Time { unit } | Kind::Timestamp { unit, .. }, Data::I64(v)) => {
                 match scalars::micros_from_int(n, unit).and_then(|us| time_of_day(col.kind, us)) {
                     Ok(us) => v.push(us),
-                    Err(reason) => {
-                        return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, format!("{}: {reason}", col.path)))
-                    }
+                    Err(reason) => return Err(ctx.misfit(&col.path, reason)),
                 }
                 true
             }
@@ -200,9 +203,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             (Kind::Time { unit } | Kind::Timestamp { unit, .. }, Data::I64(v)) => {
                 match scalars::micros_from_number(x, unit).and_then(|us| time_of_day(col.kind, us)) {
                     Ok(us) => v.push(us),
-                    Err(reason) => {
-                        return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, format!("{}: {reason}", col.path)))
-                    }
+                    Err(reason) => return Err(ctx.misfit(&col.path, reason)),
                 }
             }
             (Kind::Int | Kind::Long | Kind::Date, _) if !whole => {
@@ -244,7 +245,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                 Ok(())
             }
             Err(None) => Err(ctx.mismatch(col, &format!("string \"{}\"", scalars::abbreviate(s)))),
-            Err(Some(reason)) => Err(ctx.refuse(DeadLetterKind::SchemaMismatch, format!("{}: {reason}", col.path))),
+            Err(Some(reason)) => Err(ctx.misfit(&col.path, reason)),
         }
     }
 
@@ -339,7 +340,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                     let key = key.as_str();
                     if let Err(reason) = push_str(keys, key) {
                         let reason = reason.unwrap_or_else(|| format!("\"{}\" is not a {}", key, describe(keys.kind)));
-                        return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, format!("{}: {reason}", keys.path)));
+                        return Err(ctx.misfit(&keys.path, reason));
                     }
                     keys.valid.push(true);
                     if keys.repeats_last(first) {
@@ -556,7 +557,7 @@ fn decimal<E: serde::de::Error>(col: &mut Column, ctx: &mut Ctx, raw: &str, spec
             col.valid.push(true);
             Ok(())
         }
-        (Err(reason), _) => Err(ctx.refuse(DeadLetterKind::SchemaMismatch, format!("{}: {reason}", col.path))),
+        (Err(reason), _) => Err(ctx.misfit(&col.path, reason)),
         (Ok(_), _) => Err(ctx.mismatch(col, "a decimal")),
     }
 }

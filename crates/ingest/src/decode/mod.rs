@@ -119,8 +119,7 @@ impl JsonDecoder {
                         *out.unknown_fields.entry(path).or_default() += 1;
                     }
                     for (path, ty) in ctx.inferred.drain(..) {
-                        let seen = out.inferred.remove(&path).unwrap_or(Inferred::Unknown);
-                        out.inferred.insert(path, seen.merge(ty));
+                        Inferred::merge_into(&mut out.inferred, path, ty);
                     }
                 }
                 Err((kind, reason)) => out.rejected.push((i, kind, reason)),
