@@ -83,13 +83,8 @@ fn additive_edits_apply_on_restart_and_breaking_ones_stop_the_table() {
         .collect();
     produce(&broker.bootstrap(), "orders", &second);
     set_contract(&s, V2);
-    let check = std::process::Command::new(calve_bin())
-        .args(["check", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{out}");
+    let (check_ok, out) = s.cli(&calve_bin(), &["check"]);
+    assert!(check_ok, "{out}");
     for change in [
         "add column `coupon` struct<code: string, pct: double>",
         "widen `qty` to long",
@@ -126,13 +121,8 @@ fn additive_edits_apply_on_restart_and_breaking_ones_stop_the_table() {
     // v3 renames a column: `calve check --config` says the start would stop the table; the
     // table stops, says why, and is left as it was.
     set_contract(&s, V3);
-    let check = std::process::Command::new(calve_bin())
-        .args(["check", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&check.stdout);
-    assert!(!check.status.success(), "{out}");
+    let (check_ok, out) = s.cli(&calve_bin(), &["check"]);
+    assert!(!check_ok, "{out}");
     assert!(
         out.contains("WOULD STOP THE TABLE: column `customer` is in the table but not in the contract"),
         "{out}"

@@ -106,19 +106,10 @@ fn fields_added_mid_stream_become_columns_with_their_rows() {
     assert!(run(&s, &[]).success(), "{}", s.latest_log());
     check(&s, 320, json!({"ts_day": 10, "odd": 10}));
     assert!(s.latest_log().contains("cannot become a column"), "{}", s.latest_log());
-    let status = std::process::Command::new(calve_bin())
-        .args(["status", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&status.stdout);
-    let check = std::process::Command::new(calve_bin())
-        .args(["check", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{out}");
+    let (status_ok, status) = s.cli(&calve_bin(), &["status"]);
+    assert!(status_ok, "{status}");
+    let (check_ok, out) = s.cli(&calve_bin(), &["check"]);
+    assert!(check_ok, "{out}");
     assert!(
         out.contains("in the table, not in the contract (added from events; adopt them in the contract): discount long, meta struct<channel: string, tags: list<string>>"),
         "{out}"

@@ -267,12 +267,8 @@ fn every_type_lands_exactly_and_every_bad_value_is_dead_lettered_with_its_path()
     let summary = view.current_summary();
     let unknown: Value = serde_json::from_str(summary["calve.unknown-fields"].as_str().unwrap_or("{}")).unwrap();
     assert_eq!(unknown, json!({"discount": 1, "meta": 1}), "summary: {summary}");
-    let status = std::process::Command::new(calve_bin())
-        .args(["status", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&status.stdout);
+    let (status_ok, status) = s.cli(&calve_bin(), &["status"]);
+    assert!(status_ok, "{status}");
     assert!(
         status.contains("in records, not in the table (not stored): discount (1 records), meta (1 records)"),
         "{status}"

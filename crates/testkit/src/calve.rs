@@ -144,19 +144,27 @@ impl Setup {
         false
     }
 
-    /// The first table's restore point as `calve status` prints it (`none` before any
-    /// commit; empty when status could not be read).
-    pub fn restore_point(&self, bin: &Path) -> String {
-        let Ok(out) = Command::new(bin)
-            .args(["status", "--config"])
+    /// Runs `calve <args> --config <config>` to its end: whether it succeeded, and what it
+    /// printed on stdout (empty when it could not be started).
+    pub fn cli(&self, bin: &Path, args: &[&str]) -> (bool, String) {
+        match Command::new(bin)
+            .args(args)
+            .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "error")
             .output()
-        else {
-            return String::new();
-        };
+        {
+            Ok(out) => (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned()),
+            Err(_) => (false, String::new()),
+        }
+    }
+
+    /// The first table's restore point as `calve status` prints it (`none` before any
+    /// commit; empty when status could not be read).
+    pub fn restore_point(&self, bin: &Path) -> String {
         // The target table is listed first, its dead-letter table after it.
-        String::from_utf8_lossy(&out.stdout)
+        self.cli(bin, &["status"])
+            .1
             .lines()
             .find_map(|l| l.trim().strip_prefix("restore point: ").map(String::from))
             .unwrap_or_default()
