@@ -55,6 +55,7 @@ columns = [
 ]
 evolution = "additive"
 approver = "bench"
+on_breaking = "dead-letter"
 
 [keys]
 columns = ["order_id"]

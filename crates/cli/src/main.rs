@@ -7,6 +7,7 @@ mod demo;
 mod erase;
 mod maintain;
 mod run;
+mod schema;
 mod status;
 
 use std::path::PathBuf;
@@ -86,6 +87,12 @@ enum Command {
         #[arg(long)]
         respect_budget: bool,
     },
+    /// Breaking schema changes held for the approver (`on_breaking = "hold"`): show, approve,
+    /// reject.
+    Schema {
+        #[command(subcommand)]
+        action: SchemaCommand,
+    },
     /// Self-contained demo: in-process Kafka, sample events (some bad), a table you can query.
     Demo {
         /// Where to put the catalog and warehouse (default: a new directory under /tmp).
@@ -94,6 +101,41 @@ enum Command {
         /// How many good events to produce.
         #[arg(long, default_value_t = 2000)]
         events: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Show what each held table proposes: the change, the first offending record, its offset.
+    Pending {
+        /// Path to calve.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Apply the held table's proposal and resume it (nothing lost, nothing doubled).
+    Approve {
+        /// Path to calve.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The table (`namespace.name`, as in its contract).
+        #[arg(long)]
+        table: String,
+        /// Who approves (recorded in the table with the time and the change).
+        #[arg(long)]
+        by: String,
+    },
+    /// Send the held records (those breaking the schema the same way, up to the end of the
+    /// topic now) to the dead-letter table and resume.
+    Reject {
+        /// Path to calve.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The table (`namespace.name`, as in its contract).
+        #[arg(long)]
+        table: String,
+        /// Who rejects (recorded in the table with the time).
+        #[arg(long)]
+        by: String,
     },
 }
 
@@ -132,6 +174,15 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Demo { dir, events } => demo::run(dir, events).await,
+            Command::Schema { action } => match action {
+                SchemaCommand::Pending { config } => schema::pending(&config).await,
+                SchemaCommand::Approve { config, table, by } => {
+                    schema::decide(&config, &table, calve_service::Action::Approve, &by).await
+                }
+                SchemaCommand::Reject { config, table, by } => {
+                    schema::decide(&config, &table, calve_service::Action::Reject, &by).await
+                }
+            },
             Command::Erase {
                 config,
                 table,

@@ -3,7 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use calve_service::summarize;
+use calve_contract::Contract;
+use calve_service::{schema_holds, summarize, Action};
+
+use crate::schema::{print_hold, time};
 use calve_service::Catalog;
 use calve_service::{dead_letter_definition, table_definition, RunConfig};
 use calve_service::{human_bytes, maintenance_status as status};
@@ -49,10 +52,46 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
                     .collect();
                 println!("  in records, not in the table (not stored): {}", fields.join(", "));
             }
+            if def.ident == table_definition(&c)?.ident {
+                print_schema_holds(&catalog, &c).await?;
+            }
             print_maintenance(&catalog, &cfg.catalog.warehouse, &def.ident.to_string()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The table's hold, if it is held, and the approvers' decisions so far.
+async fn print_schema_holds(catalog: &Catalog, contract: &Contract) -> anyhow::Result<()> {
+    let state = schema_holds(catalog, contract).await?;
+    if let Some(hold) = &state.hold {
+        print_hold(&contract.table.name, hold);
+    }
+    for a in &state.applied {
+        let d = &a.decision;
+        let what = match d.action {
+            Action::Approve => a
+                .hold
+                .proposal
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            Action::Reject => format!(
+                "held records breaking `{}` ({}) sent to the dead-letter table",
+                a.hold.path, a.hold.kind
+            ),
+        };
+        println!(
+            "  schema history: {} {:?} by {}: {what} (schema {}; because: {})",
+            time(d.at_ms),
+            d.action,
+            d.by,
+            a.schema_id,
+            a.hold.reason
+        );
+    }
+    Ok(())
 }
 
 /// The last maintenance cycle's view, and the falls-behind signal if it is up.

@@ -48,8 +48,9 @@ columns = [
   {{ name = "scores", type = "map<string, long>" }},
   {{ name = "events", type = "list<struct<at: timestamptz, kind: string not null>>", unit = "s" }},
 ]
-evolution = "frozen"
+evolution = "declared-only"
 approver = "lab-leads"
+on_breaking = "dead-letter"
 
 [keys]
 columns = []

@@ -42,6 +42,24 @@ pub struct SchemaSection {
     pub evolution: Evolution,
     /// Who approves breaking changes (a team or person, shown when a change is held).
     pub approver: String,
+    /// What a breaking change met in the records does: a declared column's value of another
+    /// type, a required column missing, and (under `evolution = "frozen"`) a field the
+    /// contract does not declare.
+    pub on_breaking: OnBreaking,
+}
+
+/// What happens to records that break the table's schema.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnBreaking {
+    /// The table stops at the first such record (everything before it is committed, nothing
+    /// after it; other tables go on) until the approver runs `calve schema approve` (apply the
+    /// change calve proposes and go on) or `calve schema reject` (send the held records to the
+    /// dead-letter table and go on).
+    Hold,
+    /// Such records go to the dead-letter table (kinds `schema-mismatch`, `missing-required`,
+    /// `undeclared-field`) and the table goes on.
+    DeadLetter,
 }
 
 /// One column of the table.
@@ -80,9 +98,18 @@ pub struct Column {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Evolution {
-    /// New optional columns and type widening apply; breaking changes wait for the approver.
+    /// New fields in events become optional columns and contract edits that add a column,
+    /// widen a type or make a column optional apply on their own; breaking changes follow
+    /// `on_breaking`.
     Additive,
-    /// Every change waits for the approver.
+    /// The table keeps the columns the contract declares and no others: fields of the events
+    /// that the contract does not declare are not stored, and are counted per field in the
+    /// snapshot summary and `calve status` (a table that takes a few columns of a wide event).
+    /// Contract edits apply at start as under `additive`.
+    DeclaredOnly,
+    /// The table's columns are exactly the contract's: contract edits still apply at start,
+    /// but a record carrying a field the contract does not declare is a breaking change and
+    /// follows `on_breaking` (held, or dead-lettered as `undeclared-field`).
     Frozen,
 }
 

@@ -29,12 +29,23 @@ pub enum DeadLetterKind {
     Late,
     /// A tombstone whose Kafka key does not give the business key.
     BadKey,
+    /// A field the contract does not declare, in a table whose evolution is `frozen`.
+    UndeclaredField,
     /// Routing this record panicked (a bug calve isolates: the record is set aside so the
     /// table goes on, and the message says what panicked).
     Panicked,
 }
 
 impl DeadLetterKind {
+    /// Whether the record breaks the table's schema (rather than being malformed, late or a
+    /// tombstone): what the contract's `on_breaking` decides about.
+    pub fn is_breaking(&self) -> bool {
+        matches!(
+            self,
+            DeadLetterKind::SchemaMismatch | DeadLetterKind::MissingRequired | DeadLetterKind::UndeclaredField
+        )
+    }
+
     /// The `error_kind` column value.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -44,6 +55,7 @@ impl DeadLetterKind {
             DeadLetterKind::Tombstone => "tombstone",
             DeadLetterKind::Late => "late",
             DeadLetterKind::BadKey => "bad-key",
+            DeadLetterKind::UndeclaredField => "undeclared-field",
             DeadLetterKind::Panicked => "panic",
         }
     }
@@ -58,6 +70,8 @@ pub struct DeadLetter {
     pub kind: DeadLetterKind,
     /// Human-readable reason.
     pub error: String,
+    /// The column path the record failed at (`""` when the failure is not one column's).
+    pub path: String,
     /// When calve received it, microseconds since the epoch.
     pub received_at_us: i64,
 }

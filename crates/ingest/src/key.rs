@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::dead_letter::DeadLetterKind;
 use crate::debezium;
-use crate::decode::{Decoded, JsonDecoder};
+use crate::decode::{Decoded, JsonDecoder, Rejected};
 
 /// A record as a dead letter keeps it: raw Kafka key and raw value.
 pub type RawRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
@@ -77,8 +77,8 @@ impl KeyDecoder {
         let mut rejected = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             match k.map(|k| self.as_object(k)) {
-                None => rejected.push((i, DeadLetterKind::BadKey, "tombstone without a Kafka key".to_string())),
-                Some(Err(reason)) => rejected.push((i, DeadLetterKind::BadKey, reason)),
+                None => rejected.push(bad_key(i, "tombstone without a Kafka key".to_string())),
+                Some(Err(reason)) => rejected.push(bad_key(i, reason)),
                 Some(Ok(obj)) => {
                     objects.push(obj);
                     origin.push(i);
@@ -89,10 +89,10 @@ impl KeyDecoder {
         let mut out = self.decoder.decode(&refs)?;
         out.kept.iter_mut().for_each(|k| *k = origin[*k]);
         for r in out.rejected.iter_mut() {
-            *r = (origin[r.0], DeadLetterKind::BadKey, format!("Kafka key: {}", r.2));
+            *r = bad_key(origin[r.index], format!("Kafka key: {}", r.reason));
         }
         out.rejected.extend(rejected);
-        out.rejected.sort_by_key(|r| r.0);
+        out.rejected.sort_by_key(|r| r.index);
         Ok(out)
     }
 
@@ -123,6 +123,15 @@ impl KeyDecoder {
             },
         };
         Ok(value.to_string().into_bytes())
+    }
+}
+
+fn bad_key(index: usize, reason: String) -> Rejected {
+    Rejected {
+        index,
+        kind: DeadLetterKind::BadKey,
+        path: String::new(),
+        reason,
     }
 }
 
@@ -175,9 +184,13 @@ mod tests {
         let keys: Vec<Option<&[u8]>> = vec![None, Some(b"[1,2]"), Some(br#"{"id":"x"}"#), Some(b"abc"), Some(b"8")];
         let d = decoder().decode(&keys).unwrap();
         assert_eq!(d.kept, vec![4]);
-        let rejected: Vec<usize> = d.rejected.iter().map(|r| r.0).collect();
+        let rejected: Vec<usize> = d.rejected.iter().map(|r| r.index).collect();
         assert_eq!(rejected, vec![0, 1, 2, 3]);
-        assert!(d.rejected.iter().all(|r| r.1 == DeadLetterKind::BadKey));
-        assert!(d.rejected[0].2.contains("without a Kafka key"), "{}", d.rejected[0].2);
+        assert!(d.rejected.iter().all(|r| r.kind == DeadLetterKind::BadKey));
+        assert!(
+            d.rejected[0].reason.contains("without a Kafka key"),
+            "{}",
+            d.rejected[0].reason
+        );
     }
 }

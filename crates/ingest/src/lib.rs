@@ -15,7 +15,7 @@ mod route;
 mod source;
 
 pub use dead_letter::{dead_letters_to_batch, DeadLetter, DeadLetterKind};
-pub use decode::{Decoded, Inferred, JsonDecoder};
+pub use decode::{Decoded, Inferred, JsonDecoder, Rejected};
 pub use error::IngestError;
 pub use key::{key_candidates, KeyDecoder};
 pub use late::split_late;

@@ -69,7 +69,7 @@ impl Routed {
 
     /// Sends `record` to the dead-letter table.
     pub fn dead_letter(&mut self, record: &KafkaRecord, kind: DeadLetterKind, error: String, now_us: i64) {
-        self.dead.push(dead(record, kind, error, now_us));
+        self.dead.push(dead(record, kind, String::new(), error, now_us));
     }
 }
 
@@ -95,13 +95,13 @@ pub struct Router {
 
 impl Router {
     /// A router for `contract`, decoding into `schema` (the table's Arrow schema), whose
-    /// columns are the contract's plus `added` (columns calve added to the table from events,
-    /// which the contract does not list).
-    pub fn new(contract: &Contract, schema: SchemaRef, added: &[ResolvedColumn]) -> Result<Self, IngestError> {
-        let columns: Vec<ResolvedColumn> = contract.columns().iter().chain(added).cloned().collect();
+    /// columns are `columns`: the contract's as the table has them (approved widenings
+    /// included), and those calve added to the table, which the contract does not list.
+    pub fn new(contract: &Contract, schema: SchemaRef, columns: &[ResolvedColumn]) -> Result<Self, IngestError> {
         // New fields become columns only in append tables for now: a keyed table's key index
         // and writers would have to follow the schema mid-stream.
         let evolve = contract.schema.evolution == Evolution::Additive && !contract.is_keyed();
+        let frozen = contract.schema.evolution == Evolution::Frozen;
         let late = (contract.late_data.policy == LatePolicy::DeadLetter).then(|| {
             (
                 contract.event_time.column.clone(),
@@ -109,11 +109,13 @@ impl Router {
             )
         });
         let keys = match contract.deletes.tombstone {
-            TombstonePolicy::DeleteRow => Some(KeyDecoder::new(&schema, &contract.keys.columns, &columns)?),
+            TombstonePolicy::DeleteRow => Some(KeyDecoder::new(&schema, &contract.keys.columns, columns)?),
             _ => None,
         };
         Ok(Router {
-            decoder: JsonDecoder::new(schema, &columns)?.inferring(evolve),
+            decoder: JsonDecoder::new(schema, columns)?
+                .inferring(evolve)
+                .refusing_undeclared(frozen),
             keys,
             tombstone: contract.deletes.tombstone,
             debezium: contract.table.format == Format::DebeziumJson,
@@ -161,8 +163,9 @@ impl Router {
         let mut decoded = self.decoder.decode(&values)?;
         out.unknown_fields = std::mem::take(&mut decoded.unknown_fields);
         out.inferred = std::mem::take(&mut decoded.inferred);
-        for (i, kind, reason) in decoded.rejected {
-            out.dead.push(dead(&records[origin[i]], kind, reason, now_us));
+        for r in decoded.rejected {
+            out.dead
+                .push(dead(&records[origin[r.index]], r.kind, r.path, r.reason, now_us));
         }
         let Some(batch) = decoded.batch else { return Ok(out) };
         let mut row_origin: Vec<usize> = decoded.kept.iter().map(|k| origin[*k]).collect();
@@ -175,6 +178,7 @@ impl Router {
                     out.dead.push(dead(
                         r,
                         DeadLetterKind::Late,
+                        column.clone(),
                         format!("event time older than allowed lateness on column {column}"),
                         now_us,
                     ));
@@ -211,8 +215,8 @@ impl Router {
         };
         let raw: Vec<Option<&[u8]>> = poll.deletes.iter().map(|(_, k)| k.as_deref()).collect();
         let decoded = keys.decode(&raw)?;
-        for (i, kind, reason) in decoded.rejected {
-            poll.dead(poll.deletes[i].0, kind, reason);
+        for r in decoded.rejected {
+            poll.dead(poll.deletes[r.index].0, r.kind, r.reason);
         }
         poll.out.delete_origin = decoded.kept.iter().map(|k| poll.deletes[*k].0).collect();
         poll.out.deletes = decoded.batch;
@@ -237,11 +241,12 @@ impl Poll<'_> {
     }
 }
 
-fn dead(r: &KafkaRecord, kind: DeadLetterKind, error: String, now_us: i64) -> DeadLetter {
+fn dead(r: &KafkaRecord, kind: DeadLetterKind, path: String, error: String, now_us: i64) -> DeadLetter {
     DeadLetter {
         record: r.clone(),
         kind,
         error,
+        path,
         received_at_us: now_us,
     }
 }

@@ -72,10 +72,10 @@ pub async fn erase_keys(
     )?;
     let raw: Vec<Option<&[u8]>> = keys.iter().map(|k| Some(k.as_bytes())).collect();
     let decoded = decoder.decode(&raw)?;
-    if let Some((i, _, reason)) = decoded.rejected.first() {
+    if let Some(r) = decoded.rejected.first() {
         return Err(refused(
             table,
-            &format!("key `{}` is not a key of this table: {reason}", keys[*i]),
+            &format!("key `{}` is not a key of this table: {}", keys[r.index], r.reason),
         ));
     }
     let batch = decoded.batch.ok_or_else(|| refused(table, "no keys given"))?;

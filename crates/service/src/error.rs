@@ -26,6 +26,15 @@ pub enum ServiceError {
     /// Kafka / decode side.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The table is held for its approver (`on_breaking = "hold"`) and the run was asked to
+    /// end rather than wait (`--until-caught-up`).
+    #[error("{table}: held at {hold}, waiting for `calve schema approve|reject`")]
+    Held {
+        /// Table name.
+        table: String,
+        /// Where (`topic/partition@offset`).
+        hold: String,
+    },
     /// The contract asks for behaviour this build does not have yet.
     #[error("{table}: {what} is not supported by this build yet")]
     Unsupported {

@@ -22,6 +22,10 @@ pub enum CrashPoint {
     DeadLettersCommitted,
     /// Both tables committed, progress not yet reported to Kafka.
     BothCommitted,
+    /// Everything before a breach committed, the hold not yet written.
+    BeforeHold,
+    /// An approved schema change committed, no row after it yet.
+    AfterApproval,
 }
 
 impl CrashPoint {
@@ -30,6 +34,8 @@ impl CrashPoint {
             CrashPoint::FilesWritten => "after-files-written",
             CrashPoint::DeadLettersCommitted => "after-dead-letter-commit",
             CrashPoint::BothCommitted => "after-commit",
+            CrashPoint::BeforeHold => "before-hold",
+            CrashPoint::AfterApproval => "after-approval",
         }
     }
 }

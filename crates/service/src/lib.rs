@@ -8,6 +8,7 @@ mod definition;
 mod erase;
 mod error;
 mod faults;
+mod hold;
 mod maintenance;
 mod pipeline;
 mod preflight;
@@ -20,6 +21,7 @@ pub use config::{MaintenanceConfig, RunConfig};
 pub use definition::{dead_letter_definition, table_definition};
 pub use erase::{erase_keys, log_erasure, ErasureOutcome};
 pub use error::ServiceError;
+pub use hold::{decide_hold, schema_holds};
 pub use pipeline::{Pipeline, StopWhen};
 pub use preflight::{check_schema_against_table, SchemaCheck};
 pub use stats::TableStats;
@@ -30,6 +32,7 @@ pub use supervisor::{run_tables, Outcomes, Services};
 pub use calve_maintain::{
     human_bytes, status as maintenance_status, CycleReport, Maintainer, MaintenancePolicy, Progress,
 };
+pub use calve_table::commit::hold::{Action, Applied, Hold, HoldState, Proposed};
 pub use calve_table::ops::erase::ErasureReport;
 pub use calve_table::read::inspect::{scan_all, summarize, TableSummary};
 pub use calve_table::Catalog;

@@ -12,17 +12,20 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calve_contract::{ColumnType, Contract};
+use calve_contract::{ColumnType, Contract, OnBreaking};
 use calve_ingest::{
     dead_letters_to_batch, DeadLetter, DeadLetterKind, Inferred, IngestError, KafkaRecord, KafkaSource, Routed, Router,
 };
+use calve_table::commit::hold::{Action, Applied, Hold, Rejection, SetHoldState};
 use calve_table::commit::restore::{add_unknown_fields, Offsets, UNKNOWN_FIELDS_CAP};
+use calve_table::commit::{Evolve, UpdateSchema};
 use tokio::sync::watch;
 
 use crate::buffer::Buffer;
 use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
 use crate::faults::{crash_point, panic_if_poisoned, panic_message, CrashPoint};
+use crate::hold::{announce, changes_of, first_breaches, hold_for};
 use crate::sink::Sink;
 use crate::stats::TableStats;
 use crate::supervisor::Services;
@@ -46,6 +49,16 @@ pub enum StopWhen {
     CaughtUp,
 }
 
+/// How a pipeline run ended without an error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ended {
+    /// Shut down, or caught up.
+    Done,
+    /// Held for the approver at the record of this hold id (`topic/partition@offset`;
+    /// everything before it is committed).
+    Held(String),
+}
+
 /// A running table pipeline.
 pub struct Pipeline {
     contract: Contract,
@@ -59,6 +72,10 @@ pub struct Pipeline {
     buffer: Buffer,
     stats: Arc<TableStats>,
     partitions_checked: Instant,
+    /// Breaches the approver rejected: dead-lettered, not held.
+    rejections: Vec<Rejection>,
+    /// Set when a poll met a breach under `on_breaking = "hold"`: the poll was cut there.
+    held: Option<Hold>,
 }
 
 impl Pipeline {
@@ -80,7 +97,8 @@ impl Pipeline {
         source.assign(&partitions, &start)?;
         let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();
         tracing::info!(table = %contract.table.name, %topic, ?start, "resuming from the table's restore point");
-        let router = Router::new(&contract, main.sink().schema().clone(), main.sink().added())?;
+        let router = Router::new(&contract, main.sink().schema().clone(), &main.sink().columns())?;
+        let rejections = main.sink().holds().rejections.clone();
         Ok(Pipeline {
             contract,
             source,
@@ -92,11 +110,76 @@ impl Pipeline {
             buffer: Buffer::default(),
             stats,
             partitions_checked: Instant::now(),
+            rejections,
+            held: None,
         })
     }
 
+    /// Applies the approver's decision on the table's hold, if there is one to apply; `true`
+    /// when it changed the table's schema, so the pipeline must be opened again to use it.
+    /// Approving changes the schema and ends the hold in one metadata update; rejecting
+    /// records that breaches like the held one, up to the end of the topic now, go to the
+    /// dead-letter table.
+    pub async fn settle(&mut self) -> Result<bool, ServiceError> {
+        let sink = self.main.sink();
+        let state = sink.holds().clone();
+        let Some((hold, decision)) = state.decided() else {
+            return Ok(false);
+        };
+        let name = &self.contract.table.name;
+        let topic = &self.contract.table.topic;
+        let committed = sink.offsets.get(topic).cloned().unwrap_or_default();
+        // Rejections the restore point has passed cover nothing any more.
+        let mut rejections: Vec<Rejection> = state
+            .rejections
+            .iter()
+            .filter(|r| r.through.iter().any(|(p, t)| committed.get(p).is_none_or(|c| c < t)))
+            .cloned()
+            .collect();
+        let meta = sink.metadata();
+        let applied = |schema_id| Applied {
+            decision: decision.clone(),
+            hold: hold.clone(),
+            schema_id,
+        };
+        let changed = match decision.action {
+            Action::Approve => {
+                let changes = changes_of(name, &hold.proposal)?;
+                let evolved = Evolve {
+                    changes: changes.clone(),
+                    on_schema_id: meta.current_schema_id(),
+                    on_last_column_id: meta.last_column_id(),
+                }
+                .apply_to(meta)?;
+                let resolve = SetHoldState::resolve(&state, applied(evolved.current_schema_id()), &rejections);
+                sink.committer()
+                    .update_metadata(&(UpdateSchema { changes }, resolve))
+                    .await?;
+                crash_point(CrashPoint::AfterApproval);
+                true
+            }
+            Action::Reject => {
+                rejections.push(Rejection {
+                    hold_id: hold.id.clone(),
+                    path: hold.path.clone(),
+                    kind: hold.kind.clone(),
+                    through: self.source.high_watermarks(&self.partitions, METADATA_TIMEOUT)?,
+                });
+                let resolve = SetHoldState::resolve(&state, applied(meta.current_schema_id()), &rejections);
+                sink.committer().update_metadata(&resolve).await?;
+                self.rejections = rejections;
+                false
+            }
+        };
+        tracing::info!(
+            table = %name, hold = %hold.id, by = %decision.by, action = ?decision.action,
+            proposal = ?hold.proposal, "the approver decided on the hold; resuming"
+        );
+        Ok(changed)
+    }
+
     /// Consumes and commits until `shutdown` turns true (then flushes) or `stop` is met.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, stop: StopWhen) -> Result<(), ServiceError> {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, stop: StopWhen) -> Result<Ended, ServiceError> {
         let band = self.contract.sla.freshness.0;
         loop {
             if *shutdown.borrow() {
@@ -120,6 +203,9 @@ impl Pipeline {
                     let records = records?;
                     let idle = records.is_empty();
                     self.ingest(records)?;
+                    if let Some(hold) = self.held.take() {
+                        return self.hold(hold).await;
+                    }
                     idle
                 }
             };
@@ -135,13 +221,55 @@ impl Pipeline {
             }
             if stop == StopWhen::CaughtUp && self.buffer.is_empty() && self.caught_up()? {
                 tracing::info!(table = %self.contract.table.name, "caught up with the topic");
-                return Ok(());
+                return Ok(Ended::Done);
             }
         }
-        self.flush().await
+        self.flush().await?;
+        Ok(Ended::Done)
     }
 
-    fn ingest(&mut self, records: Vec<KafkaRecord>) -> Result<(), ServiceError> {
+    /// Commits what came before the breach, then puts the table under `hold`.
+    async fn hold(&mut self, hold: Hold) -> Result<Ended, ServiceError> {
+        self.flush().await?;
+        crash_point(CrashPoint::BeforeHold);
+        self.main
+            .sink()
+            .committer()
+            .update_metadata(&SetHoldState::hold(&hold))
+            .await?;
+        announce(&self.contract.table.name, &hold);
+        Ok(Ended::Held(hold.id))
+    }
+
+    /// Under `on_breaking = "hold"`: when `routed` holds a breach no rejection covers, keeps
+    /// only the records before the first breach of each partition and routes them again,
+    /// and marks the pipeline held at the first breach of the poll.
+    fn cut_at_breach(
+        &mut self,
+        records: &mut Vec<KafkaRecord>,
+        routed: &mut Routed,
+        now_us: i64,
+    ) -> Result<(), ServiceError> {
+        if self.contract.schema.on_breaking != OnBreaking::Hold {
+            return Ok(());
+        }
+        let first = first_breaches(&routed.dead, &self.rejections);
+        let Some(at) = first.values().min_by_key(|d| {
+            records
+                .iter()
+                .position(|r| r.partition == d.record.partition && r.offset == d.record.offset)
+        }) else {
+            return Ok(());
+        };
+        let sink = self.main.sink();
+        self.held = Some(hold_for(at, &self.contract, sink.schema(), &sink.columns()));
+        let cut: BTreeMap<i32, i64> = first.iter().map(|(p, d)| (*p, d.record.offset)).collect();
+        records.retain(|r| cut.get(&r.partition).is_none_or(|c| r.offset < *c));
+        *routed = self.route(records, now_us)?;
+        Ok(())
+    }
+
+    fn ingest(&mut self, mut records: Vec<KafkaRecord>) -> Result<(), ServiceError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -167,10 +295,11 @@ impl Pipeline {
                     "events carry new fields; adding them as optional columns with the next commit"
                 );
                 let schema = self.main.sink().schema().clone();
-                self.router = Router::new(&self.contract, schema, self.main.sink().added())?;
+                self.router = Router::new(&self.contract, schema, &self.main.sink().columns())?;
                 routed = self.route(&records, now_us)?;
             }
         }
+        self.cut_at_breach(&mut records, &mut routed, now_us)?;
         for r in &records {
             self.buffer.advance(r.partition, r.offset);
         }

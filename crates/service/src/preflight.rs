@@ -3,7 +3,7 @@
 //! table) before deploying it, and the columns calve added from events that the contract does
 //! not list yet.
 
-use calve_contract::{Contract, Evolution};
+use calve_contract::Contract;
 use calve_table::catalog::schema::columns_not_in;
 use calve_table::commit::{diff_with_contract, ContractDiff, SchemaChange, ADDED_FROM_EVENTS};
 use calve_table::Catalog;
@@ -50,14 +50,9 @@ pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) 
     })
 }
 
-/// How `table` differs from `contract`'s columns; under `evolution = "additive"` columns calve
-/// added from events are the table's own, not a dropped column.
+/// How `table` differs from `contract`'s columns.
 pub(crate) fn contract_diff(table: &Schema, contract: &Contract) -> ContractDiff {
-    diff_with_contract(
-        table,
-        contract.columns(),
-        contract.schema.evolution == Evolution::Additive,
-    )
+    diff_with_contract(table, contract.columns())
 }
 
 /// A schema change in words.

@@ -9,7 +9,8 @@ use arrow_schema::SchemaRef;
 
 use calve_contract::{ColumnType, Contract, ResolvedColumn};
 use calve_table::catalog::schema::column_type_of;
-use calve_table::catalog::schema::columns_not_in;
+use calve_table::catalog::schema::{columns_not_in, effective_columns};
+use calve_table::commit::hold::HoldState;
 use calve_table::commit::restore::{self, Offsets};
 use calve_table::commit::{
     claim_epoch, Append, CommitOutcome, Committer, Evolve, RestoreUpdate, SchemaChange, UpdateSchema, ADDED_FROM_EVENTS,
@@ -34,8 +35,12 @@ pub struct Sink {
     schema: SchemaRef,
     /// The table as last committed or loaded (new columns are planned against it).
     meta: TableMetadataRef,
+    /// The contract's columns as the table has them (approved widenings, approved optional).
+    declared: Vec<ResolvedColumn>,
     /// Columns the table has that the contract does not list (added by calve from events).
     added: Vec<ResolvedColumn>,
+    /// Schema holds, decisions and rejections, as the table was loaded.
+    holds: HoldState,
     /// Columns the buffered rows need that the next commit adds.
     pending: Option<Evolve>,
     /// Fields events carried that cannot become columns (the name clashes with a partition
@@ -72,8 +77,13 @@ impl Sink {
         }
         let state = catalog.load(&def.ident).await?;
         let offsets = restore::restore_point(&state.metadata)?.unwrap_or_default();
-        let added = contract.map_or_else(Vec::new, |c| {
-            columns_not_in(state.metadata.current_schema(), c.columns())
+        let holds = HoldState::of(&state.metadata)?;
+        let schema = state.metadata.current_schema();
+        let added = contract.map_or_else(Vec::new, |c| columns_not_in(schema, c.columns()));
+        let declared = contract.map_or_else(Vec::new, |c| {
+            let mut columns = effective_columns(schema, c.columns(), &holds.approved_optional());
+            columns.truncate(c.columns().len());
+            columns
         });
         Ok(Sink {
             catalog: catalog.clone(),
@@ -81,7 +91,9 @@ impl Sink {
             writer: DataWriter::new(&state.metadata, catalog.file_io().clone(), target_file_size)?,
             schema: arrow_schema(&state.metadata)?,
             meta: state.metadata.clone(),
+            declared,
             added,
+            holds,
             pending: None,
             refused: HashSet::new(),
             offsets,
@@ -123,9 +135,15 @@ impl Sink {
         &self.meta
     }
 
-    /// Columns the table has that the contract does not list.
-    pub fn added(&self) -> &[ResolvedColumn] {
-        &self.added
+    /// The columns rows are decoded with: the contract's as the table has them, then those
+    /// calve added that the contract does not list.
+    pub fn columns(&self) -> Vec<ResolvedColumn> {
+        self.declared.iter().chain(&self.added).cloned().collect()
+    }
+
+    /// Schema holds, decisions and rejections, as the table was opened.
+    pub fn holds(&self) -> &HoldState {
+        &self.holds
     }
 
     /// Plans new optional columns `columns` (name and type) for the next commit: files are

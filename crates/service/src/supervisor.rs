@@ -15,10 +15,12 @@ use calve_table::Catalog;
 use tokio::sync::watch;
 
 use crate::config::{MaintenanceConfig, RunConfig};
+use crate::definition::table_definition;
 use crate::error::ServiceError;
 use crate::faults::panic_message;
+use crate::hold::wait_for_decision;
 use crate::maintenance::maintain_supervised;
-use crate::pipeline::{Pipeline, StopWhen};
+use crate::pipeline::{Ended, Pipeline, StopWhen};
 use crate::stats::TableStats;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -124,7 +126,23 @@ async fn supervise(
     loop {
         let started = Instant::now();
         match attempt(&contract, services, &shutdown, stop, &stats).await {
-            Ok(()) => return Ok(()),
+            Ok(Ended::Done) => return Ok(()),
+            Ok(Ended::Held(hold)) if stop == StopWhen::CaughtUp => {
+                return Err(ServiceError::Held { table: name, hold })
+            }
+            Ok(Ended::Held(_)) => {
+                let ident = table_definition(&contract)?.ident;
+                match wait_for_decision(&services.catalog, &ident, &mut shutdown).await {
+                    Ok(true) => {
+                        (failures, backoff) = (0, MIN_BACKOFF);
+                        continue;
+                    }
+                    Ok(false) => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(table = %name, "reading the hold failed; trying again in {backoff:?}: {e}")
+                    }
+                }
+            }
             Err(e) if e.class() == RetryClass::Permanent => {
                 tracing::error!(table = %name, "table stopped: {e}");
                 return Err(e);
@@ -156,18 +174,28 @@ async fn supervise(
 
 /// Opens and runs the pipeline once, in a task of its own: a panic anywhere in it (a bug)
 /// ends this attempt as a temporary failure of this table only, never the process or the
-/// other tables.
+/// other tables. A table held for its approver is not opened (nor claimed) until the
+/// approver decides; then the decision is applied first.
 async fn attempt(
     contract: &Contract,
     services: &Services,
     shutdown: &watch::Receiver<bool>,
     stop: StopWhen,
     stats: &Arc<TableStats>,
-) -> Result<(), ServiceError> {
+) -> Result<Ended, ServiceError> {
     let (contract, services, shutdown, stats) = (contract.clone(), services.clone(), shutdown.clone(), stats.clone());
     let task = tokio::spawn(async move {
-        let pipeline = Pipeline::open(contract, &services, stats).await?;
-        pipeline.run(shutdown, stop).await
+        let holds = crate::hold::schema_holds(&services.catalog, &contract).await?;
+        if let (Some(hold), None) = (&holds.hold, holds.decided()) {
+            crate::hold::announce(&contract.table.name, hold);
+            return Ok(Ended::Held(hold.id.clone()));
+        }
+        loop {
+            let mut pipeline = Pipeline::open(contract.clone(), &services, stats.clone()).await?;
+            if !pipeline.settle().await? {
+                return pipeline.run(shutdown, stop).await;
+            }
+        }
     });
     match task.await {
         Ok(result) => result,

@@ -25,7 +25,7 @@ const DAY_US: i64 = 86_400_000_000;
 
 /// Why the current record cannot become a row (set before the visitor returns an error, so
 /// the error serde reports is known to be the record's fault, not the JSON's syntax).
-pub type Fault = (DeadLetterKind, String);
+pub type Fault = (DeadLetterKind, String, String);
 
 /// What one record's decoding shares across its nested values.
 #[derive(Default)]
@@ -41,22 +41,25 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn refuse<E: serde::de::Error>(&mut self, kind: DeadLetterKind, reason: String) -> E {
+    /// Refuses the record for `reason` (which starts with the path), found at the column
+    /// `path` (`""` for the value itself).
+    fn refuse<E: serde::de::Error>(&mut self, kind: DeadLetterKind, path: &str, reason: String) -> E {
         if self.fault.is_none() {
-            self.fault = Some((kind, reason));
+            self.fault = Some((kind, path.to_string(), reason));
         }
         E::custom("refused")
     }
 
     /// Refuses a value of the column at `path` that does not fit, for `reason`.
     fn misfit<E: serde::de::Error>(&mut self, path: &str, reason: impl std::fmt::Display) -> E {
-        self.refuse(DeadLetterKind::SchemaMismatch, format!("{path}: {reason}"))
+        self.refuse(DeadLetterKind::SchemaMismatch, path, format!("{path}: {reason}"))
     }
 
     fn mismatch<E: serde::de::Error>(&mut self, col: &Column, found: &str) -> E {
         let what = describe(col.kind);
         self.refuse(
             DeadLetterKind::SchemaMismatch,
+            &col.path,
             format!("{}: expected {what}, found {found}", col.path),
         )
     }
@@ -106,6 +109,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             };
             return Err(ctx.refuse(
                 DeadLetterKind::MissingRequired,
+                &col.path,
                 format!("{what}: null in a required field"),
             ));
         }
@@ -162,6 +166,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             }
             false => Err(ctx.refuse(
                 DeadLetterKind::SchemaMismatch,
+                &col.path,
                 format!("{}: {n} is out of range for {}", col.path, describe(col.kind)),
             )),
         }
@@ -178,6 +183,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                     _ => {
                         return Err(ctx.refuse(
                             DeadLetterKind::SchemaMismatch,
+                            &col.path,
                             format!("{}: {n} is out of range for {}", col.path, describe(col.kind)),
                         ))
                     }
@@ -209,6 +215,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             (Kind::Int | Kind::Long | Kind::Date, _) if !whole => {
                 return Err(ctx.refuse(
                     DeadLetterKind::SchemaMismatch,
+                    &col.path,
                     format!(
                         "{}: {x} has a fraction; {} holds whole numbers",
                         col.path,
@@ -219,6 +226,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             (Kind::Long, _) => {
                 return Err(ctx.refuse(
                     DeadLetterKind::SchemaMismatch,
+                    &col.path,
                     format!(
                         "{}: {x} is beyond 2^53 written as a float, so not exact; write it as an integer",
                         col.path
@@ -228,6 +236,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             (Kind::Int | Kind::Date | Kind::Float, _) => {
                 return Err(ctx.refuse(
                     DeadLetterKind::SchemaMismatch,
+                    &col.path,
                     format!("{}: {x} is out of range for {}", col.path, describe(col.kind)),
                 ))
             }
@@ -275,7 +284,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                 {
                     if keys.repeats_last(first) {
                         let reason = format!("{}: a key appears twice", keys.path);
-                        return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, reason));
+                        return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, &keys.path, reason));
                     }
                 }
                 offsets.push(keys.len() as i32);
@@ -298,6 +307,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                             let path = child.path.clone();
                             return Err(ctx.refuse(
                                 DeadLetterKind::MalformedJson,
+                                &path,
                                 format!("{path}: the field appears twice"),
                             ));
                         }
@@ -329,7 +339,11 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                 for child in children.iter_mut().filter(|c| c.len() == row) {
                     if child.required {
                         let path = child.path.clone();
-                        return Err(ctx.refuse(DeadLetterKind::MissingRequired, format!("{path}: missing (required)")));
+                        return Err(ctx.refuse(
+                            DeadLetterKind::MissingRequired,
+                            &path,
+                            format!("{path}: missing (required)"),
+                        ));
                     }
                     child.push_null();
                 }
@@ -345,7 +359,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                     keys.valid.push(true);
                     if keys.repeats_last(first) {
                         let reason = format!("{}: key \"{}\" appears twice", keys.path, scalars::abbreviate(key));
-                        return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, reason));
+                        return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, &keys.path, reason));
                     }
                     map.next_value_seed(ValueSeed {
                         col: values,
@@ -395,7 +409,7 @@ impl<'de> Visitor<'de> for EntrySeed<'_> {
                         "{}: a map entry holds `key` and `value` once each, not `{other}`",
                         keys.path
                     );
-                    return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, reason));
+                    return Err(ctx.refuse(DeadLetterKind::SchemaMismatch, &keys.path, reason));
                 }
             };
             map.next_value_seed(ValueSeed {
@@ -406,13 +420,14 @@ impl<'de> Visitor<'de> for EntrySeed<'_> {
         if keys.len() == row || keys.valid.last() == Some(&false) {
             return Err(ctx.refuse(
                 DeadLetterKind::MissingRequired,
+                &keys.path,
                 format!("{}: a map entry without a key", keys.path),
             ));
         }
         if values.len() == row {
             if values.required {
                 let reason = format!("{}: a map entry without a value", values.path);
-                return Err(ctx.refuse(DeadLetterKind::MissingRequired, reason));
+                return Err(ctx.refuse(DeadLetterKind::MissingRequired, &values.path, reason));
             }
             values.push_null();
         }

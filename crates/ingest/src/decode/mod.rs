@@ -34,14 +34,28 @@ pub struct Decoded {
     pub batch: Option<RecordBatch>,
     /// Input index of each row of `batch`.
     pub kept: Vec<usize>,
-    /// Input index, kind and reason of each value that did not fit.
-    pub rejected: Vec<(usize, DeadLetterKind, String)>,
+    /// The values that did not fit.
+    pub rejected: Vec<Rejected>,
     /// Fields the table has no column for, by path (`discount`, `address.floor`), with how
     /// many of the kept values carried each. Their values are not stored.
     pub unknown_fields: BTreeMap<String, u64>,
     /// With inference on: the type each top-level unknown field's values show, over the kept
     /// values (what `evolution = "additive"` would add as a column).
     pub inferred: BTreeMap<String, Inferred>,
+}
+
+/// A value that did not fit the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Its index in the input.
+    pub index: usize,
+    /// Why, as a dead-letter kind.
+    pub kind: DeadLetterKind,
+    /// The column path it failed at (`qty`, `addr.zip`, `tags[]`; `""` for the value as a
+    /// whole), which says which column a breaking change concerns.
+    pub path: String,
+    /// Why, in words (starting with the path).
+    pub reason: String,
 }
 
 /// Decodes JSON objects into batches of one Arrow schema.
@@ -52,6 +66,8 @@ pub struct JsonDecoder {
     columns: Vec<(String, ColumnType, Hints)>,
     /// Whether the types of top-level unknown fields are inferred.
     infer: bool,
+    /// Whether a value with a field the table has no column for is refused.
+    refuse_undeclared: bool,
 }
 
 impl JsonDecoder {
@@ -76,6 +92,7 @@ impl JsonDecoder {
             schema,
             columns,
             infer: false,
+            refuse_undeclared: false,
         };
         d.row()?;
         Ok(d)
@@ -84,6 +101,13 @@ impl JsonDecoder {
     /// Infers the types of top-level fields the table lacks ([`Decoded::inferred`]).
     pub fn inferring(mut self, infer: bool) -> Self {
         self.infer = infer;
+        self
+    }
+
+    /// Refuses values that carry a field the table has no column for (`evolution =
+    /// "frozen"`), as [`DeadLetterKind::UndeclaredField`] at the first such field's path.
+    pub fn refusing_undeclared(mut self, refuse: bool) -> Self {
+        self.refuse_undeclared = refuse;
         self
     }
 
@@ -112,7 +136,16 @@ impl JsonDecoder {
             ..Ctx::default()
         };
         for (i, v) in values.iter().enumerate() {
-            match decode_one(&mut row, &mut ctx, v) {
+            let mark = row.len();
+            let decoded = decode_one(&mut row, &mut ctx, v).and_then(|()| match ctx.unknown.first() {
+                Some(path) if self.refuse_undeclared => {
+                    row.truncate(mark);
+                    let reason = format!("{path}: a field the contract does not declare (evolution = \"frozen\")");
+                    Err((DeadLetterKind::UndeclaredField, path.clone(), reason))
+                }
+                _ => Ok(()),
+            });
+            match decoded {
                 Ok(()) => {
                     out.kept.push(i);
                     for path in ctx.unknown.drain(..) {
@@ -122,7 +155,12 @@ impl JsonDecoder {
                         Inferred::merge_into(&mut out.inferred, path, ty);
                     }
                 }
-                Err((kind, reason)) => out.rejected.push((i, kind, reason)),
+                Err((kind, path, reason)) => out.rejected.push(Rejected {
+                    index: i,
+                    kind,
+                    path,
+                    reason,
+                }),
             }
         }
         if !out.kept.is_empty() {
@@ -138,12 +176,16 @@ impl JsonDecoder {
 }
 
 /// Appends `v` as one row, or leaves `row` as it was and says why not.
-fn decode_one(row: &mut Column, ctx: &mut Ctx, v: &[u8]) -> Result<(), (DeadLetterKind, String)> {
+fn decode_one(row: &mut Column, ctx: &mut Ctx, v: &[u8]) -> Result<(), json::Fault> {
     ctx.fault = None;
     ctx.unknown.clear();
     ctx.inferred.clear();
     if v.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err((DeadLetterKind::MalformedJson, "value is not a JSON object".into()));
+        return Err((
+            DeadLetterKind::MalformedJson,
+            String::new(),
+            "value is not a JSON object".into(),
+        ));
     }
     let mark = row.len();
     let mut de = serde_json::Deserializer::from_slice(v);
@@ -160,11 +202,11 @@ fn decode_one(row: &mut Column, ctx: &mut Ctx, v: &[u8]) -> Result<(), (DeadLett
         // with the part read before the malformation (`{"id":1}{"id":2}` lacks no field: it
         // is two values).
         match (ctx.fault.take(), serde_json::from_slice::<serde::de::IgnoredAny>(v)) {
-            (_, Err(e)) => (DeadLetterKind::MalformedJson, malformed(&e)),
+            (_, Err(e)) => (DeadLetterKind::MalformedJson, String::new(), malformed(&e)),
             (Some(fault), Ok(_)) => fault,
             // Well-formed JSON the typed parse refused on its own (a number beyond f64, a map
             // entry that is not an object): the value does not fit its column.
-            (None, Ok(_)) => (DeadLetterKind::SchemaMismatch, e.to_string()),
+            (None, Ok(_)) => (DeadLetterKind::SchemaMismatch, String::new(), e.to_string()),
         }
     })
 }

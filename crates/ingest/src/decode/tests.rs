@@ -348,9 +348,11 @@ fn each_bad_value_names_its_column_path_and_kind() {
     let values: Vec<&str> = cases.iter().map(|c| c.0).collect();
     let out = decode(&d, &values);
     assert!(out.batch.is_none(), "kept {:?}", out.kept);
-    for ((i, kind, reason), (value, want_kind, want)) in out.rejected.iter().zip(cases) {
-        assert_eq!((kind, values[*i]), (want_kind, *value), "{reason}");
+    for (r, (value, want_kind, want)) in out.rejected.iter().zip(cases) {
+        let reason = &r.reason;
+        assert_eq!((&r.kind, values[r.index]), (want_kind, *value), "{reason}");
         assert!(reason.contains(want), "{value}: `{reason}` does not say `{want}`");
+        assert!(reason.starts_with(&r.path), "{value}: path `{}` of `{reason}`", r.path);
     }
     assert_eq!(out.rejected.len(), cases.len());
 }
@@ -382,6 +384,34 @@ fn a_record_that_fails_halfway_leaves_no_trace() {
         .unwrap()
         .clone();
     assert_eq!(zip.as_primitive::<Int32Type>().values().to_vec(), vec![1, 3]);
+}
+
+#[test]
+fn a_frozen_table_refuses_undeclared_fields_at_their_path_and_keeps_nothing_of_them() {
+    let d = decoder(&every_type()).refusing_undeclared(true);
+    let out = decode(
+        &d,
+        &[
+            r#"{"id": 1, "addr": {"zip": 1, "floor": 2}}"#,
+            r#"{"id": 2}"#,
+            r#"{"id": 3, "discount": 7}"#,
+        ],
+    );
+    assert_eq!(out.kept, vec![1]);
+    assert_eq!(out.batch.as_ref().map(|b| b.num_rows()), Some(1));
+    let got: Vec<(usize, DeadLetterKind, &str)> = out
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.kind, r.path.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, DeadLetterKind::UndeclaredField, "addr.floor"),
+            (2, DeadLetterKind::UndeclaredField, "discount")
+        ]
+    );
+    assert!(out.unknown_fields.is_empty(), "{:?}", out.unknown_fields);
 }
 
 #[test]
@@ -638,9 +668,11 @@ fn what_a_review_found_is_refused_not_guessed() {
     let out = decode(&d, &values);
     assert!(out.batch.is_none(), "kept {:?}", out.kept);
     assert_eq!(out.rejected.len(), cases.len(), "{:?}", out.rejected);
-    for ((i, kind, reason), (value, want_kind, want)) in out.rejected.iter().zip(cases) {
-        assert_eq!((kind, values[*i]), (want_kind, *value), "{reason}");
+    for (r, (value, want_kind, want)) in out.rejected.iter().zip(cases) {
+        let reason = &r.reason;
+        assert_eq!((&r.kind, values[r.index]), (want_kind, *value), "{reason}");
         assert!(reason.contains(want), "{value}: `{reason}` does not say `{want}`");
+        assert!(reason.starts_with(&r.path), "{value}: path `{}` of `{reason}`", r.path);
     }
     let ok = decode(
         &d,

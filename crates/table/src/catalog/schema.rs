@@ -10,6 +10,7 @@ use iceberg::spec::{
     ListType, MapType, NestedField, PrimitiveType, Schema, StructType, Transform, Type, UnboundPartitionSpec,
 };
 
+use crate::commit::is_widening;
 use crate::error::{Result, TableError};
 
 /// The Iceberg type of a contract column type; nested fields, elements, keys and values take
@@ -109,6 +110,31 @@ pub fn column_type_of(ty: &Type) -> Option<ColumnType> {
             }),
         },
     })
+}
+
+/// The columns rows of `table` are decoded with: the contract's, with the table's type where
+/// the table's is wider (an approved widening), not required where `optional` (an approved
+/// change) names them, followed by the table's columns the contract does not list.
+pub fn effective_columns(table: &Schema, contract: &[ResolvedColumn], optional: &[String]) -> Vec<ResolvedColumn> {
+    let mut columns: Vec<ResolvedColumn> = contract
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if let Some(f) = table.as_struct().fields().iter().find(|f| f.name == c.name) {
+                let wider = match (&*f.field_type, iceberg_type(&c.ty, &mut 0)) {
+                    (Type::Primitive(t), Type::Primitive(declared)) => t != &declared && is_widening(&declared, t),
+                    _ => false,
+                };
+                if let Some(t) = column_type_of(&f.field_type).filter(|_| wider) {
+                    c.ty = t;
+                }
+            }
+            c.required &= !optional.contains(&c.name);
+            c
+        })
+        .collect();
+    columns.extend(columns_not_in(table, contract));
+    columns
 }
 
 /// The table's columns the contract does not list (columns calve added from events under

@@ -13,6 +13,7 @@ mod append;
 mod delete_files;
 mod epoch;
 mod expire;
+pub mod hold;
 pub mod restore;
 mod rewrite;
 mod rewrite_manifests;
@@ -77,6 +78,13 @@ pub trait SnapshotOperation: Send + Sync {
 pub trait MetadataUpdate: Send + Sync {
     /// Adds the change to `builder`, which starts from `base`.
     fn apply(&self, base: &TableMetadata, builder: TableMetadataBuilder) -> Result<TableMetadataBuilder>;
+}
+
+/// Two metadata changes made in one update: either both land or neither does.
+impl<A: MetadataUpdate, B: MetadataUpdate> MetadataUpdate for (A, B) {
+    fn apply(&self, base: &TableMetadata, builder: TableMetadataBuilder) -> Result<TableMetadataBuilder> {
+        self.1.apply(base, self.0.apply(base, builder)?)
+    }
 }
 
 /// What an operation may use while producing a snapshot.

@@ -178,19 +178,23 @@ pub struct ContractDiff {
     pub additive: Vec<SchemaChange>,
     /// Breaking changes, each said in words.
     pub breaking: Vec<String>,
+    /// Where the table is looser than the contract (a type an approver widened, a required
+    /// column the table lets be null): nothing to change, but the contract could say so.
+    pub looser: Vec<String>,
 }
 
 /// The doc of a column calve added because the topic's events carried it: how a column the
 /// contract never listed is told from one the contract dropped or renamed.
 pub const ADDED_FROM_EVENTS: &str = "added by calve: the topic's events carried this field";
 
-/// Compares `table` with the contract's `columns` by name. With `added_ok` (the contract's
-/// evolution is additive), columns calve added from events ([`ADDED_FROM_EVENTS`]) are fine;
-/// any other column only the table has is one the contract dropped or renamed.
-pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn], added_ok: bool) -> ContractDiff {
+/// Compares `table` with the contract's `columns` by name. Columns calve added from events
+/// ([`ADDED_FROM_EVENTS`], on its own under `evolution = "additive"` or by an approval) are
+/// the table's own; any other column only the table has is one the contract dropped or
+/// renamed.
+pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn]) -> ContractDiff {
     let mut diff = ContractDiff::default();
     for f in table.as_struct().fields() {
-        let added = added_ok && f.doc.as_deref() == Some(ADDED_FROM_EVENTS);
+        let added = f.doc.as_deref() == Some(ADDED_FROM_EVENTS);
         if !added && !columns.iter().any(|c| c.name == f.name) {
             diff.breaking.push(format!(
                 "column `{}` is in the table but not in the contract (dropped or renamed)",
@@ -222,6 +226,9 @@ pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn], added_ok: 
                         to,
                     })
                 }
+                (Type::Primitive(table), Type::Primitive(contract)) if is_widening(&contract, table) => diff
+                    .looser
+                    .push(format!("`{}` is {t} in the table, {} in the contract", c.name, c.ty)),
                 _ => diff
                     .breaking
                     .push(format!("column `{}` changes type from {t} to {}", c.name, c.ty)),
@@ -232,8 +239,10 @@ pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn], added_ok: 
         }
         match (f.required, c.required) {
             (true, false) => diff.additive.push(SchemaChange::MakeOptional { name: c.name.clone() }),
-            (false, true) => diff.breaking.push(format!(
-                "column `{}` becomes required, but rows already in the table may lack it",
+            // Iceberg cannot make a column with rows required; calve enforces it on new
+            // records instead (unless an approver let them lack it).
+            (false, true) => diff.looser.push(format!(
+                "`{}` is optional in the table (rows in it may lack it), required in the contract",
                 c.name
             )),
             _ => {}

@@ -1,0 +1,253 @@
+//! Schema holds (`[schema] on_breaking = "hold"`): a record that breaks the table's schema (a
+//! declared column's value of another type, a required column missing, a field a frozen
+//! contract does not declare) stops that table at the record's offset until the contract's
+//! approver decides. Other tables go on.
+//!
+//! The pipeline commits everything before the record, writes the hold into the table (see
+//! [`calve_table::commit::hold`]) and stops consuming; `calve schema approve|reject` records
+//! the decision in the table; the table's owner applies it when it reopens: an approval
+//! changes the schema and clears the hold in one metadata update, a rejection records which
+//! breaches go to the dead-letter table. Since offsets live in the table, resuming re-reads
+//! from the restore point: nothing lost, nothing doubled, whatever crashed in between.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arrow_schema::SchemaRef;
+use calve_contract::{ColumnType, Contract, ResolvedColumn};
+use calve_ingest::{DeadLetter, DeadLetterKind, Inferred, JsonDecoder};
+use calve_table::catalog::schema::iceberg_type;
+use calve_table::commit::hold::{Action, Decision, Hold, HoldState, Proposed, Rejection, SetHoldState};
+use calve_table::commit::{Committer, SchemaChange, ADDED_FROM_EVENTS};
+use calve_table::{Catalog, TableError};
+use iceberg::spec::Type;
+use iceberg::TableIdent;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::definition::table_definition;
+use crate::error::ServiceError;
+
+/// How often a held table looks for its approver's decision.
+const DECISION_POLL: Duration = Duration::from_secs(1);
+/// How much of the offending record a hold keeps to show.
+const SAMPLE_BYTES: usize = 1024;
+
+/// The first breach per partition among `dead` that no rejection covers: where the table
+/// stops in each partition.
+pub(crate) fn first_breaches<'d>(dead: &'d [DeadLetter], rejections: &[Rejection]) -> BTreeMap<i32, &'d DeadLetter> {
+    let mut first: BTreeMap<i32, &DeadLetter> = BTreeMap::new();
+    for d in dead.iter().filter(|d| d.kind.is_breaking()) {
+        let (p, o) = (d.record.partition, d.record.offset);
+        if rejections.iter().any(|r| r.covers(&d.path, d.kind.as_str(), p, o)) {
+            continue;
+        }
+        if first.get(&p).is_none_or(|f| o < f.record.offset) {
+            first.insert(p, d);
+        }
+    }
+    first
+}
+
+/// What the table is held for: breach `d`, with the change that would admit it.
+pub(crate) fn hold_for(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[ResolvedColumn]) -> Hold {
+    let value = d.record.value.as_deref().unwrap_or_default();
+    let mut sample = String::from_utf8_lossy(value).into_owned();
+    if sample.len() > SAMPLE_BYTES {
+        let cut = (0..=SAMPLE_BYTES)
+            .rev()
+            .find(|i| sample.is_char_boundary(*i))
+            .unwrap_or(0);
+        sample.truncate(cut);
+        sample.push('…');
+    }
+    Hold {
+        id: format!("{}/{}@{}", d.record.topic, d.record.partition, d.record.offset),
+        since_ms: chrono::Utc::now().timestamp_millis(),
+        topic: d.record.topic.clone(),
+        partition: d.record.partition,
+        offset: d.record.offset,
+        path: d.path.clone(),
+        kind: d.kind.as_str().to_string(),
+        reason: d.error.clone(),
+        sample,
+        proposal: propose(d, contract, schema, columns),
+        approver: contract.schema.approver.clone(),
+    }
+}
+
+/// The schema change that admits `d`, when one exists: a top-level column made optional
+/// (never a key), an int column widened to long for a value beyond int, an undeclared
+/// top-level field added with the type its value shows. Anything else (a string in a number
+/// column, a change inside a nested type) has no Iceberg change that keeps old rows readable:
+/// only rejecting resumes the table.
+fn propose(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[ResolvedColumn]) -> Vec<Proposed> {
+    let top_level = !d.path.is_empty() && !d.path.contains(['.', '[']);
+    if !top_level {
+        return Vec::new();
+    }
+    let name = d.path.clone();
+    let field = || -> Option<Value> {
+        let v: Value = serde_json::from_slice(d.record.value.as_deref()?).ok()?;
+        v.get(&name).cloned()
+    };
+    let declared = columns.iter().find(|c| c.name == name);
+    match d.kind {
+        DeadLetterKind::MissingRequired if !contract.keys.columns.contains(&name) => {
+            vec![Proposed::MakeOptional { name }]
+        }
+        DeadLetterKind::SchemaMismatch => match (declared.map(|c| &c.ty), field()) {
+            (Some(ColumnType::Int), Some(Value::Number(n))) if n.as_i64().is_some() => vec![Proposed::Widen {
+                name,
+                to: ColumnType::Long.to_string(),
+            }],
+            _ => Vec::new(),
+        },
+        DeadLetterKind::UndeclaredField => {
+            // The type the value shows, as `evolution = "additive"` would infer it.
+            let Ok(decoder) = JsonDecoder::new(schema.clone(), columns) else {
+                return Vec::new();
+            };
+            let value = d.record.value.as_deref().unwrap_or_default();
+            match decoder
+                .inferring(true)
+                .decode(&[value])
+                .map(|out| out.inferred.get(&name).cloned())
+            {
+                Ok(Some(Inferred::Type(ty))) => vec![Proposed::AddColumn {
+                    name,
+                    ty: ty.to_string(),
+                }],
+                _ => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The schema changes an approved proposal makes.
+pub(crate) fn changes_of(table: &str, proposal: &[Proposed]) -> Result<Vec<SchemaChange>, ServiceError> {
+    let ty = |text: &str| -> Result<ColumnType, ServiceError> {
+        text.parse().map_err(|e| {
+            ServiceError::Table(TableError::InvalidData {
+                table: table.to_string(),
+                reason: format!("the hold proposes type `{text}`: {e}"),
+            })
+        })
+    };
+    proposal
+        .iter()
+        .map(|p| {
+            Ok(match p {
+                Proposed::AddColumn { name, ty: t } => SchemaChange::AddTyped {
+                    name: name.clone(),
+                    ty: ty(t)?,
+                    doc: Some(ADDED_FROM_EVENTS.into()),
+                },
+                Proposed::Widen { name, to } => match iceberg_type(&ty(to)?, &mut 0) {
+                    Type::Primitive(to) => SchemaChange::Widen { name: name.clone(), to },
+                    _ => {
+                        return Err(ServiceError::Table(TableError::InvalidData {
+                            table: table.to_string(),
+                            reason: format!("the hold proposes widening `{name}` to a nested type"),
+                        }))
+                    }
+                },
+                Proposed::MakeOptional { name } => SchemaChange::MakeOptional { name: name.clone() },
+            })
+        })
+        .collect()
+}
+
+/// Says loudly that `table` is held, and how to resume it.
+pub(crate) fn announce(table: &str, hold: &Hold) {
+    let proposal = match hold.proposal.is_empty() {
+        true => {
+            "no schema change admits it: `calve schema reject` sends the held records to the dead-letter table".into()
+        }
+        false => hold
+            .proposal
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    tracing::error!(
+        table, column = %hold.path, partition = hold.partition, offset = hold.offset, kind = %hold.kind,
+        approver = %hold.approver, sample = %hold.sample, proposal = %proposal,
+        "TABLE HELD: a record breaks the table's schema ({}); nothing from this offset on is committed until \
+         the approver runs `calve schema approve|reject --table {table} --by WHO` (see `calve schema pending`)",
+        hold.reason
+    );
+}
+
+/// Waits until the hold on `ident` is decided (`true`) or shutdown is signalled (`false`).
+pub(crate) async fn wait_for_decision(
+    catalog: &Catalog,
+    ident: &TableIdent,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<bool, ServiceError> {
+    loop {
+        let state = HoldState::of(&catalog.load(ident).await?.metadata)?;
+        if state.hold.is_none() || state.decided().is_some() {
+            return Ok(true);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DECISION_POLL) => {}
+            _ = shutdown.changed() => return Ok(false),
+        }
+    }
+}
+
+/// The hold state of `contract`'s table (none when the table does not exist yet).
+pub async fn schema_holds(catalog: &Catalog, contract: &Contract) -> Result<HoldState, ServiceError> {
+    let ident = table_definition(contract)?.ident;
+    if !catalog.exists(&ident).await? {
+        return Ok(HoldState::default());
+    }
+    Ok(HoldState::of(&catalog.load(&ident).await?.metadata)?)
+}
+
+/// Records `by`'s decision on the hold of `contract`'s table; the table's pipeline applies it.
+/// Refused when the table is not held, or when approving a hold that proposes no change.
+pub async fn decide_hold(
+    catalog: &Catalog,
+    contract: &Contract,
+    action: Action,
+    by: &str,
+) -> Result<Hold, ServiceError> {
+    let table = &contract.table.name;
+    let refused = |what: String| ServiceError::Config(format!("{table}: {what}"));
+    if by.trim().is_empty() {
+        return Err(refused("a decision needs --by: who decides".into()));
+    }
+    let ident = table_definition(contract)?.ident;
+    if !catalog.exists(&ident).await? {
+        return Err(refused("the table does not exist, so nothing is held".into()));
+    }
+    let meta = catalog.load(&ident).await?.metadata;
+    let Some(hold) = HoldState::of(&meta)?.hold else {
+        return Err(refused("the table is not held".into()));
+    };
+    if action == Action::Approve && hold.proposal.is_empty() {
+        return Err(refused(format!(
+            "no schema change admits the held record ({}); reject it to send the held records to the \
+             dead-letter table, or fix the producer",
+            hold.reason
+        )));
+    }
+    let decision = Decision {
+        hold_id: hold.id.clone(),
+        action,
+        by: by.to_string(),
+        at_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    // Not a claim: the table's owner keeps its epoch and applies the decision itself.
+    let committer = Committer::new(
+        catalog.clone(),
+        ident,
+        calve_table::commit::restore::table_epoch(&meta)?,
+    );
+    committer.update_metadata(&SetHoldState::decide(&decision)).await?;
+    Ok(hold)
+}
