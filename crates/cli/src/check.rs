@@ -42,6 +42,9 @@ pub async fn run_config(config: &Path) -> anyhow::Result<ExitCode> {
             breaking = true;
             println!("  WOULD STOP THE TABLE: {change}");
         }
+        for note in &check.looser {
+            println!("  the table is looser than the contract (approved; adopt it in the contract): {note}");
+        }
         if !check.added_from_events.is_empty() {
             println!(
                 "  in the table, not in the contract (added from events; adopt them in the contract): {}",

@@ -121,3 +121,49 @@ fn fields_added_mid_stream_become_columns_with_their_rows() {
         "{status}"
     );
 }
+
+/// Values that outgrow an int column widen it to long with the commit that holds them, under
+/// `evolution = "additive"`: nothing is dead-lettered, both readers read every value exactly.
+#[test]
+fn values_beyond_int_widen_the_column_with_their_rows() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap(), "orders", 1);
+    let orders = orders_contract("orders", "1s");
+    let text = orders.replace(
+        r#"{ name = "amount",   type = "double" },"#,
+        r#"{ name = "amount",   type = "double" },
+  { name = "qty",      type = "int" },"#,
+    );
+    assert_ne!(text, orders);
+    let s = Setup::new(&broker.bootstrap(), &text);
+    let qty = |i: u64| if i >= 40 { 3_000_000_000 + i } else { i };
+    let msgs: Vec<Message> = (0..60u64)
+        .map(|i| {
+            let v = json!({"order_id": i, "qty": qty(i), "ts": TS});
+            (format!("k{i}"), Some(v.to_string()), None)
+        })
+        .collect();
+    produce(&broker.bootstrap(), "orders", &msgs[..20]);
+    assert!(run(&s, &[]).success(), "{}", s.logs());
+    // The poll that widens also holds rows of the narrow type; both land.
+    produce(&broker.bootstrap(), "orders", &msgs[20..]);
+    assert!(run(&s, &[]).success(), "{}", s.logs());
+    assert!(
+        s.latest_log().contains("widening them (int → long)"),
+        "{}",
+        s.latest_log()
+    );
+    let view = read_table(&s.catalog_db(), &s.warehouse(), "shop.orders", &["order_id", "qty"]);
+    for reader in ["pyiceberg", "duckdb"] {
+        let mut got = view.rows(reader);
+        got.sort_by_key(|r| r[0].as_u64());
+        let want: Vec<Vec<Value>> = (0..60u64).map(|i| vec![json!(i), json!(qty(i))]).collect();
+        assert_eq!(got, want, "{reader}");
+    }
+    assert!(read_dlq(&s).rows("pyiceberg").is_empty(), "nothing dead-lettered");
+    let (ok, out) = s.cli(&calve_bin(), &["check"]);
+    assert!(
+        ok && !out.contains("WOULD STOP"),
+        "a widened column is not a breaking change: {out}"
+    );
+}

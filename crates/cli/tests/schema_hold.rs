@@ -76,13 +76,14 @@ fn ids(rows: &[(u64, Value)]) -> Vec<u64> {
     rows.iter().map(|r| r.0).collect()
 }
 
-/// Polls `calve schema pending` until it names a hold on `table`; returns its output.
+/// Polls `calve schema pending` until it names a hold on `table` that waits for a decision;
+/// returns its output.
 fn wait_for_hold(s: &Setup, table: &str, child: &mut Child) -> String {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (ok, out) = s.cli(&calve_bin(), &["schema", "pending"]);
         assert!(ok, "{out}");
-        if out.contains(&format!("{table}: HELD")) {
+        if out.contains(&format!("{table}: HELD")) && !out.contains("decided:") {
             return out;
         }
         if let Some(st) = child.try_wait().unwrap() {
@@ -119,7 +120,10 @@ fn a_held_table_waits_for_approval_across_kill9_and_resumes_exactly_once() {
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap, "orders", 2);
     create_topic(&bootstrap, "other", 1);
-    let s = Setup::new(&bootstrap, &contract("orders", "shop.orders"));
+    // Under "additive" calve would widen qty on its own; here a person decides.
+    let text = contract("orders", "shop.orders").replace("evolution = \"additive\"", "evolution = \"declared-only\"");
+    assert!(text.contains("declared-only"));
+    let s = Setup::new(&bootstrap, &text);
     add_other_table(&s);
     // 50..60 carry a qty beyond int: a breaking change whose fix (int → long) Iceberg allows.
     let qty = |i: u64| match i {
@@ -251,6 +255,120 @@ fn a_rejected_hold_sends_exactly_the_held_records_to_the_dead_letter_table() {
     let (ok, status) = s.cli(&calve_bin(), &["status"]);
     assert!(
         ok && status.contains("Reject by bob") && status.contains("HELD"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_frozen_table_holds_on_undeclared_fields_and_missing_columns_until_approved() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "orders", 1);
+    let text = contract("orders", "shop.orders")
+        .replace("evolution = \"additive\"", "evolution = \"frozen\"")
+        .replace(
+            r#"{ name = "customer", type = "string" },"#,
+            r#"{ name = "customer", type = "string", required = true },"#,
+        );
+    assert!(text.contains("evolution = \"frozen\"") && text.contains("\"string\", required = true"));
+    let s = Setup::new(&bootstrap, &text);
+    // 20..25 carry a field the contract does not declare; 25..30 lack the required customer.
+    let msgs: Vec<Message> = (0..30u64)
+        .map(|i| {
+            let v = match i {
+                20..25 => {
+                    json!({"order_id": i, "customer": format!("c{i}"), "qty": i, "ts": TS, "coupon": format!("x{i}")})
+                }
+                25.. => json!({"order_id": i, "qty": i, "ts": TS}),
+                _ => json!({"order_id": i, "customer": format!("c{i}"), "qty": i, "ts": TS}),
+            };
+            (format!("k{i}"), Some(v.to_string()), None)
+        })
+        .collect();
+    produce(&bootstrap, "orders", &msgs);
+
+    let mut child = s.spawn(&calve_bin(), &["run"]);
+    let pending = wait_for_hold(&s, "shop.orders", &mut child);
+    assert!(
+        pending.contains("orders/0@20") && pending.contains("column: coupon (undeclared-field)"),
+        "{pending}"
+    );
+    assert!(
+        pending.contains("proposal: add optional column `coupon` string"),
+        "{pending}"
+    );
+    assert_eq!(ids(&rows(&s, "shop.orders")), (0..20).collect::<Vec<_>>());
+    let (ok, out) = s.cli(
+        &calve_bin(),
+        &["schema", "approve", "--table", "shop.orders", "--by", "carol"],
+    );
+    assert!(ok, "{out}");
+
+    let pending = wait_for_hold(&s, "shop.orders", &mut child);
+    assert!(
+        pending.contains("orders/0@25") && pending.contains("column: customer (missing-required)"),
+        "{pending}"
+    );
+    assert!(pending.contains("proposal: make `customer` optional"), "{pending}");
+    let (ok, out) = s.cli(
+        &calve_bin(),
+        &["schema", "approve", "--table", "shop.orders", "--by", "carol"],
+    );
+    assert!(ok, "{out}");
+    wait_for_rows(&s, "shop.orders", 30, &mut child);
+    terminate(&mut child, Duration::from_secs(30));
+
+    let view = read_table(
+        &s.catalog_db(),
+        &s.warehouse(),
+        "shop.orders",
+        &["order_id", "customer", "coupon"],
+    );
+    for reader in ["pyiceberg", "duckdb"] {
+        let mut got = view.rows(reader);
+        got.sort_by_key(|r| r[0].as_u64());
+        let want: Vec<Vec<Value>> = (0..30u64)
+            .map(|i| match i {
+                20..25 => vec![json!(i), json!(format!("c{i}")), json!(format!("x{i}"))],
+                25.. => vec![json!(i), Value::Null, Value::Null],
+                _ => vec![json!(i), json!(format!("c{i}")), Value::Null],
+            })
+            .collect();
+        assert_eq!(
+            got, want,
+            "{reader}: every order once, with what the approvals admitted"
+        );
+    }
+
+    // A restart with the contract unchanged keeps what was approved: no hold, nothing breaking.
+    produce(
+        &bootstrap,
+        "orders",
+        &[(
+            "k30".into(),
+            Some(json!({"order_id": 30, "qty": 30, "ts": TS, "coupon": "y"}).to_string()),
+            None,
+        )],
+    );
+    let st = wait_for(
+        &mut s.spawn(&calve_bin(), &["run", "--until-caught-up"]),
+        Duration::from_secs(120),
+    );
+    assert!(st.is_some_and(|st| st.success()), "{}", s.latest_log());
+    assert_eq!(ids(&rows(&s, "shop.orders")), (0..31).collect::<Vec<_>>());
+    let (ok, out) = s.cli(&calve_bin(), &["check"]);
+    assert!(ok, "an approved change is not a breaking one: {out}");
+    assert!(
+        out.contains(
+            "the table is looser than the contract (approved; adopt it in the contract): `customer` is optional"
+        ),
+        "{out}"
+    );
+    let (ok, status) = s.cli(&calve_bin(), &["status"]);
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("Approve by carol: add optional column `coupon` string")
+            && status.contains("Approve by carol: make `customer` optional"),
         "{status}"
     );
 }

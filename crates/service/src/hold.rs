@@ -18,7 +18,7 @@ use calve_contract::{ColumnType, Contract, ResolvedColumn};
 use calve_ingest::{DeadLetter, DeadLetterKind, Inferred, JsonDecoder};
 use calve_table::catalog::schema::iceberg_type;
 use calve_table::commit::hold::{Action, Decision, Hold, HoldState, Proposed, Rejection, SetHoldState};
-use calve_table::commit::{Committer, SchemaChange, ADDED_FROM_EVENTS};
+use calve_table::commit::{Committer, Evolve, SchemaChange, ADDED_FROM_EVENTS};
 use calve_table::{Catalog, TableError};
 use iceberg::spec::Type;
 use iceberg::TableIdent;
@@ -31,7 +31,7 @@ use crate::error::ServiceError;
 /// How often a held table looks for its approver's decision.
 const DECISION_POLL: Duration = Duration::from_secs(1);
 /// How much of the offending record a hold keeps to show.
-const SAMPLE_BYTES: usize = 1024;
+const SAMPLE_BYTES: usize = 512;
 
 /// The first breach per partition among `dead` that no rejection covers: where the table
 /// stops in each partition.
@@ -87,21 +87,16 @@ fn propose(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[R
         return Vec::new();
     }
     let name = d.path.clone();
-    let field = || -> Option<Value> {
-        let v: Value = serde_json::from_slice(d.record.value.as_deref()?).ok()?;
-        v.get(&name).cloned()
-    };
-    let declared = columns.iter().find(|c| c.name == name);
     match d.kind {
         DeadLetterKind::MissingRequired if !contract.keys.columns.contains(&name) => {
             vec![Proposed::MakeOptional { name }]
         }
-        DeadLetterKind::SchemaMismatch => match (declared.map(|c| &c.ty), field()) {
-            (Some(ColumnType::Int), Some(Value::Number(n))) if n.as_i64().is_some() => vec![Proposed::Widen {
+        DeadLetterKind::SchemaMismatch => match promotion(d, columns, &contract.keys.columns) {
+            Some((name, to)) => vec![Proposed::Widen {
                 name,
-                to: ColumnType::Long.to_string(),
+                to: to.to_string(),
             }],
-            _ => Vec::new(),
+            None => Vec::new(),
         },
         DeadLetterKind::UndeclaredField => {
             // The type the value shows, as `evolution = "additive"` would infer it.
@@ -122,6 +117,26 @@ fn propose(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[R
             }
         }
         _ => Vec::new(),
+    }
+}
+
+/// The legal Iceberg promotion that admits the value of schema mismatch `d`, if there is one:
+/// a whole number beyond int in a top-level int column → long. (A float column takes any
+/// number already; decimals keep their scale, so a wider value needs a contract edit.) Never
+/// for a key column (`keys`): the key index and the files already written must agree on the
+/// key's type.
+pub(crate) fn promotion(d: &DeadLetter, columns: &[ResolvedColumn], keys: &[String]) -> Option<(String, ColumnType)> {
+    if d.kind != DeadLetterKind::SchemaMismatch || d.path.is_empty() || d.path.contains(['.', '[']) {
+        return None;
+    }
+    if keys.contains(&d.path) {
+        return None;
+    }
+    let column = columns.iter().find(|c| c.name == d.path)?;
+    let value: Value = serde_json::from_slice(d.record.value.as_deref()?).ok()?;
+    match (&column.ty, value.get(&d.path)?) {
+        (ColumnType::Int, Value::Number(n)) if n.as_i64().is_some() => Some((d.path.clone(), ColumnType::Long)),
+        _ => None,
     }
 }
 
@@ -236,18 +251,40 @@ pub async fn decide_hold(
             hold.reason
         )));
     }
+    if action == Action::Approve {
+        // An approval the table would refuse (a name that clashes with a partition field)
+        // is refused now, not retried by the pipeline forever.
+        let changes = changes_of(table, &hold.proposal)?;
+        Evolve {
+            changes,
+            on_schema_id: meta.current_schema_id(),
+            on_last_column_id: meta.last_column_id(),
+        }
+        .apply_to(&meta)
+        .map_err(|e| refused(format!("the proposal cannot be applied ({e}); reject instead")))?;
+    }
     let decision = Decision {
         hold_id: hold.id.clone(),
         action,
         by: by.to_string(),
         at_ms: chrono::Utc::now().timestamp_millis(),
     };
-    // Not a claim: the table's owner keeps its epoch and applies the decision itself.
-    let committer = Committer::new(
-        catalog.clone(),
-        ident,
-        calve_table::commit::restore::table_epoch(&meta)?,
-    );
-    committer.update_metadata(&SetHoldState::decide(&decision)).await?;
-    Ok(hold)
+    // Not a claim: the table's owner keeps its epoch and applies the decision itself. An
+    // owner that reopens meanwhile bumps the epoch; the decision is then written under the
+    // new one (the update itself checks that the hold is still this one and undecided).
+    let mut epoch = calve_table::commit::restore::table_epoch(&meta)?;
+    for _ in 0..DECIDE_ATTEMPTS {
+        let committer = Committer::new(catalog.clone(), ident.clone(), epoch);
+        match committer.update_metadata(&SetHoldState::decide(&decision)).await {
+            Err(TableError::Fenced { .. }) => {
+                epoch = calve_table::commit::restore::table_epoch(&catalog.load(&ident).await?.metadata)?
+            }
+            Err(e) => return Err(e.into()),
+            Ok(()) => return Ok(hold),
+        }
+    }
+    Err(refused("the table's owner kept changing; try again".into()))
 }
+
+/// How often a decision is retried when the table's owner reopens meanwhile.
+const DECIDE_ATTEMPTS: u32 = 5;

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calve_contract::{ColumnType, Contract, OnBreaking};
+use calve_contract::{ColumnType, Contract, Evolution, OnBreaking};
 use calve_ingest::{
     dead_letters_to_batch, DeadLetter, DeadLetterKind, Inferred, IngestError, KafkaRecord, KafkaSource, Routed, Router,
 };
@@ -25,7 +25,7 @@ use crate::buffer::Buffer;
 use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
 use crate::faults::{crash_point, panic_if_poisoned, panic_message, CrashPoint};
-use crate::hold::{announce, changes_of, first_breaches, hold_for};
+use crate::hold::{announce, changes_of, first_breaches, hold_for, promotion};
 use crate::sink::Sink;
 use crate::stats::TableStats;
 use crate::supervisor::Services;
@@ -124,6 +124,18 @@ impl Pipeline {
         let sink = self.main.sink();
         let state = sink.holds().clone();
         let Some((hold, decision)) = state.decided() else {
+            if let Some(hold) = state
+                .hold
+                .as_ref()
+                .filter(|_| self.contract.schema.on_breaking != OnBreaking::Hold)
+            {
+                tracing::warn!(
+                    table = %self.contract.table.name, hold = %hold.id,
+                    "the contract no longer holds breaking records (on_breaking = \"dead-letter\"); ending the hold: \
+                     the held records go to the dead-letter table"
+                );
+                sink.committer().update_metadata(&SetHoldState::clear()).await?;
+            }
             return Ok(false);
         };
         let name = &self.contract.table.name;
@@ -133,7 +145,11 @@ impl Pipeline {
         let mut rejections: Vec<Rejection> = state
             .rejections
             .iter()
-            .filter(|r| r.through.iter().any(|(p, t)| committed.get(p).is_none_or(|c| c < t)))
+            .filter(|r| {
+                r.through
+                    .iter()
+                    .any(|(p, t)| committed.get(p).copied().unwrap_or(0) < *t)
+            })
             .cloned()
             .collect();
         let meta = sink.metadata();
@@ -278,26 +294,11 @@ impl Pipeline {
         }
         let now_us = chrono::Utc::now().timestamp_micros();
         let mut routed = self.route(&records, now_us)?;
-        let new_columns = new_columns(&routed, self.main.sink().schema());
-        if !new_columns.is_empty() {
-            // `evolution = "additive"`: the fields become optional columns, added by the next
-            // commit together with the rows that carry them; this poll is routed again so its
-            // rows have them.
-            let planned = self.main.add_columns(&new_columns)?;
-            if !planned.is_empty() {
-                let described: Vec<String> = new_columns
-                    .iter()
-                    .filter(|(n, _)| planned.contains(n))
-                    .map(|(n, t)| format!("{n} {t}"))
-                    .collect();
-                tracing::info!(
-                    table = %self.contract.table.name, columns = %described.join(", "),
-                    "events carry new fields; adding them as optional columns with the next commit"
-                );
-                let schema = self.main.sink().schema().clone();
-                self.router = Router::new(&self.contract, schema, &self.main.sink().columns())?;
-                routed = self.route(&records, now_us)?;
-            }
+        if self.evolve_for(&routed)? {
+            // This poll is routed again so its rows have the new columns and types.
+            let schema = self.main.sink().schema().clone();
+            self.router = Router::new(&self.contract, schema, &self.main.sink().columns())?;
+            routed = self.route(&records, now_us)?;
         }
         self.cut_at_breach(&mut records, &mut routed, now_us)?;
         for r in &records {
@@ -332,6 +333,54 @@ impl Pipeline {
                 .sum(),
         );
         Ok(())
+    }
+
+    /// `evolution = "additive"` (append tables): plans the schema changes `routed` asks for —
+    /// new fields as optional columns, int columns whose values outgrew int as long — for the
+    /// next commit, which makes them together with the rows that need them. Whether any was
+    /// planned.
+    fn evolve_for(&mut self, routed: &Routed) -> Result<bool, ServiceError> {
+        let additive = self.contract.schema.evolution == Evolution::Additive && !self.contract.is_keyed();
+        if !additive {
+            return Ok(false);
+        }
+        let table = self.contract.table.name.clone();
+        let new_columns = new_columns(routed, self.main.sink().schema());
+        let mut planned = false;
+        if !new_columns.is_empty() {
+            let names = self.main.add_columns(&new_columns)?;
+            if !names.is_empty() {
+                let described: Vec<String> = new_columns
+                    .iter()
+                    .filter(|(n, _)| names.contains(n))
+                    .map(|(n, t)| format!("{n} {t}"))
+                    .collect();
+                tracing::info!(
+                    table, columns = %described.join(", "),
+                    "events carry new fields; adding them as optional columns with the next commit"
+                );
+                planned = true;
+            }
+        }
+        let columns = self.main.sink().columns();
+        let mut widen: Vec<(String, ColumnType)> = routed
+            .dead
+            .iter()
+            .filter_map(|d| promotion(d, &columns, &self.contract.keys.columns))
+            .collect();
+        widen.sort_by(|a, b| a.0.cmp(&b.0));
+        widen.dedup();
+        if !widen.is_empty() {
+            let names = self.main.widen_columns(&widen)?;
+            if !names.is_empty() {
+                tracing::info!(
+                    table, columns = %names.join(", "),
+                    "values outgrew their columns' type; widening them (int → long) with the next commit"
+                );
+                planned = true;
+            }
+        }
+        Ok(planned)
     }
 
     /// Routes one poll. Routing reads record contents, so it is where a bug meets the one

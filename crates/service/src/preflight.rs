@@ -23,6 +23,9 @@ pub struct SchemaCheck {
     pub breaking: Vec<String>,
     /// Columns calve added from events that the contract does not list (to adopt).
     pub added_from_events: Vec<String>,
+    /// Where the table is looser than the contract (approved widenings and optional
+    /// columns; to adopt).
+    pub looser: Vec<String>,
 }
 
 /// Compares `contract` with its table in `catalog`.
@@ -42,6 +45,7 @@ pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) 
         new_table: false,
         additive: diff.additive.iter().map(describe).collect(),
         breaking: diff.breaking,
+        looser: diff.looser,
         added_from_events: added
             .into_iter()
             .filter(|c| c.doc.as_deref() == Some(ADDED_FROM_EVENTS))

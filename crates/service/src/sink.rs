@@ -9,7 +9,7 @@ use arrow_schema::SchemaRef;
 
 use calve_contract::{ColumnType, Contract, ResolvedColumn};
 use calve_table::catalog::schema::column_type_of;
-use calve_table::catalog::schema::{columns_not_in, effective_columns};
+use calve_table::catalog::schema::{columns_not_in, effective_columns, iceberg_type};
 use calve_table::commit::hold::HoldState;
 use calve_table::commit::restore::{self, Offsets};
 use calve_table::commit::{
@@ -17,7 +17,7 @@ use calve_table::commit::{
 };
 use calve_table::write::data::{arrow_schema, DataWriter};
 use calve_table::{Catalog, TableDefinition, TableError};
-use iceberg::spec::{DataFile, TableMetadataRef};
+use iceberg::spec::{DataFile, TableMetadataRef, Type};
 use iceberg::TableIdent;
 
 use crate::error::ServiceError;
@@ -190,6 +190,56 @@ impl Sink {
                     evolve.changes.pop();
                     tracing::warn!(table = %self.ident(), field = %name, "events carry a field that cannot become a column ({e}); counting it as unknown");
                     self.refused.insert(name.clone());
+                }
+            }
+        }
+        if let Some(meta) = planned {
+            self.writer = DataWriter::new(&meta, self.catalog.file_io().clone(), self.writer.target_file_size())?;
+            self.schema = arrow_schema(&meta)?;
+        }
+        self.pending = Some(evolve).filter(|e| !e.changes.is_empty());
+        Ok(names)
+    }
+
+    /// Plans widenings `columns` (name and wider type: int → long) for the next commit, as
+    /// [`Sink::add_columns`] plans new columns: files are written with the wider type from
+    /// now on, and that commit widens the table together with its rows. A widening the
+    /// table refuses is said once and left out (the records stay dead letters or holds).
+    /// Returns the names planned.
+    pub fn widen_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<Vec<String>, ServiceError> {
+        let mut evolve = self.pending.take().unwrap_or(Evolve {
+            changes: Vec::new(),
+            on_schema_id: self.meta.current_schema_id(),
+            on_last_column_id: self.meta.last_column_id(),
+        });
+        let mut planned = None;
+        let mut names = Vec::new();
+        for (name, ty) in columns {
+            let key = format!("widen {name}");
+            let Type::Primitive(to) = iceberg_type(ty, &mut 0) else {
+                continue;
+            };
+            if self.refused.contains(&key) {
+                continue;
+            }
+            evolve.changes.push(SchemaChange::Widen { name: name.clone(), to });
+            match evolve.apply_to(&self.meta) {
+                Ok(meta) => {
+                    planned = Some(meta);
+                    names.push(name.clone());
+                    for c in self
+                        .declared
+                        .iter_mut()
+                        .chain(self.added.iter_mut())
+                        .filter(|c| &c.name == name)
+                    {
+                        c.ty = ty.clone();
+                    }
+                }
+                Err(e) => {
+                    evolve.changes.pop();
+                    tracing::warn!(table = %self.ident(), column = %name, "values need {ty} but the column cannot be widened ({e})");
+                    self.refused.insert(key);
                 }
             }
         }

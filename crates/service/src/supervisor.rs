@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calve_contract::Contract;
+use calve_contract::{Contract, OnBreaking};
 use calve_ingest::KafkaConfig;
 use calve_retry::{Classify, RetryClass};
 use calve_table::keyed::index::IndexSettings;
@@ -186,7 +186,8 @@ async fn attempt(
     let (contract, services, shutdown, stats) = (contract.clone(), services.clone(), shutdown.clone(), stats.clone());
     let task = tokio::spawn(async move {
         let holds = crate::hold::schema_holds(&services.catalog, &contract).await?;
-        if let (Some(hold), None) = (&holds.hold, holds.decided()) {
+        let holding = contract.schema.on_breaking == OnBreaking::Hold;
+        if let (Some(hold), None, true) = (&holds.hold, holds.decided(), holding) {
             crate::hold::announce(&contract.table.name, hold);
             return Ok(Ended::Held(hold.id.clone()));
         }

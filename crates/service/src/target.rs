@@ -113,13 +113,32 @@ impl Target {
                 let names = sink.add_columns(columns)?;
                 let schema = sink.schema().clone();
                 for batch in rows.iter_mut() {
-                    *batch = with_null_columns(batch, &schema)?;
+                    *batch = conform(batch, &schema)?;
                 }
                 Ok(names)
             }
             Target::Keyed { sink, .. } => Err(ServiceError::Unsupported {
                 table: sink.ident().to_string(),
                 what: "adding columns from events to a keyed table".into(),
+            }),
+        }
+    }
+
+    /// Widenings for the next commit (append tables): rows buffered so far are cast to the
+    /// wider types. Returns the names planned (see [`Sink::widen_columns`]).
+    pub fn widen_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<Vec<String>, ServiceError> {
+        match self {
+            Target::Append { sink, rows } => {
+                let names = sink.widen_columns(columns)?;
+                let schema = sink.schema().clone();
+                for batch in rows.iter_mut() {
+                    *batch = conform(batch, &schema)?;
+                }
+                Ok(names)
+            }
+            Target::Keyed { sink, .. } => Err(ServiceError::Unsupported {
+                table: sink.ident().to_string(),
+                what: "widening columns from events in a keyed table".into(),
             }),
         }
     }
@@ -175,9 +194,16 @@ impl Target {
     }
 }
 
-/// `batch` as rows of `schema`, which has the same columns plus new optional ones at the end.
-fn with_null_columns(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ServiceError> {
+/// `batch` as rows of `schema`, which has the same columns (some perhaps widened) plus new
+/// optional ones at the end.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ServiceError> {
     let mut columns = batch.columns().to_vec();
+    for (column, field) in columns.iter_mut().zip(schema.fields()) {
+        // A widened column (int → long): Arrow's cast is exact for every widening Iceberg allows.
+        if column.data_type() != field.data_type() {
+            *column = arrow_cast::cast(column, field.data_type())?;
+        }
+    }
     for field in schema.fields().iter().skip(columns.len()) {
         columns.push(new_null_array(field.data_type(), batch.num_rows()));
     }

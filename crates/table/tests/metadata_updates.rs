@@ -178,3 +178,55 @@ async fn a_new_partition_spec_and_sort_order_apply_to_new_files() {
         "{partitions:?}"
     );
 }
+
+/// A decision lands only on the hold it was made for, once: a second approver, or one who
+/// read an older hold, is refused instead of overwriting what the table holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_takes_one_decision_and_only_its_own() {
+    use calve_table::commit::hold::{Action, Decision, Hold, HoldState, SetHoldState};
+    let f = Fixture::new().await;
+    let c = committer(&f).await;
+    let hold = |offset: i64| Hold {
+        id: format!("orders/0@{offset}"),
+        since_ms: 1,
+        topic: "orders".into(),
+        partition: 0,
+        offset,
+        path: "qty".into(),
+        kind: "schema-mismatch".into(),
+        reason: "qty: expected int".into(),
+        sample: "{}".into(),
+        proposal: Vec::new(),
+        approver: "team".into(),
+    };
+    let decision = |offset: i64, by: &str| Decision {
+        hold_id: format!("orders/0@{offset}"),
+        action: Action::Reject,
+        by: by.into(),
+        at_ms: 2,
+    };
+    let err = c
+        .update_metadata(&SetHoldState::decide(&decision(5, "ann")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("has ended"), "no hold yet: {err}");
+    c.update_metadata(&SetHoldState::hold(&hold(5))).await.unwrap();
+    let err = c
+        .update_metadata(&SetHoldState::decide(&decision(3, "ann")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("now held at orders/0@5"), "{err}");
+    c.update_metadata(&SetHoldState::decide(&decision(5, "ann")))
+        .await
+        .unwrap();
+    let err = c
+        .update_metadata(&SetHoldState::decide(&decision(5, "bob")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("by ann already decided"), "{err}");
+    let state = HoldState::of(&f.catalog.load(&f.ident).await.unwrap().metadata).unwrap();
+    assert_eq!(
+        state.decided().map(|(h, d)| (h.offset, d.by.as_str())),
+        Some((5, "ann"))
+    );
+}

@@ -59,6 +59,9 @@ pub enum Kind {
 pub struct Hints {
     pub unit: Option<TimeUnit>,
     pub decimal_bytes: bool,
+    /// The contract requires the (top-level) column although the table lets it be null
+    /// (Iceberg cannot make a column with rows required): enforced on new records.
+    pub required: bool,
 }
 
 /// Values of one column (or nested field), with their validity.
@@ -431,7 +434,9 @@ pub fn row_columns(columns: &[(String, ColumnType, Hints)], fields: &Fields) -> 
                 .iter()
                 .find(|c| &c.0 == f.name())
                 .ok_or_else(|| ArrowError::SchemaError(format!("table column {} has no contract type", f.name())))?;
-            Column::new(name.clone(), ty, *hints, f)
+            let mut column = Column::new(name.clone(), ty, *hints, f)?;
+            column.required |= hints.required;
+            Ok(column)
         })
         .collect()
 }

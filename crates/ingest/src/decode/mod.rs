@@ -84,6 +84,7 @@ impl JsonDecoder {
                 let hints = Hints {
                     unit: c.unit,
                     decimal_bytes: c.decimal_bytes,
+                    required: c.required,
                 };
                 Ok((c.name.clone(), c.ty.clone(), hints))
             })

@@ -26,7 +26,7 @@ pub const DECISIONS_KEY: &str = "calve.schema.decisions";
 pub const REJECTIONS_KEY: &str = "calve.schema.rejections";
 
 /// Decisions kept in [`DECISIONS_KEY`]: the newest; older ones stay in the metadata log.
-const DECISIONS_KEPT: usize = 100;
+const DECISIONS_KEPT: usize = 20;
 
 /// Why a table stopped: the first record that broke its schema, and what calve proposes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub struct Hold {
     pub kind: String,
     /// Why, in words.
     pub reason: String,
-    /// The record's value as text (cut at 1 KiB).
+    /// The record's value as text (cut at 512 bytes).
     pub sample: String,
     /// What `calve schema approve` would change; empty when no schema change can admit the
     /// record (then only `reject` can resume the table).
@@ -213,6 +213,10 @@ pub struct SetHoldState {
     pub set: HashMap<String, String>,
     /// Properties to remove.
     pub remove: Vec<String>,
+    /// Only when the table (at commit time) is held under this id with no decision yet: a
+    /// decision read against an older hold, or racing another approver's, is refused rather
+    /// than overwriting what the table holds now.
+    pub undecided: Option<String>,
 }
 
 impl SetHoldState {
@@ -221,6 +225,7 @@ impl SetHoldState {
         SetHoldState {
             set: HashMap::from([(HOLD_KEY.to_string(), json(hold))]),
             remove: vec![DECISION_KEY.to_string()],
+            undecided: None,
         }
     }
 
@@ -229,6 +234,7 @@ impl SetHoldState {
         SetHoldState {
             set: HashMap::from([(DECISION_KEY.to_string(), json(decision))]),
             remove: Vec::new(),
+            undecided: Some(decision.hold_id.clone()),
         }
     }
 
@@ -244,12 +250,42 @@ impl SetHoldState {
                 (REJECTIONS_KEY.to_string(), json(&rejections)),
             ]),
             remove: vec![HOLD_KEY.to_string(), DECISION_KEY.to_string()],
+            undecided: None,
+        }
+    }
+
+    /// Ends a hold without a decision (the contract no longer holds breaking records).
+    pub fn clear() -> Self {
+        SetHoldState {
+            set: HashMap::new(),
+            remove: vec![HOLD_KEY.to_string(), DECISION_KEY.to_string()],
+            undecided: None,
         }
     }
 }
 
 impl MetadataUpdate for SetHoldState {
-    fn apply(&self, _base: &TableMetadata, builder: TableMetadataBuilder) -> Result<TableMetadataBuilder> {
+    fn apply(&self, base: &TableMetadata, builder: TableMetadataBuilder) -> Result<TableMetadataBuilder> {
+        if let Some(id) = &self.undecided {
+            let now = HoldState::of(base)?;
+            let refuse = |reason: String| TableError::InvalidData {
+                table: base.location().to_string(),
+                reason,
+            };
+            match (&now.hold, &now.decision) {
+                (Some(h), _) if &h.id != id => {
+                    return Err(refuse(format!("the table is now held at {}, not {id}", h.id)))
+                }
+                (None, _) => return Err(refuse(format!("the hold at {id} has ended"))),
+                (Some(_), Some(d)) if &d.hold_id == id => {
+                    return Err(refuse(format!(
+                        "{:?} by {} already decided the hold at {id}",
+                        d.action, d.by
+                    )))
+                }
+                _ => {}
+            }
+        }
         let builder = match self.set.is_empty() {
             true => builder,
             false => builder.set_properties(self.set.clone())?,
