@@ -1,7 +1,7 @@
 //! `calve check`: contract validation for people and CI pipelines. With `--config`, also what
 //! the next start would do to each table: the schema changes it applies on its own, the ones
-//! that would stop the table, and the columns calve added from events that the contract does
-//! not list yet.
+//! that would hold the table for its approver, and the columns calve added from events that
+//! the contract does not list yet.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,12 +35,24 @@ pub async fn run_config(config: &Path) -> anyhow::Result<ExitCode> {
         if check.new_table {
             println!("  the table does not exist yet: the first start creates it");
         }
-        for change in &check.additive {
-            println!("  the next start applies: {change}");
+        if check.breaking.is_empty() {
+            for change in &check.additive {
+                println!("  the next start applies: {change}");
+            }
         }
         for change in &check.breaking {
             breaking = true;
-            println!("  WOULD STOP THE TABLE: {change}");
+            println!("  WOULD HOLD THE TABLE FOR ITS APPROVER: {change}");
+        }
+        if !check.breaking.is_empty() {
+            match check.approving.is_empty() {
+                true => println!("  no schema change makes this edit: restore the contract"),
+                false => {
+                    let all: Vec<&String> = check.approving.iter().chain(&check.additive).collect();
+                    let all: Vec<&str> = all.into_iter().map(String::as_str).collect();
+                    println!("  approving (calve schema approve) would: {}", all.join(", "))
+                }
+            }
         }
         for note in &check.looser {
             println!("  the table is looser than the contract (approved; adopt it in the contract): {note}");

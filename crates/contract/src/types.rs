@@ -86,9 +86,15 @@ pub struct Column {
     /// numbers either way.
     #[serde(default)]
     pub encoding: Option<String>,
-    /// A record without this field (or with null) is dead-lettered.
+    /// A record without this field (or with null) is a breaking record (see `on_breaking`).
     #[serde(default)]
     pub required: bool,
+    /// The column's name before a rename: the table's column of that name is renamed to this
+    /// one (keeping its Iceberg field id, so old files read on) once the approver approves,
+    /// since readers that use the old name break. Without it, a renamed column reads as one
+    /// dropped and one added.
+    #[serde(default)]
+    pub renamed_from: Option<String>,
     /// Free text stored as the Iceberg column doc.
     #[serde(default)]
     pub doc: Option<String>,

@@ -211,6 +211,15 @@ impl Contract {
         &self.columns
     }
 
+    /// Declared renames, as (old name, new name).
+    pub fn renames(&self) -> Vec<(String, String)> {
+        self.schema
+            .columns
+            .iter()
+            .filter_map(|c| Some((c.renamed_from.clone()?, c.name.clone())))
+            .collect()
+    }
+
     /// The column called `name`.
     pub fn column(&self, name: &str) -> Option<&ResolvedColumn> {
         self.columns.iter().find(|c| c.name == name)
@@ -276,6 +285,17 @@ fn resolve_columns(schema: &SchemaSection, p: &mut Problems) -> Vec<ResolvedColu
         }
         if !seen.insert(c.name.to_ascii_lowercase()) {
             p.push(format!("{path}.name"), format!("column `{}` is declared twice", c.name));
+        }
+        if let Some(from) = &c.renamed_from {
+            let clash = schema.columns.iter().any(|o| &o.name == from);
+            if !is_identifier(from) || from == &c.name || clash {
+                p.push(
+                    format!("{path}.renamed_from"),
+                    format!(
+                        "`{from}` must be a column name other than this column's and every other declared column's"
+                    ),
+                );
+            }
         }
         let unit = match c.unit.as_deref().map(str::parse::<TimeUnit>) {
             None => None,

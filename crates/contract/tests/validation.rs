@@ -205,3 +205,28 @@ fn keyed_contracts_say_how_deletes_find_their_row() {
     let p = problems(&CUSTOMERS.replace("columns = [\"customer_id\"]", "columns = []"));
     assert!(p.iter().any(|p| p.starts_with("keys.from_kafka_key:")), "{p:?}");
 }
+
+#[test]
+fn a_rename_names_an_old_column_no_declared_column_has() {
+    let renamed = ORDERS.replace(
+        r#"{ name = "customer", type = "string" },"#,
+        r#"{ name = "buyer", type = "string", renamed_from = "customer" },"#,
+    );
+    assert_ne!(renamed, ORDERS);
+    let c = Contract::parse(&renamed, "t.toml").unwrap();
+    assert_eq!(c.renames(), vec![("customer".to_string(), "buyer".to_string())]);
+    for bad in ["status", "buyer", "not a name"] {
+        let text = renamed.replace(r#"renamed_from = "customer""#, &format!(r#"renamed_from = "{bad}""#));
+        let p = problems(&text);
+        assert!(
+            p.iter().any(|m| m.starts_with("schema.columns[1].renamed_from:")),
+            "renamed_from = {bad}: {p:?}"
+        );
+    }
+    let text = renamed.replace(r#"on_breaking = "dead-letter""#, r#"on_breaking = "sometimes""#);
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|m| m.contains("expected `hold` or `dead-letter`")),
+        "{p:?}"
+    );
+}

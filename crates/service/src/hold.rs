@@ -16,13 +16,14 @@ use std::time::Duration;
 use arrow_schema::SchemaRef;
 use calve_contract::{ColumnType, Contract, ResolvedColumn};
 use calve_ingest::{DeadLetter, DeadLetterKind, Inferred, JsonDecoder};
-use calve_table::catalog::schema::iceberg_type;
-use calve_table::commit::hold::{Action, Decision, Hold, HoldState, Proposed, Rejection, SetHoldState};
-use calve_table::commit::{Committer, Evolve, SchemaChange, ADDED_FROM_EVENTS};
+use calve_table::catalog::schema::{column_type_of, iceberg_type};
+use calve_table::commit::hold::{Action, Decision, Hold, HoldState, Proposed, Rejection, SetHoldState, CONTRACT_EDIT};
+use calve_table::commit::{Committer, ContractDiff, Evolve, SchemaChange, ADDED_FROM_EVENTS};
 use calve_table::{Catalog, TableError};
 use iceberg::spec::Type;
 use iceberg::TableIdent;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::definition::table_definition;
@@ -169,24 +170,102 @@ pub(crate) fn changes_of(table: &str, proposal: &[Proposed]) -> Result<Vec<Schem
                     }
                 },
                 Proposed::MakeOptional { name } => SchemaChange::MakeOptional { name: name.clone() },
+                Proposed::Rename { from, to } => SchemaChange::Rename {
+                    from: from.clone(),
+                    to: to.clone(),
+                },
+                Proposed::Drop { name } => SchemaChange::Drop { name: name.clone() },
             })
         })
         .collect()
 }
 
+/// A schema change as a hold proposes it.
+pub(crate) fn proposed_of(change: &SchemaChange) -> Option<Proposed> {
+    Some(match change {
+        SchemaChange::AddColumn { name, ty, .. } => Proposed::AddColumn {
+            name: name.clone(),
+            ty: column_type_of(&Type::Primitive(ty.clone()))?.to_string(),
+        },
+        SchemaChange::AddTyped { name, ty, .. } => Proposed::AddColumn {
+            name: name.clone(),
+            ty: ty.to_string(),
+        },
+        SchemaChange::Widen { name, to } => Proposed::Widen {
+            name: name.clone(),
+            to: column_type_of(&Type::Primitive(to.clone()))?.to_string(),
+        },
+        SchemaChange::MakeOptional { name } => Proposed::MakeOptional { name: name.clone() },
+        SchemaChange::Rename { from, to } => Proposed::Rename {
+            from: from.clone(),
+            to: to.clone(),
+        },
+        SchemaChange::Drop { name } => Proposed::Drop { name: name.clone() },
+    })
+}
+
+/// The hold a breaking contract edit puts `contract`'s table under: its id names the edit (a
+/// hash of what breaks), so an approval applies to exactly the edit it was given for, and a
+/// different edit holds anew. The proposal makes every breaking change, or is empty when one
+/// has no change to approve (then restoring the contract resumes the table).
+pub(crate) fn contract_hold(contract: &Contract, diff: &ContractDiff) -> Hold {
+    let proposal: Vec<Proposed> = diff
+        .fixes
+        .as_ref()
+        .and_then(|f| f.iter().map(proposed_of).collect())
+        .unwrap_or_default();
+    let reason = diff.breaking.join("; ");
+    let digest = Sha256::digest(format!("{reason}\n{proposal:?}").as_bytes());
+    let path = proposal
+        .iter()
+        .map(|p| match p {
+            Proposed::AddColumn { name, .. }
+            | Proposed::Widen { name, .. }
+            | Proposed::MakeOptional { name }
+            | Proposed::Drop { name } => name.clone(),
+            Proposed::Rename { from, .. } => from.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Hold {
+        id: format!("contract-edit:{}", hex::encode(&digest[..6])),
+        since_ms: chrono::Utc::now().timestamp_millis(),
+        topic: contract.table.topic.clone(),
+        partition: -1,
+        offset: -1,
+        path,
+        kind: CONTRACT_EDIT.to_string(),
+        reason,
+        sample: String::new(),
+        proposal,
+        approver: contract.schema.approver.clone(),
+    }
+}
+
 /// Says loudly that `table` is held, and how to resume it.
 pub(crate) fn announce(table: &str, hold: &Hold) {
-    let proposal = match hold.proposal.is_empty() {
-        true => {
+    let proposal = match (hold.proposal.is_empty(), hold.kind == CONTRACT_EDIT) {
+        (true, true) => "no schema change makes this edit: restore the contract".into(),
+        (true, false) => {
             "no schema change admits it: `calve schema reject` sends the held records to the dead-letter table".into()
         }
-        false => hold
+        (false, _) => hold
             .proposal
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
     };
+    if hold.kind == CONTRACT_EDIT {
+        tracing::error!(
+            table, approver = %hold.approver, proposal = %proposal,
+            "TABLE HELD: the contract changes the table's schema in ways that break its readers ({}); the table \
+             is not started until the approver runs `calve schema approve --table {table} --by WHO` (see `calve \
+             schema pending`) or the contract is restored",
+            hold.reason
+        );
+        return;
+    }
     tracing::error!(
         table, column = %hold.path, partition = hold.partition, offset = hold.offset, kind = %hold.kind,
         approver = %hold.approver, sample = %hold.sample, proposal = %proposal,
@@ -244,6 +323,11 @@ pub async fn decide_hold(
     let Some(hold) = HoldState::of(&meta)?.hold else {
         return Err(refused("the table is not held".into()));
     };
+    if action == Action::Reject && hold.kind == CONTRACT_EDIT {
+        return Err(refused(
+            "a held contract edit is not rejected here: restore the contract and restart calve".into(),
+        ));
+    }
     if action == Action::Approve && hold.proposal.is_empty() {
         return Err(refused(format!(
             "no schema change admits the held record ({}); reject it to send the held records to the \

@@ -1,6 +1,6 @@
 //! What the next start would do to a table whose contract may have changed since it last ran:
-//! `calve check --config` prints it, so an owner sees a breaking edit (which would stop the
-//! table) before deploying it, and the columns calve added from events that the contract does
+//! `calve check --config` prints it, so an owner sees a breaking edit (which would hold the
+//! table for its approver) before deploying it, and the columns calve added from events that the contract does
 //! not list yet.
 
 use calve_contract::Contract;
@@ -11,6 +11,7 @@ use iceberg::spec::Schema;
 
 use crate::definition::table_definition;
 use crate::error::ServiceError;
+use crate::hold::proposed_of;
 
 /// How a contract and its table's current schema compare.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,8 +20,11 @@ pub struct SchemaCheck {
     pub new_table: bool,
     /// Changes the next start applies on its own.
     pub additive: Vec<String>,
-    /// Changes that would stop the table at start, in words.
+    /// Changes that would hold the table at start for its approver, in words.
     pub breaking: Vec<String>,
+    /// What approving them would change, in words; empty when no change makes them (the
+    /// contract must be restored).
+    pub approving: Vec<String>,
     /// Columns calve added from events that the contract does not list (to adopt).
     pub added_from_events: Vec<String>,
     /// Where the table is looser than the contract (approved widenings and optional
@@ -44,6 +48,7 @@ pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) 
     Ok(SchemaCheck {
         new_table: false,
         additive: diff.additive.iter().map(describe).collect(),
+        approving: diff.fixes.iter().flatten().map(describe).collect(),
         breaking: diff.breaking,
         looser: diff.looser,
         added_from_events: added
@@ -56,16 +61,10 @@ pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) 
 
 /// How `table` differs from `contract`'s columns.
 pub(crate) fn contract_diff(table: &Schema, contract: &Contract) -> ContractDiff {
-    diff_with_contract(table, contract.columns())
+    diff_with_contract(table, contract.columns(), &contract.renames())
 }
 
 /// A schema change in words.
 fn describe(change: &SchemaChange) -> String {
-    match change {
-        SchemaChange::AddColumn { name, ty, .. } => format!("add column `{name}` {ty}"),
-        SchemaChange::AddTyped { name, ty, .. } => format!("add column `{name}` {ty}"),
-        SchemaChange::Widen { name, to } => format!("widen `{name}` to {to}"),
-        SchemaChange::MakeOptional { name } => format!("make `{name}` optional"),
-        SchemaChange::Rename { from, to } => format!("rename `{from}` to `{to}`"),
-    }
+    proposed_of(change).map_or_else(|| format!("{change:?}"), |p| p.to_string())
 }

@@ -10,7 +10,8 @@ use arrow_schema::SchemaRef;
 use calve_contract::{ColumnType, Contract, ResolvedColumn};
 use calve_table::catalog::schema::column_type_of;
 use calve_table::catalog::schema::{columns_not_in, effective_columns, iceberg_type};
-use calve_table::commit::hold::HoldState;
+use calve_table::commit::hold::{Action, Applied, HoldState, SetHoldState, CONTRACT_EDIT};
+use calve_table::commit::restore::table_epoch;
 use calve_table::commit::restore::{self, Offsets};
 use calve_table::commit::{
     claim_epoch, Append, CommitOutcome, Committer, Evolve, RestoreUpdate, SchemaChange, UpdateSchema, ADDED_FROM_EVENTS,
@@ -21,6 +22,7 @@ use iceberg::spec::{DataFile, TableMetadataRef, Type};
 use iceberg::TableIdent;
 
 use crate::error::ServiceError;
+use crate::hold::{announce, contract_hold};
 use crate::preflight::contract_diff;
 
 /// The most columns calve adds to a table from events on its own: past them (a producer using
@@ -60,21 +62,18 @@ impl Sink {
         target_file_size: u64,
     ) -> Result<Self, ServiceError> {
         let state = catalog.ensure_table(def).await?;
-        // Breaking differences are refused before the table is claimed: a refused pipeline
-        // must not fence the one that may still be running with the old contract.
+        // Breaking differences are held before the table is claimed: a held pipeline must not
+        // fence the one that may still be running with the old contract.
         let changes = match contract {
-            Some(c) => additive_changes(def, &state.metadata, c)?,
+            Some(c) => contract_changes(catalog, def, &state.metadata, c).await?,
             None => {
                 check_schema(def, &state.metadata)?;
-                Vec::new()
+                ContractChanges::default()
             }
         };
         let epoch = claim_epoch(catalog, &def.ident).await?;
         let committer = Committer::new(catalog.clone(), def.ident.clone(), epoch);
-        if !changes.is_empty() {
-            tracing::info!(table = %def.ident, ?changes, "the contract adds to the table's schema; applying");
-            committer.update_metadata(&UpdateSchema { changes }).await?;
-        }
+        apply_contract_changes(catalog, &committer, &def.ident, changes).await?;
         let state = catalog.load(&def.ident).await?;
         let offsets = restore::restore_point(&state.metadata)?.unwrap_or_default();
         let holds = HoldState::of(&state.metadata)?;
@@ -308,26 +307,106 @@ impl CommitReport {
     }
 }
 
-/// The additive changes that bring the table to its contract's columns (a new optional
-/// column, a widening, required → optional); breaking differences stop the table with every
-/// one of them named, until a person restores the contract or approves.
-fn additive_changes(
+/// What a start does to the table's schema so it matches its contract.
+#[derive(Default)]
+struct ContractChanges {
+    /// Changes in order: approved breaking ones first (a rename before the widening of the
+    /// renamed column), then additive ones.
+    changes: Vec<SchemaChange>,
+    /// The approved hold on a contract edit these changes end, with the state it was in.
+    approved: Option<(HoldState, Applied)>,
+    /// A contract-edit hold the contract no longer asks for (it was restored).
+    stale: bool,
+}
+
+/// The changes that bring the table to its contract: additive ones (a new optional column, a
+/// widening, required → optional) apply on their own; breaking ones (a rename, a drop, a new
+/// required column, a narrowing) put the table under a hold until the approver approves the
+/// proposed changes — then they apply too — or the contract is restored. Read before the
+/// table is claimed; a hold is written under the table's current epoch.
+async fn contract_changes(
+    catalog: &Catalog,
     def: &TableDefinition,
     meta: &iceberg::spec::TableMetadata,
     contract: &Contract,
-) -> Result<Vec<SchemaChange>, ServiceError> {
+) -> Result<ContractChanges, ServiceError> {
     let diff = contract_diff(meta.current_schema(), contract);
-    match diff.breaking.is_empty() {
-        true => Ok(diff.additive),
-        false => Err(ServiceError::Table(TableError::InvalidData {
-            table: def.ident.to_string(),
-            reason: format!(
-                "the contract changes the table's schema in ways that break its readers and need its approver: {}; \
-                 restore these columns in the contract (approving breaking changes is not in this build yet)",
-                diff.breaking.join("; ")
-            ),
-        })),
+    let holds = HoldState::of(meta)?;
+    let on_edit = holds.hold.as_ref().is_some_and(|h| h.kind == CONTRACT_EDIT);
+    if diff.breaking.is_empty() {
+        return Ok(ContractChanges {
+            changes: diff.additive,
+            approved: None,
+            stale: on_edit,
+        });
     }
+    let hold = contract_hold(contract, &diff);
+    if let Some((held, decision)) = holds
+        .decided()
+        .filter(|(h, d)| h.id == hold.id && d.action == Action::Approve)
+    {
+        let mut changes = diff.fixes.clone().unwrap_or_default();
+        changes.extend(diff.additive);
+        let applied = Applied {
+            decision: decision.clone(),
+            hold: held.clone(),
+            schema_id: 0,
+        };
+        return Ok(ContractChanges {
+            changes,
+            approved: Some((holds.clone(), applied)),
+            stale: false,
+        });
+    }
+    if holds.hold.as_ref().map(|h| &h.id) != Some(&hold.id) {
+        let committer = Committer::new(catalog.clone(), def.ident.clone(), table_epoch(meta)?);
+        committer.update_metadata(&SetHoldState::hold(&hold)).await?;
+    }
+    announce(&contract.table.name, &hold);
+    Err(ServiceError::Held {
+        table: contract.table.name.clone(),
+        hold: hold.id,
+    })
+}
+
+/// Applies what [`contract_changes`] found, as the table's claimed owner: an approved edit
+/// lands with the record of its approval and the end of its hold in one metadata update.
+async fn apply_contract_changes(
+    catalog: &Catalog,
+    committer: &Committer,
+    ident: &TableIdent,
+    found: ContractChanges,
+) -> Result<(), ServiceError> {
+    let ContractChanges {
+        changes,
+        approved,
+        stale,
+    } = found;
+    match approved {
+        Some((state, mut applied)) => {
+            let meta = catalog.load(ident).await?.metadata;
+            applied.schema_id = Evolve {
+                changes: changes.clone(),
+                on_schema_id: meta.current_schema_id(),
+                on_last_column_id: meta.last_column_id(),
+            }
+            .apply_to(&meta)?
+            .current_schema_id();
+            tracing::info!(table = %ident, ?changes, by = %applied.decision.by, "applying the approved contract edit");
+            let resolve = SetHoldState::resolve(&state, applied, &state.rejections);
+            committer.update_metadata(&(UpdateSchema { changes }, resolve)).await?;
+        }
+        None if !changes.is_empty() => {
+            tracing::info!(table = %ident, ?changes, "the contract adds to the table's schema; applying");
+            committer.update_metadata(&UpdateSchema { changes }).await?;
+        }
+        None => {}
+    }
+    if stale {
+        tracing::info!(table = %ident, "the contract no longer makes the held edit; ending the hold");
+        committer.update_metadata(&SetHoldState::clear()).await?;
+    }
+    Ok(())
 }
 
 /// A table whose schema must equal its definition (the dead-letter table, whose columns calve

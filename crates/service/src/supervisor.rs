@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use calve_contract::{Contract, OnBreaking};
 use calve_ingest::KafkaConfig;
 use calve_retry::{Classify, RetryClass};
+use calve_table::commit::hold::CONTRACT_EDIT;
 use calve_table::keyed::index::IndexSettings;
 use calve_table::Catalog;
 use tokio::sync::watch;
@@ -186,8 +187,11 @@ async fn attempt(
     let (contract, services, shutdown, stats) = (contract.clone(), services.clone(), shutdown.clone(), stats.clone());
     let task = tokio::spawn(async move {
         let holds = crate::hold::schema_holds(&services.catalog, &contract).await?;
+        // A hold on records waits here; one on a contract edit is judged again by opening
+        // (the contract may have been restored or approved meanwhile).
         let holding = contract.schema.on_breaking == OnBreaking::Hold;
-        if let (Some(hold), None, true) = (&holds.hold, holds.decided(), holding) {
+        let on_records = holds.hold.as_ref().is_some_and(|h| h.kind != CONTRACT_EDIT);
+        if let (Some(hold), None, true) = (&holds.hold, holds.decided(), holding && on_records) {
             crate::hold::announce(&contract.table.name, hold);
             return Ok(Ended::Held(hold.id.clone()));
         }
@@ -199,6 +203,7 @@ async fn attempt(
         }
     });
     match task.await {
+        Ok(Err(ServiceError::Held { hold, .. })) => Ok(Ended::Held(hold)),
         Ok(result) => result,
         Err(e) if e.is_panic() => Err(ServiceError::Panicked(panic_message(&*e.into_panic()))),
         Err(e) => Err(ServiceError::Panicked(e.to_string())),

@@ -25,6 +25,9 @@ pub const DECISIONS_KEY: &str = "calve.schema.decisions";
 /// restore point.
 pub const REJECTIONS_KEY: &str = "calve.schema.rejections";
 
+/// The kind of a hold on a breaking contract edit (rather than on a record).
+pub const CONTRACT_EDIT: &str = "contract-edit";
+
 /// Decisions kept in [`DECISIONS_KEY`]: the newest; older ones stay in the metadata log.
 const DECISIONS_KEPT: usize = 20;
 
@@ -36,7 +39,8 @@ pub struct Hold {
     pub id: String,
     /// When the hold began, milliseconds since the epoch.
     pub since_ms: i64,
-    /// Where the first offending record is.
+    /// Where the first offending record is (for a contract edit: the topic, partition -1,
+    /// offset -1).
     pub topic: String,
     /// Its partition.
     pub partition: i32,
@@ -45,11 +49,11 @@ pub struct Hold {
     /// The column path it breaks (`qty`, `addr.zip`).
     pub path: String,
     /// The dead-letter kind it would have had (`schema-mismatch`, `missing-required`,
-    /// `undeclared-field`).
+    /// `undeclared-field`), or [`CONTRACT_EDIT`].
     pub kind: String,
     /// Why, in words.
     pub reason: String,
-    /// The record's value as text (cut at 512 bytes).
+    /// The record's value as text (cut at 512 bytes); empty for a contract edit.
     pub sample: String,
     /// What `calve schema approve` would change; empty when no schema change can admit the
     /// record (then only `reject` can resume the table).
@@ -82,6 +86,18 @@ pub enum Proposed {
         /// Column.
         name: String,
     },
+    /// Rename a column, keeping its field id.
+    Rename {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+    /// Drop a column from the table's schema.
+    Drop {
+        /// Column.
+        name: String,
+    },
 }
 
 impl std::fmt::Display for Proposed {
@@ -90,6 +106,8 @@ impl std::fmt::Display for Proposed {
             Proposed::AddColumn { name, ty } => write!(f, "add optional column `{name}` {ty}"),
             Proposed::Widen { name, to } => write!(f, "widen `{name}` to {to}"),
             Proposed::MakeOptional { name } => write!(f, "make `{name}` optional"),
+            Proposed::Rename { from, to } => write!(f, "rename `{from}` to `{to}`"),
+            Proposed::Drop { name } => write!(f, "drop column `{name}`"),
         }
     }
 }

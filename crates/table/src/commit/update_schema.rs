@@ -51,6 +51,12 @@ pub enum SchemaChange {
         /// New name.
         to: String,
     },
+    /// Delete a column from the schema (never a key or a partition source; its field id is
+    /// never reused, so old files keep reading right): approval path.
+    Drop {
+        /// Column.
+        name: String,
+    },
 }
 
 /// Applies `changes` in order and makes the result the current schema.
@@ -145,6 +151,13 @@ fn apply_change(
             let i = find(fields, from)?;
             fields[i].name = to.clone();
         }
+        SchemaChange::Drop { name } => {
+            let i = find(fields, name)?;
+            if keys.contains(&fields[i].id) {
+                return Err("key columns cannot be dropped".into());
+            }
+            fields.remove(i);
+        }
     }
     Ok(())
 }
@@ -178,6 +191,11 @@ pub struct ContractDiff {
     pub additive: Vec<SchemaChange>,
     /// Breaking changes, each said in words.
     pub breaking: Vec<String>,
+    /// The changes that make the breaking ones, when every one has a change the approver can
+    /// approve (a declared rename, a dropped column, a new required column added optional
+    /// and enforced on new records); `None` when one has none (a narrowed type, a change
+    /// inside a nested type), so only restoring the contract resumes the table.
+    pub fixes: Option<Vec<SchemaChange>>,
     /// Where the table is looser than the contract (a type an approver widened, a required
     /// column the table lets be null): nothing to change, but the contract could say so.
     pub looser: Vec<String>,
@@ -191,29 +209,64 @@ pub const ADDED_FROM_EVENTS: &str = "added by calve: the topic's events carried 
 /// ([`ADDED_FROM_EVENTS`], on its own under `evolution = "additive"` or by an approval) are
 /// the table's own; any other column only the table has is one the contract dropped or
 /// renamed.
-pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn]) -> ContractDiff {
+///
+/// `renames` are the contract's declared renames (old name, new name): a table column of the
+/// old name, when the table has none of the new name, is renamed (approval path), and its
+/// type and nullability compared with the renamed contract column.
+pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn], renames: &[(String, String)]) -> ContractDiff {
     let mut diff = ContractDiff::default();
-    for f in table.as_struct().fields() {
+    let mut fixes = Some(Vec::new());
+    let fields = table.as_struct().fields();
+    let has = |name: &str| fields.iter().any(|f| f.name == name);
+    // Renames the table has not had yet.
+    let renaming: Vec<&(String, String)> = renames.iter().filter(|(from, to)| has(from) && !has(to)).collect();
+    for (from, to) in &renaming {
+        diff.breaking.push(format!(
+            "column `{from}` is renamed to `{to}` (readers that use `{from}` must change)"
+        ));
+        fix(
+            &mut fixes,
+            SchemaChange::Rename {
+                from: from.clone(),
+                to: to.clone(),
+            },
+        );
+    }
+    for f in fields {
         let added = f.doc.as_deref() == Some(ADDED_FROM_EVENTS);
-        if !added && !columns.iter().any(|c| c.name == f.name) {
+        let renamed = renaming.iter().any(|(from, _)| from == &f.name);
+        if !added && !renamed && !columns.iter().any(|c| c.name == f.name) {
             diff.breaking.push(format!(
-                "column `{}` is in the table but not in the contract (dropped or renamed)",
+                "column `{}` is in the table but not in the contract: approving drops it from the table \
+                 (readers that use it must change); to rename it, declare `renamed_from` on its new name",
                 f.name
             ));
+            fix(&mut fixes, SchemaChange::Drop { name: f.name.clone() });
         }
     }
     for c in columns {
-        let Some(f) = table.as_struct().fields().iter().find(|f| f.name == c.name) else {
+        let source = renaming
+            .iter()
+            .find(|(_, to)| to == &c.name)
+            .map_or(c.name.as_str(), |(from, _)| from);
+        let Some(f) = fields.iter().find(|f| f.name == source) else {
+            let add = SchemaChange::AddTyped {
+                name: c.name.clone(),
+                ty: c.ty.clone(),
+                doc: c.doc.clone(),
+            };
             match c.required {
-                true => diff.breaking.push(format!(
-                    "new column `{}` is required, but the rows already in the table do not have it",
-                    c.name
-                )),
-                false => diff.additive.push(SchemaChange::AddTyped {
-                    name: c.name.clone(),
-                    ty: c.ty.clone(),
-                    doc: c.doc.clone(),
-                }),
+                // Iceberg adds a column to rows that exist as optional; calve enforces the
+                // contract's `required` on new records.
+                true => {
+                    diff.breaking.push(format!(
+                        "new column `{}` is required, but the rows already in the table do not have it: \
+                         approving adds it as optional in the table, required of new records",
+                        c.name
+                    ));
+                    fix(&mut fixes, add);
+                }
+                false => diff.additive.push(add),
             }
             continue;
         };
@@ -229,13 +282,17 @@ pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn]) -> Contrac
                 (Type::Primitive(table), Type::Primitive(contract)) if is_widening(&contract, table) => diff
                     .looser
                     .push(format!("`{}` is {t} in the table, {} in the contract", c.name, c.ty)),
-                _ => diff
-                    .breaking
-                    .push(format!("column `{}` changes type from {t} to {}", c.name, c.ty)),
+                _ => {
+                    diff.breaking
+                        .push(format!("column `{}` changes type from {t} to {}", c.name, c.ty));
+                    fixes = None;
+                }
             },
-            None => diff
-                .breaking
-                .push(format!("column `{}` has a type a contract cannot declare", c.name)),
+            None => {
+                diff.breaking
+                    .push(format!("column `{}` has a type a contract cannot declare", c.name));
+                fixes = None;
+            }
         }
         match (f.required, c.required) {
             (true, false) => diff.additive.push(SchemaChange::MakeOptional { name: c.name.clone() }),
@@ -248,5 +305,12 @@ pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn]) -> Contrac
             _ => {}
         }
     }
+    diff.fixes = fixes.filter(|_| !diff.breaking.is_empty());
     diff
+}
+
+fn fix(fixes: &mut Option<Vec<SchemaChange>>, change: SchemaChange) {
+    if let Some(f) = fixes {
+        f.push(change);
+    }
 }
