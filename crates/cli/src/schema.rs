@@ -70,9 +70,16 @@ pub fn print_hold(table: &str, hold: &Hold) {
         hold.id,
         hold.approver
     );
-    println!("  column: {} ({}): {}", hold.path, hold.kind, hold.reason);
-    println!("  first offending record: {}", hold.sample);
+    let edit = hold.kind == "contract-edit";
+    match edit {
+        true => println!("  the contract edit breaks readers: {}", hold.reason),
+        false => {
+            println!("  column: {} ({}): {}", hold.path, hold.kind, hold.reason);
+            println!("  first offending record: {}", hold.sample);
+        }
+    }
     match hold.proposal.is_empty() {
+        true if edit => println!("  proposal: none (no schema change makes this edit; restore the contract)"),
         true => println!(
             "  proposal: none (no schema change admits it; `reject` sends the held records to the dead-letter table)"
         ),

@@ -287,7 +287,10 @@ fn resolve_columns(schema: &SchemaSection, p: &mut Problems) -> Vec<ResolvedColu
             p.push(format!("{path}.name"), format!("column `{}` is declared twice", c.name));
         }
         if let Some(from) = &c.renamed_from {
-            let clash = schema.columns.iter().any(|o| &o.name == from);
+            let clash = schema.columns.iter().any(|o| &o.name == from)
+                || schema.columns[..i]
+                    .iter()
+                    .any(|o| o.renamed_from.as_ref() == Some(from));
             if !is_identifier(from) || from == &c.name || clash {
                 p.push(
                     format!("{path}.renamed_from"),

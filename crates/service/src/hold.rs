@@ -215,7 +215,11 @@ pub(crate) fn contract_hold(contract: &Contract, diff: &ContractDiff) -> Hold {
         .and_then(|f| f.iter().map(proposed_of).collect())
         .unwrap_or_default();
     let reason = diff.breaking.join("; ");
-    let digest = Sha256::digest(format!("{reason}\n{proposal:?}").as_bytes());
+    // What the edit is, in an order column order does not change.
+    let mut facts: Vec<String> = diff.breaking.clone();
+    facts.extend(proposal.iter().map(|p| serde_json::to_string(p).unwrap_or_default()));
+    facts.sort();
+    let digest = Sha256::digest(facts.join("\n").as_bytes());
     let path = proposal
         .iter()
         .map(|p| match p {
@@ -328,6 +332,12 @@ pub async fn decide_hold(
             "a held contract edit is not rejected here: restore the contract and restart calve".into(),
         ));
     }
+    if action == Action::Approve && hold.proposal.is_empty() && hold.kind == CONTRACT_EDIT {
+        return Err(refused(format!(
+            "no schema change makes this contract edit ({}); restore the contract and restart calve",
+            hold.reason
+        )));
+    }
     if action == Action::Approve && hold.proposal.is_empty() {
         return Err(refused(format!(
             "no schema change admits the held record ({}); reject it to send the held records to the \
@@ -345,7 +355,13 @@ pub async fn decide_hold(
             on_last_column_id: meta.last_column_id(),
         }
         .apply_to(&meta)
-        .map_err(|e| refused(format!("the proposal cannot be applied ({e}); reject instead")))?;
+        .map_err(|e| {
+            let instead = match hold.kind == CONTRACT_EDIT {
+                true => "restore the contract",
+                false => "reject instead",
+            };
+            refused(format!("the proposal cannot be applied ({e}); {instead}"))
+        })?;
     }
     let decision = Decision {
         hold_id: hold.id.clone(),
@@ -353,22 +369,33 @@ pub async fn decide_hold(
         by: by.to_string(),
         at_ms: chrono::Utc::now().timestamp_millis(),
     };
-    // Not a claim: the table's owner keeps its epoch and applies the decision itself. An
-    // owner that reopens meanwhile bumps the epoch; the decision is then written under the
-    // new one (the update itself checks that the hold is still this one and undecided).
-    let mut epoch = calve_table::commit::restore::table_epoch(&meta)?;
-    for _ in 0..DECIDE_ATTEMPTS {
-        let committer = Committer::new(catalog.clone(), ident.clone(), epoch);
-        match committer.update_metadata(&SetHoldState::decide(&decision)).await {
-            Err(TableError::Fenced { .. }) => {
-                epoch = calve_table::commit::restore::table_epoch(&catalog.load(&ident).await?.metadata)?
-            }
-            Err(e) => return Err(e.into()),
-            Ok(()) => return Ok(hold),
-        }
-    }
-    Err(refused("the table's owner kept changing; try again".into()))
+    // Not a claim: the table's owner keeps its epoch and applies the decision itself (the
+    // update checks that the hold is still this one and undecided).
+    update_unclaimed(catalog, &ident, &SetHoldState::decide(&decision)).await?;
+    Ok(hold)
 }
 
-/// How often a decision is retried when the table's owner reopens meanwhile.
+/// Commits `update` to a table this process does not own, under its owner's epoch, so the
+/// owner is not fenced; re-read when an owner reopens meanwhile (and bumps it).
+pub(crate) async fn update_unclaimed(
+    catalog: &Catalog,
+    ident: &TableIdent,
+    update: &SetHoldState,
+) -> Result<(), ServiceError> {
+    let mut last = None;
+    for _ in 0..DECIDE_ATTEMPTS {
+        let epoch = calve_table::commit::restore::table_epoch(&catalog.load(ident).await?.metadata)?;
+        match Committer::new(catalog.clone(), ident.clone(), epoch)
+            .update_metadata(update)
+            .await
+        {
+            Err(e @ TableError::Fenced { .. }) => last = Some(e),
+            other => return Ok(other?),
+        }
+    }
+    Err(last.map_or_else(|| ServiceError::Config(format!("{ident}: no attempt made")), Into::into))
+}
+
+/// How often an update to a table this process does not own is retried when its owner
+/// reopens meanwhile.
 const DECIDE_ATTEMPTS: u32 = 5;

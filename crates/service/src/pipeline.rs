@@ -134,7 +134,7 @@ impl Pipeline {
                     "the contract no longer holds breaking records (on_breaking = \"dead-letter\"); ending the hold: \
                      the held records go to the dead-letter table"
                 );
-                sink.committer().update_metadata(&SetHoldState::clear()).await?;
+                sink.committer().update_metadata(&SetHoldState::clear(&hold.id)).await?;
             }
             return Ok(false);
         };

@@ -7,7 +7,7 @@ use calve_contract::Contract;
 use calve_table::catalog::schema::columns_not_in;
 use calve_table::commit::{diff_with_contract, ContractDiff, SchemaChange, ADDED_FROM_EVENTS};
 use calve_table::Catalog;
-use iceberg::spec::Schema;
+use iceberg::spec::TableMetadata;
 
 use crate::definition::table_definition;
 use crate::error::ServiceError;
@@ -43,7 +43,7 @@ pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) 
     }
     let state = catalog.load(&ident).await?;
     let schema = state.metadata.current_schema();
-    let diff = contract_diff(schema, contract);
+    let diff = contract_diff(&state.metadata, contract);
     let added = columns_not_in(schema, contract.columns());
     Ok(SchemaCheck {
         new_table: false,
@@ -60,7 +60,7 @@ pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) 
 }
 
 /// How `table` differs from `contract`'s columns.
-pub(crate) fn contract_diff(table: &Schema, contract: &Contract) -> ContractDiff {
+pub(crate) fn contract_diff(table: &TableMetadata, contract: &Contract) -> ContractDiff {
     diff_with_contract(table, contract.columns(), &contract.renames())
 }
 

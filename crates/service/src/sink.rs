@@ -11,7 +11,6 @@ use calve_contract::{ColumnType, Contract, ResolvedColumn};
 use calve_table::catalog::schema::column_type_of;
 use calve_table::catalog::schema::{columns_not_in, effective_columns, iceberg_type};
 use calve_table::commit::hold::{Action, Applied, HoldState, SetHoldState, CONTRACT_EDIT};
-use calve_table::commit::restore::table_epoch;
 use calve_table::commit::restore::{self, Offsets};
 use calve_table::commit::{
     claim_epoch, Append, CommitOutcome, Committer, Evolve, RestoreUpdate, SchemaChange, UpdateSchema, ADDED_FROM_EVENTS,
@@ -22,7 +21,7 @@ use iceberg::spec::{DataFile, TableMetadataRef, Type};
 use iceberg::TableIdent;
 
 use crate::error::ServiceError;
-use crate::hold::{announce, contract_hold};
+use crate::hold::{announce, contract_hold, update_unclaimed};
 use crate::preflight::contract_diff;
 
 /// The most columns calve adds to a table from events on its own: past them (a producer using
@@ -64,16 +63,18 @@ impl Sink {
         let state = catalog.ensure_table(def).await?;
         // Breaking differences are held before the table is claimed: a held pipeline must not
         // fence the one that may still be running with the old contract.
-        let changes = match contract {
-            Some(c) => contract_changes(catalog, def, &state.metadata, c).await?,
-            None => {
-                check_schema(def, &state.metadata)?;
-                ContractChanges::default()
-            }
-        };
+        match contract {
+            Some(c) => drop(contract_changes(catalog, def, &state.metadata, c).await?),
+            None => check_schema(def, &state.metadata)?,
+        }
         let epoch = claim_epoch(catalog, &def.ident).await?;
         let committer = Committer::new(catalog.clone(), def.ident.clone(), epoch);
-        apply_contract_changes(catalog, &committer, &def.ident, changes).await?;
+        if let Some(c) = contract {
+            // Judged again on the claimed table: an older owner may have changed it meanwhile.
+            let meta = catalog.load(&def.ident).await?.metadata;
+            let changes = contract_changes(catalog, def, &meta, c).await?;
+            apply_contract_changes(&committer, &def.ident, &meta, changes).await?;
+        }
         let state = catalog.load(&def.ident).await?;
         let offsets = restore::restore_point(&state.metadata)?.unwrap_or_default();
         let holds = HoldState::of(&state.metadata)?;
@@ -315,8 +316,8 @@ struct ContractChanges {
     changes: Vec<SchemaChange>,
     /// The approved hold on a contract edit these changes end, with the state it was in.
     approved: Option<(HoldState, Applied)>,
-    /// A contract-edit hold the contract no longer asks for (it was restored).
-    stale: bool,
+    /// An undecided contract-edit hold the contract no longer asks for (it was restored).
+    stale: Option<String>,
 }
 
 /// The changes that bring the table to its contract: additive ones (a new optional column, a
@@ -330,15 +331,29 @@ async fn contract_changes(
     meta: &iceberg::spec::TableMetadata,
     contract: &Contract,
 ) -> Result<ContractChanges, ServiceError> {
-    let diff = contract_diff(meta.current_schema(), contract);
+    let diff = contract_diff(meta, contract);
     let holds = HoldState::of(meta)?;
-    let on_edit = holds.hold.as_ref().is_some_and(|h| h.kind == CONTRACT_EDIT);
     if diff.breaking.is_empty() {
+        let stale = holds
+            .hold
+            .as_ref()
+            .filter(|h| h.kind == CONTRACT_EDIT && holds.decided().is_none());
         return Ok(ContractChanges {
             changes: diff.additive,
             approved: None,
-            stale: on_edit,
+            stale: stale.map(|h| h.id.clone()),
         });
+    }
+    if let Some(other) = holds.hold.as_ref().filter(|h| h.kind != CONTRACT_EDIT) {
+        // Records held under the old schema are settled first; the edit waits for them.
+        return Err(ServiceError::Config(format!(
+            "{}: held at {} ({}), and the contract now also changes the table's schema in ways that break its \
+             readers ({}); restore the contract until that hold is decided and applied, then edit it again",
+            contract.table.name,
+            other.id,
+            other.kind,
+            diff.breaking.join("; ")
+        )));
     }
     let hold = contract_hold(contract, &diff);
     if let Some((held, decision)) = holds
@@ -355,12 +370,11 @@ async fn contract_changes(
         return Ok(ContractChanges {
             changes,
             approved: Some((holds.clone(), applied)),
-            stale: false,
+            stale: None,
         });
     }
     if holds.hold.as_ref().map(|h| &h.id) != Some(&hold.id) {
-        let committer = Committer::new(catalog.clone(), def.ident.clone(), table_epoch(meta)?);
-        committer.update_metadata(&SetHoldState::hold(&hold)).await?;
+        update_unclaimed(catalog, &def.ident, &SetHoldState::hold(&hold)).await?;
     }
     announce(&contract.table.name, &hold);
     Err(ServiceError::Held {
@@ -372,9 +386,9 @@ async fn contract_changes(
 /// Applies what [`contract_changes`] found, as the table's claimed owner: an approved edit
 /// lands with the record of its approval and the end of its hold in one metadata update.
 async fn apply_contract_changes(
-    catalog: &Catalog,
     committer: &Committer,
     ident: &TableIdent,
+    meta: &iceberg::spec::TableMetadata,
     found: ContractChanges,
 ) -> Result<(), ServiceError> {
     let ContractChanges {
@@ -384,13 +398,12 @@ async fn apply_contract_changes(
     } = found;
     match approved {
         Some((state, mut applied)) => {
-            let meta = catalog.load(ident).await?.metadata;
             applied.schema_id = Evolve {
                 changes: changes.clone(),
                 on_schema_id: meta.current_schema_id(),
                 on_last_column_id: meta.last_column_id(),
             }
-            .apply_to(&meta)?
+            .apply_to(meta)?
             .current_schema_id();
             tracing::info!(table = %ident, ?changes, by = %applied.decision.by, "applying the approved contract edit");
             let resolve = SetHoldState::resolve(&state, applied, &state.rejections);
@@ -402,9 +415,12 @@ async fn apply_contract_changes(
         }
         None => {}
     }
-    if stale {
-        tracing::info!(table = %ident, "the contract no longer makes the held edit; ending the hold");
-        committer.update_metadata(&SetHoldState::clear()).await?;
+    if let Some(id) = stale {
+        tracing::info!(table = %ident, hold = %id, "the contract no longer makes the held edit; ending the hold");
+        if let Err(e) = committer.update_metadata(&SetHoldState::clear(&id)).await {
+            // Decided or replaced meanwhile: whoever did that settles it.
+            tracing::info!(table = %ident, "the hold was not ended: {e}");
+        }
     }
     Ok(())
 }

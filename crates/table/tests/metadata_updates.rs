@@ -183,7 +183,7 @@ async fn a_new_partition_spec_and_sort_order_apply_to_new_files() {
 /// read an older hold, is refused instead of overwriting what the table holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hold_takes_one_decision_and_only_its_own() {
-    use calve_table::commit::hold::{Action, Decision, Hold, HoldState, SetHoldState};
+    use calve_table::commit::hold::{Action, Decision, Hold, HoldState, SetHoldState, CONTRACT_EDIT};
     let f = Fixture::new().await;
     let c = committer(&f).await;
     let hold = |offset: i64| Hold {
@@ -229,4 +229,50 @@ async fn a_hold_takes_one_decision_and_only_its_own() {
         state.decided().map(|(h, d)| (h.offset, d.by.as_str())),
         Some((5, "ann"))
     );
+
+    // No new hold replaces one on records, nor a decided one; only an undecided contract edit
+    // gives way to a newer edit.
+    let edit = |id: &str| Hold {
+        id: id.into(),
+        kind: CONTRACT_EDIT.into(),
+        ..hold(-1)
+    };
+    let err = c
+        .update_metadata(&SetHoldState::hold(&edit("contract-edit:a")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("must be decided first"), "{err}");
+    c.update_metadata(&SetHoldState::resolve(&state, applied(&state), &[]))
+        .await
+        .unwrap();
+    c.update_metadata(&SetHoldState::hold(&edit("contract-edit:a")))
+        .await
+        .unwrap();
+    c.update_metadata(&SetHoldState::hold(&edit("contract-edit:b")))
+        .await
+        .unwrap();
+    let err = c.update_metadata(&SetHoldState::hold(&hold(9))).await.unwrap_err();
+    assert!(
+        err.to_string().contains("contract-edit:b"),
+        "a record hold waits for the edit: {err}"
+    );
+    let err = c
+        .update_metadata(&SetHoldState::clear("contract-edit:a"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("now held at contract-edit:b"), "{err}");
+    c.update_metadata(&SetHoldState::clear("contract-edit:b"))
+        .await
+        .unwrap();
+    let state = HoldState::of(&f.catalog.load(&f.ident).await.unwrap().metadata).unwrap();
+    assert_eq!((state.hold, state.applied.len()), (None, 1));
+}
+
+fn applied(state: &calve_table::commit::hold::HoldState) -> calve_table::commit::hold::Applied {
+    let (hold, decision) = state.decided().unwrap();
+    calve_table::commit::hold::Applied {
+        decision: decision.clone(),
+        hold: hold.clone(),
+        schema_id: 0,
+    }
 }

@@ -235,15 +235,21 @@ pub struct SetHoldState {
     /// decision read against an older hold, or racing another approver's, is refused rather
     /// than overwriting what the table holds now.
     pub undecided: Option<String>,
+    /// Set when this puts the table under a new hold of this kind: refused if the table
+    /// holds another hold, unless both are contract edits and the other is undecided (an
+    /// edit replaced by a newer one). So neither a hold on records nor a decision is ever
+    /// overwritten, whichever process writes.
+    pub new_hold: Option<String>,
 }
 
 impl SetHoldState {
-    /// Puts the table under `hold` (replacing any earlier hold and its decision).
+    /// Puts the table under `hold` (see [`SetHoldState::new_hold`] for when that is refused).
     pub fn hold(hold: &Hold) -> Self {
         SetHoldState {
             set: HashMap::from([(HOLD_KEY.to_string(), json(hold))]),
             remove: vec![DECISION_KEY.to_string()],
             undecided: None,
+            new_hold: Some(hold.kind.clone()),
         }
     }
 
@@ -253,6 +259,7 @@ impl SetHoldState {
             set: HashMap::from([(DECISION_KEY.to_string(), json(decision))]),
             remove: Vec::new(),
             undecided: Some(decision.hold_id.clone()),
+            new_hold: None,
         }
     }
 
@@ -269,27 +276,39 @@ impl SetHoldState {
             ]),
             remove: vec![HOLD_KEY.to_string(), DECISION_KEY.to_string()],
             undecided: None,
+            new_hold: None,
         }
     }
 
-    /// Ends a hold without a decision (the contract no longer holds breaking records).
-    pub fn clear() -> Self {
+    /// Ends the hold `id` without a decision (the contract no longer asks for it); refused
+    /// when the table holds another one, or the approver has decided this one meanwhile.
+    pub fn clear(id: &str) -> Self {
         SetHoldState {
             set: HashMap::new(),
             remove: vec![HOLD_KEY.to_string(), DECISION_KEY.to_string()],
-            undecided: None,
+            undecided: Some(id.to_string()),
+            new_hold: None,
         }
     }
 }
 
 impl MetadataUpdate for SetHoldState {
     fn apply(&self, base: &TableMetadata, builder: TableMetadataBuilder) -> Result<TableMetadataBuilder> {
+        let now = HoldState::of(base)?;
+        let refuse = |reason: String| TableError::InvalidData {
+            table: base.location().to_string(),
+            reason,
+        };
+        if let (Some(kind), Some(other)) = (&self.new_hold, &now.hold) {
+            let replaceable = kind == CONTRACT_EDIT && other.kind == CONTRACT_EDIT && now.decided().is_none();
+            if !replaceable {
+                return Err(refuse(format!(
+                    "the table is held at {} ({}); that hold must be decided first",
+                    other.id, other.kind
+                )));
+            }
+        }
         if let Some(id) = &self.undecided {
-            let now = HoldState::of(base)?;
-            let refuse = |reason: String| TableError::InvalidData {
-                table: base.location().to_string(),
-                reason,
-            };
             match (&now.hold, &now.decision) {
                 (Some(h), _) if &h.id != id => {
                     return Err(refuse(format!("the table is now held at {}, not {id}", h.id)))

@@ -51,8 +51,8 @@ pub enum SchemaChange {
         /// New name.
         to: String,
     },
-    /// Delete a column from the schema (never a key or a partition source; its field id is
-    /// never reused, so old files keep reading right): approval path.
+    /// Delete a column from the schema (refused for a key; the contract diff never proposes a
+    /// partition or sort source; its field id is never reused, so old files read right): approval path.
     Drop {
         /// Column.
         name: String,
@@ -213,11 +213,37 @@ pub const ADDED_FROM_EVENTS: &str = "added by calve: the topic's events carried 
 /// `renames` are the contract's declared renames (old name, new name): a table column of the
 /// old name, when the table has none of the new name, is renamed (approval path), and its
 /// type and nullability compared with the renamed contract column.
-pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn], renames: &[(String, String)]) -> ContractDiff {
+///
+/// A column that is a key, or the source of a partition field or sort order of `meta`, is
+/// never proposed for dropping: Iceberg refuses it, so only restoring the contract helps.
+pub fn diff_with_contract(
+    meta: &TableMetadata,
+    columns: &[ResolvedColumn],
+    renames: &[(String, String)],
+) -> ContractDiff {
+    let table = meta.current_schema();
     let mut diff = ContractDiff::default();
     let mut fixes = Some(Vec::new());
     let fields = table.as_struct().fields();
     let has = |name: &str| fields.iter().any(|f| f.name == name);
+    let protected: Vec<i32> = table
+        .identifier_field_ids()
+        .chain(
+            meta.partition_specs_iter()
+                .flat_map(|s| s.fields().iter().map(|f| f.source_id)),
+        )
+        .chain(
+            meta.sort_orders_iter()
+                .flat_map(|o| o.fields.iter().map(|f| f.source_id)),
+        )
+        .collect();
+    for (from, to) in renames.iter().filter(|(from, to)| has(from) && has(to)) {
+        diff.breaking.push(format!(
+            "`{to}` is declared renamed from `{from}`, but the table has both (calve may have added `{to}` from \
+             events): restore `{from}` in the contract, or drop `renamed_from` to drop `{from}`"
+        ));
+        fixes = None;
+    }
     // Renames the table has not had yet.
     let renaming: Vec<&(String, String)> = renames.iter().filter(|(from, to)| has(from) && !has(to)).collect();
     for (from, to) in &renaming {
@@ -236,6 +262,15 @@ pub fn diff_with_contract(table: &Schema, columns: &[ResolvedColumn], renames: &
         let added = f.doc.as_deref() == Some(ADDED_FROM_EVENTS);
         let renamed = renaming.iter().any(|(from, _)| from == &f.name);
         if !added && !renamed && !columns.iter().any(|c| c.name == f.name) {
+            if protected.contains(&f.id) {
+                diff.breaking.push(format!(
+                    "column `{}` is in the table but not in the contract, and the table is keyed, partitioned \
+                     or sorted on it, so it cannot be dropped: restore it in the contract",
+                    f.name
+                ));
+                fixes = None;
+                continue;
+            }
             diff.breaking.push(format!(
                 "column `{}` is in the table but not in the contract: approving drops it from the table \
                  (readers that use it must change); to rename it, declare `renamed_from` on its new name",
