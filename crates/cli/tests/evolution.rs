@@ -167,3 +167,65 @@ fn values_beyond_int_widen_the_column_with_their_rows() {
         "a widened column is not a breaking change: {out}"
     );
 }
+
+/// A field producers add inside a struct the contract declares becomes a new optional field
+/// of that struct, committed with the first rows that carry it (also across a crash after
+/// its files were written); earlier rows read null in it; a restart with the unchanged
+/// contract keeps it, and `calve check` lists it for the owner to adopt.
+#[test]
+fn a_field_added_inside_a_struct_becomes_a_nested_field_with_its_rows() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap(), "orders", 1);
+    let orders = orders_contract("orders", "1s");
+    let text = orders.replace(
+        r#"{ name = "amount",   type = "double" },"#,
+        r#"{ name = "amount",   type = "double" },
+  { name = "addr",     type = "struct<street: string, zip: int>" },"#,
+    );
+    assert_ne!(text, orders);
+    let s = Setup::new(&broker.bootstrap(), &text);
+    let addr = |i: u64| match i {
+        0..30 => json!({"street": format!("s{i}"), "zip": i}),
+        _ => json!({"street": format!("s{i}"), "zip": i, "floor": i % 7}),
+    };
+    let produce_range = |ids: std::ops::Range<u64>| {
+        let msgs: Vec<Message> = ids
+            .map(|i| {
+                let v = json!({"order_id": i, "addr": addr(i), "ts": TS});
+                (format!("k{i}"), Some(v.to_string()), None)
+            })
+            .collect();
+        produce(&broker.bootstrap(), "orders", &msgs);
+    };
+    produce_range(0..30);
+    assert!(run(&s, &[]).success(), "{}", s.logs());
+    produce_range(30..60);
+    let st = run(&s, &[("CALVE_CRASH_AT", "after-files-written")]);
+    assert!(!st.success(), "the crash point was reached\n{}", s.latest_log());
+    assert!(run(&s, &[]).success(), "{}", s.logs());
+    produce_range(60..70);
+    assert!(
+        run(&s, &[]).success(),
+        "a restart keeps the nested field\n{}",
+        s.latest_log()
+    );
+
+    let view = read_table(&s.catalog_db(), &s.warehouse(), "shop.orders", &["order_id", "addr"]);
+    for reader in ["pyiceberg", "duckdb"] {
+        let mut got = view.rows(reader);
+        got.sort_by_key(|r| r[0].as_u64());
+        let want: Vec<Vec<Value>> = (0..70u64)
+            .map(|i| {
+                let floor = if i < 30 { Value::Null } else { json!(i % 7) };
+                vec![json!(i), json!({"street": format!("s{i}"), "zip": i, "floor": floor})]
+            })
+            .collect();
+        assert_eq!(got, want, "{reader}: every order once, floor null before it existed");
+    }
+    let (ok, out) = s.cli(&calve_bin(), &["check"]);
+    assert!(ok && !out.contains("WOULD HOLD"), "{out}");
+    assert!(
+        out.contains("`addr` is struct<street: string, zip: int, floor: long> in the table"),
+        "{out}"
+    );
+}

@@ -201,6 +201,8 @@ pub(crate) fn proposed_of(change: &SchemaChange) -> Option<Proposed> {
             to: to.clone(),
         },
         SchemaChange::Drop { name } => Proposed::Drop { name: name.clone() },
+        // Only evolution adds nested fields, never a hold.
+        SchemaChange::AddNested { .. } => return None,
     })
 }
 

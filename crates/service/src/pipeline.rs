@@ -502,8 +502,8 @@ impl Pipeline {
     }
 }
 
-/// The new columns a routed poll's inferred fields ask for: those with one type, that the
-/// table does not have.
+/// The new columns (and, by dotted path, new fields of struct columns) a routed poll's
+/// inferred fields ask for: those with one type that the table does not have.
 fn new_columns(routed: &Routed, schema: &arrow_schema::SchemaRef) -> Vec<(String, ColumnType)> {
     routed
         .inferred

@@ -44,6 +44,9 @@ pub struct Sink {
     holds: HoldState,
     /// Columns the buffered rows need that the next commit adds.
     pending: Option<Evolve>,
+    /// Nested fields calve added to struct columns from events (counted with `added`
+    /// against [`MAX_ADDED_COLUMNS`]).
+    nested_added: usize,
     /// Fields events carried that cannot become columns (the name clashes with a partition
     /// field or a nested path, or the cap is reached); they stay counted as unknown.
     refused: HashSet<String>,
@@ -95,6 +98,7 @@ impl Sink {
             added,
             holds,
             pending: None,
+            nested_added: 0,
             refused: HashSet::new(),
             offsets,
         })
@@ -146,11 +150,12 @@ impl Sink {
         &self.holds
     }
 
-    /// Plans new optional columns `columns` (name and type) for the next commit: files are
+    /// Plans new optional columns `columns` (name and type; a dotted path names a new field
+    /// of a struct column, or of a struct nested in one) for the next commit: files are
     /// written with them from now on, and that commit adds them to the table together with
-    /// its rows. A field that cannot be a column (its name clashes with a partition field or
-    /// a nested field's path, or the table already has [`MAX_ADDED_COLUMNS`] added ones) is
-    /// left out, said once, and stays counted as unknown. Returns the names planned.
+    /// its rows. A field that cannot be added (its name clashes with a partition field or a
+    /// nested field's path, or calve already added [`MAX_ADDED_COLUMNS`] on its own) is left
+    /// out, said once, and stays counted as unknown. Returns the paths planned.
     pub fn add_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<Vec<String>, ServiceError> {
         let mut evolve = self.pending.take().unwrap_or(Evolve {
             changes: Vec::new(),
@@ -159,37 +164,63 @@ impl Sink {
         });
         let mut planned = None;
         let mut names = Vec::new();
-        for (name, ty) in columns {
-            if self.refused.contains(name) {
+        for (path, ty) in columns {
+            if self.refused.contains(path) {
                 continue;
             }
-            if self.added.len() >= MAX_ADDED_COLUMNS {
-                tracing::warn!(table = %self.ident(), field = %name, "events carry more new fields than the {MAX_ADDED_COLUMNS} columns calve adds on its own; counting the rest as unknown");
-                self.refused.insert(name.clone());
+            if self.added.len() + self.nested_added >= MAX_ADDED_COLUMNS {
+                tracing::warn!(table = %self.ident(), field = %path, "events carry more new fields than the {MAX_ADDED_COLUMNS} calve adds on its own; counting the rest as unknown");
+                self.refused.insert(path.clone());
                 continue;
             }
-            evolve.changes.push(SchemaChange::AddTyped {
-                name: name.clone(),
-                ty: ty.clone(),
-                doc: Some(ADDED_FROM_EVENTS.into()),
+            let doc = Some(ADDED_FROM_EVENTS.to_string());
+            let mut parts: Vec<String> = path.split('.').map(str::to_string).collect();
+            let name = parts.pop().unwrap_or_default();
+            evolve.changes.push(match parts.is_empty() {
+                true => SchemaChange::AddTyped {
+                    name: name.clone(),
+                    ty: ty.clone(),
+                    doc: doc.clone(),
+                },
+                false => SchemaChange::AddNested {
+                    parent: parts.clone(),
+                    name,
+                    ty: ty.clone(),
+                    doc: doc.clone(),
+                },
             });
             match evolve.apply_to(&self.meta) {
                 Ok(meta) => {
+                    names.push(path.clone());
+                    match parts.first() {
+                        None => self.added.push(ResolvedColumn {
+                            name: path.clone(),
+                            ty: ty.clone(),
+                            required: false,
+                            doc,
+                            unit: None,
+                            decimal_bytes: false,
+                        }),
+                        Some(column) => {
+                            self.nested_added += 1;
+                            let field = meta.current_schema().as_struct().field_by_name(column).cloned();
+                            let ty = field.and_then(|f| column_type_of(&f.field_type));
+                            for c in self
+                                .declared
+                                .iter_mut()
+                                .chain(self.added.iter_mut())
+                                .filter(|c| &c.name == column)
+                            {
+                                c.ty = ty.clone().unwrap_or_else(|| c.ty.clone());
+                            }
+                        }
+                    }
                     planned = Some(meta);
-                    names.push(name.clone());
-                    self.added.push(ResolvedColumn {
-                        name: name.clone(),
-                        ty: ty.clone(),
-                        required: false,
-                        doc: Some(ADDED_FROM_EVENTS.into()),
-                        unit: None,
-                        decimal_bytes: false,
-                    });
                 }
                 Err(e) => {
                     evolve.changes.pop();
-                    tracing::warn!(table = %self.ident(), field = %name, "events carry a field that cannot become a column ({e}); counting it as unknown");
-                    self.refused.insert(name.clone());
+                    tracing::warn!(table = %self.ident(), field = %path, "events carry a field that cannot become a column ({e}); counting it as unknown");
+                    self.refused.insert(path.clone());
                 }
             }
         }

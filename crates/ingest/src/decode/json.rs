@@ -34,9 +34,10 @@ pub struct Ctx {
     pub fault: Option<Fault>,
     /// Paths of fields the table has no column for.
     pub unknown: Vec<String>,
-    /// Whether to infer the types of top-level unknown fields (`evolution = "additive"`).
+    /// Whether to infer the types of unknown fields of the row and of structs nested in it
+    /// (`evolution = "additive"`).
     pub infer: bool,
-    /// The types the record's top-level unknown fields show.
+    /// The types the record's unknown fields show, by path (`discount`, `addr.floor`).
     pub inferred: Vec<(String, Inferred)>,
 }
 
@@ -324,10 +325,18 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                             if !ctx.unknown.contains(&path) {
                                 ctx.unknown.push(path.clone());
                             }
-                            match ctx.infer && col.path.is_empty() {
+                            // New fields of the row and of structs nested in structs (not in
+                            // lists or maps: those would change every element's type).
+                            let plain = |p: &str| !p.contains(['.', '[', '{']);
+                            let inferable = ctx.infer && plain(key) && !col.path.contains(['[', '{']);
+                            match inferable {
                                 true => {
                                     let ty = map.next_value_seed(InferSeed)?;
-                                    ctx.inferred.push((key.to_string(), ty));
+                                    let at = match col.path.is_empty() {
+                                        true => key.to_string(),
+                                        false => format!("{}.{key}", col.path),
+                                    };
+                                    ctx.inferred.push((at, ty));
                                 }
                                 false => {
                                     map.next_value::<IgnoredAny>()?;

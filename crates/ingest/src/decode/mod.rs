@@ -39,8 +39,9 @@ pub struct Decoded {
     /// Fields the table has no column for, by path (`discount`, `address.floor`), with how
     /// many of the kept values carried each. Their values are not stored.
     pub unknown_fields: BTreeMap<String, u64>,
-    /// With inference on: the type each top-level unknown field's values show, over the kept
-    /// values (what `evolution = "additive"` would add as a column).
+    /// With inference on: the type each unknown field's values show, over the kept values, by
+    /// path (`discount`, `addr.floor`: a field of the row or of a struct nested in structs;
+    /// what `evolution = "additive"` would add as a column or a nested field).
     pub inferred: BTreeMap<String, Inferred>,
 }
 
@@ -99,7 +100,7 @@ impl JsonDecoder {
         Ok(d)
     }
 
-    /// Infers the types of top-level fields the table lacks ([`Decoded::inferred`]).
+    /// Infers the types of fields the table lacks ([`Decoded::inferred`]).
     pub fn inferring(mut self, infer: bool) -> Self {
         self.infer = infer;
         self

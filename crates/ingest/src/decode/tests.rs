@@ -692,3 +692,28 @@ fn what_a_review_found_is_refused_not_guessed() {
         "a field repeated in a list counts once per record"
     );
 }
+
+#[test]
+fn inference_reads_new_fields_of_the_row_and_of_nested_structs_only() {
+    let d = decoder(&every_type()).inferring(true);
+    let out = decode(
+        &d,
+        &[
+            r#"{"id": 1, "discount": 5, "addr": {"zip": 1, "floor": 2, "geo": {"alt": 1.5}}, "events": [{"kind": "k", "x": 1}], "scores": {"a": 1}}"#,
+            r#"{"id": 2, "discount": 6.5, "addr": {"zip": 2, "floor": 3}}"#,
+        ],
+    );
+    assert_eq!(out.kept, vec![0, 1], "{:?}", out.rejected);
+    let got: Vec<(&str, &Inferred)> = out.inferred.iter().map(|(p, t)| (p.as_str(), t)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("addr.floor", &Inferred::Type(ColumnType::Long)),
+            ("addr.geo.alt", &Inferred::Type(ColumnType::Double)),
+            ("discount", &Inferred::Type(ColumnType::Double)),
+        ],
+        "a field inside a list element is counted, never inferred: {:?}",
+        out.unknown_fields
+    );
+    assert_eq!(out.unknown_fields.get("events[].x"), Some(&1));
+}

@@ -10,7 +10,7 @@ use iceberg::spec::{
     ListType, MapType, NestedField, PrimitiveType, Schema, StructType, Transform, Type, UnboundPartitionSpec,
 };
 
-use crate::commit::is_widening;
+use crate::commit::is_looser;
 use crate::error::{Result, TableError};
 
 /// The Iceberg type of a contract column type; nested fields, elements, keys and values take
@@ -113,7 +113,7 @@ pub fn column_type_of(ty: &Type) -> Option<ColumnType> {
 }
 
 /// The columns rows of `table` are decoded with: the contract's, with the table's type where
-/// the table's is wider (an approved widening), not required where `optional` (an approved
+/// the table's is looser (a widening, nested fields added from events or by an approval), not required where `optional` (an approved
 /// change) names them, followed by the table's columns the contract does not list.
 pub fn effective_columns(table: &Schema, contract: &[ResolvedColumn], optional: &[String]) -> Vec<ResolvedColumn> {
     let mut columns: Vec<ResolvedColumn> = contract
@@ -121,11 +121,7 @@ pub fn effective_columns(table: &Schema, contract: &[ResolvedColumn], optional: 
         .map(|c| {
             let mut c = c.clone();
             if let Some(f) = table.as_struct().fields().iter().find(|f| f.name == c.name) {
-                let wider = match (&*f.field_type, iceberg_type(&c.ty, &mut 0)) {
-                    (Type::Primitive(t), Type::Primitive(declared)) => t != &declared && is_widening(&declared, t),
-                    _ => false,
-                };
-                if let Some(t) = column_type_of(&f.field_type).filter(|_| wider) {
+                if let Some(t) = column_type_of(&f.field_type).filter(|t| is_looser(&c.ty, t)) {
                     c.ty = t;
                 }
             }

@@ -2,7 +2,7 @@
 //! as the spec requires (new columns get fresh ids; renames and widenings keep theirs, so old
 //! files keep reading correctly).
 
-use iceberg::spec::{NestedField, PrimitiveType, Schema, TableMetadata, TableMetadataBuilder, Type};
+use iceberg::spec::{NestedField, PrimitiveType, Schema, StructType, TableMetadata, TableMetadataBuilder, Type};
 
 use calve_contract::{ColumnType, ResolvedColumn};
 
@@ -25,6 +25,18 @@ pub enum SchemaChange {
     /// A new optional column of any contract type, nested ones included (its nested fields
     /// get fresh ids after the column's own).
     AddTyped {
+        /// Name.
+        name: String,
+        /// Type.
+        ty: ColumnType,
+        /// Doc.
+        doc: Option<String>,
+    },
+    /// A new optional field of a struct column (or of a struct nested in structs), at
+    /// `parent` (the column, then the struct fields down to the struct that gets it).
+    AddNested {
+        /// Path of the struct that gets the field.
+        parent: Vec<String>,
         /// Name.
         name: String,
         /// Type.
@@ -127,6 +139,19 @@ fn apply_change(
                 None => f,
             });
         }
+        SchemaChange::AddNested { parent, name, ty, doc } => {
+            let (column, rest) = parent.split_first().ok_or("no parent struct")?;
+            let i = find(fields, column)?;
+            *next_id += 1;
+            let id = *next_id;
+            let f = NestedField::optional(id, name, iceberg_type(ty, next_id));
+            let f = match doc {
+                Some(d) => f.with_doc(d.clone()),
+                None => f,
+            };
+            let ty = add_nested(&fields[i].field_type, rest, f)?;
+            *fields[i].field_type = ty;
+        }
         SchemaChange::Widen { name, to } => {
             let i = find(fields, name)?;
             let Type::Primitive(from) = &*fields[i].field_type else {
@@ -160,6 +185,58 @@ fn apply_change(
         }
     }
     Ok(())
+}
+
+/// `ty` (a struct) with `field` added to the struct at `path` below it.
+fn add_nested(ty: &Type, path: &[String], field: NestedField) -> std::result::Result<Type, String> {
+    let Type::Struct(st) = ty else {
+        return Err("the parent is not a struct".into());
+    };
+    let mut fields: Vec<NestedField> = st.fields().iter().map(|f| f.as_ref().clone()).collect();
+    match path.split_first() {
+        None => {
+            if fields.iter().any(|f| f.name == field.name) {
+                return Err(format!("field `{}` exists", field.name));
+            }
+            fields.push(field);
+        }
+        Some((next, rest)) => {
+            let f = fields
+                .iter_mut()
+                .find(|f| &f.name == next)
+                .ok_or_else(|| format!("no field `{next}`"))?;
+            *f.field_type = add_nested(&f.field_type, rest, field)?;
+        }
+    }
+    Ok(Type::Struct(StructType::new(
+        fields.into_iter().map(Into::into).collect(),
+    )))
+}
+
+/// Whether a value of contract type `declared` always fits `table`, a type the table got
+/// from it by changes that keep old data readable: the same type, a primitive widening, or
+/// a struct whose declared fields are all there (looser or equal) and whose other fields
+/// are optional (added from events or by an approval), down lists and maps.
+pub fn is_looser(declared: &ColumnType, table: &ColumnType) -> bool {
+    if declared == table {
+        return true;
+    }
+    match (declared, table) {
+        (ColumnType::Struct(d), ColumnType::Struct(t)) => {
+            d.iter().all(|df| {
+                t.iter()
+                    .any(|tf| tf.name == df.name && is_looser(&df.ty, &tf.ty) && (df.required || !tf.required))
+            }) && t.iter().all(|tf| !tf.required || d.iter().any(|df| df.name == tf.name))
+        }
+        (ColumnType::List(d), ColumnType::List(t)) => is_looser(&d.ty, &t.ty) && (d.required || !t.required),
+        (ColumnType::Map { key: dk, value: dv }, ColumnType::Map { key: tk, value: tv }) => {
+            dk == tk && is_looser(&dv.ty, &tv.ty) && (dv.required || !tv.required)
+        }
+        _ => match (iceberg_type(declared, &mut 0), iceberg_type(table, &mut 0)) {
+            (Type::Primitive(d), Type::Primitive(t)) => is_widening(&d, &t),
+            _ => false,
+        },
+    }
 }
 
 /// The type promotions the Iceberg spec allows.
@@ -314,7 +391,7 @@ pub fn diff_with_contract(
                         to,
                     })
                 }
-                (Type::Primitive(table), Type::Primitive(contract)) if is_widening(&contract, table) => diff
+                _ if is_looser(&c.ty, &t) => diff
                     .looser
                     .push(format!("`{}` is {t} in the table, {} in the contract", c.name, c.ty)),
                 _ => {
