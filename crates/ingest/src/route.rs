@@ -36,8 +36,8 @@ pub struct Routed {
     pub ignored: u64,
     /// Fields the table has no column for, by path, with how many routed rows carried each.
     pub unknown_fields: BTreeMap<String, u64>,
-    /// Under `evolution = "additive"` (append tables): the types the top-level unknown fields
-    /// of these rows show.
+    /// Under `evolution = "additive"`: the types the unknown fields of these rows show, by
+    /// path.
     pub inferred: BTreeMap<String, Inferred>,
 }
 
@@ -98,9 +98,7 @@ impl Router {
     /// columns are `columns`: the contract's as the table has them (approved widenings
     /// included), and those calve added to the table, which the contract does not list.
     pub fn new(contract: &Contract, schema: SchemaRef, columns: &[ResolvedColumn]) -> Result<Self, IngestError> {
-        // New fields become columns only in append tables for now: a keyed table's key index
-        // and writers would have to follow the schema mid-stream.
-        let evolve = contract.schema.evolution == Evolution::Additive && !contract.is_keyed();
+        let evolve = contract.schema.evolution == Evolution::Additive;
         let frozen = contract.schema.evolution == Evolution::Frozen;
         let late = (contract.late_data.policy == LatePolicy::DeadLetter).then(|| {
             (

@@ -335,13 +335,12 @@ impl Pipeline {
         Ok(())
     }
 
-    /// `evolution = "additive"` (append tables): plans the schema changes `routed` asks for —
+    /// `evolution = "additive"`: plans the schema changes `routed` asks for —
     /// new fields as optional columns, int columns whose values outgrew int as long — for the
     /// next commit, which makes them together with the rows that need them. Whether any was
     /// planned.
     fn evolve_for(&mut self, routed: &Routed) -> Result<bool, ServiceError> {
-        let additive = self.contract.schema.evolution == Evolution::Additive && !self.contract.is_keyed();
-        if !additive {
+        if self.contract.schema.evolution != Evolution::Additive {
             return Ok(false);
         }
         let table = self.contract.table.name.clone();

@@ -3,6 +3,7 @@
 //! keyed through an index) is [`crate::target`]'s business.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -44,6 +45,8 @@ pub struct Sink {
     holds: HoldState,
     /// Columns the buffered rows need that the next commit adds.
     pending: Option<Evolve>,
+    /// The table as the next commit will make it, when it changes the schema.
+    planned: Option<TableMetadataRef>,
     /// Nested fields calve added to struct columns from events (counted with `added`
     /// against [`MAX_ADDED_COLUMNS`]).
     nested_added: usize,
@@ -98,6 +101,7 @@ impl Sink {
             added,
             holds,
             pending: None,
+            planned: None,
             nested_added: 0,
             refused: HashSet::new(),
             offsets,
@@ -137,6 +141,12 @@ impl Sink {
     /// The table as last committed or loaded.
     pub fn metadata(&self) -> &TableMetadataRef {
         &self.meta
+    }
+
+    /// The table as files are written for now: [`Sink::metadata`] with the schema changes
+    /// planned for the next commit.
+    pub fn planned(&self) -> &TableMetadataRef {
+        self.planned.as_ref().unwrap_or(&self.meta)
     }
 
     /// The columns rows are decoded with: the contract's as the table has them, then those
@@ -227,6 +237,7 @@ impl Sink {
         if let Some(meta) = planned {
             self.writer = DataWriter::new(&meta, self.catalog.file_io().clone(), self.writer.target_file_size())?;
             self.schema = arrow_schema(&meta)?;
+            self.planned = Some(Arc::new(meta));
         }
         self.pending = Some(evolve).filter(|e| !e.changes.is_empty());
         Ok(names)
@@ -277,13 +288,15 @@ impl Sink {
         if let Some(meta) = planned {
             self.writer = DataWriter::new(&meta, self.catalog.file_io().clone(), self.writer.target_file_size())?;
             self.schema = arrow_schema(&meta)?;
+            self.planned = Some(Arc::new(meta));
         }
         self.pending = Some(evolve).filter(|e| !e.changes.is_empty());
         Ok(names)
     }
 
     /// After a commit: a schema change it carried is now the table's.
-    async fn committed(&mut self) -> Result<(), ServiceError> {
+    pub(crate) async fn committed(&mut self) -> Result<(), ServiceError> {
+        self.planned = None;
         if self.pending.take().is_some() {
             self.meta = self.catalog.load(self.committer.ident()).await?.metadata;
         }

@@ -106,42 +106,48 @@ impl Target {
         }
     }
 
-    /// New optional columns for the next commit (append tables): rows buffered so far get
-    /// nulls in them. Returns the names planned (see [`Sink::add_columns`]).
+    /// New optional columns (or nested fields) for the next commit: rows waiting so far get
+    /// nulls in them. Returns the paths planned (see [`Sink::add_columns`]).
     pub fn add_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<Vec<String>, ServiceError> {
+        let names = self.sink_mut().add_columns(columns)?;
+        self.conform_to_plan()?;
+        Ok(names)
+    }
+
+    /// Widenings for the next commit: rows waiting so far are cast to the wider types.
+    /// Returns the names planned (see [`Sink::widen_columns`]).
+    pub fn widen_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<Vec<String>, ServiceError> {
+        let names = self.sink_mut().widen_columns(columns)?;
+        self.conform_to_plan()?;
+        Ok(names)
+    }
+
+    fn sink_mut(&mut self) -> &mut Sink {
         match self {
-            Target::Append { sink, rows } => {
-                let names = sink.add_columns(columns)?;
-                let schema = sink.schema().clone();
-                for batch in rows.iter_mut() {
-                    *batch = conform(batch, &schema)?;
-                }
-                Ok(names)
-            }
-            Target::Keyed { sink, .. } => Err(ServiceError::Unsupported {
-                table: sink.ident().to_string(),
-                what: "adding columns from events to a keyed table".into(),
-            }),
+            Target::Append { sink, .. } | Target::Keyed { sink, .. } => sink,
         }
     }
 
-    /// Widenings for the next commit (append tables): rows buffered so far are cast to the
-    /// wider types. Returns the names planned (see [`Sink::widen_columns`]).
-    pub fn widen_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<Vec<String>, ServiceError> {
+    /// Brings waiting rows, and a keyed table's writer, to the schema the next commit makes.
+    fn conform_to_plan(&mut self) -> Result<(), ServiceError> {
         match self {
             Target::Append { sink, rows } => {
-                let names = sink.widen_columns(columns)?;
                 let schema = sink.schema().clone();
                 for batch in rows.iter_mut() {
                     *batch = conform(batch, &schema)?;
                 }
-                Ok(names)
             }
-            Target::Keyed { sink, .. } => Err(ServiceError::Unsupported {
-                table: sink.ident().to_string(),
-                what: "widening columns from events in a keyed table".into(),
-            }),
+            Target::Keyed {
+                sink,
+                upserter,
+                changes,
+            } => {
+                upserter.write_as(sink.planned(), sink.catalog().file_io())?;
+                let schema = sink.schema().clone();
+                changes.conform_upserts(|b| conform(b, &schema))?;
+            }
         }
+        Ok(())
     }
 
     /// Arrow bytes waiting for a commit.
@@ -187,6 +193,7 @@ impl Target {
                     tracing::info!(table = %sink.ident(), "commit had already landed");
                 }
                 sink.offsets = to.clone();
+                sink.committed().await?;
                 *changes = Changes::default();
                 Ok(CommitReport::of(&committed.data_files, &committed.delete_files))
             }

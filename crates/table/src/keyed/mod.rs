@@ -72,6 +72,19 @@ impl Changes {
         self.consumed += records as u64;
     }
 
+    /// Brings the rows to upsert to a new shape of the table (after a schema change planned
+    /// for the next commit); `conform` maps one batch. Deletes hold key columns only, which a
+    /// schema change never touches.
+    pub fn conform_upserts<E>(
+        &mut self,
+        conform: impl Fn(&RecordBatch) -> std::result::Result<RecordBatch, E>,
+    ) -> std::result::Result<(), E> {
+        for b in self.upserts.iter_mut() {
+            b.batch = conform(&b.batch)?;
+        }
+        Ok(())
+    }
+
     /// Arrow bytes held.
     pub fn bytes(&self) -> usize {
         self.upserts
@@ -138,6 +151,14 @@ impl Upserter {
             writer: DataWriter::new(meta, io.clone(), target_file_size)?,
             deletes: PositionDeleteWriter::new(meta, io.clone())?,
         })
+    }
+
+    /// Writes rows of `meta`'s current schema from now on (a schema change planned for the
+    /// next commit: new columns, widened non-key columns). The index is untouched: key
+    /// columns never change under it.
+    pub fn write_as(&mut self, meta: &TableMetadata, io: &FileIO) -> Result<()> {
+        self.writer = DataWriter::new(meta, io.clone(), self.writer.target_file_size())?;
+        Ok(())
     }
 
     /// The key index.
