@@ -228,4 +228,20 @@ fn a_field_added_inside_a_struct_becomes_a_nested_field_with_its_rows() {
         out.contains("`addr` is struct<street: string, zip: int, floor: long> in the table"),
         "{out}"
     );
+
+    // The owner adopts `floor` and declares one more nested field: added on the next start.
+    let adopted = text.replace(
+        "struct<street: string, zip: int>",
+        "struct<street: string, zip: int, floor: long, unit: string>",
+    );
+    std::fs::write(s.dir.path().join("contract.toml"), &adopted).unwrap();
+    let (ok, out) = s.cli(&calve_bin(), &["check"]);
+    assert!(
+        ok && out.contains("the next start applies: add optional field `addr.unit` string"),
+        "{out}"
+    );
+    assert!(!out.contains("looser"), "the contract says what the table has: {out}");
+    assert!(run(&s, &[]).success(), "{}", s.latest_log());
+    let (ok, out) = s.cli(&calve_bin(), &["check"]);
+    assert!(ok && !out.contains("applies") && !out.contains("looser"), "{out}");
 }

@@ -231,7 +231,8 @@ fn upserts_deletes_and_kills_end_in_exactly_the_model() {
 
 /// Under `evolution = "additive"` a keyed table gains a column from events mid-stream, and
 /// its key index keeps one live row per key across it: updates written before and after the
-/// new column replace each other; both readers agree.
+/// new column replace each other; compaction and erasure read the older files in the new
+/// shape; both readers agree.
 #[test]
 fn a_keyed_table_gains_a_column_from_events_and_keeps_one_row_per_key() {
     let broker = Broker::start();
@@ -271,13 +272,33 @@ fn a_keyed_table_gains_a_column_from_events_and_keeps_one_row_per_key() {
     );
     run(&s);
 
+    // Files written before and after the change are compacted together, and erasure
+    // rewrites them: both read old files in the new shape.
+    let (ok, out) = s.cli(&calve_bin(), &["maintain"]);
+    assert!(ok, "{out}\n{}", s.logs());
+    let (ok, out) = s.cli(
+        &calve_bin(),
+        &[
+            "erase",
+            "--table",
+            "crm.customers",
+            "--key",
+            "12",
+            "--requested-by",
+            "test",
+        ],
+    );
+    assert!(ok, "{out}");
     let view = read_table(
         &s.catalog_db(),
         &s.warehouse(),
         "crm.customers",
         &["customer_id", "version", "segment"],
     );
+    let files = view.files().len();
+    assert!(files <= 2, "compacted: {files} data files");
     let want: Vec<Vec<Value>> = (0..25u64)
+        .filter(|id| *id != 12)
         .map(|id| {
             let v = match id {
                 0..5 => 3,

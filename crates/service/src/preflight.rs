@@ -66,5 +66,10 @@ pub(crate) fn contract_diff(table: &TableMetadata, contract: &Contract) -> Contr
 
 /// A schema change in words.
 fn describe(change: &SchemaChange) -> String {
-    proposed_of(change).map_or_else(|| format!("{change:?}"), |p| p.to_string())
+    match change {
+        SchemaChange::AddNested { parent, name, ty, .. } => {
+            format!("add optional field `{}.{name}` {ty}", parent.join("."))
+        }
+        other => proposed_of(other).map_or_else(|| format!("{other:?}"), |p| p.to_string()),
+    }
 }

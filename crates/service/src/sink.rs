@@ -10,7 +10,7 @@ use arrow_schema::SchemaRef;
 
 use calve_contract::{ColumnType, Contract, ResolvedColumn};
 use calve_table::catalog::schema::column_type_of;
-use calve_table::catalog::schema::{columns_not_in, effective_columns, iceberg_type};
+use calve_table::catalog::schema::{columns_not_in, effective_columns, iceberg_type, nested_fields_added};
 use calve_table::commit::hold::{Action, Applied, HoldState, SetHoldState, CONTRACT_EDIT};
 use calve_table::commit::restore::{self, Offsets};
 use calve_table::commit::{
@@ -102,7 +102,7 @@ impl Sink {
             holds,
             pending: None,
             planned: None,
-            nested_added: 0,
+            nested_added: nested_fields_added(state.metadata.current_schema()),
             refused: HashSet::new(),
             offsets,
         })

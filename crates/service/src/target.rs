@@ -5,16 +5,15 @@
 //! in the shape the mode needs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, StructArray};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_array::RecordBatch;
 use calve_contract::{ColumnType, Contract};
 use calve_ingest::Routed;
 use calve_table::commit::restore::Offsets;
 use calve_table::commit::CommitOutcome;
 use calve_table::keyed::{Changes, Prepared, Upserter};
+use calve_table::write::conform::conform;
 use calve_table::TableDefinition;
 use iceberg::spec::DataFile;
 
@@ -199,104 +198,5 @@ impl Target {
             }
             _ => unreachable!("files are written by the target that commits them"),
         }
-    }
-}
-
-/// `batch` as rows of `schema`, which has the same columns (some perhaps widened, or structs
-/// with new fields) plus new optional ones at the end.
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ServiceError> {
-    let rows = batch.num_rows();
-    let columns = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, field)| match batch.columns().get(i) {
-            Some(column) => conform_array(column, field.data_type()),
-            None => Ok(new_null_array(field.data_type(), rows)),
-        })
-        .collect::<Result<Vec<ArrayRef>, ServiceError>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
-}
-
-/// `array` as an array of `to`: structs get their new fields as nulls (recursively), other
-/// types are cast (Arrow's cast is exact for every widening Iceberg allows).
-fn conform_array(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, ServiceError> {
-    if array.data_type() == to {
-        return Ok(array.clone());
-    }
-    match (array.as_any().downcast_ref::<StructArray>(), to) {
-        (Some(st), DataType::Struct(fields)) => {
-            let children = fields
-                .iter()
-                .map(|f| match st.column_by_name(f.name()) {
-                    Some(child) => conform_array(child, f.data_type()),
-                    None => Ok(new_null_array(f.data_type(), st.len())),
-                })
-                .collect::<Result<Vec<ArrayRef>, ServiceError>>()?;
-            Ok(Arc::new(StructArray::try_new(
-                fields.clone(),
-                children,
-                st.nulls().cloned(),
-            )?))
-        }
-        _ => Ok(arrow_cast::cast(array, to)?),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow_array::{Int32Array, Int64Array, StringArray};
-    use arrow_schema::{Field, Fields, Schema};
-
-    /// Rows buffered before a schema change meet the new schema: a widened int and a struct
-    /// with a new field (null in them), the struct's own nulls kept.
-    #[test]
-    fn buffered_rows_take_widened_types_and_new_nested_fields() {
-        let street = Field::new("street", DataType::Utf8, true);
-        let old = Fields::from(vec![street.clone(), Field::new("zip", DataType::Int32, true)]);
-        let new = Fields::from(vec![
-            street,
-            Field::new("zip", DataType::Int64, true),
-            Field::new("floor", DataType::Int64, true),
-        ]);
-        let addr = StructArray::try_new(
-            old.clone(),
-            vec![
-                Arc::new(StringArray::from(vec![Some("a"), None])) as ArrayRef,
-                Arc::new(Int32Array::from(vec![Some(7), None])),
-            ],
-            Some(vec![true, false].into()),
-        )
-        .unwrap();
-        let before = Schema::new(vec![
-            Field::new("qty", DataType::Int32, true),
-            Field::new("addr", DataType::Struct(old), true),
-        ]);
-        let after: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("qty", DataType::Int64, true),
-            Field::new("addr", DataType::Struct(new), true),
-            Field::new("coupon", DataType::Utf8, true),
-        ]));
-        let batch = RecordBatch::try_new(
-            Arc::new(before),
-            vec![Arc::new(Int32Array::from(vec![1, 2])), Arc::new(addr)],
-        )
-        .unwrap();
-        let out = conform(&batch, &after).unwrap();
-        assert_eq!(out.schema(), after);
-        let qty = out.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-        assert_eq!(qty.values().to_vec(), vec![1, 2]);
-        let addr = out.column(1).as_any().downcast_ref::<StructArray>().unwrap();
-        assert_eq!((addr.is_valid(0), addr.is_valid(1)), (true, false));
-        let zip = addr
-            .column_by_name("zip")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
-        assert_eq!(zip.value(0), 7);
-        assert_eq!(addr.column_by_name("floor").unwrap().null_count(), 2);
-        assert_eq!(out.column(2).null_count(), 2);
     }
 }

@@ -10,7 +10,7 @@ use iceberg::spec::{
     ListType, MapType, NestedField, PrimitiveType, Schema, StructType, Transform, Type, UnboundPartitionSpec,
 };
 
-use crate::commit::is_looser;
+use crate::commit::table_is_looser;
 use crate::error::{Result, TableError};
 
 /// The Iceberg type of a contract column type; nested fields, elements, keys and values take
@@ -121,7 +121,7 @@ pub fn effective_columns(table: &Schema, contract: &[ResolvedColumn], optional: 
         .map(|c| {
             let mut c = c.clone();
             if let Some(f) = table.as_struct().fields().iter().find(|f| f.name == c.name) {
-                if let Some(t) = column_type_of(&f.field_type).filter(|t| is_looser(&c.ty, t)) {
+                if let Some(t) = column_type_of(&f.field_type).filter(|_| table_is_looser(&c.ty, &f.field_type)) {
                     c.ty = t;
                 }
             }
@@ -131,6 +131,24 @@ pub fn effective_columns(table: &Schema, contract: &[ResolvedColumn], optional: 
         .collect();
     columns.extend(columns_not_in(table, contract));
     columns
+}
+
+/// How many fields calve added from events inside the table's struct columns (counted
+/// against the cap of what it adds on its own, across restarts).
+pub fn nested_fields_added(table: &Schema) -> usize {
+    fn count(ty: &Type) -> usize {
+        match ty {
+            Type::Struct(st) => st
+                .fields()
+                .iter()
+                .map(|f| usize::from(f.doc.as_deref() == Some(crate::commit::ADDED_FROM_EVENTS)) + count(&f.field_type))
+                .sum(),
+            Type::List(l) => count(&l.element_field.field_type),
+            Type::Map(m) => count(&m.value_field.field_type),
+            Type::Primitive(_) => 0,
+        }
+    }
+    table.as_struct().fields().iter().map(|f| count(&f.field_type)).sum()
 }
 
 /// The table's columns the contract does not list (columns calve added from events under

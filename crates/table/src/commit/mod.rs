@@ -43,7 +43,8 @@ pub use rewrite::{ForgettingRewrite, Rewrite};
 pub use rewrite_manifests::RewriteManifests;
 pub use row_delta::{ComputedAt, RowDelta};
 pub use update_schema::{
-    diff_with_contract, is_looser, is_widening, ContractDiff, SchemaChange, UpdateSchema, ADDED_FROM_EVENTS,
+    diff_with_contract, is_looser, is_widening, table_is_looser, ContractDiff, SchemaChange, UpdateSchema,
+    ADDED_FROM_EVENTS,
 };
 pub use update_sort_order::UpdateSortOrder;
 pub use update_spec::UpdatePartitionSpec;

@@ -117,8 +117,9 @@ fn apply_change(
     };
     match change {
         SchemaChange::AddColumn { name, ty, doc } => {
-            if fields.iter().any(|f| &f.name == name) {
-                return Err(format!("column `{name}` exists"));
+            // Names differing only in case break engines that fold case (DuckDB, Spark).
+            if fields.iter().any(|f| f.name.eq_ignore_ascii_case(name)) {
+                return Err(format!("column `{name}` exists (ignoring case)"));
             }
             *next_id += 1;
             let f = NestedField::optional(*next_id, name, Type::Primitive(ty.clone()));
@@ -128,8 +129,9 @@ fn apply_change(
             });
         }
         SchemaChange::AddTyped { name, ty, doc } => {
-            if fields.iter().any(|f| &f.name == name) {
-                return Err(format!("column `{name}` exists"));
+            // Names differing only in case break engines that fold case (DuckDB, Spark).
+            if fields.iter().any(|f| f.name.eq_ignore_ascii_case(name)) {
+                return Err(format!("column `{name}` exists (ignoring case)"));
             }
             *next_id += 1;
             let id = *next_id;
@@ -195,8 +197,8 @@ fn add_nested(ty: &Type, path: &[String], field: NestedField) -> std::result::Re
     let mut fields: Vec<NestedField> = st.fields().iter().map(|f| f.as_ref().clone()).collect();
     match path.split_first() {
         None => {
-            if fields.iter().any(|f| f.name == field.name) {
-                return Err(format!("field `{}` exists", field.name));
+            if fields.iter().any(|f| f.name.eq_ignore_ascii_case(&field.name)) {
+                return Err(format!("field `{}` exists (ignoring case)", field.name));
             }
             fields.push(field);
         }
@@ -222,20 +224,80 @@ pub fn is_looser(declared: &ColumnType, table: &ColumnType) -> bool {
         return true;
     }
     match (declared, table) {
+        // Nested nullability must agree: calve enforces `required` on new records only for
+        // top-level columns, so a nested field the contract requires must be required in the
+        // table too.
         (ColumnType::Struct(d), ColumnType::Struct(t)) => {
             d.iter().all(|df| {
                 t.iter()
-                    .any(|tf| tf.name == df.name && is_looser(&df.ty, &tf.ty) && (df.required || !tf.required))
+                    .any(|tf| tf.name == df.name && is_looser(&df.ty, &tf.ty) && df.required == tf.required)
             }) && t.iter().all(|tf| !tf.required || d.iter().any(|df| df.name == tf.name))
         }
-        (ColumnType::List(d), ColumnType::List(t)) => is_looser(&d.ty, &t.ty) && (d.required || !t.required),
+        (ColumnType::List(d), ColumnType::List(t)) => is_looser(&d.ty, &t.ty) && d.required == t.required,
         (ColumnType::Map { key: dk, value: dv }, ColumnType::Map { key: tk, value: tv }) => {
-            dk == tk && is_looser(&dv.ty, &tv.ty) && (dv.required || !tv.required)
+            dk == tk && is_looser(&dv.ty, &tv.ty) && dv.required == tv.required
         }
         _ => match (iceberg_type(declared, &mut 0), iceberg_type(table, &mut 0)) {
             (Type::Primitive(d), Type::Primitive(t)) => is_widening(&d, &t),
             _ => false,
         },
+    }
+}
+
+/// The new optional struct fields (at any struct depth) that make `table` into `declared`,
+/// when that is the only difference: a contract that adds a nested field, additively.
+fn nested_additions(table: &ColumnType, declared: &ColumnType, path: &[String]) -> Option<Vec<SchemaChange>> {
+    if table == declared {
+        return Some(Vec::new());
+    }
+    let (ColumnType::Struct(t), ColumnType::Struct(d)) = (table, declared) else {
+        return None;
+    };
+    if !t.iter().all(|tf| d.iter().any(|df| df.name == tf.name)) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for df in d {
+        match t.iter().find(|tf| tf.name == df.name) {
+            Some(tf) if tf.required == df.required => {
+                let mut below = path.to_vec();
+                below.push(df.name.clone());
+                out.extend(nested_additions(&tf.ty, &df.ty, &below)?);
+            }
+            Some(_) => return None,
+            None if df.required => return None,
+            None => out.push(SchemaChange::AddNested {
+                parent: path.to_vec(),
+                name: df.name.clone(),
+                ty: df.ty.clone(),
+                doc: None,
+            }),
+        }
+    }
+    Some(out)
+}
+
+/// Whether `table` (a column's Iceberg type) is looser than the contract's `declared` type in
+/// ways calve made on its own: [`is_looser`], with every nested field the contract does not
+/// declare one calve added from events ([`ADDED_FROM_EVENTS`]) — a nested field the contract
+/// dropped is a breaking change, not a looser table.
+pub fn table_is_looser(declared: &ColumnType, table: &Type) -> bool {
+    column_type_of(table).is_some_and(|t| is_looser(declared, &t)) && extra_fields_added(declared, table)
+}
+
+fn extra_fields_added(declared: &ColumnType, table: &Type) -> bool {
+    match (declared, table) {
+        (ColumnType::Struct(d), Type::Struct(t)) => {
+            t.fields()
+                .iter()
+                .all(|tf| match d.iter().find(|df| df.name == tf.name) {
+                    Some(df) => extra_fields_added(&df.ty, &tf.field_type),
+                    None => tf.doc.as_deref() == Some(ADDED_FROM_EVENTS),
+                })
+        }
+        (ColumnType::List(d), Type::List(l)) => extra_fields_added(&d.ty, &l.element_field.field_type),
+        (ColumnType::Map { value, .. }, Type::Map(m)) => extra_fields_added(&value.ty, &m.value_field.field_type),
+        _ => true,
     }
 }
 
@@ -391,14 +453,17 @@ pub fn diff_with_contract(
                         to,
                     })
                 }
-                _ if is_looser(&c.ty, &t) => diff
+                _ if table_is_looser(&c.ty, &f.field_type) => diff
                     .looser
                     .push(format!("`{}` is {t} in the table, {} in the contract", c.name, c.ty)),
-                _ => {
-                    diff.breaking
-                        .push(format!("column `{}` changes type from {t} to {}", c.name, c.ty));
-                    fixes = None;
-                }
+                _ => match nested_additions(&t, &c.ty, std::slice::from_ref(&f.name)) {
+                    Some(added) => diff.additive.extend(added),
+                    None => {
+                        diff.breaking
+                            .push(format!("column `{}` changes type from {t} to {}", c.name, c.ty));
+                        fixes = None;
+                    }
+                },
             },
             None => {
                 diff.breaking

@@ -13,6 +13,7 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 
 use crate::error::{Result, TableError};
 use crate::read::live::LiveFiles;
+use crate::write::conform::conform;
 use crate::write::data::arrow_schema;
 
 /// A Parquet reader of `file` that fetches only the byte ranges it decodes: the footer, then
@@ -39,8 +40,8 @@ pub async fn ranged_parquet(
         })
 }
 
-/// Every row of a data file, with the table's Arrow schema (field ids included) so the rows
-/// can be written again.
+/// Every row of a data file, with the table's current Arrow schema (field ids included) so
+/// the rows can be written again, whatever schema the file was written with.
 pub async fn read_data_file(io: &FileIO, meta: &TableMetadata, path: &str) -> Result<Vec<RecordBatch>> {
     let schema = arrow_schema(meta)?;
     let bad = |e: String| TableError::InvalidData {
@@ -55,7 +56,8 @@ pub async fn read_data_file(io: &FileIO, meta: &TableMetadata, path: &str) -> Re
     let mut out = Vec::new();
     for b in reader {
         let b = b.map_err(|e| bad(e.to_string()))?;
-        out.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| bad(e.to_string()))?);
+        // A file written before a schema change has that schema's columns.
+        out.push(conform(&b, &schema).map_err(|e| bad(e.to_string()))?);
     }
     Ok(out)
 }
