@@ -113,30 +113,24 @@ enum SchemaCommand {
         config: PathBuf,
     },
     /// Apply the held table's proposal and resume it (nothing lost, nothing doubled).
-    Approve {
-        /// Path to calve.toml.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// The table (`namespace.name`, as in its contract).
-        #[arg(long)]
-        table: String,
-        /// Who approves (recorded in the table with the time and the change).
-        #[arg(long)]
-        by: String,
-    },
+    Approve(Decide),
     /// Send the held records (those breaking the schema the same way, up to the end of the
     /// topic now) to the dead-letter table and resume.
-    Reject {
-        /// Path to calve.toml.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// The table (`namespace.name`, as in its contract).
-        #[arg(long)]
-        table: String,
-        /// Who rejects (recorded in the table with the time).
-        #[arg(long)]
-        by: String,
-    },
+    Reject(Decide),
+}
+
+/// Who decides on which table's hold.
+#[derive(clap::Args)]
+struct Decide {
+    /// Path to calve.toml.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The table (`namespace.name`, as in its contract).
+    #[arg(long)]
+    table: String,
+    /// Who decides (recorded in the table with the time and the change).
+    #[arg(long)]
+    by: String,
 }
 
 fn main() -> ExitCode {
@@ -176,11 +170,11 @@ fn main() -> ExitCode {
             Command::Demo { dir, events } => demo::run(dir, events).await,
             Command::Schema { action } => match action {
                 SchemaCommand::Pending { config } => schema::pending(&config).await,
-                SchemaCommand::Approve { config, table, by } => {
-                    schema::decide(&config, &table, calve_service::Action::Approve, &by).await
+                SchemaCommand::Approve(d) => {
+                    schema::decide(&d.config, &d.table, calve_service::Action::Approve, &d.by).await
                 }
-                SchemaCommand::Reject { config, table, by } => {
-                    schema::decide(&config, &table, calve_service::Action::Reject, &by).await
+                SchemaCommand::Reject(d) => {
+                    schema::decide(&d.config, &d.table, calve_service::Action::Reject, &d.by).await
                 }
             },
             Command::Erase {

@@ -122,19 +122,21 @@ fn fields_added_mid_stream_become_columns_with_their_rows() {
     );
 }
 
+/// The orders contract (1 s band) with one more column, declared by `line`.
+fn with_column(line: &str) -> String {
+    let orders = orders_contract("orders", "1s");
+    let anchor = r#"{ name = "amount",   type = "double" },"#;
+    assert!(orders.contains(anchor));
+    orders.replace(anchor, &format!("{anchor}\n  {line}"))
+}
+
 /// Values that outgrow an int column widen it to long with the commit that holds them, under
 /// `evolution = "additive"`: nothing is dead-lettered, both readers read every value exactly.
 #[test]
 fn values_beyond_int_widen_the_column_with_their_rows() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", 1);
-    let orders = orders_contract("orders", "1s");
-    let text = orders.replace(
-        r#"{ name = "amount",   type = "double" },"#,
-        r#"{ name = "amount",   type = "double" },
-  { name = "qty",      type = "int" },"#,
-    );
-    assert_ne!(text, orders);
+    let text = with_column(r#"{ name = "qty", type = "int" },"#);
     let s = Setup::new(&broker.bootstrap(), &text);
     let qty = |i: u64| if i >= 40 { 3_000_000_000 + i } else { i };
     let msgs: Vec<Message> = (0..60u64)
@@ -176,13 +178,7 @@ fn values_beyond_int_widen_the_column_with_their_rows() {
 fn a_field_added_inside_a_struct_becomes_a_nested_field_with_its_rows() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", 1);
-    let orders = orders_contract("orders", "1s");
-    let text = orders.replace(
-        r#"{ name = "amount",   type = "double" },"#,
-        r#"{ name = "amount",   type = "double" },
-  { name = "addr",     type = "struct<street: string, zip: int>" },"#,
-    );
-    assert_ne!(text, orders);
+    let text = with_column(r#"{ name = "addr", type = "struct<street: string, zip: int>" },"#);
     let s = Setup::new(&broker.bootstrap(), &text);
     let addr = |i: u64| match i {
         0..30 => json!({"street": format!("s{i}"), "zip": i}),

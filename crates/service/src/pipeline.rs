@@ -361,6 +361,9 @@ impl Pipeline {
                 planned = true;
             }
         }
+        if !routed.dead.iter().any(|d| d.kind == DeadLetterKind::SchemaMismatch) {
+            return Ok(planned);
+        }
         let columns = self.main.sink().columns();
         let mut widen: Vec<(String, ColumnType)> = routed
             .dead

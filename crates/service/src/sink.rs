@@ -18,7 +18,7 @@ use calve_table::commit::{
 };
 use calve_table::write::data::{arrow_schema, DataWriter};
 use calve_table::{Catalog, TableDefinition, TableError};
-use iceberg::spec::{DataFile, TableMetadataRef, Type};
+use iceberg::spec::{DataFile, TableMetadata, TableMetadataRef, Type};
 use iceberg::TableIdent;
 
 use crate::error::ServiceError;
@@ -167,11 +167,7 @@ impl Sink {
     /// nested field's path, or calve already added [`MAX_ADDED_COLUMNS`] on its own) is left
     /// out, said once, and stays counted as unknown. Returns the paths planned.
     pub fn add_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<Vec<String>, ServiceError> {
-        let mut evolve = self.pending.take().unwrap_or(Evolve {
-            changes: Vec::new(),
-            on_schema_id: self.meta.current_schema_id(),
-            on_last_column_id: self.meta.last_column_id(),
-        });
+        let mut evolve = self.take_plan();
         let mut planned = None;
         let mut names = Vec::new();
         for (path, ty) in columns {
@@ -234,13 +230,29 @@ impl Sink {
                 }
             }
         }
+        self.keep_plan(evolve, planned)?;
+        Ok(names)
+    }
+
+    /// The schema changes planned for the next commit so far, to add to.
+    fn take_plan(&mut self) -> Evolve {
+        self.pending.take().unwrap_or(Evolve {
+            changes: Vec::new(),
+            on_schema_id: self.meta.current_schema_id(),
+            on_last_column_id: self.meta.last_column_id(),
+        })
+    }
+
+    /// Keeps `evolve` as the plan for the next commit; files are written as `planned` (the
+    /// table with the plan applied, when it grew) from now on.
+    fn keep_plan(&mut self, evolve: Evolve, planned: Option<TableMetadata>) -> Result<(), ServiceError> {
         if let Some(meta) = planned {
             self.writer = DataWriter::new(&meta, self.catalog.file_io().clone(), self.writer.target_file_size())?;
             self.schema = arrow_schema(&meta)?;
             self.planned = Some(Arc::new(meta));
         }
         self.pending = Some(evolve).filter(|e| !e.changes.is_empty());
-        Ok(names)
+        Ok(())
     }
 
     /// Plans widenings `columns` (name and wider type: int → long) for the next commit, as
@@ -249,11 +261,7 @@ impl Sink {
     /// table refuses is said once and left out (the records stay dead letters or holds).
     /// Returns the names planned.
     pub fn widen_columns(&mut self, columns: &[(String, ColumnType)]) -> Result<Vec<String>, ServiceError> {
-        let mut evolve = self.pending.take().unwrap_or(Evolve {
-            changes: Vec::new(),
-            on_schema_id: self.meta.current_schema_id(),
-            on_last_column_id: self.meta.last_column_id(),
-        });
+        let mut evolve = self.take_plan();
         let mut planned = None;
         let mut names = Vec::new();
         for (name, ty) in columns {
@@ -285,12 +293,7 @@ impl Sink {
                 }
             }
         }
-        if let Some(meta) = planned {
-            self.writer = DataWriter::new(&meta, self.catalog.file_io().clone(), self.writer.target_file_size())?;
-            self.schema = arrow_schema(&meta)?;
-            self.planned = Some(Arc::new(meta));
-        }
-        self.pending = Some(evolve).filter(|e| !e.changes.is_empty());
+        self.keep_plan(evolve, planned)?;
         Ok(names)
     }
 
