@@ -130,18 +130,30 @@ fn with_column(line: &str) -> String {
     orders.replace(anchor, &format!("{anchor}\n  {line}"))
 }
 
-/// Values that outgrow an int column widen it to long with the commit that holds them, under
-/// `evolution = "additive"`: nothing is dead-lettered, both readers read every value exactly.
+/// Values that outgrow an int column widen it to long, and a decimal column to the precision
+/// they need, with the commit that holds them, under `evolution = "additive"`: nothing is
+/// dead-lettered, both readers read every value exactly.
 #[test]
 fn values_beyond_int_widen_the_column_with_their_rows() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", 1);
-    let text = with_column(r#"{ name = "qty", type = "int" },"#);
+    let text = with_column(
+        r#"{ name = "qty", type = "int" },
+  { name = "price", type = "decimal(10,2)" },"#,
+    );
     let s = Setup::new(&broker.bootstrap(), &text);
     let qty = |i: u64| if i >= 40 { 3_000_000_000 + i } else { i };
+    // From 50 on, prices with 12 integer digits: decimal(10,2) → decimal(18,2).
+    let price = |i: u64| {
+        if i >= 50 {
+            format!("1234567890{i}.25")
+        } else {
+            format!("{i}.25")
+        }
+    };
     let msgs: Vec<Message> = (0..60u64)
         .map(|i| {
-            let v = json!({"order_id": i, "qty": qty(i), "ts": TS});
+            let v = json!({"order_id": i, "qty": qty(i), "price": price(i), "ts": TS});
             (format!("k{i}"), Some(v.to_string()), None)
         })
         .collect();
@@ -150,16 +162,23 @@ fn values_beyond_int_widen_the_column_with_their_rows() {
     // The poll that widens also holds rows of the narrow type; both land.
     produce(&broker.bootstrap(), "orders", &msgs[20..]);
     assert!(run(&s, &[]).success(), "{}", s.logs());
+    let log = s.latest_log();
     assert!(
-        s.latest_log().contains("widening them (int → long)"),
-        "{}",
-        s.latest_log()
+        log.contains("widening them") && log.contains("columns=price, qty"),
+        "{log}"
     );
-    let view = read_table(&s.catalog_db(), &s.warehouse(), "shop.orders", &["order_id", "qty"]);
+    let view = read_table(
+        &s.catalog_db(),
+        &s.warehouse(),
+        "shop.orders",
+        &["order_id", "qty", "price"],
+    );
     for reader in ["pyiceberg", "duckdb"] {
         let mut got = view.rows(reader);
         got.sort_by_key(|r| r[0].as_u64());
-        let want: Vec<Vec<Value>> = (0..60u64).map(|i| vec![json!(i), json!(qty(i))]).collect();
+        let want: Vec<Vec<Value>> = (0..60u64)
+            .map(|i| vec![json!(i), json!(qty(i)), json!(price(i))])
+            .collect();
         assert_eq!(got, want, "{reader}");
     }
     assert!(read_dlq(&s).rows("pyiceberg").is_empty(), "nothing dead-lettered");

@@ -122,10 +122,12 @@ fn propose(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[R
 }
 
 /// The legal Iceberg promotion that admits the value of schema mismatch `d`, if there is one:
-/// a whole number beyond int in a top-level int column → long. (A float column takes any
-/// number already; decimals keep their scale, so a wider value needs a contract edit.) Never
-/// for a key column (`keys`): the key index and the files already written must agree on the
-/// key's type.
+/// a whole number beyond int in a top-level int column → long; a decimal with more integer
+/// digits than its column's precision holds → the precision it needs (up to Parquet's next
+/// storage size: 9, 18 or 38 digits, so a growing value does not widen the column again and
+/// again). A float column takes any number already; a decimal's scale never changes, so more
+/// fraction digits stay a mismatch. Never for a key column (`keys`): the key index and the
+/// files already written must agree on the key's type.
 pub(crate) fn promotion(d: &DeadLetter, columns: &[ResolvedColumn], keys: &[String]) -> Option<(String, ColumnType)> {
     if d.kind != DeadLetterKind::SchemaMismatch || d.path.is_empty() || d.path.contains(['.', '[']) {
         return None;
@@ -137,8 +139,40 @@ pub(crate) fn promotion(d: &DeadLetter, columns: &[ResolvedColumn], keys: &[Stri
     let value: Value = serde_json::from_slice(d.record.value.as_deref()?).ok()?;
     match (&column.ty, value.get(&d.path)?) {
         (ColumnType::Int, Value::Number(n)) if n.as_i64().is_some() => Some((d.path.clone(), ColumnType::Long)),
+        (ColumnType::Decimal { precision, scale }, v) if !column.decimal_bytes => {
+            let text = match v {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                _ => return None,
+            };
+            let needed = decimal_digits(&text, *scale)?;
+            let to = [9, 18, 38].into_iter().find(|p| *p >= needed)?;
+            (needed > *precision as usize).then(|| {
+                let widened = ColumnType::Decimal {
+                    precision: to as u32,
+                    scale: *scale,
+                };
+                (d.path.clone(), widened)
+            })
+        }
         _ => None,
     }
+}
+
+/// The precision a decimal's plain text (`-123.45`) needs at `scale`, when its fraction fits
+/// the scale.
+fn decimal_digits(text: &str, scale: u32) -> Option<usize> {
+    let scale = scale as usize;
+    let digits = text.trim().trim_start_matches(['-', '+']);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let all = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if !all(int) || !all(frac) || int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    if frac.trim_end_matches('0').len() > scale {
+        return None;
+    }
+    Some(int.trim_start_matches('0').len() + scale)
 }
 
 /// The schema changes an approved proposal makes.
@@ -401,3 +435,70 @@ pub(crate) async fn update_unclaimed(
 /// How often an update to a table this process does not own is retried when its owner
 /// reopens meanwhile.
 const DECIDE_ATTEMPTS: u32 = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calve_ingest::KafkaRecord;
+
+    fn mismatch(path: &str, value: &str) -> DeadLetter {
+        DeadLetter {
+            record: KafkaRecord {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                key: None,
+                value: Some(value.as_bytes().to_vec()),
+                headers: Vec::new(),
+                timestamp_ms: None,
+            },
+            kind: DeadLetterKind::SchemaMismatch,
+            error: String::new(),
+            path: path.into(),
+            received_at_us: 0,
+        }
+    }
+
+    fn column(name: &str, ty: &str) -> ResolvedColumn {
+        ResolvedColumn {
+            name: name.into(),
+            ty: ty.parse().unwrap(),
+            required: false,
+            doc: None,
+            unit: None,
+            decimal_bytes: false,
+        }
+    }
+
+    #[test]
+    fn values_that_outgrow_their_column_propose_the_widening_iceberg_allows() {
+        let columns = [
+            column("qty", "int"),
+            column("price", "decimal(10,2)"),
+            column("id", "int"),
+        ];
+        let keys = ["id".to_string()];
+        let widen = |path: &str, value: &str| {
+            promotion(&mismatch(path, value), &columns, &keys).map(|(n, t)| format!("{n} {t}"))
+        };
+        assert_eq!(widen("qty", r#"{"qty": 3000000000}"#).as_deref(), Some("qty long"));
+        assert_eq!(widen("qty", r#"{"qty": 1.5}"#), None, "a fraction is no widening");
+        assert_eq!(widen("qty", r#"{"qty": "x"}"#), None);
+        assert_eq!(widen("id", r#"{"id": 3000000000}"#), None, "never a key column");
+        assert_eq!(
+            widen("price", r#"{"price": 123456789012.5}"#).as_deref(),
+            Some("price decimal(18,2)")
+        );
+        assert_eq!(
+            widen("price", r#"{"price": "-1234567890123456789.25"}"#).as_deref(),
+            Some("price decimal(38,2)")
+        );
+        assert_eq!(widen("price", r#"{"price": 1.005}"#), None, "the scale never changes");
+        assert_eq!(
+            widen("price", r#"{"price": 12.50}"#),
+            None,
+            "fits already: not this mismatch"
+        );
+        assert_eq!(widen("price", r#"{"price": 1e40}"#), None, "beyond 38 digits");
+    }
+}

@@ -377,7 +377,7 @@ impl Pipeline {
             if !names.is_empty() {
                 tracing::info!(
                     table, columns = %names.join(", "),
-                    "values outgrew their columns' type; widening them (int → long) with the next commit"
+                    "values outgrew their columns' type; widening them (int → long, decimal precision up) with the next commit"
                 );
                 planned = true;
             }
