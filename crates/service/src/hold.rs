@@ -14,13 +14,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arrow_schema::SchemaRef;
-use calve_contract::{ColumnType, Contract, ResolvedColumn};
+use calve_contract::{ColumnType, Contract, OnBreaking, ResolvedColumn};
 use calve_ingest::{DeadLetter, DeadLetterKind, Inferred, JsonDecoder};
 use calve_table::catalog::schema::{column_type_of, iceberg_type};
-use calve_table::commit::hold::{Action, Decision, Hold, HoldState, Proposed, Rejection, SetHoldState, CONTRACT_EDIT};
-use calve_table::commit::{Committer, ContractDiff, Evolve, SchemaChange, ADDED_FROM_EVENTS};
+use calve_table::commit::hold::{
+    Action, Applied, Decision, Hold, HoldState, Proposed, Rejection, SetHoldState, CONTRACT_EDIT,
+};
+use calve_table::commit::{Committer, ContractDiff, Evolve, SchemaChange, UpdateSchema, ADDED_FROM_EVENTS};
 use calve_table::{Catalog, TableError};
-use iceberg::spec::Type;
+use iceberg::spec::{TableMetadata, Type};
 use iceberg::TableIdent;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -315,6 +317,15 @@ pub(crate) fn announce(table: &str, hold: &Hold) {
     );
 }
 
+/// The hold that keeps `contract`'s table from opening: one on records, undecided, while the
+/// contract still holds breaking records. A hold on a contract edit is judged by opening
+/// instead (the contract may have been restored meanwhile).
+pub(crate) fn waiting_on<'h>(holds: &'h HoldState, contract: &Contract) -> Option<&'h Hold> {
+    let hold = holds.hold.as_ref()?;
+    let holding = contract.schema.on_breaking == OnBreaking::Hold;
+    (holding && hold.kind != CONTRACT_EDIT && holds.decided().is_none()).then_some(hold)
+}
+
 /// Waits until the hold on `ident` is decided (`true`) or shutdown is signalled (`false`).
 pub(crate) async fn wait_for_decision(
     catalog: &Catalog,
@@ -384,20 +395,15 @@ pub async fn decide_hold(
     if action == Action::Approve {
         // An approval the table would refuse (a name that clashes with a partition field)
         // is refused now, not retried by the pipeline forever.
-        let changes = changes_of(table, &hold.proposal)?;
-        Evolve {
-            changes,
-            on_schema_id: meta.current_schema_id(),
-            on_last_column_id: meta.last_column_id(),
-        }
-        .apply_to(&meta)
-        .map_err(|e| {
-            let instead = match hold.kind == CONTRACT_EDIT {
-                true => "restore the contract",
-                false => "reject instead",
-            };
-            refused(format!("the proposal cannot be applied ({e}); {instead}"))
-        })?;
+        Evolve::on(&meta, changes_of(table, &hold.proposal)?)
+            .apply_to(&meta)
+            .map_err(|e| {
+                let instead = match hold.kind == CONTRACT_EDIT {
+                    true => "restore the contract",
+                    false => "reject instead",
+                };
+                refused(format!("the proposal cannot be applied ({e}); {instead}"))
+            })?;
     }
     let decision = Decision {
         hold_id: hold.id.clone(),
@@ -430,6 +436,23 @@ pub(crate) async fn update_unclaimed(
         }
     }
     Err(last.map_or_else(|| ServiceError::Config(format!("{ident}: no attempt made")), Into::into))
+}
+
+/// Makes the approved `changes` and ends the hold `applied` resolves, in one metadata update
+/// by the table's owner: no crash can leave the change without the record of its approval,
+/// or the hold without the change. `rejections` stay in force.
+pub(crate) async fn commit_approved(
+    committer: &Committer,
+    meta: &TableMetadata,
+    state: &HoldState,
+    mut applied: Applied,
+    changes: Vec<SchemaChange>,
+    rejections: &[Rejection],
+) -> Result<(), ServiceError> {
+    applied.schema_id = Evolve::on(meta, changes.clone()).apply_to(meta)?.current_schema_id();
+    let resolve = SetHoldState::resolve(state, applied, rejections);
+    committer.update_metadata(&(UpdateSchema { changes }, resolve)).await?;
+    Ok(())
 }
 
 /// How often an update to a table this process does not own is retried when its owner

@@ -18,14 +18,13 @@ use calve_ingest::{
 };
 use calve_table::commit::hold::{Action, Applied, Hold, Rejection, SetHoldState};
 use calve_table::commit::restore::{add_unknown_fields, Offsets, UNKNOWN_FIELDS_CAP};
-use calve_table::commit::{Evolve, UpdateSchema};
 use tokio::sync::watch;
 
 use crate::buffer::Buffer;
 use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
 use crate::faults::{crash_point, panic_if_poisoned, panic_message, CrashPoint};
-use crate::hold::{announce, changes_of, first_breaches, hold_for, promotion};
+use crate::hold::{announce, changes_of, commit_approved, first_breaches, hold_for, promotion};
 use crate::sink::Sink;
 use crate::stats::TableStats;
 use crate::supervisor::Services;
@@ -153,24 +152,16 @@ impl Pipeline {
             .cloned()
             .collect();
         let meta = sink.metadata();
-        let applied = |schema_id| Applied {
+        // The schema id it leaves the table at (an approval's own is set when it applies).
+        let applied = Applied {
             decision: decision.clone(),
             hold: hold.clone(),
-            schema_id,
+            schema_id: meta.current_schema_id(),
         };
         let changed = match decision.action {
             Action::Approve => {
                 let changes = changes_of(name, &hold.proposal)?;
-                let evolved = Evolve {
-                    changes: changes.clone(),
-                    on_schema_id: meta.current_schema_id(),
-                    on_last_column_id: meta.last_column_id(),
-                }
-                .apply_to(meta)?;
-                let resolve = SetHoldState::resolve(&state, applied(evolved.current_schema_id()), &rejections);
-                sink.committer()
-                    .update_metadata(&(UpdateSchema { changes }, resolve))
-                    .await?;
+                commit_approved(sink.committer(), meta, &state, applied, changes, &rejections).await?;
                 crash_point(CrashPoint::AfterApproval);
                 true
             }
@@ -181,7 +172,7 @@ impl Pipeline {
                     kind: hold.kind.clone(),
                     through: self.source.high_watermarks(&self.partitions, METADATA_TIMEOUT)?,
                 });
-                let resolve = SetHoldState::resolve(&state, applied(meta.current_schema_id()), &rejections);
+                let resolve = SetHoldState::resolve(&state, applied, &rejections);
                 sink.committer().update_metadata(&resolve).await?;
                 self.rejections = rejections;
                 false

@@ -22,7 +22,7 @@ use iceberg::spec::{DataFile, TableMetadata, TableMetadataRef, Type};
 use iceberg::TableIdent;
 
 use crate::error::ServiceError;
-use crate::hold::{announce, contract_hold, update_unclaimed};
+use crate::hold::{announce, commit_approved, contract_hold, update_unclaimed};
 use crate::preflight::contract_diff;
 
 /// The most columns calve adds to a table from events on its own: past them (a producer using
@@ -87,9 +87,7 @@ impl Sink {
         let schema = state.metadata.current_schema();
         let added = contract.map_or_else(Vec::new, |c| columns_not_in(schema, c.columns()));
         let declared = contract.map_or_else(Vec::new, |c| {
-            let mut columns = effective_columns(schema, c.columns(), &holds.approved_optional());
-            columns.truncate(c.columns().len());
-            columns
+            effective_columns(schema, c.columns(), &holds.approved_optional())
         });
         Ok(Sink {
             catalog: catalog.clone(),
@@ -236,11 +234,9 @@ impl Sink {
 
     /// The schema changes planned for the next commit so far, to add to.
     fn take_plan(&mut self) -> Evolve {
-        self.pending.take().unwrap_or(Evolve {
-            changes: Vec::new(),
-            on_schema_id: self.meta.current_schema_id(),
-            on_last_column_id: self.meta.last_column_id(),
-        })
+        self.pending
+            .take()
+            .unwrap_or_else(|| Evolve::on(&self.meta, Vec::new()))
     }
 
     /// Keeps `evolve` as the plan for the next commit; files are written as `planned` (the
@@ -412,7 +408,7 @@ async fn contract_changes(
         let applied = Applied {
             decision: decision.clone(),
             hold: held.clone(),
-            schema_id: 0,
+            schema_id: 0, // set when it applies (`commit_approved`)
         };
         return Ok(ContractChanges {
             changes,
@@ -444,17 +440,9 @@ async fn apply_contract_changes(
         stale,
     } = found;
     match approved {
-        Some((state, mut applied)) => {
-            applied.schema_id = Evolve {
-                changes: changes.clone(),
-                on_schema_id: meta.current_schema_id(),
-                on_last_column_id: meta.last_column_id(),
-            }
-            .apply_to(meta)?
-            .current_schema_id();
+        Some((state, applied)) => {
             tracing::info!(table = %ident, ?changes, by = %applied.decision.by, "applying the approved contract edit");
-            let resolve = SetHoldState::resolve(&state, applied, &state.rejections);
-            committer.update_metadata(&(UpdateSchema { changes }, resolve)).await?;
+            commit_approved(committer, meta, &state, applied, changes, &state.rejections).await?;
         }
         None if !changes.is_empty() => {
             tracing::info!(table = %ident, ?changes, "the contract adds to the table's schema; applying");

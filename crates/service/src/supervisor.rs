@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calve_contract::{Contract, OnBreaking};
+use calve_contract::Contract;
 use calve_ingest::KafkaConfig;
 use calve_retry::{Classify, RetryClass};
-use calve_table::commit::hold::CONTRACT_EDIT;
 use calve_table::keyed::index::IndexSettings;
 use calve_table::Catalog;
 use tokio::sync::watch;
@@ -19,7 +18,7 @@ use crate::config::{MaintenanceConfig, RunConfig};
 use crate::definition::table_definition;
 use crate::error::ServiceError;
 use crate::faults::panic_message;
-use crate::hold::wait_for_decision;
+use crate::hold::{announce, schema_holds, wait_for_decision, waiting_on};
 use crate::maintenance::maintain_supervised;
 use crate::pipeline::{Ended, Pipeline, StopWhen};
 use crate::stats::TableStats;
@@ -186,13 +185,9 @@ async fn attempt(
 ) -> Result<Ended, ServiceError> {
     let (contract, services, shutdown, stats) = (contract.clone(), services.clone(), shutdown.clone(), stats.clone());
     let task = tokio::spawn(async move {
-        let holds = crate::hold::schema_holds(&services.catalog, &contract).await?;
-        // A hold on records waits here; one on a contract edit is judged again by opening
-        // (the contract may have been restored or approved meanwhile).
-        let holding = contract.schema.on_breaking == OnBreaking::Hold;
-        let on_records = holds.hold.as_ref().is_some_and(|h| h.kind != CONTRACT_EDIT);
-        if let (Some(hold), None, true) = (&holds.hold, holds.decided(), holding && on_records) {
-            crate::hold::announce(&contract.table.name, hold);
+        let holds = schema_holds(&services.catalog, &contract).await?;
+        if let Some(hold) = waiting_on(&holds, &contract) {
+            announce(&contract.table.name, hold);
             return Ok(Ended::Held(hold.id.clone()));
         }
         loop {

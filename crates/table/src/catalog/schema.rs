@@ -112,11 +112,12 @@ pub fn column_type_of(ty: &Type) -> Option<ColumnType> {
     })
 }
 
-/// The columns rows of `table` are decoded with: the contract's, with the table's type where
-/// the table's is looser (a widening, nested fields added from events or by an approval), not required where `optional` (an approved
-/// change) names them, followed by the table's columns the contract does not list.
+/// The contract's columns as rows of `table` are decoded with: the table's type where the
+/// table's is looser (a widening, nested fields added from events or by an approval), not
+/// required where `optional` (an approved change) names them. The table's columns the
+/// contract does not list are [`columns_not_in`].
 pub fn effective_columns(table: &Schema, contract: &[ResolvedColumn], optional: &[String]) -> Vec<ResolvedColumn> {
-    let mut columns: Vec<ResolvedColumn> = contract
+    contract
         .iter()
         .map(|c| {
             let mut c = c.clone();
@@ -128,9 +129,7 @@ pub fn effective_columns(table: &Schema, contract: &[ResolvedColumn], optional: 
             c.required &= !optional.contains(&c.name);
             c
         })
-        .collect();
-    columns.extend(columns_not_in(table, contract));
-    columns
+        .collect()
 }
 
 /// How many fields calve added from events inside the table's struct columns (counted

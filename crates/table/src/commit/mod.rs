@@ -210,6 +210,15 @@ pub struct Evolve {
 }
 
 impl Evolve {
+    /// `changes` planned against `base` as it is now.
+    pub fn on(base: &TableMetadata, changes: Vec<SchemaChange>) -> Self {
+        Evolve {
+            changes,
+            on_schema_id: base.current_schema_id(),
+            on_last_column_id: base.last_column_id(),
+        }
+    }
+
     /// The metadata `base` becomes with the changes applied (to plan the files against).
     pub fn apply_to(&self, base: &TableMetadata) -> Result<TableMetadata> {
         let update = UpdateSchema {
