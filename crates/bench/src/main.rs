@@ -21,8 +21,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-const EVENTS: u64 = 200_000;
-const PARTITIONS: i32 = 4;
+pub(crate) const EVENTS: u64 = 200_000;
+pub(crate) const PARTITIONS: i32 = 4;
 
 fn cpu_seconds() -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -31,6 +31,7 @@ fn cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
+mod avro;
 mod commits;
 mod compaction;
 mod day;
@@ -39,6 +40,7 @@ mod upserts;
 fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         None | Some("ingest") => ingest(),
+        Some("avro") => avro::avro(),
         Some("commits") => {
             // Optional marks, e.g. `commits 10,1000`; default 10, 1,000 and 10,000 snapshots.
             let marks: Vec<usize> = match std::env::args().nth(2) {
@@ -55,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             let keys = std::env::args().nth(2).map(|k| k.parse()).transpose()?.unwrap_or(10_000_000);
             upserts::index(keys)
         }
-        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `commits`, `upserts`, `index [keys]`, `compaction [rows]` or `day [commits]`"),
+        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `avro`, `commits`, `upserts`, `index [keys]`, `compaction [rows]` or `day [commits]`"),
     }
 }
 
@@ -139,6 +141,17 @@ pub struct Run {
 
 /// Runs calve on `contract_text` (saved as `<name>.toml` in `dir`, catalog and warehouse too).
 pub fn run_in_process(dir: &std::path::Path, bootstrap: &str, contract_text: &str, name: &str) -> anyhow::Result<Run> {
+    run_in_process_with(dir, bootstrap, contract_text, name, "")
+}
+
+/// Like [`run_in_process`], with `extra` appended to `calve.toml` (a `[registry]`, say).
+pub fn run_in_process_with(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    contract_text: &str,
+    name: &str,
+    extra: &str,
+) -> anyhow::Result<Run> {
     std::fs::write(dir.join(format!("{name}.toml")), contract_text)?;
     let d = dir.display();
     let config = dir.join(format!("{name}-calve.toml"));
@@ -146,7 +159,7 @@ pub fn run_in_process(dir: &std::path::Path, bootstrap: &str, contract_text: &st
         &config,
         // No background maintenance: these runs measure ingestion alone, and the tables they
         // leave must be as ingestion wrote them (the upserts bench reads them un-compacted).
-        format!("contracts = [\"{name}.toml\"]\n\n[catalog]\nuri = \"sqlite:{d}/catalog.db\"\nwarehouse = \"{d}/warehouse\"\n\n[kafka]\nbrokers = \"{bootstrap}\"\n\n[maintenance]\nenabled = false\n"),
+        format!("contracts = [\"{name}.toml\"]\n\n[catalog]\nuri = \"sqlite:{d}/catalog.db\"\nwarehouse = \"{d}/warehouse\"\n\n[kafka]\nbrokers = \"{bootstrap}\"\n\n[maintenance]\nenabled = false\n{extra}"),
     )?;
     let cfg = RunConfig::load(&config)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -157,7 +170,7 @@ pub fn run_in_process(dir: &std::path::Path, bootstrap: &str, contract_text: &st
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
         let (outcomes, _) = run_tables(
             contracts.clone(),
-            Services::new(&cfg, catalog.clone()),
+            Services::new(&cfg, catalog.clone())?,
             rx,
             StopWhen::CaughtUp,
         )
@@ -179,11 +192,10 @@ pub fn run_in_process(dir: &std::path::Path, bootstrap: &str, contract_text: &st
     })
 }
 
-/// Single-core, in-memory: decode the same values and write Parquet with the table's settings.
-fn ceiling(values: &[String]) -> anyhow::Result<Ceilings> {
+/// The Arrow schema calve gives `contract`'s table (field ids and all).
+fn table_schema(contract: &calve_contract::Contract) -> anyhow::Result<arrow_schema::SchemaRef> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let contract = calve_contract::Contract::parse(include_str!("../../../examples/contracts/orders.toml"), "orders")?;
-    let schema = rt.block_on(async {
+    rt.block_on(async {
         let dir = tempfile::tempdir()?;
         let d = dir.path().display();
         let catalog = Catalog::open(&calve_table::CatalogConfig {
@@ -192,10 +204,16 @@ fn ceiling(values: &[String]) -> anyhow::Result<Ceilings> {
         })
         .await?;
         let st = catalog
-            .ensure_table(&calve_service::table_definition(&contract)?)
+            .ensure_table(&calve_service::table_definition(contract)?)
             .await?;
         anyhow::Ok(calve_table::write::data::arrow_schema(&st.metadata)?)
-    })?;
+    })
+}
+
+/// Single-core, in-memory: decode the same values and write Parquet with the table's settings.
+fn ceiling(values: &[String]) -> anyhow::Result<Ceilings> {
+    let contract = calve_contract::Contract::parse(include_str!("../../../examples/contracts/orders.toml"), "orders")?;
+    let schema = table_schema(&contract)?;
     let calve_decoder = calve_ingest::JsonDecoder::new(schema.clone(), contract.columns())?;
     // Best of five: one pass is ~0.1 CPU-second, short enough for scheduler noise to matter.
     let best = |decode: Decoder<'_>| -> anyhow::Result<(f64, usize)> {

@@ -62,7 +62,7 @@ pub async fn run(dir: Option<PathBuf>, events: usize) -> anyhow::Result<ExitCode
     println!("running calve until the topic is fully committed (freshness band 2s) ...");
     let (outcomes, _) = run_tables(
         contracts.clone(),
-        Services::new(&cfg, catalog.clone()),
+        Services::new(&cfg, catalog.clone())?,
         rx,
         StopWhen::CaughtUp,
     )

@@ -27,7 +27,7 @@ pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCod
     } else {
         StopWhen::Shutdown
     };
-    let (outcomes, _) = run_tables(contracts, Services::new(&cfg, catalog), rx, stop).await;
+    let (outcomes, _) = run_tables(contracts, Services::new(&cfg, catalog)?, rx, stop).await;
     let mut failed = false;
     for (table, r) in outcomes {
         if let Err(e) = r {

@@ -30,6 +30,9 @@ pub enum Format {
     /// and `u` write the `after` image, `d` deletes the `before` image's key per
     /// `[deletes] tombstone`. Needs `[keys]`.
     DebeziumJson,
+    /// Avro in the Confluent wire format (magic byte 0, schema id, body), each record read
+    /// with its own writer schema from the registry in `calve.toml`'s `[registry]`.
+    Avro,
 }
 
 /// `[schema]`: the columns and who may change them.

@@ -446,7 +446,7 @@ fn check_policies(c: &Contract, p: &mut Problems) {
         );
     } else if c.deletes.tombstone == TombstonePolicy::DeleteRow
         && !c.keys.from_kafka_key
-        && c.table.format == Format::Json
+        && c.table.format != Format::DebeziumJson
     {
         p.push(
             "deletes.tombstone",

@@ -31,6 +31,11 @@ pub enum DeadLetterKind {
     BadKey,
     /// A field the contract does not declare, in a table whose evolution is `frozen`.
     UndeclaredField,
+    /// The value is not Avro in the Confluent wire format, or its body does not decode with
+    /// its writer schema.
+    MalformedAvro,
+    /// The value's schema id is not in the registry, or names a schema calve cannot read.
+    UnknownSchema,
     /// Routing this record panicked (a bug calve isolates: the record is set aside so the
     /// table goes on, and the message says what panicked).
     Panicked,
@@ -57,6 +62,8 @@ impl DeadLetterKind {
             DeadLetterKind::BadKey => "bad-key",
             DeadLetterKind::UndeclaredField => "undeclared-field",
             DeadLetterKind::Panicked => "panic",
+            DeadLetterKind::MalformedAvro => "malformed-avro",
+            DeadLetterKind::UnknownSchema => "unknown-schema",
         }
     }
 }
@@ -74,6 +81,9 @@ pub struct DeadLetter {
     pub path: String,
     /// When calve received it, microseconds since the epoch.
     pub received_at_us: i64,
+    /// The Iceberg type of the record's value at `path`, when the decoder knows it without
+    /// reading the value again (Avro: the writer schema's type): what a widening would need.
+    pub shows: Option<calve_contract::ColumnType>,
 }
 
 /// Builds a batch of the dead-letter table's `schema`, filling each of

@@ -132,6 +132,7 @@ fn bad_key(index: usize, reason: String) -> Rejected {
         kind: DeadLetterKind::BadKey,
         path: String::new(),
         reason,
+        shows: None,
     }
 }
 

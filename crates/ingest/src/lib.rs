@@ -11,11 +11,12 @@ mod error;
 mod key;
 mod late;
 mod record;
+pub mod registry;
 mod route;
 mod source;
 
 pub use dead_letter::{dead_letters_to_batch, DeadLetter, DeadLetterKind};
-pub use decode::{Decoded, Inferred, JsonDecoder, Rejected};
+pub use decode::{AvroDecoder, Decoded, Inferred, JsonDecoder, Rejected};
 pub use error::IngestError;
 pub use key::{key_candidates, KeyDecoder};
 pub use late::split_late;

@@ -12,11 +12,12 @@ use calve_contract::{Contract, Evolution, Format, LatePolicy, ResolvedColumn, To
 
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::debezium::{self, Change};
-use crate::decode::{Inferred, JsonDecoder};
+use crate::decode::{AvroDecoder, Decoded, Inferred, JsonDecoder};
 use crate::error::IngestError;
 use crate::key::KeyDecoder;
 use crate::late::split_late;
 use crate::record::KafkaRecord;
+use crate::registry::Fetched;
 
 /// Where a poll's records went.
 #[derive(Debug, Default)]
@@ -80,10 +81,26 @@ fn concat_all(batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>, ArrowErr
     }
 }
 
+/// How a contract's values are encoded.
+#[derive(Debug, Clone)]
+enum Values {
+    Json(JsonDecoder),
+    Avro(AvroDecoder),
+}
+
+impl Values {
+    fn decode(&self, values: &[&[u8]]) -> Result<Decoded, ArrowError> {
+        match self {
+            Values::Json(d) => d.decode(values),
+            Values::Avro(d) => d.decode(values),
+        }
+    }
+}
+
 /// Applies one contract's record rules.
 #[derive(Debug, Clone)]
 pub struct Router {
-    decoder: JsonDecoder,
+    decoder: Values,
     keys: Option<KeyDecoder>,
     tombstone: TombstonePolicy,
     /// Values are Debezium change events.
@@ -110,16 +127,58 @@ impl Router {
             TombstonePolicy::DeleteRow => Some(KeyDecoder::new(&schema, &contract.keys.columns, columns)?),
             _ => None,
         };
+        let decoder = match contract.table.format {
+            Format::Avro => Values::Avro(
+                AvroDecoder::new(schema, columns)?
+                    .with_renames(&contract.renames())
+                    .inferring(evolve)
+                    .refusing_undeclared(frozen),
+            ),
+            Format::Json | Format::DebeziumJson => Values::Json(
+                JsonDecoder::new(schema, columns)?
+                    .inferring(evolve)
+                    .refusing_undeclared(frozen),
+            ),
+        };
         Ok(Router {
-            decoder: JsonDecoder::new(schema, columns)?
-                .inferring(evolve)
-                .refusing_undeclared(frozen),
+            decoder,
             keys,
             tombstone: contract.deletes.tombstone,
             debezium: contract.table.format == Format::DebeziumJson,
             key_in_kafka_key: contract.keys.from_kafka_key,
             late,
         })
+    }
+
+    /// The writer schema ids `records` carry that must be looked up in the registry before
+    /// they are routed (none unless the format is a registry one).
+    pub fn schemas_needed(&self, records: &[KafkaRecord]) -> Vec<u32> {
+        match &self.decoder {
+            Values::Avro(d) => {
+                let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value.as_deref()).collect();
+                d.missing(&values)
+            }
+            Values::Json(_) => Vec::new(),
+        }
+    }
+
+    /// Takes the registry's answer for schema `id`.
+    pub fn learn_schema(&mut self, id: u32, fetched: &Fetched) {
+        if let Values::Avro(d) = &mut self.decoder {
+            d.learn(id, fetched);
+        }
+    }
+
+    /// Takes over the writer schemas `old` (the router before a schema change) learnt.
+    pub fn learn_schemas_of(&mut self, old: &Router) {
+        if let (Values::Avro(new), Values::Avro(old)) = (&mut self.decoder, &old.decoder) {
+            new.learn_from(old);
+        }
+    }
+
+    /// Whether values are read with writer schemas from a registry.
+    pub fn uses_registry(&self) -> bool {
+        matches!(self.decoder, Values::Avro(_))
     }
 
     /// Routes `records`, judging lateness against `now_us` (microseconds since the epoch).
@@ -162,8 +221,9 @@ impl Router {
         out.unknown_fields = std::mem::take(&mut decoded.unknown_fields);
         out.inferred = std::mem::take(&mut decoded.inferred);
         for r in decoded.rejected {
-            out.dead
-                .push(dead(&records[origin[r.index]], r.kind, r.path, r.reason, now_us));
+            let mut d = dead(&records[origin[r.index]], r.kind, r.path, r.reason, now_us);
+            d.shows = r.shows;
+            out.dead.push(d);
         }
         let Some(batch) = decoded.batch else { return Ok(out) };
         let mut row_origin: Vec<usize> = decoded.kept.iter().map(|k| origin[*k]).collect();
@@ -246,5 +306,6 @@ fn dead(r: &KafkaRecord, kind: DeadLetterKind, path: String, error: String, now_
         error,
         path,
         received_at_us: now_us,
+        shows: None,
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use calve_contract::Format;
 use calve_contract::{ByteSize, Contract, HumanDuration};
+use calve_ingest::registry::RegistryConfig;
 use calve_ingest::KafkaConfig;
 use calve_table::keyed::index::IndexSettings;
 use calve_table::CatalogConfig;
@@ -27,6 +29,10 @@ pub struct RunConfig {
     /// Memory and spill space of keyed tables' key indexes.
     #[serde(default)]
     pub key_index: KeyIndexConfig,
+    /// The schema registry writer schemas come from (needed by contracts whose format is
+    /// `avro`).
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
 }
 
 /// `[key_index]` in `calve.toml`: how much memory each keyed table's index may hold before it
@@ -124,6 +130,15 @@ impl RunConfig {
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(ServiceError::Config(format!("two contracts define table {}", w[0])));
+        }
+        if let Some(c) = ok
+            .iter()
+            .find(|c| c.table.format == Format::Avro && self.registry.is_none())
+        {
+            return Err(ServiceError::Config(format!(
+                "table {} reads avro, and calve.toml has no [registry] to take writer schemas from",
+                c.table.name
+            )));
         }
         Ok(ok)
     }

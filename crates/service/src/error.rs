@@ -1,6 +1,7 @@
 //! Service errors, classified so the supervisor knows whether to restart a table's pipeline.
 
 use calve_contract::ContractError;
+use calve_ingest::registry::RegistryError;
 use calve_ingest::IngestError;
 use calve_retry::{Classify, RetryClass};
 use calve_table::TableError;
@@ -26,6 +27,9 @@ pub enum ServiceError {
     /// Kafka / decode side.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The schema registry.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// The table is held for its approver (`on_breaking = "hold"`) and the run was asked to
     /// end rather than wait (`--until-caught-up`).
     #[error("{table}: held at {hold}, waiting for `calve schema approve|reject`")]
@@ -50,6 +54,7 @@ impl Classify for ServiceError {
         match self {
             ServiceError::Table(e) => e.class(),
             ServiceError::Ingest(e) => e.class(),
+            ServiceError::Registry(e) => e.class(),
             ServiceError::Io(_) | ServiceError::Panicked(_) => RetryClass::Temporary,
             _ => RetryClass::Permanent,
         }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arrow_schema::SchemaRef;
-use calve_contract::{ColumnType, Contract, OnBreaking, ResolvedColumn};
+use calve_contract::{ColumnType, Contract, Format, OnBreaking, ResolvedColumn};
 use calve_ingest::{DeadLetter, DeadLetterKind, Inferred, JsonDecoder};
 use calve_table::catalog::schema::{column_type_of, iceberg_type};
 use calve_table::commit::hold::{
@@ -55,7 +55,14 @@ pub(crate) fn first_breaches<'d>(dead: &'d [DeadLetter], rejections: &[Rejection
 /// What the table is held for: breach `d`, with the change that would admit it.
 pub(crate) fn hold_for(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[ResolvedColumn]) -> Hold {
     let value = d.record.value.as_deref().unwrap_or_default();
-    let mut sample = String::from_utf8_lossy(value).into_owned();
+    let mut sample = match (contract.table.format, value) {
+        (Format::Avro, [0, a, b, c, d, ..]) => format!(
+            "an Avro record of writer schema id {}, {} bytes",
+            u32::from_be_bytes([*a, *b, *c, *d]),
+            value.len()
+        ),
+        _ => String::from_utf8_lossy(value).into_owned(),
+    };
     if sample.len() > SAMPLE_BYTES {
         let cut = (0..=SAMPLE_BYTES)
             .rev()
@@ -101,6 +108,10 @@ fn propose(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[R
             }],
             None => Vec::new(),
         },
+        DeadLetterKind::UndeclaredField if d.shows.is_some() => vec![Proposed::AddColumn {
+            name,
+            ty: d.shows.as_ref().map(ToString::to_string).unwrap_or_default(),
+        }],
         DeadLetterKind::UndeclaredField => {
             // The type the value shows, as `evolution = "additive"` would infer it.
             let Ok(decoder) = JsonDecoder::new(schema.clone(), columns) else {
@@ -138,6 +149,9 @@ pub(crate) fn promotion(d: &DeadLetter, columns: &[ResolvedColumn], keys: &[Stri
         return None;
     }
     let column = columns.iter().find(|c| c.name == d.path)?;
+    if let Some(shows) = &d.shows {
+        return widening(&column.ty, shows).map(|to| (d.path.clone(), to));
+    }
     let value: Value = serde_json::from_slice(d.record.value.as_deref()?).ok()?;
     match (&column.ty, value.get(&d.path)?) {
         (ColumnType::Int, Value::Number(n)) if n.as_i64().is_some() => Some((d.path.clone(), ColumnType::Long)),
@@ -155,6 +169,29 @@ pub(crate) fn promotion(d: &DeadLetter, columns: &[ResolvedColumn], keys: &[Stri
                     scale: *scale,
                 };
                 (d.path.clone(), widened)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The promotion that lets a column of type `ty` hold values of type `shows` (a writer
+/// schema's type), if Iceberg has one.
+fn widening(ty: &ColumnType, shows: &ColumnType) -> Option<ColumnType> {
+    match (ty, shows) {
+        (ColumnType::Int, ColumnType::Long) => Some(ColumnType::Long),
+        (ColumnType::Float, ColumnType::Double) => Some(ColumnType::Double),
+        (
+            ColumnType::Decimal { precision, scale },
+            ColumnType::Decimal {
+                precision: needed,
+                scale: s,
+            },
+        ) if s == scale && needed > precision => {
+            let to = [9, 18, 38].into_iter().find(|p| p >= needed)?;
+            Some(ColumnType::Decimal {
+                precision: to,
+                scale: *scale,
             })
         }
         _ => None,
@@ -479,6 +516,7 @@ mod tests {
             error: String::new(),
             path: path.into(),
             received_at_us: 0,
+            shows: None,
         }
     }
 

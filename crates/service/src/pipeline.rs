@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calve_contract::{ColumnType, Contract, Evolution, OnBreaking};
+use calve_ingest::registry::{Fetched, Registry};
 use calve_ingest::{
     dead_letters_to_batch, DeadLetter, DeadLetterKind, Inferred, IngestError, KafkaRecord, KafkaSource, Routed, Router,
 };
+use calve_retry::Classify;
 use calve_table::commit::hold::{Action, Applied, Hold, Rejection, SetHoldState};
 use calve_table::commit::restore::{add_unknown_fields, Offsets, UNKNOWN_FIELDS_CAP};
 use tokio::sync::watch;
@@ -37,6 +39,12 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the topic's partition count is re-read, so added partitions are consumed too.
 const PARTITION_REFRESH: Duration = Duration::from_secs(30);
+/// Longest pause between two asks of a registry that cannot answer.
+const REGISTRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How many times the registry must say it lacks a schema id before calve believes it.
+const UNKNOWN_CONFIRMATIONS: u32 = 3;
+/// How long a registry may fail before each further failure is logged as an error.
+const REGISTRY_LOUD_AFTER: Duration = Duration::from_secs(30);
 
 /// How a pipeline run should end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,6 +83,8 @@ pub struct Pipeline {
     rejections: Vec<Rejection>,
     /// Set when a poll met a breach under `on_breaking = "hold"`: the poll was cut there.
     held: Option<Hold>,
+    /// Where writer schemas come from (formats that need one).
+    registry: Option<Arc<Registry>>,
 }
 
 impl Pipeline {
@@ -97,6 +107,12 @@ impl Pipeline {
         let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();
         tracing::info!(table = %contract.table.name, %topic, ?start, "resuming from the table's restore point");
         let router = Router::new(&contract, main.sink().schema().clone(), &main.sink().columns())?;
+        if router.uses_registry() && services.registry.is_none() {
+            return Err(ServiceError::Config(format!(
+                "table {} reads avro, and calve.toml has no [registry] to take writer schemas from",
+                contract.table.name
+            )));
+        }
         let rejections = main.sink().holds().rejections.clone();
         Ok(Pipeline {
             contract,
@@ -111,6 +127,7 @@ impl Pipeline {
             partitions_checked: Instant::now(),
             rejections,
             held: None,
+            registry: services.registry.clone(),
         })
     }
 
@@ -208,6 +225,9 @@ impl Pipeline {
                 None => break,
                 Some(records) => {
                     let records = records?;
+                    if !self.learn_schemas(&records, &mut shutdown).await? {
+                        break;
+                    }
                     let idle = records.is_empty();
                     self.ingest(records)?;
                     if let Some(hold) = self.held.take() {
@@ -288,7 +308,9 @@ impl Pipeline {
         if self.evolve_for(&routed)? {
             // This poll is routed again so its rows have the new columns and types.
             let schema = self.main.sink().schema().clone();
-            self.router = Router::new(&self.contract, schema, &self.main.sink().columns())?;
+            let mut router = Router::new(&self.contract, schema, &self.main.sink().columns())?;
+            router.learn_schemas_of(&self.router);
+            self.router = router;
             routed = self.route(&records, now_us)?;
         }
         self.cut_at_breach(&mut records, &mut routed, now_us)?;
@@ -416,6 +438,109 @@ impl Pipeline {
             panic_if_poisoned(records);
             self.router.route(records, now_us)
         }))
+    }
+
+    /// Looks up the writer schemas `records` carry that the router has not learnt. A registry
+    /// that cannot answer is an infrastructure problem, never the records': what is buffered
+    /// is committed, then the table waits (the records stay unrouted, so a restart reads them
+    /// again), asking again with backoff and logging louder the longer it lasts. `false` when
+    /// shutdown came while waiting.
+    async fn learn_schemas(
+        &mut self,
+        records: &[KafkaRecord],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, ServiceError> {
+        let ids = self.router.schemas_needed(records);
+        let Some(registry) = self.registry.clone().filter(|_| !ids.is_empty()) else {
+            return Ok(true);
+        };
+        for id in ids {
+            let Some(fetched) = self.ask_registry(&registry, id, shutdown).await? else {
+                return Ok(false);
+            };
+            let table = &self.contract.table.name;
+            match &fetched {
+                // A schema calve cannot resolve is calve's limit, not the records' fault: the
+                // table stops, loudly, rather than dead-letter a topic of good records.
+                Fetched::Found(w) if !w.references.is_empty() => {
+                    return Err(ServiceError::Unsupported {
+                        table: table.clone(),
+                        what: format!(
+                            "Avro schema id {id} references other schemas ({})",
+                            w.references.join(", ")
+                        ),
+                    })
+                }
+                Fetched::Found(_) => tracing::info!(table, schema_id = id, "learnt a writer schema"),
+                Fetched::Unknown(reason) => {
+                    tracing::warn!(table, schema_id = id, %reason, "records carry a schema id calve cannot read; they go to the dead-letter table")
+                }
+            }
+            self.router.learn_schema(id, &fetched);
+        }
+        Ok(true)
+    }
+
+    /// Asks the registry for schema `id` until it answers (`None`: shutdown came first). An id
+    /// the registry says it lacks is asked about again a few times, a second apart, before it
+    /// is believed: a replica may not have the schema a producer registered a moment ago.
+    async fn ask_registry(
+        &mut self,
+        registry: &Registry,
+        id: u32,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Fetched>, ServiceError> {
+        let table = self.contract.table.name.clone();
+        let (mut failing, mut unknown): (Option<(Instant, Duration)>, u32) = (None, 0);
+        loop {
+            let answer = tokio::select! {
+                _ = shutdown.changed() => return Ok(None),
+                answer = registry.schema(id) => answer,
+            };
+            let pause = match answer {
+                Ok(Fetched::Unknown(_)) if unknown + 1 < UNKNOWN_CONFIRMATIONS => {
+                    unknown += 1;
+                    Duration::from_secs(1)
+                }
+                Ok(fetched) => {
+                    if let Some((since, _)) = failing {
+                        let waited_ms = since.elapsed().as_millis() as u64;
+                        tracing::info!(
+                            table,
+                            schema_id = id,
+                            waited_ms,
+                            "the schema registry answers again; resuming"
+                        );
+                    }
+                    return Ok(Some(fetched));
+                }
+                Err(e) if !e.is_temporary() => return Err(e.into()),
+                Err(err) => {
+                    let (since, pause) = match failing {
+                        None => {
+                            tracing::warn!(table, schema_id = id, error = %err, "the schema registry cannot answer; the table waits for it (no record is dead-lettered for it)");
+                            self.flush().await?;
+                            (Instant::now(), Duration::from_millis(250))
+                        }
+                        Some((since, pause)) => {
+                            if since.elapsed() >= REGISTRY_LOUD_AFTER {
+                                tracing::error!(
+                                    table, schema_id = id, error = %err, waited_s = since.elapsed().as_secs(),
+                                    "the schema registry still cannot answer; the table is stalled until it does"
+                                );
+                            }
+                            (since, (pause * 2).min(REGISTRY_BACKOFF_MAX))
+                        }
+                    };
+                    failing = Some((since, pause));
+                    pause
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(None),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
     }
 
     /// Commits what is buffered: dead letters first, then rows, both with the same restore point.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
+use calve_ingest::registry::Registry;
 use calve_ingest::KafkaConfig;
 use calve_retry::{Classify, RetryClass};
 use calve_table::keyed::index::IndexSettings;
@@ -45,18 +46,22 @@ pub struct Services {
     pub maintenance: MaintenanceConfig,
     /// Keyed tables' index memory and spill space.
     pub key_index: IndexSettings,
+    /// The schema registry, with its cache of writer schemas (one for all tables).
+    pub registry: Option<Arc<Registry>>,
 }
 
 impl Services {
     /// The services `cfg` describes, on an opened `catalog`.
-    pub fn new(cfg: &RunConfig, catalog: Catalog) -> Self {
-        Services {
+    /// Fails when the registry's credentials cannot be read.
+    pub fn new(cfg: &RunConfig, catalog: Catalog) -> Result<Self, ServiceError> {
+        Ok(Services {
             catalog,
             kafka: cfg.kafka.clone(),
             warehouse: cfg.catalog.warehouse.clone(),
             maintenance: cfg.maintenance.clone(),
             key_index: cfg.key_index.settings(),
-        }
+            registry: cfg.registry.as_ref().map(Registry::new).transpose()?.map(Arc::new),
+        })
     }
 }
 

@@ -33,6 +33,18 @@ pub type Message = (String, Option<String>, Option<i32>);
 
 /// Produces `messages` in order and waits until all are acknowledged.
 pub fn produce(bootstrap: &str, topic: &str, messages: &[Message]) {
+    let raw: Vec<RawMessage> = messages
+        .iter()
+        .map(|(k, v, p)| (k.clone(), v.clone().map(String::into_bytes), *p))
+        .collect();
+    produce_bytes(bootstrap, topic, &raw);
+}
+
+/// A message whose value is bytes (Avro, say): key, value (None = tombstone), partition.
+pub type RawMessage = (String, Option<Vec<u8>>, Option<i32>);
+
+/// Produces `messages` in order and waits until all are acknowledged.
+pub fn produce_bytes(bootstrap: &str, topic: &str, messages: &[RawMessage]) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -40,7 +52,7 @@ pub fn produce(bootstrap: &str, topic: &str, messages: &[Message]) {
         .create()
         .unwrap();
     for (k, v, part) in messages {
-        let mut rec: BaseRecord<'_, String, String> = BaseRecord::to(topic).key(k);
+        let mut rec: BaseRecord<'_, String, Vec<u8>> = BaseRecord::to(topic).key(k);
         if let Some(v) = v {
             rec = rec.payload(v);
         }

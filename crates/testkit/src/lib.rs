@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod ports;
 pub mod postgres;
 pub mod python;
+pub mod registry;
 pub mod rest_catalog;
 pub mod workload;
 

@@ -42,6 +42,10 @@ fn merge_types(a: ColumnType, b: ColumnType) -> Option<ColumnType> {
     Some(match (a, b) {
         (a, b) if a == b => a,
         (ColumnType::Long, ColumnType::Double) | (ColumnType::Double, ColumnType::Long) => ColumnType::Double,
+        // Avro writers of one field at int and at long (or float and double) agree on the
+        // wider type, as the promotion rules say.
+        (ColumnType::Int, ColumnType::Long) | (ColumnType::Long, ColumnType::Int) => ColumnType::Long,
+        (ColumnType::Float, ColumnType::Double) | (ColumnType::Double, ColumnType::Float) => ColumnType::Double,
         (ColumnType::List(a), ColumnType::List(b)) => ColumnType::List(Box::new(Element {
             ty: merge_types(a.ty, b.ty)?,
             required: false,

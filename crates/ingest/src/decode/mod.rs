@@ -10,6 +10,7 @@
 //! differently; epoch numbers need the column's declared unit); the Arrow schema says how
 //! the table stores them, field ids included.
 
+mod avro;
 mod columns;
 mod infer;
 mod json;
@@ -23,6 +24,7 @@ use calve_contract::{ColumnType, ResolvedColumn};
 use serde::de::DeserializeSeed;
 
 use crate::dead_letter::DeadLetterKind;
+pub use avro::AvroDecoder;
 use columns::{Column, Hints};
 pub use infer::Inferred;
 use json::{Ctx, ValueSeed};
@@ -57,6 +59,10 @@ pub struct Rejected {
     pub path: String,
     /// Why, in words (starting with the path).
     pub reason: String,
+    /// The Iceberg type the value has at `path`, when the decoder knows it ([`DeadLetter::shows`]).
+    ///
+    /// [`DeadLetter::shows`]: crate::DeadLetter::shows
+    pub shows: Option<ColumnType>,
 }
 
 /// Decodes JSON objects into batches of one Arrow schema.
@@ -162,6 +168,7 @@ impl JsonDecoder {
                     kind,
                     path,
                     reason,
+                    shows: None,
                 }),
             }
         }

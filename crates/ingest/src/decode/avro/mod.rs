@@ -1,0 +1,468 @@
+//! Avro values in the Confluent wire format (magic byte `0`, a 4-byte big-endian schema id,
+//! the Avro body) → Arrow rows of the table's schema, decoded by arrow-avro straight into
+//! Arrow, batch-wise, with each record's own writer schema.
+//!
+//! Writer schemas come from the registry by id, ahead of decoding ([`AvroDecoder::missing`]
+//! says which ids a poll needs, [`AvroDecoder::learn`] takes the registry's answer), so
+//! decoding itself never waits on the network. Each writer schema is fitted to the table once
+//! ([`plan`]): records of a schema that breaks the table are set aside by schema, without
+//! being decoded. The rest are decoded a run of same-schema records at a time and their rows
+//! conformed to the table ([`conform`]).
+//!
+//! A record whose body does not decode (cut short, corrupt, longer than its schema says) goes
+//! to the dead-letter table alone: arrow-avro's decoder cannot take back half a row, so on a
+//! failure the decoder is rebuilt and the good records before the bad one are decoded again,
+//! at most once each.
+
+mod conform;
+mod plan;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_avro::reader::{Decoder, ReaderBuilder};
+use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
+use arrow_schema::{ArrowError, Field, SchemaRef};
+use arrow_select::concat::concat_batches;
+use calve_contract::ResolvedColumn;
+
+use super::{Decoded, Inferred, Rejected};
+use crate::dead_letter::DeadLetterKind;
+use crate::registry::{Fetched, SchemaKind, WriterSchema};
+use conform::{conform, ConformError};
+pub use plan::Breach;
+use plan::{Fit, TableColumn};
+
+/// What calve knows about one schema id.
+#[derive(Debug, Clone)]
+enum Known {
+    /// Readable, and how it fits the table.
+    Writer(Arc<Writer>),
+    /// Records carrying it cannot be read (the reason says why), as of when it was learnt.
+    Unreadable(String, Instant),
+}
+
+/// How long an id the registry did not know is believed unknown before it is asked about
+/// again: a registry replica may lag behind a producer that registered it a moment ago.
+const UNKNOWN_RECHECK: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Writer {
+    id: u32,
+    schema: AvroSchema,
+    fit: Fit,
+}
+
+/// Decodes Confluent-framed Avro values into batches of one Arrow schema.
+#[derive(Debug, Clone)]
+pub struct AvroDecoder {
+    schema: SchemaRef,
+    columns: Vec<TableColumn>,
+    infer: bool,
+    refuse_undeclared: bool,
+    known: HashMap<u32, Known>,
+    /// The registry's answers, kept to fit them again to a changed table.
+    fetched: HashMap<u32, Fetched>,
+}
+
+/// The schema id in a value's framing, or why it has none.
+fn frame(v: &[u8]) -> Result<u32, String> {
+    match v {
+        [0, a, b, c, d, ..] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
+        [0, ..] => Err("value is shorter than the Confluent framing (magic byte 0 and a 4-byte schema id)".into()),
+        _ => Err("value lacks the Confluent framing: its first byte is not the magic byte 0".into()),
+    }
+}
+
+impl AvroDecoder {
+    /// A decoder for rows of `schema` whose columns have the contract types in `columns`.
+    pub fn new(schema: SchemaRef, columns: &[ResolvedColumn]) -> Result<Self, ArrowError> {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = columns.iter().find(|c| &c.name == f.name()).ok_or_else(|| {
+                    ArrowError::SchemaError(format!("table column {} has no contract type", f.name()))
+                })?;
+                Ok(TableColumn {
+                    name: c.name.clone(),
+                    ty: c.ty.clone(),
+                    field: Field::clone(f),
+                    unit: c.unit,
+                    former: Vec::new(),
+                })
+            })
+            .collect::<Result<Vec<_>, ArrowError>>()?;
+        Ok(AvroDecoder {
+            schema,
+            columns,
+            infer: false,
+            refuse_undeclared: false,
+            known: HashMap::new(),
+            fetched: HashMap::new(),
+        })
+    }
+
+    /// Infers the types of fields the table lacks ([`Decoded::inferred`]), from the writer
+    /// schemas.
+    pub fn inferring(mut self, infer: bool) -> Self {
+        self.infer = infer;
+        self
+    }
+
+    /// Reads each column also from the writer fields of its former names (`(old, new)` pairs:
+    /// the contract's `renamed_from`), so records of writers from before a rename keep their
+    /// values. Call before learning schemas.
+    pub fn with_renames(mut self, renames: &[(String, String)]) -> Self {
+        for (old, new) in renames {
+            if let Some(c) = self.columns.iter_mut().find(|c| &c.name == new) {
+                c.former.push(old.clone());
+            }
+        }
+        self
+    }
+
+    /// Refuses records whose writer schema has a field the table has no column for.
+    pub fn refusing_undeclared(mut self, refuse: bool) -> Self {
+        self.refuse_undeclared = refuse;
+        self
+    }
+
+    /// The schema rows are decoded into.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Schema ids `values` carry that this decoder has not learnt yet.
+    pub fn missing(&self, values: &[&[u8]]) -> Vec<u32> {
+        let mut ids: Vec<u32> = values
+            .iter()
+            .filter_map(|v| frame(v).ok())
+            .filter(|id| match self.known.get(id) {
+                None => true,
+                Some(Known::Unreadable(_, since)) => since.elapsed() >= UNKNOWN_RECHECK,
+                Some(Known::Writer(_)) => false,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Takes the registry's answer for schema `id`.
+    pub fn learn(&mut self, id: u32, fetched: &Fetched) {
+        let known = match fetched {
+            Fetched::Unknown(reason) => Known::Unreadable(reason.clone(), Instant::now()),
+            Fetched::Found(w) => match self.writer(w) {
+                Ok(w) => Known::Writer(Arc::new(w)),
+                Err(reason) => Known::Unreadable(reason, Instant::now()),
+            },
+        };
+        self.known.insert(id, known);
+        self.fetched.insert(id, fetched.clone());
+    }
+
+    /// Learns what `other` learnt (a decoder for the table after a schema change takes over
+    /// the writer schemas of the one before, fitted anew).
+    pub fn learn_from(&mut self, other: &AvroDecoder) {
+        for (id, fetched) in &other.fetched {
+            self.learn(*id, fetched);
+        }
+    }
+
+    fn writer(&self, w: &WriterSchema) -> Result<Writer, String> {
+        if w.kind != SchemaKind::Avro {
+            return Err(format!(
+                "schema id {} is a {:?} schema; the contract's format is avro",
+                w.id, w.kind
+            ));
+        }
+        if !w.references.is_empty() {
+            return Err(format!(
+                "schema id {} references other schemas ({}), which calve does not resolve yet",
+                w.id,
+                w.references.join(", ")
+            ));
+        }
+        let schema = AvroSchema::new(w.text.clone());
+        let decoder = build(w.id, &schema, 1).map_err(|e| format!("schema id {} does not parse: {e}", w.id))?;
+        let arrow = decoder.schema();
+        let fit = plan::fit(arrow.fields(), &plan::aliases(&w.text), &self.columns);
+        Ok(Writer { id: w.id, schema, fit })
+    }
+
+    /// Decodes `values`; never fails as a whole, bad values are reported in `rejected`. Ids
+    /// not learnt are reported as unknown schemas (the caller learns them first).
+    pub fn decode(&self, values: &[&[u8]]) -> Result<Decoded, ArrowError> {
+        let mut out = Decoded::default();
+        // Records are grouped by writer across the poll, not in runs of neighbours: during a
+        // producer rollout versions alternate record by record. Row order does not matter,
+        // each row says where it came from (`kept`).
+        let mut runs: Vec<(Arc<Writer>, Vec<usize>)> = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            match self.admit(v) {
+                Ok(w) => match runs.iter_mut().find(|(known, _)| Arc::ptr_eq(known, &w)) {
+                    Some((_, run)) => run.push(i),
+                    None => runs.push((w, vec![i])),
+                },
+                Err(b) => out.rejected.push(rejected(i, b)),
+            }
+        }
+        let mut batches = Vec::new();
+        for (w, run) in &runs {
+            self.decode_run(w, run, values, &mut out, &mut batches)?;
+        }
+        out.rejected.sort_by_key(|r| r.index);
+        if !batches.is_empty() {
+            out.batch = Some(concat_batches(&self.schema, &batches)?);
+        }
+        Ok(out)
+    }
+
+    /// The writer of a value whose schema admits it into the table, or why not.
+    fn admit(&self, v: &[u8]) -> Result<Arc<Writer>, Breach> {
+        let id = frame(v).map_err(|reason| breach(DeadLetterKind::MalformedAvro, reason))?;
+        let w = match self.known.get(&id) {
+            Some(Known::Writer(w)) => w,
+            Some(Known::Unreadable(reason, _)) => return Err(breach(DeadLetterKind::UnknownSchema, reason.clone())),
+            None => {
+                let reason = format!("schema id {id} was not looked up in the registry");
+                return Err(breach(DeadLetterKind::UnknownSchema, reason));
+            }
+        };
+        if let Some(b) = &w.fit.breach {
+            let mut b = b.clone();
+            b.reason = format!("{} (schema id {id})", b.reason);
+            return Err(b);
+        }
+        if let Some((path, ty)) = w.fit.unknown.first().filter(|_| self.refuse_undeclared) {
+            return Err(Breach {
+                kind: DeadLetterKind::UndeclaredField,
+                path: path.clone(),
+                reason: format!(
+                    "{path}: a field the contract does not declare (evolution = \"frozen\"; schema id {id})"
+                ),
+                shows: ty.clone(),
+            });
+        }
+        Ok(w.clone())
+    }
+
+    /// Decodes one run of records of writer `w` (indexes `run` into `values`).
+    fn decode_run(
+        &self,
+        w: &Writer,
+        run: &[usize],
+        values: &[&[u8]],
+        out: &mut Decoded,
+        batches: &mut Vec<RecordBatch>,
+    ) -> Result<(), ArrowError> {
+        let mut decoded: Vec<(RecordBatch, Vec<usize>)> = Vec::new();
+        let mut start = 0;
+        while start < run.len() {
+            let rest = &run[start..];
+            let mut d = build(w.id, &w.schema, rest.len())?;
+            let bad = rest.iter().position(|i| !feed(w, &mut d, values[*i]));
+            let good = &rest[..bad.unwrap_or(rest.len())];
+            match bad {
+                None => flush(d, w, good, values, out, &mut decoded)?,
+                Some(_) if good.is_empty() => {}
+                Some(_) => {
+                    // The same bytes from the same fresh state decode the same way; should
+                    // they not, each record is finished alone rather than failing the poll.
+                    let mut again = build(w.id, &w.schema, good.len())?;
+                    match good.iter().all(|i| feed(w, &mut again, values[*i])) {
+                        true => flush(again, w, good, values, out, &mut decoded)?,
+                        false => one_by_one(w, good, values, out, &mut decoded)?,
+                    }
+                }
+            }
+            let Some(bad) = bad else { break };
+            let index = rest[bad];
+            let reason = format!(
+                "the value does not decode with its writer schema (id {}): {}",
+                w.id,
+                why_not(&w.schema, w.id, values[index])
+            );
+            out.rejected
+                .push(rejected(index, breach(DeadLetterKind::MalformedAvro, reason)));
+            start += bad + 1;
+        }
+        for (batch, indexes) in decoded {
+            self.conform_rows(w, &batch, &indexes, out, batches)?;
+        }
+        Ok(())
+    }
+
+    /// Conforms a writer batch to the table; rows lacking a required value are set aside one
+    /// by one.
+    fn conform_rows(
+        &self,
+        w: &Writer,
+        batch: &RecordBatch,
+        indexes: &[usize],
+        out: &mut Decoded,
+        batches: &mut Vec<RecordBatch>,
+    ) -> Result<(), ArrowError> {
+        let kept_before = out.kept.len();
+        match conform(batch, &self.schema, &w.fit) {
+            Ok(rows) => {
+                batches.push(rows);
+                out.kept.extend_from_slice(indexes);
+            }
+            Err(_) => {
+                for (row, index) in indexes.iter().enumerate() {
+                    match conform(&batch.slice(row, 1), &self.schema, &w.fit) {
+                        Ok(rows) => {
+                            batches.push(rows);
+                            out.kept.push(*index);
+                        }
+                        Err(e) => out.rejected.push(rejected(*index, conform_breach(e, w.id))),
+                    }
+                }
+            }
+        }
+        let kept = (out.kept.len() - kept_before) as u64;
+        if kept > 0 {
+            self.note_unknown(w, kept, out);
+        }
+        Ok(())
+    }
+
+    /// Counts the writer's fields the table lacks for `kept` rows, and what they would be.
+    fn note_unknown(&self, w: &Writer, kept: u64, out: &mut Decoded) {
+        for (path, ty) in &w.fit.unknown {
+            *out.unknown_fields.entry(path.clone()).or_default() += kept;
+            if self.infer {
+                let inferred = ty.clone().map_or(Inferred::Conflict, Inferred::Type);
+                Inferred::merge_into(&mut out.inferred, path.clone(), inferred);
+            }
+        }
+    }
+}
+
+/// Finishes the rows of `indexes` fed to `d`. Some checks come only here (strings are
+/// checked for UTF-8 when the batch is built), so when the batch fails the records are
+/// finished one by one and the ones that fail are set aside.
+fn flush(
+    mut d: Decoder,
+    w: &Writer,
+    indexes: &[usize],
+    values: &[&[u8]],
+    out: &mut Decoded,
+    decoded: &mut Vec<(RecordBatch, Vec<usize>)>,
+) -> Result<(), ArrowError> {
+    if let Ok(batch) = d.flush() {
+        decoded.extend(batch.map(|b| (b, indexes.to_vec())));
+        return Ok(());
+    }
+    one_by_one(w, indexes, values, out, decoded)
+}
+
+/// Decodes and finishes each record of `indexes` alone; the ones that fail are set aside.
+fn one_by_one(
+    w: &Writer,
+    indexes: &[usize],
+    values: &[&[u8]],
+    out: &mut Decoded,
+    decoded: &mut Vec<(RecordBatch, Vec<usize>)>,
+) -> Result<(), ArrowError> {
+    for i in indexes {
+        let mut one = build(w.id, &w.schema, 1)?;
+        let finished = match feed(w, &mut one, values[*i]) {
+            true => one.flush().map_err(|e| e.to_string()),
+            false => Err(why_not(&w.schema, w.id, values[*i])),
+        };
+        match finished {
+            Ok(batch) => decoded.extend(batch.map(|b| (b, vec![*i]))),
+            Err(e) => {
+                let reason = format!("the value does not decode with its writer schema (id {}): {e}", w.id);
+                out.rejected
+                    .push(rejected(*i, breach(DeadLetterKind::MalformedAvro, reason)));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn build(id: u32, schema: &AvroSchema, rows: usize) -> Result<Decoder, ArrowError> {
+    let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+    store.set(Fingerprint::Id(id), schema.clone())?;
+    ReaderBuilder::new()
+        .with_writer_schema_store(store)
+        .with_active_fingerprint(Fingerprint::Id(id))
+        .with_batch_size(rows.max(1))
+        .build_decoder()
+}
+
+/// Feeds one whole value of writer `w`; whether it was exactly one row and nothing more. A
+/// value whose body is followed by 5 bytes equal to its own framing would pass for a row plus
+/// the start of the next record (arrow-avro would then read the next value as that record's
+/// body), so such a value is checked again alone, in a decoder with room for one row only,
+/// which stops right after it.
+fn feed(w: &Writer, d: &mut Decoder, v: &[u8]) -> bool {
+    let before = d.capacity();
+    let one_row = matches!(d.decode(v), Ok(n) if n == v.len()) && d.capacity() + 1 == before;
+    one_row && (v.len() < 10 || v[v.len() - 5..] != v[..5] || exactly_one_row(w, v))
+}
+
+fn exactly_one_row(w: &Writer, v: &[u8]) -> bool {
+    let Ok(mut one) = build(w.id, &w.schema, 1) else {
+        return false;
+    };
+    matches!(one.decode(v), Ok(n) if n == v.len()) && one.capacity() == 0
+}
+
+/// Why `v` does not decode, in arrow-avro's words.
+fn why_not(schema: &AvroSchema, id: u32, v: &[u8]) -> String {
+    let Ok(mut d) = build(id, schema, 2) else {
+        return "the schema does not build a decoder".into();
+    };
+    match d.decode(v) {
+        Err(e) => e.to_string(),
+        Ok(n) if n < v.len() => format!("{} of its {} bytes make a record", n, v.len()),
+        Ok(_) => "the body is cut short".into(),
+    }
+}
+
+fn breach(kind: DeadLetterKind, reason: String) -> Breach {
+    Breach {
+        kind,
+        path: String::new(),
+        reason,
+        shows: None,
+    }
+}
+
+fn conform_breach(e: ConformError, id: u32) -> Breach {
+    match e {
+        ConformError::Missing(path) => Breach {
+            kind: DeadLetterKind::MissingRequired,
+            reason: format!("{path}: required, and the value is null (schema id {id})"),
+            path,
+            shows: None,
+        },
+        ConformError::Digits { path, needs } => Breach {
+            kind: DeadLetterKind::SchemaMismatch,
+            reason: format!("{path}: the value needs {needs}, more digits than its column holds (schema id {id})"),
+            path,
+            shows: Some(needs),
+        },
+        ConformError::Arrow(e) => breach(DeadLetterKind::SchemaMismatch, format!("schema id {id}: {e}")),
+    }
+}
+
+fn rejected(index: usize, b: Breach) -> Rejected {
+    Rejected {
+        index,
+        kind: b.kind,
+        path: b.path,
+        reason: b.reason,
+        shows: b.shows,
+    }
+}
+
+#[cfg(test)]
+mod tests;
