@@ -33,6 +33,21 @@ pub enum Format {
     /// Avro in the Confluent wire format (magic byte 0, schema id, body), each record read
     /// with its own writer schema from the registry in `calve.toml`'s `[registry]`.
     Avro,
+    /// Debezium change events as Avro (Confluent's AvroConverter): the envelope of `json`'s
+    /// Debezium, each record read with its writer schema from the registry. Needs `[keys]`.
+    DebeziumAvro,
+}
+
+impl Format {
+    /// Values are Debezium change events.
+    pub fn is_debezium(self) -> bool {
+        matches!(self, Format::DebeziumJson | Format::DebeziumAvro)
+    }
+
+    /// Values are Avro with their writer schemas in a registry.
+    pub fn is_avro(self) -> bool {
+        matches!(self, Format::Avro | Format::DebeziumAvro)
+    }
 }
 
 /// `[schema]`: the columns and who may change them.

@@ -395,10 +395,10 @@ fn check_keys(c: &Contract, p: &mut Problems) {
             Some(_) => {}
         }
     }
-    if c.table.format == Format::DebeziumJson && c.keys.columns.is_empty() {
+    if c.table.format.is_debezium() && c.keys.columns.is_empty() {
         p.push(
             "keys.columns",
-            "format `debezium-json` needs the table's key columns: change events update and delete rows by key",
+            "formats `debezium-json` and `debezium-avro` need the table's key columns: change events update and delete rows by key",
         );
     }
     if c.keys.from_kafka_key && c.keys.columns.is_empty() {
@@ -446,7 +446,7 @@ fn check_policies(c: &Contract, p: &mut Problems) {
         );
     } else if c.deletes.tombstone == TombstonePolicy::DeleteRow
         && !c.keys.from_kafka_key
-        && c.table.format != Format::DebeziumJson
+        && !c.table.format.is_debezium()
     {
         p.push(
             "deletes.tombstone",

@@ -27,7 +27,8 @@ pub struct Routed {
     /// Index (into the routed records) of each row: its place in consumption order, which
     /// decides the winner when a key changes twice before a commit.
     pub row_origin: Vec<usize>,
-    /// Keys to delete (key columns only), from tombstones under `delete-row`.
+    /// Keys to delete (key columns only), from tombstones and change events' deletes under
+    /// `delete-row`.
     pub deletes: Option<RecordBatch>,
     /// Index (into the routed records) of each delete.
     pub delete_origin: Vec<usize>,
@@ -103,8 +104,8 @@ pub struct Router {
     decoder: Values,
     keys: Option<KeyDecoder>,
     tombstone: TombstonePolicy,
-    /// Values are Debezium change events.
-    debezium: bool,
+    /// How values are encoded.
+    format: Format,
     /// Kafka keys carry the business key (tombstones can say which row they delete).
     key_in_kafka_key: bool,
     late: Option<(String, i64)>,
@@ -128,12 +129,17 @@ impl Router {
             _ => None,
         };
         let decoder = match contract.table.format {
-            Format::Avro => Values::Avro(
-                AvroDecoder::new(schema, columns)?
+            Format::Avro | Format::DebeziumAvro => {
+                let mut d = AvroDecoder::new(schema, columns)?
                     .with_renames(&contract.renames())
                     .inferring(evolve)
-                    .refusing_undeclared(frozen),
-            ),
+                    .refusing_undeclared(frozen);
+                if contract.table.format == Format::DebeziumAvro {
+                    let delete_rows = contract.deletes.tombstone == TombstonePolicy::DeleteRow;
+                    d = d.changes(delete_rows.then_some(contract.keys.columns.as_slice()))?;
+                }
+                Values::Avro(d)
+            }
             Format::Json | Format::DebeziumJson => Values::Json(
                 JsonDecoder::new(schema, columns)?
                     .inferring(evolve)
@@ -144,7 +150,7 @@ impl Router {
             decoder,
             keys,
             tombstone: contract.deletes.tombstone,
-            debezium: contract.table.format == Format::DebeziumJson,
+            format: contract.table.format,
             key_in_kafka_key: contract.keys.from_kafka_key,
             late,
         })
@@ -194,7 +200,7 @@ impl Router {
         let mut after_images: Vec<(usize, &[u8])> = Vec::new();
         for (i, r) in records.iter().enumerate() {
             match &r.value {
-                Some(v) if self.debezium => match debezium::unwrap(v) {
+                Some(v) if self.format == Format::DebeziumJson => match debezium::unwrap(v) {
                     Ok(Change::Upsert(after)) => after_images.push((i, after)),
                     Ok(Change::Delete(before)) => self.delete(&mut poll, i, Some(before.to_vec()), "Debezium delete"),
                     Err(reason) => poll.dead(i, DeadLetterKind::MalformedJson, reason),
@@ -204,8 +210,13 @@ impl Router {
                     origin.push(i);
                 }
                 // Debezium follows every delete event with a tombstone for log compaction; the
-                // delete event already did the work unless the Kafka key names the row too.
-                None if self.debezium && !self.key_in_kafka_key && self.tombstone == TombstonePolicy::DeleteRow => {
+                // delete event already did the work unless the Kafka key names the row too
+                // (never read from an Avro key: with the Avro converter the key is Avro too).
+                None if self.format == Format::DebeziumAvro => poll.out.ignored += 1,
+                None if self.format.is_debezium()
+                    && !self.key_in_kafka_key
+                    && self.tombstone == TombstonePolicy::DeleteRow =>
+                {
                     poll.out.ignored += 1
                 }
                 None => self.delete(&mut poll, i, r.key.clone(), "null value (tombstone)"),
@@ -218,6 +229,10 @@ impl Router {
             origin.push(*i);
         }
         let mut decoded = self.decoder.decode(&values)?;
+        if !decoded.delete_kept.is_empty() {
+            let origins: Vec<usize> = decoded.delete_kept.iter().map(|k| origin[*k]).collect();
+            self.change_deletes(&mut out, decoded.deletes.take(), origins, records, now_us)?;
+        }
         out.unknown_fields = std::mem::take(&mut decoded.unknown_fields);
         out.inferred = std::mem::take(&mut decoded.inferred);
         for r in decoded.rejected {
@@ -264,6 +279,34 @@ impl Router {
             TombstonePolicy::Ignore => poll.out.ignored += 1,
             TombstonePolicy::DeadLetter => poll.dead(i, DeadLetterKind::Tombstone, what.into()),
         }
+    }
+
+    /// Deletes of Avro change events (`origins` the records they came from, `keys` their key
+    /// rows, decoded when the contract deletes rows), handled per the contract's `[deletes]
+    /// tombstone` like any delete.
+    fn change_deletes(
+        &self,
+        out: &mut Routed,
+        keys: Option<RecordBatch>,
+        origins: Vec<usize>,
+        records: &[KafkaRecord],
+        now_us: i64,
+    ) -> Result<(), ArrowError> {
+        match self.tombstone {
+            TombstonePolicy::DeleteRow => {
+                out.deletes = concat_all(out.deletes.take().into_iter().chain(keys).collect())?;
+                out.delete_origin.extend(origins);
+            }
+            TombstonePolicy::Ignore => out.ignored += origins.len() as u64,
+            TombstonePolicy::DeadLetter => {
+                for o in origins {
+                    let why = "Debezium delete".to_string();
+                    out.dead
+                        .push(dead(&records[o], DeadLetterKind::Tombstone, String::new(), why, now_us));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes under `delete-row`: the key bytes become rows of the key columns.

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use calve_contract::Format;
 use calve_contract::{ByteSize, Contract, HumanDuration};
 use calve_ingest::registry::RegistryConfig;
 use calve_ingest::KafkaConfig;
@@ -131,10 +130,7 @@ impl RunConfig {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(ServiceError::Config(format!("two contracts define table {}", w[0])));
         }
-        if let Some(c) = ok
-            .iter()
-            .find(|c| c.table.format == Format::Avro && self.registry.is_none())
-        {
+        if let Some(c) = ok.iter().find(|c| c.table.format.is_avro() && self.registry.is_none()) {
             return Err(ServiceError::Config(format!(
                 "table {} reads avro, and calve.toml has no [registry] to take writer schemas from",
                 c.table.name

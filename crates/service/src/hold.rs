@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arrow_schema::SchemaRef;
-use calve_contract::{ColumnType, Contract, Format, OnBreaking, ResolvedColumn};
+use calve_contract::{ColumnType, Contract, OnBreaking, ResolvedColumn};
 use calve_ingest::{DeadLetter, DeadLetterKind, Inferred, JsonDecoder};
 use calve_table::catalog::schema::{column_type_of, iceberg_type};
 use calve_table::commit::hold::{
@@ -56,7 +56,7 @@ pub(crate) fn first_breaches<'d>(dead: &'d [DeadLetter], rejections: &[Rejection
 pub(crate) fn hold_for(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[ResolvedColumn]) -> Hold {
     let value = d.record.value.as_deref().unwrap_or_default();
     let mut sample = match (contract.table.format, value) {
-        (Format::Avro, [0, a, b, c, d, ..]) => format!(
+        (f, [0, a, b, c, d, ..]) if f.is_avro() => format!(
             "an Avro record of writer schema id {}, {} bytes",
             u32::from_be_bytes([*a, *b, *c, *d]),
             value.len()

@@ -41,6 +41,10 @@ pub struct Decoded {
     /// Fields the table has no column for, by path (`discount`, `address.floor`), with how
     /// many of the kept values carried each. Their values are not stored.
     pub unknown_fields: BTreeMap<String, u64>,
+    /// Change events: the key columns of the rows deleted, in the key columns' schema.
+    pub deletes: Option<RecordBatch>,
+    /// Input index of each row of `deletes`.
+    pub delete_kept: Vec<usize>,
     /// With inference on: the type each unknown field's values show, over the kept values, by
     /// path (`discount`, `addr.floor`: a field of the row or of a struct nested in structs;
     /// what `evolution = "additive"` would add as a column or a nested field).

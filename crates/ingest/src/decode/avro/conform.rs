@@ -13,9 +13,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow_array::builder::Decimal128Builder;
 use arrow_array::cast::AsArray;
-use arrow_array::types::Decimal128Type;
-use arrow_array::{new_null_array, Array, ArrayRef, ListArray, MapArray, RecordBatch, StringArray, StructArray};
+use arrow_array::types::{Decimal128Type, Int32Type};
+use arrow_array::{
+    new_null_array, Array, ArrayRef, ListArray, MapArray, RecordBatch, StringArray, StructArray, UInt32Array,
+    UnionArray,
+};
 use arrow_buffer::NullBuffer;
 use arrow_cast::CastOptions;
 use arrow_schema::{ArrowError, DataType, Field, SchemaRef, TimeUnit};
@@ -85,8 +89,16 @@ fn conform_array(
 ) -> Result<ArrayRef, ConformError> {
     match target.data_type() {
         DataType::Struct(fields) => {
-            let Some(s) = array.as_any().downcast_ref::<StructArray>() else {
-                return Err(unexpected(array, target));
+            let from_union;
+            let s = match array.as_any().downcast_ref::<UnionArray>() {
+                Some(u) => {
+                    from_union = union_to_struct(u)?;
+                    &from_union
+                }
+                None => array
+                    .as_any()
+                    .downcast_ref::<StructArray>()
+                    .ok_or_else(|| unexpected(array, target))?,
             };
             // arrow-avro fills the children of a null struct with nulls, and a non-null
             // struct inside it has no nulls of its own: the struct is null where any struct
@@ -145,7 +157,10 @@ fn conform_array(
             )?))
         }
         DataType::Decimal128(precision, scale) => {
-            let cast = arrow_cast::cast_with_options(array, target.data_type(), &STRICT)?;
+            let cast = match array.data_type() {
+                DataType::Struct(_) => variable_scale(array, *precision, *scale, path)?,
+                _ => arrow_cast::cast_with_options(array, target.data_type(), &STRICT)?,
+            };
             within_precision(&cast, *precision, *scale, path)?;
             Ok(cast)
         }
@@ -177,6 +192,88 @@ fn within_precision(array: &ArrayRef, precision: u8, scale: i8, path: &str) -> R
             scale: scale.max(0) as u32,
         },
     })
+}
+
+/// Debezium's `VariableScaleDecimal` (`{scale, value}`: the unscaled value's big-endian
+/// two's-complement bytes) at the column's scale; a value with more fraction digits than the
+/// scale fails, it is never rounded.
+fn variable_scale(array: &ArrayRef, precision: u8, scale: i8, path: &str) -> Result<ArrayRef, ConformError> {
+    let s = array.as_struct();
+    let (Some(scales), Some(values)) = (s.column_by_name("scale"), s.column_by_name("value")) else {
+        return Err(ConformError::Arrow(ArrowError::SchemaError(format!(
+            "{path}: not a VariableScaleDecimal"
+        ))));
+    };
+    let (scales, values) = (scales.as_primitive::<Int32Type>(), values.as_binary::<i32>());
+    let fail = |why: String| ConformError::Arrow(ArrowError::ComputeError(format!("{path}: {why}")));
+    let mut out = Decimal128Builder::with_capacity(s.len());
+    for row in 0..s.len() {
+        if s.is_null(row) || values.is_null(row) || scales.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        let bytes = values.value(row);
+        if bytes.is_empty() || bytes.len() > 16 {
+            let n = bytes.len();
+            return Err(fail(format!(
+                "a {n}-byte unscaled value is not one calve holds (1 to 16 bytes)"
+            )));
+        }
+        let fill = if bytes[0] & 0x80 != 0 { 0xff } else { 0 };
+        let mut wide = [fill; 16];
+        wide[16 - bytes.len()..].copy_from_slice(bytes);
+        let unscaled = i128::from_be_bytes(wide);
+        // In i64: a record's scale may be anything an int holds.
+        let shift = scale as i64 - scales.value(row) as i64;
+        let pow = |n: i64| u32::try_from(n.unsigned_abs()).ok().and_then(|n| 10i128.checked_pow(n));
+        let value = match shift {
+            0.. => pow(shift).and_then(|p| unscaled.checked_mul(p)),
+            _ => pow(shift).filter(|p| unscaled % p == 0).map(|p| unscaled / p),
+        };
+        match value {
+            Some(v) => out.append_value(v),
+            None => {
+                return Err(fail(format!(
+                    "scale {} does not fit the column's scale {scale}",
+                    scales.value(row)
+                )))
+            }
+        }
+    }
+    Ok(Arc::new(out.finish().with_precision_and_scale(precision, scale)?))
+}
+
+/// A union's rows as the struct of its branches (see [`super::plan::union_struct`]): each row
+/// fills the field of its branch, the others are null.
+fn union_to_struct(u: &UnionArray) -> Result<StructArray, ConformError> {
+    let DataType::Union(branches, _) = u.data_type() else {
+        return Err(ConformError::Arrow(ArrowError::SchemaError("not a union".into())));
+    };
+    let (mut fields, mut columns) = (Vec::new(), Vec::new());
+    // A row of the union's null branch is a null struct.
+    let nulls: Vec<i8> = branches
+        .iter()
+        .filter(|(_, f)| f.data_type() == &DataType::Null)
+        .map(|(id, _)| id)
+        .collect();
+    let valid = NullBuffer::from_iter((0..u.len()).map(|r| !nulls.contains(&u.type_id(r))));
+    for (id, f) in branches.iter().filter(|(_, f)| f.data_type() != &DataType::Null) {
+        let rows: UInt32Array = (0..u.len())
+            .map(|r| (u.type_id(r) == id).then(|| u.value_offset(r) as u32))
+            .collect();
+        let column = arrow_select::take::take(u.child(id).as_ref(), &rows, None)?;
+        fields.push(Field::new(
+            super::plan::branch_name(f.name()),
+            column.data_type().clone(),
+            true,
+        ));
+        columns.push(column);
+    }
+    Ok(StructArray::try_new(
+        fields.into(),
+        columns,
+        Some(valid).filter(|v| v.null_count() > 0),
+    )?)
 }
 
 /// Avro uuids (16 bytes as arrow-avro reads them) as dashed text.

@@ -9,12 +9,17 @@
 //! being decoded. The rest are decoded a run of same-schema records at a time and their rows
 //! conformed to the table ([`conform`]).
 //!
+//! For Debezium change events (`format = "debezium-avro"`) the table is fitted to the
+//! envelope's row record and each decoded envelope becomes an upsert or a delete
+//! ([`envelope`]).
+//!
 //! A record whose body does not decode (cut short, corrupt, longer than its schema says) goes
 //! to the dead-letter table alone: arrow-avro's decoder cannot take back half a row, so on a
 //! failure the decoder is rebuilt and the good records before the bad one are decoded again,
 //! at most once each.
 
 mod conform;
+mod envelope;
 mod plan;
 
 use std::collections::HashMap;
@@ -32,6 +37,7 @@ use super::{Decoded, Inferred, Rejected};
 use crate::dead_letter::DeadLetterKind;
 use crate::registry::{Fetched, SchemaKind, WriterSchema};
 use conform::{conform, ConformError};
+use envelope::Envelope;
 pub use plan::Breach;
 use plan::{Fit, TableColumn};
 
@@ -52,7 +58,20 @@ const UNKNOWN_RECHECK: Duration = Duration::from_secs(60);
 struct Writer {
     id: u32,
     schema: AvroSchema,
+    /// How its rows (the envelope's `after`/`before` rows, for change events) fit the table.
     fit: Fit,
+    /// For change events: where the envelope's parts are, and (when deletes need their keys)
+    /// how its rows fit the key columns, and their schema.
+    changes: Option<(Envelope, Option<(Fit, SchemaRef)>)>,
+}
+
+/// The key columns of a table of change events.
+#[derive(Debug, Clone)]
+struct Keys {
+    /// Their schema (the table's fields).
+    schema: SchemaRef,
+    /// Their indexes among the table's columns.
+    columns: Vec<usize>,
 }
 
 /// Decodes Confluent-framed Avro values into batches of one Arrow schema.
@@ -62,6 +81,9 @@ pub struct AvroDecoder {
     columns: Vec<TableColumn>,
     infer: bool,
     refuse_undeclared: bool,
+    /// Set when values are Debezium change events: with the key columns when deletes are
+    /// applied by key.
+    changes: Option<Option<Keys>>,
     known: HashMap<u32, Known>,
     /// The registry's answers, kept to fit them again to a changed table.
     fetched: HashMap<u32, Fetched>,
@@ -100,6 +122,7 @@ impl AvroDecoder {
             columns,
             infer: false,
             refuse_undeclared: false,
+            changes: None,
             known: HashMap::new(),
             fetched: HashMap::new(),
         })
@@ -122,6 +145,28 @@ impl AvroDecoder {
             }
         }
         self
+    }
+
+    /// Reads values as Debezium change events (Confluent's AvroConverter envelopes): creates,
+    /// reads and updates become rows; deletes are reported in [`Decoded::delete_kept`], with
+    /// the `before` row's `keys` columns in [`Decoded::deletes`] when `keys` are given (the
+    /// contract deletes rows), without when it ignores or dead-letters deletes (so a delete
+    /// with a bad key is not held against it). Call before learning schemas.
+    pub fn changes(mut self, keys: Option<&[String]>) -> Result<Self, ArrowError> {
+        let keys = match keys {
+            None => None,
+            Some(keys) => {
+                let columns = keys
+                    .iter()
+                    .map(|k| self.schema.index_of(k))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let fields: Vec<Field> = columns.iter().map(|c| self.schema.field(*c).clone()).collect();
+                let schema = Arc::new(arrow_schema::Schema::new(fields));
+                Some(Keys { schema, columns })
+            }
+        };
+        self.changes = Some(keys);
+        Ok(self)
     }
 
     /// Refuses records whose writer schema has a field the table has no column for.
@@ -189,8 +234,31 @@ impl AvroDecoder {
         let schema = AvroSchema::new(w.text.clone());
         let decoder = build(w.id, &schema, 1).map_err(|e| format!("schema id {} does not parse: {e}", w.id))?;
         let arrow = decoder.schema();
-        let fit = plan::fit(arrow.fields(), &plan::aliases(&w.text), &self.columns);
-        Ok(Writer { id: w.id, schema, fit })
+        let Some(keys) = &self.changes else {
+            let fit = plan::fit(arrow.fields(), &plan::aliases(&w.text), &self.columns);
+            return Ok(Writer {
+                id: w.id,
+                schema,
+                fit,
+                changes: None,
+            });
+        };
+        let (envelope, row) = Envelope::of(arrow.fields()).map_err(|e| format!("schema id {}: {e}", w.id))?;
+        let fit = plan::fit(&row, &envelope::row_aliases(&w.text), &self.columns);
+        let key_fit = keys.as_ref().map(|keys| {
+            let fit = Fit {
+                sources: keys.columns.iter().map(|c| fit.sources[*c]).collect(),
+                units: fit.units.clone(),
+                ..Fit::default()
+            };
+            (fit, keys.schema.clone())
+        });
+        Ok(Writer {
+            id: w.id,
+            schema,
+            fit,
+            changes: Some((envelope, key_fit)),
+        })
     }
 
     /// Decodes `values`; never fails as a whole, bad values are reported in `rejected`. Ids
@@ -210,13 +278,16 @@ impl AvroDecoder {
                 Err(b) => out.rejected.push(rejected(i, b)),
             }
         }
-        let mut batches = Vec::new();
+        let mut rows = Rows::default();
         for (w, run) in &runs {
-            self.decode_run(w, run, values, &mut out, &mut batches)?;
+            self.decode_run(w, run, values, &mut out, &mut rows)?;
         }
         out.rejected.sort_by_key(|r| r.index);
-        if !batches.is_empty() {
-            out.batch = Some(concat_batches(&self.schema, &batches)?);
+        if !rows.batches.is_empty() {
+            out.batch = Some(concat_batches(&self.schema, &rows.batches)?);
+        }
+        if let (Some(Some(keys)), false) = (&self.changes, rows.deletes.is_empty()) {
+            out.deletes = Some(concat_batches(&keys.schema, &rows.deletes)?);
         }
         Ok(out)
     }
@@ -257,7 +328,7 @@ impl AvroDecoder {
         run: &[usize],
         values: &[&[u8]],
         out: &mut Decoded,
-        batches: &mut Vec<RecordBatch>,
+        rows: &mut Rows,
     ) -> Result<(), ArrowError> {
         let mut decoded: Vec<(RecordBatch, Vec<usize>)> = Vec::new();
         let mut start = 0;
@@ -291,42 +362,52 @@ impl AvroDecoder {
             start += bad + 1;
         }
         for (batch, indexes) in decoded {
-            self.conform_rows(w, &batch, &indexes, out, batches)?;
+            match &w.changes {
+                None => self.upserts(w, &batch, &indexes, out, rows)?,
+                Some((envelope, key_fit)) => {
+                    let split = envelope::split(&batch, *envelope)?;
+                    let pick = |at: &[usize]| at.iter().map(|r| indexes[*r]).collect::<Vec<_>>();
+                    self.upserts(w, &split.upserts.0, &pick(&split.upserts.1), out, rows)?;
+                    let deletes = pick(&split.deletes.1);
+                    match key_fit {
+                        None => out.delete_kept.extend(deletes),
+                        Some((key_fit, key_schema)) => {
+                            let (kept, refused) =
+                                conform_each(&split.deletes.0, key_schema, key_fit, w.id, &mut rows.deletes);
+                            out.delete_kept.extend(kept.iter().map(|r| deletes[*r]));
+                            out.rejected.extend(refused.into_iter().map(|(r, mut b)| {
+                                b.kind = DeadLetterKind::BadKey;
+                                rejected(deletes[r], b)
+                            }));
+                        }
+                    }
+                    for (row, reason) in split.refused {
+                        let reason = format!("{reason} (schema id {})", w.id);
+                        out.rejected
+                            .push(rejected(indexes[row], breach(DeadLetterKind::MalformedAvro, reason)));
+                    }
+                }
+            }
         }
         Ok(())
     }
 
-    /// Conforms a writer batch to the table; rows lacking a required value are set aside one
-    /// by one.
-    fn conform_rows(
+    /// Conforms rows of writer `w` (input `indexes`) to the table, counting the fields the
+    /// table lacks for the rows kept.
+    fn upserts(
         &self,
         w: &Writer,
         batch: &RecordBatch,
         indexes: &[usize],
         out: &mut Decoded,
-        batches: &mut Vec<RecordBatch>,
+        rows: &mut Rows,
     ) -> Result<(), ArrowError> {
-        let kept_before = out.kept.len();
-        match conform(batch, &self.schema, &w.fit) {
-            Ok(rows) => {
-                batches.push(rows);
-                out.kept.extend_from_slice(indexes);
-            }
-            Err(_) => {
-                for (row, index) in indexes.iter().enumerate() {
-                    match conform(&batch.slice(row, 1), &self.schema, &w.fit) {
-                        Ok(rows) => {
-                            batches.push(rows);
-                            out.kept.push(*index);
-                        }
-                        Err(e) => out.rejected.push(rejected(*index, conform_breach(e, w.id))),
-                    }
-                }
-            }
-        }
-        let kept = (out.kept.len() - kept_before) as u64;
-        if kept > 0 {
-            self.note_unknown(w, kept, out);
+        let (kept, refused) = conform_each(batch, &self.schema, &w.fit, w.id, &mut rows.batches);
+        out.kept.extend(kept.iter().map(|r| indexes[*r]));
+        out.rejected
+            .extend(refused.into_iter().map(|(r, b)| rejected(indexes[r], b)));
+        if !kept.is_empty() {
+            self.note_unknown(w, kept.len() as u64, out);
         }
         Ok(())
     }
@@ -341,6 +422,42 @@ impl AvroDecoder {
             }
         }
     }
+}
+
+/// Table rows (and, for change events, key rows of deletes) decoded so far.
+#[derive(Default)]
+struct Rows {
+    batches: Vec<RecordBatch>,
+    deletes: Vec<RecordBatch>,
+}
+
+/// Conforms `batch` to `schema` as `fit` maps it, into `into`: the batch rows kept, and the
+/// rows set aside with why (rows are tried one by one only when the whole batch fails).
+fn conform_each(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    fit: &Fit,
+    id: u32,
+    into: &mut Vec<RecordBatch>,
+) -> (Vec<usize>, Vec<(usize, Breach)>) {
+    if batch.num_rows() == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    if let Ok(rows) = conform(batch, schema, fit) {
+        into.push(rows);
+        return ((0..batch.num_rows()).collect(), Vec::new());
+    }
+    let (mut kept, mut refused) = (Vec::new(), Vec::new());
+    for row in 0..batch.num_rows() {
+        match conform(&batch.slice(row, 1), schema, fit) {
+            Ok(rows) => {
+                into.push(rows);
+                kept.push(row);
+            }
+            Err(e) => refused.push((row, conform_breach(e, id))),
+        }
+    }
+    (kept, refused)
 }
 
 /// Finishes the rows of `indexes` fed to `d`. Some checks come only here (strings are

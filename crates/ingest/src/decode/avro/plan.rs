@@ -184,6 +184,19 @@ impl Check<'_> {
             (D::FixedSizeBinary(n), C::Fixed(l)) => *n as u32 == *l,
             (D::Binary | D::FixedSizeBinary(_), C::Binary) => true,
             (D::Struct(w), C::Struct(fields)) => return self.check_struct(w, fields, table, path),
+            (D::Union(..), C::Struct(fields)) => {
+                let Some(D::Struct(w)) = union_struct(w) else {
+                    return Err(mismatch(path, writer, ty));
+                };
+                return self.check_struct(&w, fields, table, path);
+            }
+            // Debezium's decimal of any scale: `{scale: int, value: bytes}`, rescaled per value.
+            // (Known by its shape: a union around it may not pass its `connect.name` on.)
+            (D::Struct(w), C::Decimal { .. }) => {
+                w.len() == 2
+                    && w.find("scale").is_some_and(|(_, f)| f.data_type() == &D::Int32)
+                    && w.find("value").is_some_and(|(_, f)| f.data_type() == &D::Binary)
+            }
             (D::List(w), C::List(e)) => {
                 let D::List(t) = table.data_type() else {
                     return Err(mismatch(path, writer, ty));
@@ -214,8 +227,7 @@ impl Check<'_> {
 
     /// The unit of a writer's epoch numbers: Debezium's type name says it, else the contract.
     fn epoch_unit(&self, writer: &Field) -> Option<TimeUnit> {
-        let connect = writer.metadata().get("connect.name").map(|n| n.trim_matches('"'));
-        match connect {
+        match connect_name(writer) {
             Some("io.debezium.time.Timestamp" | "io.debezium.time.Time") => Some(TimeUnit::Millisecond),
             Some("io.debezium.time.MicroTimestamp" | "io.debezium.time.MicroTime") => Some(TimeUnit::Microsecond),
             Some("io.debezium.time.NanoTimestamp" | "io.debezium.time.NanoTime") => Some(TimeUnit::Nanosecond),
@@ -273,6 +285,32 @@ impl Check<'_> {
     }
 }
 
+/// A union of several non-null types as the struct calve stores it: one optional field per
+/// branch, named by the branch's type (`int`, `string`, a record's name without namespace);
+/// a row fills the field of its branch. `None` for a union whose branches share a name.
+pub fn union_struct(t: &DataType) -> Option<DataType> {
+    let DataType::Union(branches, _) = t else { return None };
+    let fields: Vec<Field> = branches
+        .iter()
+        .filter(|(_, f)| f.data_type() != &DataType::Null)
+        .map(|(_, f)| Field::new(branch_name(f.name()), f.data_type().clone(), true))
+        .collect();
+    let mut names: Vec<&String> = fields.iter().map(|f| f.name()).collect();
+    names.sort();
+    names.dedup();
+    (names.len() == fields.len()).then(|| DataType::Struct(fields.into()))
+}
+
+/// A union branch's name without its namespace.
+pub fn branch_name(name: &str) -> &str {
+    name.rsplit('.').next().unwrap_or(name)
+}
+
+/// The Kafka Connect type name a writer field carries (`io.debezium.time.Timestamp`, …).
+fn connect_name(writer: &Field) -> Option<&str> {
+    writer.metadata().get("connect.name").map(|n| n.trim_matches('"'))
+}
+
 fn mismatch(path: &str, writer: &Field, ty: &ColumnType) -> Breach {
     let shows = column_type(writer);
     let what = shows
@@ -315,6 +353,7 @@ fn arrow_column_type(t: &DataType) -> Option<ColumnType> {
         D::Dictionary(_, v) if **v == D::Utf8 => C::String,
         D::Binary => C::Binary,
         D::FixedSizeBinary(n) => C::Fixed(*n as u32),
+        D::Union(..) => return column_type(&Field::new("union", union_struct(t)?, true)),
         D::Struct(fields) => C::Struct(
             fields
                 .iter()

@@ -502,3 +502,218 @@ fn decimals_beyond_their_column_and_nulls_under_null_structs() {
         "1234.56 needs 6 digits"
     );
 }
+
+/// Debezium's envelope as Confluent's AvroConverter writes it (trimmed `source`).
+const ENVELOPE: &str = r#"{"type":"record","name":"Envelope","namespace":"db.inv.customers","fields":[
+  {"name":"before","type":["null",{"type":"record","name":"Value","fields":[
+     {"name":"id","type":"long"},
+     {"name":"score","type":["null",{"type":"record","name":"VariableScaleDecimal","namespace":"io.debezium.data",
+        "fields":[{"name":"scale","type":"int"},{"name":"value","type":"bytes"}],
+        "connect.name":"io.debezium.data.VariableScaleDecimal"}],"default":null},
+     {"name":"seen","type":["null",{"type":"long","connect.name":"io.debezium.time.MicroTimestamp"}],"default":null}],
+     "connect.name":"db.inv.customers.Value"}],"default":null},
+  {"name":"after","type":["null","Value"],"default":null},
+  {"name":"source","type":{"type":"record","name":"Source","fields":[{"name":"lsn","type":["null","long"]}]}},
+  {"name":"op","type":"string"},
+  {"name":"ts_ms","type":["null","long"],"default":null}]}"#;
+
+#[test]
+fn debezium_avro_envelopes_become_upserts_and_deletes_by_key() {
+    let schema = Arc::new(Schema::new(vec![
+        field("id", DataType::Int64, false, 1),
+        field("score", DataType::Decimal128(10, 3), true, 2),
+        field(
+            "seen",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            true,
+            3,
+        ),
+    ]));
+    let columns = vec![
+        column("id", ColumnType::Long, true),
+        column(
+            "score",
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 3,
+            },
+            false,
+        ),
+        column("seen", ColumnType::Timestamptz, false),
+    ];
+    let mut d = AvroDecoder::new(schema, &columns)
+        .unwrap()
+        .changes(Some(&["id".into()]))
+        .unwrap();
+    learn(&mut d, 4, ENVELOPE);
+    let row = |id: i64, unscaled: i64, scale: i32| {
+        let score = AvroValue::Record(vec![
+            ("scale".into(), AvroValue::Int(scale)),
+            ("value".into(), AvroValue::Bytes(unscaled.to_be_bytes().to_vec())),
+        ]);
+        opt(Some(AvroValue::Record(vec![
+            ("id".into(), AvroValue::Long(id)),
+            ("score".into(), opt(Some(score))),
+            ("seen".into(), opt(Some(AvroValue::Long(1_700_000_000_000_001)))),
+        ])))
+    };
+    let event = |op: &str, before: AvroValue, after: AvroValue| {
+        framed(
+            4,
+            ENVELOPE,
+            AvroValue::Record(vec![
+                ("before".into(), before),
+                ("after".into(), after),
+                ("source".into(), AvroValue::Record(vec![("lsn".into(), opt(None))])),
+                ("op".into(), AvroValue::String(op.into())),
+                ("ts_ms".into(), opt(None)),
+            ]),
+        )
+    };
+    let values = [
+        event("c", opt(None), row(1, -125, 2)),       // -1.25 at scale 2 → -1.250
+        event("u", row(1, 0, 0), row(1, 31_4159, 5)), // 3.14159: more digits than scale 3
+        event("d", row(2, 5, 0), opt(None)),
+        event("t", opt(None), opt(None)),
+        event("r", opt(None), row(3, 7, 0)),
+    ];
+    let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    let out = d.decode(&refs).unwrap();
+    assert_eq!(out.kept, vec![0, 4]);
+    let b = out.batch.unwrap();
+    let score = b.column(1).as_primitive::<arrow_array::types::Decimal128Type>();
+    assert_eq!((score.value(0), score.value(1)), (-1250, 7000));
+    let seen = b.column(2).as_primitive::<TimestampMicrosecondType>();
+    assert_eq!(
+        seen.value(0),
+        1_700_000_000_000_001,
+        "a nullable MicroTimestamp keeps its unit"
+    );
+    assert_eq!(out.delete_kept, vec![2]);
+    let keys = out.deletes.unwrap();
+    assert_eq!(keys.column(0).as_primitive::<Int64Type>().value(0), 2);
+    let kinds: Vec<(usize, DeadLetterKind)> = out.rejected.iter().map(|r| (r.index, r.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![(1, DeadLetterKind::SchemaMismatch), (3, DeadLetterKind::MalformedAvro)]
+    );
+    assert!(out.rejected[1].reason.contains("truncate"), "{:?}", out.rejected[1]);
+}
+
+#[test]
+fn a_union_of_several_types_is_a_struct_of_its_branches() {
+    let choice = DataType::Struct(
+        vec![
+            field("int", DataType::Int32, true, 2),
+            field("string", DataType::Utf8, true, 3),
+        ]
+        .into(),
+    );
+    let schema = Arc::new(Schema::new(vec![
+        field("id", DataType::Int64, false, 1),
+        field("choice", choice, true, 4),
+    ]));
+    let branch = |name: &str, ty| StructField {
+        name: name.into(),
+        ty,
+        required: false,
+    };
+    let columns = vec![
+        column("id", ColumnType::Long, true),
+        column(
+            "choice",
+            ColumnType::Struct(vec![
+                branch("int", ColumnType::Int),
+                branch("string", ColumnType::String),
+            ]),
+            false,
+        ),
+    ];
+    let mut d = AvroDecoder::new(schema, &columns).unwrap().inferring(true);
+    let text = r#"{"type":"record","name":"R","fields":[{"name":"id","type":"long"},
+      {"name":"choice","type":["null","int","string",{"type":"record","name":"ns.Pair","fields":[{"name":"a","type":"int"}]}]}]}"#;
+    learn(&mut d, 1, text);
+    let row = |id: i64, choice: AvroValue| {
+        framed(
+            1,
+            text,
+            AvroValue::Record(vec![("id".into(), AvroValue::Long(id)), ("choice".into(), choice)]),
+        )
+    };
+    let values = [
+        row(1, AvroValue::Union(1, Box::new(AvroValue::Int(7)))),
+        row(2, AvroValue::Union(2, Box::new(AvroValue::String("seven".into())))),
+        row(3, AvroValue::Union(0, Box::new(AvroValue::Null))),
+        row(
+            4,
+            AvroValue::Union(3, Box::new(AvroValue::Record(vec![("a".into(), AvroValue::Int(1))]))),
+        ),
+    ];
+    let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    let out = d.decode(&refs).unwrap();
+    assert_eq!(out.kept, vec![0, 1, 2, 3], "{:?}", out.rejected);
+    let b = out.batch.unwrap();
+    let choice = b.column(1).as_struct();
+    let (ints, texts) = (
+        choice.column(0).as_primitive::<Int32Type>(),
+        choice.column(1).as_string::<i32>(),
+    );
+    assert_eq!(
+        (ints.value(0), ints.is_null(1), texts.value(1), texts.is_null(0)),
+        (7, true, "seven", true)
+    );
+    assert!(choice.is_null(2) && ints.is_null(3), "the null branch is a null struct");
+    assert_eq!(
+        out.unknown_fields.get("choice.Pair"),
+        Some(&4),
+        "a branch the table lacks is a new field"
+    );
+    let pair = ColumnType::Struct(vec![StructField {
+        name: "a".into(),
+        ty: ColumnType::Int,
+        required: false,
+    }]);
+    assert_eq!(out.inferred.get("choice.Pair"), Some(&Inferred::Type(pair)));
+}
+
+#[test]
+fn variable_scale_decimals_are_rescaled_exactly_or_refused() {
+    let schema = Arc::new(Schema::new(vec![field("v", DataType::Decimal128(38, 3), true, 1)]));
+    let columns = vec![column(
+        "v",
+        ColumnType::Decimal {
+            precision: 38,
+            scale: 3,
+        },
+        false,
+    )];
+    let mut d = AvroDecoder::new(schema, &columns).unwrap();
+    let text = r#"{"type":"record","name":"R","fields":[{"name":"v","type":{"type":"record","name":"VariableScaleDecimal",
+      "namespace":"io.debezium.data","fields":[{"name":"scale","type":"int"},{"name":"value","type":"bytes"}]}}]}"#;
+    learn(&mut d, 1, text);
+    let row = |scale: i32, bytes: Vec<u8>| {
+        let v = AvroValue::Record(vec![
+            ("scale".into(), AvroValue::Int(scale)),
+            ("value".into(), AvroValue::Bytes(bytes)),
+        ]);
+        framed(1, text, AvroValue::Record(vec![("v".into(), v)]))
+    };
+    let values = [
+        row(0, vec![0x83]),                        // -125, one sign-extended byte
+        row(1, vec![0x00, 0x80]),                  // 12.8
+        row(-2, vec![0x05]),                       // 500
+        row(5, 314_000i64.to_be_bytes().to_vec()), // 3.14000 → 3.140 exactly
+        row(5, 314_159i64.to_be_bytes().to_vec()), // 3.14159: more digits than scale 3
+        row(i32::MIN, vec![0x01]),                 // no such scale
+        row(0, vec![1; 17]),                       // more than 38 digits
+        row(0, i128::MIN.to_be_bytes().to_vec()),  // 16 bytes, beyond 38 digits at scale 3
+    ];
+    let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    let out = d.decode(&refs).unwrap();
+    assert_eq!(out.kept, vec![0, 1, 2, 3]);
+    let v = out.batch.unwrap();
+    let v = v.column(0).as_primitive::<arrow_array::types::Decimal128Type>();
+    assert_eq!(v.values().to_vec(), vec![-125_000, 12_800, 500_000, 3_140]);
+    let refused: Vec<usize> = out.rejected.iter().map(|r| r.index).collect();
+    assert_eq!(refused, vec![4, 5, 6, 7], "{:?}", out.rejected);
+}
