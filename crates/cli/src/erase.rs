@@ -81,10 +81,15 @@ fn print_report(table: &str, keys: usize, outcome: &ErasureOutcome) {
         "  check: read all {} remaining dead-letter files, found {} of the keys",
         dead.files_checked, dead.rows_found_after
     );
+    for caveat in &outcome.caveats {
+        println!("  caveat: {caveat}");
+    }
     let verified = outcome.verified();
     println!(
         "  {}",
-        if verified {
+        if verified && !outcome.caveats.is_empty() {
+            "verified where searched (see the caveats): the keys are gone from what was searched"
+        } else if verified {
             "verified: the keys are gone from the table's and its dead-letter table's storage"
         } else {
             "NOT VERIFIED: see above"

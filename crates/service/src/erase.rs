@@ -32,6 +32,8 @@ pub struct ErasureOutcome {
     pub table: ErasureReport,
     /// Its dead-letter table.
     pub dead_letters: ErasureReport,
+    /// What the erasure could not search, said plainly (empty when it searched everything).
+    pub caveats: Vec<String>,
 }
 
 impl ErasureOutcome {
@@ -85,6 +87,16 @@ pub async fn erase_keys(
         table: erase_rows(catalog, &committer, &keys_match).await?,
         ..Default::default()
     };
+    if contract.table.format.is_avro() {
+        // Avro dead letters are often undecodable by definition (unknown schema, corrupt
+        // body); their values are not searched for the key, and the report says so rather
+        // than let "verified" suggest otherwise.
+        outcome.caveats.push(
+            "dead letters of an Avro topic were matched by their Kafka key only: a dead letter whose Kafka \
+             key does not name the person may still hold their data in its Avro value"
+                .into(),
+        );
+    }
     let dlq_ident = dead_letter_definition(contract)?.ident;
     if catalog.exists(&dlq_ident).await? {
         let dlq = catalog.load(&dlq_ident).await?;
@@ -136,6 +148,7 @@ pub fn log_erasure(
         "snapshots_expired": r.snapshots_expired,
         "dead_letters_removed": dead.rows_removed,
         "verified": outcome.verified(),
+        "caveats": outcome.caveats,
     });
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
