@@ -282,7 +282,9 @@ fn debezium_avro_changes_land_as_the_source_tables_state() {
     let (ok, out) = s.cli(&calve_bin(), &erase);
     assert!(ok, "{out}");
     assert!(
-        out.contains("caveat: dead letters of an Avro topic were matched by their Kafka key only"),
+        out.contains(
+            "caveat: dead letters of a schema-registry topic (Avro, JSON Schema) were matched by their Kafka key only"
+        ),
         "{out}"
     );
     ev.model.remove(&3);

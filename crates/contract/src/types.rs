@@ -36,6 +36,10 @@ pub enum Format {
     /// Debezium change events as Avro (Confluent's AvroConverter): the envelope of `json`'s
     /// Debezium, each record read with its writer schema from the registry. Needs `[keys]`.
     DebeziumAvro,
+    /// JSON in the Confluent wire format (magic byte 0, schema id, JSON text) with its writer's
+    /// JSON Schema in the registry: each record validated against it, its declared types
+    /// (`format: date-time`, …) driving evolution.
+    JsonSchema,
 }
 
 impl Format {
@@ -47,6 +51,11 @@ impl Format {
     /// Values are Avro with their writer schemas in a registry.
     pub fn is_avro(self) -> bool {
         matches!(self, Format::Avro | Format::DebeziumAvro)
+    }
+
+    /// Values carry a writer schema id, to be looked up in `[registry]`.
+    pub fn uses_registry(self) -> bool {
+        self.is_avro() || self == Format::JsonSchema
     }
 }
 

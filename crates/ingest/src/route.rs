@@ -12,7 +12,7 @@ use calve_contract::{Contract, Evolution, Format, LatePolicy, ResolvedColumn, To
 
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::debezium::{self, Change};
-use crate::decode::{AvroDecoder, Decoded, Inferred, JsonDecoder};
+use crate::decode::{AvroDecoder, Decoded, Inferred, JsonDecoder, JsonSchemaDecoder};
 use crate::error::IngestError;
 use crate::key::KeyDecoder;
 use crate::late::split_late;
@@ -87,6 +87,7 @@ fn concat_all(batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>, ArrowErr
 enum Values {
     Json(JsonDecoder),
     Avro(AvroDecoder),
+    JsonSchema(JsonSchemaDecoder),
 }
 
 impl Values {
@@ -94,6 +95,7 @@ impl Values {
         match self {
             Values::Json(d) => d.decode(values),
             Values::Avro(d) => d.decode(values),
+            Values::JsonSchema(d) => d.decode(values),
         }
     }
 }
@@ -140,11 +142,15 @@ impl Router {
                 }
                 Values::Avro(d)
             }
-            Format::Json | Format::DebeziumJson => Values::Json(
-                JsonDecoder::new(schema, columns)?
+            Format::Json | Format::DebeziumJson | Format::JsonSchema => {
+                let json = JsonDecoder::new(schema, columns)?
                     .inferring(evolve)
-                    .refusing_undeclared(frozen),
-            ),
+                    .refusing_undeclared(frozen);
+                match contract.table.format {
+                    Format::JsonSchema => Values::JsonSchema(JsonSchemaDecoder::new(json)),
+                    _ => Values::Json(json),
+                }
+            }
         };
         Ok(Router {
             decoder,
@@ -159,32 +165,35 @@ impl Router {
     /// The writer schema ids `records` carry that must be looked up in the registry before
     /// they are routed (none unless the format is a registry one).
     pub fn schemas_needed(&self, records: &[KafkaRecord]) -> Vec<u32> {
+        let values = || -> Vec<&[u8]> { records.iter().filter_map(|r| r.value.as_deref()).collect() };
         match &self.decoder {
-            Values::Avro(d) => {
-                let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value.as_deref()).collect();
-                d.missing(&values)
-            }
+            Values::Avro(d) => d.missing(&values()),
+            Values::JsonSchema(d) => d.missing(&values()),
             Values::Json(_) => Vec::new(),
         }
     }
 
     /// Takes the registry's answer for schema `id`.
     pub fn learn_schema(&mut self, id: u32, fetched: &Fetched) {
-        if let Values::Avro(d) = &mut self.decoder {
-            d.learn(id, fetched);
+        match &mut self.decoder {
+            Values::Avro(d) => d.learn(id, fetched),
+            Values::JsonSchema(d) => d.learn(id, fetched),
+            Values::Json(_) => {}
         }
     }
 
     /// Takes over the writer schemas `old` (the router before a schema change) learnt.
     pub fn learn_schemas_of(&mut self, old: &Router) {
-        if let (Values::Avro(new), Values::Avro(old)) = (&mut self.decoder, &old.decoder) {
-            new.learn_from(old);
+        match (&mut self.decoder, &old.decoder) {
+            (Values::Avro(new), Values::Avro(old)) => new.learn_from(old),
+            (Values::JsonSchema(new), Values::JsonSchema(old)) => new.learn_from(old),
+            _ => {}
         }
     }
 
     /// Whether values are read with writer schemas from a registry.
     pub fn uses_registry(&self) -> bool {
-        matches!(self.decoder, Values::Avro(_))
+        matches!(self.decoder, Values::Avro(_) | Values::JsonSchema(_))
     }
 
     /// Routes `records`, judging lateness against `now_us` (microseconds since the epoch).

@@ -130,9 +130,12 @@ impl RunConfig {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(ServiceError::Config(format!("two contracts define table {}", w[0])));
         }
-        if let Some(c) = ok.iter().find(|c| c.table.format.is_avro() && self.registry.is_none()) {
+        if let Some(c) = ok
+            .iter()
+            .find(|c| c.table.format.uses_registry() && self.registry.is_none())
+        {
             return Err(ServiceError::Config(format!(
-                "table {} reads avro, and calve.toml has no [registry] to take writer schemas from",
+                "table {} reads values with registry schemas, and calve.toml has no [registry] to take them from",
                 c.table.name
             )));
         }

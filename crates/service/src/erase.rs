@@ -87,13 +87,13 @@ pub async fn erase_keys(
         table: erase_rows(catalog, &committer, &keys_match).await?,
         ..Default::default()
     };
-    if contract.table.format.is_avro() {
-        // Avro dead letters are often undecodable by definition (unknown schema, corrupt
-        // body); their values are not searched for the key, and the report says so rather
-        // than let "verified" suggest otherwise.
+    if contract.table.format.uses_registry() {
+        // Registry-framed dead letters are often undecodable by definition (unknown schema,
+        // corrupt body); their values are not searched for the key, and the report says so
+        // rather than let "verified" suggest otherwise.
         outcome.caveats.push(
-            "dead letters of an Avro topic were matched by their Kafka key only: a dead letter whose Kafka \
-             key does not name the person may still hold their data in its Avro value"
+            "dead letters of a schema-registry topic (Avro, JSON Schema) were matched by their Kafka key \
+             only: a dead letter whose Kafka key does not name the person may still hold their data in its value"
                 .into(),
         );
     }

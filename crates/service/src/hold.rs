@@ -61,7 +61,7 @@ pub(crate) fn hold_for(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, 
             u32::from_be_bytes([*a, *b, *c, *d]),
             value.len()
         ),
-        _ => String::from_utf8_lossy(value).into_owned(),
+        _ => String::from_utf8_lossy(json_text(value)).into_owned(),
     };
     if sample.len() > SAMPLE_BYTES {
         let cut = (0..=SAMPLE_BYTES)
@@ -120,7 +120,7 @@ fn propose(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[R
             let value = d.record.value.as_deref().unwrap_or_default();
             match decoder
                 .inferring(true)
-                .decode(&[value])
+                .decode(&[json_text(value)])
                 .map(|out| out.inferred.get(&name).cloned())
             {
                 Ok(Some(Inferred::Type(ty))) => vec![Proposed::AddColumn {
@@ -152,7 +152,7 @@ pub(crate) fn promotion(d: &DeadLetter, columns: &[ResolvedColumn], keys: &[Stri
     if let Some(shows) = &d.shows {
         return widening(&column.ty, shows).map(|to| (d.path.clone(), to));
     }
-    let value: Value = serde_json::from_slice(d.record.value.as_deref()?).ok()?;
+    let value: Value = serde_json::from_slice(json_text(d.record.value.as_deref()?)).ok()?;
     match (&column.ty, value.get(&d.path)?) {
         (ColumnType::Int, Value::Number(n)) if n.as_i64().is_some() => Some((d.path.clone(), ColumnType::Long)),
         (ColumnType::Decimal { precision, scale }, v) if !column.decimal_bytes => {
@@ -195,6 +195,15 @@ fn widening(ty: &ColumnType, shows: &ColumnType) -> Option<ColumnType> {
             })
         }
         _ => None,
+    }
+}
+
+/// The JSON text of a record value: a JSON Schema record's without its Confluent framing
+/// (JSON text never starts with the framing's zero byte, so a plain JSON value is left as is).
+fn json_text(value: &[u8]) -> &[u8] {
+    match value {
+        [0, _, _, _, _, rest @ ..] => rest,
+        _ => value,
     }
 }
 

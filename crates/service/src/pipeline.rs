@@ -109,7 +109,7 @@ impl Pipeline {
         let router = Router::new(&contract, main.sink().schema().clone(), &main.sink().columns())?;
         if router.uses_registry() && services.registry.is_none() {
             return Err(ServiceError::Config(format!(
-                "table {} reads avro, and calve.toml has no [registry] to take writer schemas from",
+                "table {} reads values with registry schemas, and calve.toml has no [registry] to take them from",
                 contract.table.name
             )));
         }
@@ -465,10 +465,7 @@ impl Pipeline {
                 Fetched::Found(w) if !w.references.is_empty() => {
                     return Err(ServiceError::Unsupported {
                         table: table.clone(),
-                        what: format!(
-                            "Avro schema id {id} references other schemas ({})",
-                            w.references.join(", ")
-                        ),
+                        what: format!("schema id {id} references other schemas ({})", w.references.join(", ")),
                     })
                 }
                 Fetched::Found(_) => tracing::info!(table, schema_id = id, "learnt a writer schema"),

@@ -1,4 +1,5 @@
-"""Produces Confluent-framed Avro with confluent-kafka's own serializers and registry client.
+"""Produces Confluent-framed Avro (or, with --serializer json, JSON Schema records) with
+confluent-kafka's own serializers and registry client.
 
 Why: calve must read what real producers write: magic byte 0x00, the 4-byte big-endian schema
 id the registry assigned, then the Avro binary body, with the schema registered under the
@@ -57,6 +58,7 @@ from confluent_kafka.schema_registry import (
     topic_subject_name_strategy,
 )
 from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext, StringSerializer
 
 STRATEGIES = {
@@ -129,6 +131,8 @@ def main():
     ap.add_argument("--user")
     ap.add_argument("--password")
     ap.add_argument("--print-ids", action="store_true")
+    ap.add_argument("--serializer", choices=["avro", "json"], default="avro",
+                    help="json: values are JSON Schema records (JSONSerializer; `schema` is a JSON Schema)")
     args = ap.parse_args()
 
     sr_conf = {"url": args.registry_url}
@@ -147,7 +151,8 @@ def main():
     def avro(schema):
         text = schema_text(schema)
         if text not in serializers:
-            serializers[text] = AvroSerializer(registry, text, conf=ser_conf)
+            serializers[text] = (JSONSerializer(text, registry, conf=ser_conf) if args.serializer == "json"
+                                 else AvroSerializer(registry, text, conf=ser_conf))
         return serializers[text]
 
     strings = StringSerializer("utf_8")

@@ -231,6 +231,9 @@ pub struct AvroProduceOpts {
     pub use_latest: bool,
     /// Basic-auth credentials for the registry.
     pub auth: Option<(String, String)>,
+    /// Values are JSON Schema records (confluent-kafka's `JSONSerializer`; each line's
+    /// `schema` is a JSON Schema) instead of Avro.
+    pub json_schema: bool,
 }
 
 impl Default for AvroProduceOpts {
@@ -240,6 +243,7 @@ impl Default for AvroProduceOpts {
             auto_register: true,
             use_latest: false,
             auth: None,
+            json_schema: false,
         }
     }
 }
@@ -284,6 +288,9 @@ fn produced(
         .args(["--auto-register", if opts.auto_register { "true" } else { "false" }]);
     if opts.use_latest {
         cmd.arg("--use-latest");
+    }
+    if opts.json_schema {
+        cmd.args(["--serializer", "json"]);
     }
     if let Some((user, password)) = &opts.auth {
         cmd.args(["--user", user, "--password", password]);

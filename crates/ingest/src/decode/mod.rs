@@ -14,6 +14,7 @@ mod avro;
 mod columns;
 mod infer;
 mod json;
+mod json_schema;
 mod scalars;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub use avro::AvroDecoder;
 use columns::{Column, Hints};
 pub use infer::Inferred;
 use json::{Ctx, ValueSeed};
+pub use json_schema::JsonSchemaDecoder;
 
 /// Result of decoding a slice of values.
 #[derive(Debug, Default)]
