@@ -156,17 +156,6 @@ fn records() -> Vec<Value> {
         .collect()
 }
 
-/// Microseconds since the epoch of a reader's timestamp text (with or without offset).
-fn instant(v: &Value) -> i64 {
-    let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|d| d.timestamp_micros())
-        .or_else(|_| {
-            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|d| d.and_utc().timestamp_micros())
-        })
-        .unwrap_or_else(|e| panic!("{s}: {e}"))
-}
-
 #[test]
 fn every_avro_type_reads_back_exactly_in_both_readers() {
     let broker = Broker::start();
@@ -180,9 +169,7 @@ fn every_avro_type_reads_back_exactly_in_both_readers() {
         &registry.produce_opts(),
     );
     let s = Setup::new(&broker.bootstrap(), CONTRACT);
-    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
-    cfg.push_str(&format!("\n[registry]\nurl = \"{}\"\n", registry.url()));
-    std::fs::write(&s.config, cfg).unwrap();
+    with_registry(&s, &registry.url());
     let mut child = s.spawn(&calve_bin(), &["run", "--until-caught-up"]);
     let st = wait_for(&mut child, Duration::from_secs(120)).expect("calve did not catch up");
     assert!(st.success(), "{}", s.logs());

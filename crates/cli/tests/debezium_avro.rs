@@ -218,9 +218,7 @@ fn debezium_avro_changes_land_as_the_source_tables_state() {
     let registry = RegistryServer::start();
     create_topic(&broker.bootstrap(), "customers", 1);
     let s = Setup::new(&broker.bootstrap(), CONTRACT);
-    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
-    cfg.push_str(&format!("\n[registry]\nurl = \"{}\"\n", registry.url()));
-    std::fs::write(&s.config, cfg).unwrap();
+    with_registry(&s, &registry.url());
     let opts = registry.produce_opts();
     let mut ev = Events {
         lines: Vec::new(),

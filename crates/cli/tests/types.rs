@@ -162,17 +162,6 @@ fn read(s: &Setup, table: &str, columns: &[&str]) -> ForeignView {
     read_table(&s.catalog_db(), &s.warehouse(), table, columns)
 }
 
-/// Microseconds since the epoch of a reader's timestamp text (with or without offset).
-fn instant(v: &Value) -> i64 {
-    let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|d| d.timestamp_micros())
-        .or_else(|_| {
-            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|d| d.and_utc().timestamp_micros())
-        })
-        .unwrap_or_else(|e| panic!("{s}: {e}"))
-}
-
 #[test]
 fn every_type_lands_exactly_and_every_bad_value_is_dead_lettered_with_its_path() {
     let broker = Broker::start();

@@ -23,6 +23,24 @@ pub fn orders_contract(topic: &str, freshness: &str) -> String {
         .replace("freshness = \"1m\"", &format!("freshness = \"{freshness}\""))
 }
 
+/// Adds `[registry]` at `url` to the setup's `calve.toml`.
+pub fn with_registry(s: &Setup, url: &str) {
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str(&format!("\n[registry]\nurl = \"{url}\"\n"));
+    std::fs::write(&s.config, cfg).unwrap();
+}
+
+/// Microseconds since the epoch of a reader's timestamp text (with or without offset).
+pub fn instant(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp_micros())
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|d| d.and_utc().timestamp_micros())
+        })
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
 pub fn read_orders(s: &Setup) -> ForeignView {
     read_from(s, "shop.orders", ORDER_COLUMNS)
 }

@@ -16,19 +16,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arrow_schema::ArrowError;
 use calve_contract::{ColumnType, Element, StructField};
 use serde_json::Value;
 
 use super::json::Fault;
+use super::learnt::{framed, Learnt};
 use super::{Decoded, Inferred, JsonDecoder, Rejected};
 use crate::dead_letter::DeadLetterKind;
 use crate::registry::{Fetched, SchemaKind, WriterSchema};
-
-/// How long an id the registry did not know is believed unknown before it is asked again.
-const UNKNOWN_RECHECK: Duration = Duration::from_secs(60);
 
 struct Writer {
     validator: jsonschema::Validator,
@@ -46,17 +43,11 @@ impl fmt::Debug for Writer {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Known {
-    Writer(Arc<Writer>),
-    Unreadable(String, Instant),
-}
-
 /// Decodes Confluent-framed JSON Schema records into batches of the table's schema.
 #[derive(Debug, Clone)]
 pub struct JsonSchemaDecoder {
     json: JsonDecoder,
-    known: HashMap<u32, Known>,
+    learnt: Learnt<Writer>,
 }
 
 impl JsonSchemaDecoder {
@@ -64,42 +55,27 @@ impl JsonSchemaDecoder {
     pub fn new(json: JsonDecoder) -> Self {
         JsonSchemaDecoder {
             json,
-            known: HashMap::new(),
+            learnt: Learnt::default(),
         }
     }
 
     /// Schema ids `values` carry that this decoder has not learnt (or should ask about again).
     pub fn missing(&self, values: &[&[u8]]) -> Vec<u32> {
-        let mut ids: Vec<u32> = values
-            .iter()
-            .filter_map(|v| framed(v).ok().map(|(id, _)| id))
-            .filter(|id| match self.known.get(id) {
-                None => true,
-                Some(Known::Unreadable(_, since)) => since.elapsed() >= UNKNOWN_RECHECK,
-                Some(Known::Writer(_)) => false,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        self.learnt.missing(values)
     }
 
     /// Takes the registry's answer for schema `id`.
     pub fn learn(&mut self, id: u32, fetched: &Fetched) {
-        let known = match fetched {
-            Fetched::Unknown(reason) => Known::Unreadable(reason.clone(), Instant::now()),
-            Fetched::Found(w) => match writer(w) {
-                Ok(w) => Known::Writer(Arc::new(w)),
-                Err(reason) => Known::Unreadable(reason, Instant::now()),
-            },
-        };
-        self.known.insert(id, known);
+        self.learnt.learn(id, fetched, |f| match f {
+            Fetched::Found(w) => writer(w),
+            Fetched::Unknown(reason) => Err(reason.clone()),
+        });
     }
 
     /// Learns what `other` learnt (after a schema change of the table: JSON Schemas do not
     /// depend on the table, so what was compiled stays).
     pub fn learn_from(&mut self, other: &JsonSchemaDecoder) {
-        self.known.extend(other.known.iter().map(|(id, k)| (*id, k.clone())));
+        self.learnt = other.learnt.clone();
     }
 
     /// Decodes `values`; never fails as a whole, bad values are reported in `rejected`.
@@ -149,16 +125,10 @@ impl JsonSchemaDecoder {
     /// A value's writer and JSON text, once its framing, schema and validity are checked.
     fn admit<'v>(&self, v: &'v [u8]) -> Result<(Arc<Writer>, &'v [u8]), Fault> {
         let (id, payload) = framed(v).map_err(|e| (DeadLetterKind::MalformedJson, String::new(), e))?;
-        let w = match self.known.get(&id) {
-            Some(Known::Writer(w)) => w,
-            Some(Known::Unreadable(reason, _)) => {
-                return Err((DeadLetterKind::UnknownSchema, String::new(), reason.clone()))
-            }
-            None => {
-                let reason = format!("schema id {id} was not looked up in the registry");
-                return Err((DeadLetterKind::UnknownSchema, String::new(), reason));
-            }
-        };
+        let w = self
+            .learnt
+            .writer(id)
+            .map_err(|reason| (DeadLetterKind::UnknownSchema, String::new(), reason))?;
         let value: Value = serde_json::from_slice(payload).map_err(|e| {
             (
                 DeadLetterKind::MalformedJson,
@@ -207,14 +177,6 @@ fn column_path(pointer: &str) -> String {
         }
     }
     path
-}
-
-/// The schema id and JSON text of a framed value.
-fn framed(v: &[u8]) -> Result<(u32, &[u8]), String> {
-    match v {
-        [0, a, b, c, d, rest @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), rest)),
-        _ => Err("value lacks the Confluent framing (magic byte 0 and a 4-byte schema id)".into()),
-    }
 }
 
 fn writer(w: &WriterSchema) -> Result<Writer, String> {

@@ -15,6 +15,7 @@ mod columns;
 mod infer;
 mod json;
 mod json_schema;
+mod learnt;
 mod scalars;
 
 use std::collections::BTreeMap;

@@ -22,9 +22,7 @@ mod conform;
 mod envelope;
 mod plan;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_avro::reader::{Decoder, ReaderBuilder};
@@ -33,6 +31,7 @@ use arrow_schema::{ArrowError, Field, SchemaRef};
 use arrow_select::concat::concat_batches;
 use calve_contract::ResolvedColumn;
 
+use super::learnt::{framed, Learnt};
 use super::{Decoded, Inferred, Rejected};
 use crate::dead_letter::DeadLetterKind;
 use crate::registry::{Fetched, SchemaKind, WriterSchema};
@@ -40,19 +39,6 @@ use conform::{conform, ConformError};
 use envelope::Envelope;
 pub use plan::Breach;
 use plan::{Fit, TableColumn};
-
-/// What calve knows about one schema id.
-#[derive(Debug, Clone)]
-enum Known {
-    /// Readable, and how it fits the table.
-    Writer(Arc<Writer>),
-    /// Records carrying it cannot be read (the reason says why), as of when it was learnt.
-    Unreadable(String, Instant),
-}
-
-/// How long an id the registry did not know is believed unknown before it is asked about
-/// again: a registry replica may lag behind a producer that registered it a moment ago.
-const UNKNOWN_RECHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Writer {
@@ -84,18 +70,7 @@ pub struct AvroDecoder {
     /// Set when values are Debezium change events: with the key columns when deletes are
     /// applied by key.
     changes: Option<Option<Keys>>,
-    known: HashMap<u32, Known>,
-    /// The registry's answers, kept to fit them again to a changed table.
-    fetched: HashMap<u32, Fetched>,
-}
-
-/// The schema id in a value's framing, or why it has none.
-fn frame(v: &[u8]) -> Result<u32, String> {
-    match v {
-        [0, a, b, c, d, ..] => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
-        [0, ..] => Err("value is shorter than the Confluent framing (magic byte 0 and a 4-byte schema id)".into()),
-        _ => Err("value lacks the Confluent framing: its first byte is not the magic byte 0".into()),
-    }
+    learnt: Learnt<Writer>,
 }
 
 impl AvroDecoder {
@@ -123,8 +98,7 @@ impl AvroDecoder {
             infer: false,
             refuse_undeclared: false,
             changes: None,
-            known: HashMap::new(),
-            fetched: HashMap::new(),
+            learnt: Learnt::default(),
         })
     }
 
@@ -182,38 +156,23 @@ impl AvroDecoder {
 
     /// Schema ids `values` carry that this decoder has not learnt yet.
     pub fn missing(&self, values: &[&[u8]]) -> Vec<u32> {
-        let mut ids: Vec<u32> = values
-            .iter()
-            .filter_map(|v| frame(v).ok())
-            .filter(|id| match self.known.get(id) {
-                None => true,
-                Some(Known::Unreadable(_, since)) => since.elapsed() >= UNKNOWN_RECHECK,
-                Some(Known::Writer(_)) => false,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        self.learnt.missing(values)
     }
 
     /// Takes the registry's answer for schema `id`.
     pub fn learn(&mut self, id: u32, fetched: &Fetched) {
-        let known = match fetched {
-            Fetched::Unknown(reason) => Known::Unreadable(reason.clone(), Instant::now()),
-            Fetched::Found(w) => match self.writer(w) {
-                Ok(w) => Known::Writer(Arc::new(w)),
-                Err(reason) => Known::Unreadable(reason, Instant::now()),
-            },
+        let made = match fetched {
+            Fetched::Found(w) => self.writer(w),
+            Fetched::Unknown(reason) => Err(reason.clone()),
         };
-        self.known.insert(id, known);
-        self.fetched.insert(id, fetched.clone());
+        self.learnt.learn(id, fetched, |_| made);
     }
 
     /// Learns what `other` learnt (a decoder for the table after a schema change takes over
     /// the writer schemas of the one before, fitted anew).
     pub fn learn_from(&mut self, other: &AvroDecoder) {
-        for (id, fetched) in &other.fetched {
-            self.learn(*id, fetched);
+        for (id, fetched) in other.learnt.answers() {
+            self.learn(id, fetched);
         }
     }
 
@@ -294,15 +253,11 @@ impl AvroDecoder {
 
     /// The writer of a value whose schema admits it into the table, or why not.
     fn admit(&self, v: &[u8]) -> Result<Arc<Writer>, Breach> {
-        let id = frame(v).map_err(|reason| breach(DeadLetterKind::MalformedAvro, reason))?;
-        let w = match self.known.get(&id) {
-            Some(Known::Writer(w)) => w,
-            Some(Known::Unreadable(reason, _)) => return Err(breach(DeadLetterKind::UnknownSchema, reason.clone())),
-            None => {
-                let reason = format!("schema id {id} was not looked up in the registry");
-                return Err(breach(DeadLetterKind::UnknownSchema, reason));
-            }
-        };
+        let (id, _) = framed(v).map_err(|reason| breach(DeadLetterKind::MalformedAvro, reason))?;
+        let w = self
+            .learnt
+            .writer(id)
+            .map_err(|reason| breach(DeadLetterKind::UnknownSchema, reason))?;
         if let Some(b) = &w.fit.breach {
             let mut b = b.clone();
             b.reason = format!("{} (schema id {id})", b.reason);
