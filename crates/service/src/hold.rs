@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use arrow_schema::SchemaRef;
 use calve_contract::{ColumnType, Contract, OnBreaking, ResolvedColumn};
-use calve_ingest::{DeadLetter, DeadLetterKind, Inferred, JsonDecoder};
+use calve_ingest::{framed, DeadLetter, DeadLetterKind, Inferred, JsonDecoder};
 use calve_table::catalog::schema::{column_type_of, iceberg_type};
 use calve_table::commit::hold::{
     Action, Applied, Decision, Hold, HoldState, Proposed, Rejection, SetHoldState, CONTRACT_EDIT,
@@ -55,12 +55,8 @@ pub(crate) fn first_breaches<'d>(dead: &'d [DeadLetter], rejections: &[Rejection
 /// What the table is held for: breach `d`, with the change that would admit it.
 pub(crate) fn hold_for(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[ResolvedColumn]) -> Hold {
     let value = d.record.value.as_deref().unwrap_or_default();
-    let mut sample = match (contract.table.format, value) {
-        (f, [0, a, b, c, d, ..]) if f.is_avro() => format!(
-            "an Avro record of writer schema id {}, {} bytes",
-            u32::from_be_bytes([*a, *b, *c, *d]),
-            value.len()
-        ),
+    let mut sample = match (contract.table.format.is_avro(), framed(value)) {
+        (true, Ok((id, _))) => format!("an Avro record of writer schema id {id}, {} bytes", value.len()),
         _ => String::from_utf8_lossy(json_text(value)).into_owned(),
     };
     if sample.len() > SAMPLE_BYTES {
@@ -201,10 +197,7 @@ fn widening(ty: &ColumnType, shows: &ColumnType) -> Option<ColumnType> {
 /// The JSON text of a record value: a JSON Schema record's without its Confluent framing
 /// (JSON text never starts with the framing's zero byte, so a plain JSON value is left as is).
 fn json_text(value: &[u8]) -> &[u8] {
-    match value {
-        [0, _, _, _, _, rest @ ..] => rest,
-        _ => value,
-    }
+    framed(value).map_or(value, |(_, text)| text)
 }
 
 /// The precision a decimal's plain text (`-123.45`) needs at `scale`, when its fraction fits

@@ -30,7 +30,8 @@ pub fn python() -> PathBuf {
     .clone()
 }
 
-fn script(name: &str) -> PathBuf {
+/// A script of the test kit's `python/` folder.
+pub(crate) fn script(name: &str) -> PathBuf {
     workspace_root().join("crates/testkit/python").join(name)
 }
 

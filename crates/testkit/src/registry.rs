@@ -11,7 +11,6 @@
 //! The server runs as a child process on a leased port and is killed on drop.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -20,12 +19,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 use crate::ports::{lease_port, PortLease};
-use crate::python::python;
-use crate::workspace_root;
-
-fn script(name: &str) -> PathBuf {
-    workspace_root().join("crates/testkit/python").join(name)
-}
+use crate::python::{python, script};
 
 /// A running fake registry (see the module docs and `python/registry.py`).
 pub struct RegistryServer {

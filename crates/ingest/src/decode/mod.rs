@@ -31,6 +31,7 @@ use columns::{Column, Hints};
 pub use infer::Inferred;
 use json::{Ctx, ValueSeed};
 pub use json_schema::JsonSchemaDecoder;
+pub use learnt::framed;
 
 /// Result of decoding a slice of values.
 #[derive(Debug, Default)]
@@ -92,9 +93,7 @@ impl JsonDecoder {
             .fields()
             .iter()
             .map(|f| {
-                let c = columns.iter().find(|c| &c.name == f.name()).ok_or_else(|| {
-                    ArrowError::SchemaError(format!("table column {} has no contract type", f.name()))
-                })?;
+                let c = contract_column(columns, f)?;
                 let hints = Hints {
                     unit: c.unit,
                     decimal_bytes: c.decimal_bytes,
@@ -189,6 +188,17 @@ impl JsonDecoder {
         }
         Ok(out)
     }
+}
+
+/// The contract's column for the table's field `f` (matched by name).
+fn contract_column<'c>(
+    columns: &'c [ResolvedColumn],
+    f: &arrow_schema::Field,
+) -> Result<&'c ResolvedColumn, ArrowError> {
+    columns
+        .iter()
+        .find(|c| &c.name == f.name())
+        .ok_or_else(|| ArrowError::SchemaError(format!("table column {} has no contract type", f.name())))
 }
 
 /// Appends `v` as one row, or leaves `row` as it was and says why not.

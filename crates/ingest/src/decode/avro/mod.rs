@@ -80,9 +80,7 @@ impl AvroDecoder {
             .fields()
             .iter()
             .map(|f| {
-                let c = columns.iter().find(|c| &c.name == f.name()).ok_or_else(|| {
-                    ArrowError::SchemaError(format!("table column {} has no contract type", f.name()))
-                })?;
+                let c = super::contract_column(columns, f)?;
                 Ok(TableColumn {
                     name: c.name.clone(),
                     ty: c.ty.clone(),
