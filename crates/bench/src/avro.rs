@@ -139,6 +139,7 @@ fn in_memory(values: &[Vec<u8>], id: u32) -> anyhow::Result<(f64, f64)> {
         kind: SchemaKind::Avro,
         text: SCHEMA.into(),
         references: Vec::new(),
+        imports: Vec::new(),
     };
     calve.learn(id, &Fetched::Found(Arc::new(writer)));
     let props = WriterProperties::builder()

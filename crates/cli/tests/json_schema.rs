@@ -13,7 +13,7 @@ use calve_testkit::broker::Broker;
 use calve_testkit::calve::{wait_for, Setup};
 use calve_testkit::kafka::{create_topic, produce_bytes};
 use calve_testkit::python::read_table;
-use calve_testkit::registry::{produce_avro, AvroProduceOpts, RegistryServer};
+use calve_testkit::registry::{produce_avro, AvroProduceOpts, RegistryServer, Serializer};
 use common::*;
 use serde_json::{json, Value};
 
@@ -55,7 +55,7 @@ fn json_schema_records_land_and_the_registry_types_new_columns() {
     let registry = RegistryServer::start();
     create_topic(&broker.bootstrap(), "orders", 1);
     let opts = AvroProduceOpts {
-        json_schema: true,
+        serializer: Serializer::Json,
         ..registry.produce_opts()
     };
     let lines: Vec<Value> = (0..100).map(line).collect();

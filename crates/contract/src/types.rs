@@ -40,6 +40,9 @@ pub enum Format {
     /// JSON Schema in the registry: each record validated against it, its declared types
     /// (`format: date-time`, …) driving evolution.
     JsonSchema,
+    /// Protobuf in the Confluent wire format (magic byte 0, schema id, message indexes, body),
+    /// each record read with its writer's schema (`.proto`) from the registry.
+    Protobuf,
 }
 
 impl Format {
@@ -55,7 +58,7 @@ impl Format {
 
     /// Values carry a writer schema id, to be looked up in `[registry]`.
     pub fn uses_registry(self) -> bool {
-        self.is_avro() || self == Format::JsonSchema
+        self.is_avro() || matches!(self, Format::JsonSchema | Format::Protobuf)
     }
 }
 

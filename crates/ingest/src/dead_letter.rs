@@ -34,6 +34,9 @@ pub enum DeadLetterKind {
     /// The value is not Avro in the Confluent wire format, or its body does not decode with
     /// its writer schema.
     MalformedAvro,
+    /// The value is not Protobuf in the Confluent wire format (magic byte, schema id, message
+    /// indexes), or its body does not decode as its writer's message.
+    MalformedProtobuf,
     /// The value's schema id is not in the registry, or names a schema calve cannot read.
     UnknownSchema,
     /// Routing this record panicked (a bug calve isolates: the record is set aside so the
@@ -63,6 +66,7 @@ impl DeadLetterKind {
             DeadLetterKind::UndeclaredField => "undeclared-field",
             DeadLetterKind::Panicked => "panic",
             DeadLetterKind::MalformedAvro => "malformed-avro",
+            DeadLetterKind::MalformedProtobuf => "malformed-protobuf",
             DeadLetterKind::UnknownSchema => "unknown-schema",
         }
     }

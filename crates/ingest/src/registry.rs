@@ -88,9 +88,28 @@ pub struct WriterSchema {
     pub kind: SchemaKind,
     /// The schema text.
     pub text: String,
-    /// Subjects of schemas it references (their types are not resolved yet).
+    /// Subjects of schemas it references directly.
     pub references: Vec<String>,
+    /// The schemas it references, directly or through others, each once: what a Protobuf
+    /// schema's `import`s name.
+    pub imports: Vec<Import>,
 }
+
+/// A schema another one references, as the registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    /// The name it is referenced by (a Protobuf import path such as `common/money.proto`).
+    pub name: String,
+    /// The subject and version it was read from.
+    pub subject: String,
+    /// Its version under the subject.
+    pub version: i64,
+    /// The schema text.
+    pub text: String,
+}
+
+/// At most this many schemas are followed through references from one schema.
+const MAX_IMPORTS: usize = 256;
 
 /// The outcome of asking for a schema id that the registry answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,7 +189,17 @@ struct SchemaBody {
 
 #[derive(Deserialize)]
 struct Reference {
+    name: String,
     subject: String,
+    version: i64,
+}
+
+/// What one GET of a schema ended in, when the registry answered.
+enum Answer {
+    Schema(SchemaBody),
+    /// The registry's own "not found" (error codes 40401 subject, 40402 version, 40403
+    /// schema), with its body.
+    NotFound(String),
 }
 
 impl Registry {
@@ -222,8 +251,86 @@ impl Registry {
     }
 
     async fn fetch(&self, id: u32) -> Result<Fetched, RegistryError> {
-        let url = format!("{}/schemas/ids/{id}", self.base);
-        let mut req = self.http.get(&url).header(
+        let body = match self.get(&format!("{}/schemas/ids/{id}", self.base)).await? {
+            Answer::Schema(body) => body,
+            Answer::NotFound(body) => {
+                return Ok(Fetched::Unknown(format!(
+                    "schema id {id} is not in the registry {}: {body}",
+                    self.base
+                )))
+            }
+        };
+        let kind = match body.schema_type.as_deref().unwrap_or("AVRO") {
+            "AVRO" => SchemaKind::Avro,
+            "PROTOBUF" => SchemaKind::Protobuf,
+            "JSON" => SchemaKind::Json,
+            other => {
+                return Ok(Fetched::Unknown(format!(
+                    "schema id {id} is of type {other}, which calve does not read"
+                )))
+            }
+        };
+        let imports = match self.imports(&body.references).await? {
+            Ok(imports) => imports,
+            Err(reason) => return Ok(Fetched::Unknown(format!("schema id {id} {reason}"))),
+        };
+        Ok(Fetched::Found(Arc::new(WriterSchema {
+            id,
+            kind,
+            text: body.schema,
+            references: body.references.into_iter().map(|r| r.subject).collect(),
+            imports,
+        })))
+    }
+
+    /// The schemas `references` name, and those they reference in turn, each once (by name);
+    /// `Err` says which one the registry lacks.
+    async fn imports(&self, references: &[Reference]) -> Result<Result<Vec<Import>, String>, RegistryError> {
+        let mut todo: Vec<(String, String, i64)> = references
+            .iter()
+            .map(|r| (r.name.clone(), r.subject.clone(), r.version))
+            .collect();
+        let mut out: Vec<Import> = Vec::new();
+        while let Some((name, subject, version)) = todo.pop() {
+            if out.iter().any(|i| i.name == name) {
+                continue;
+            }
+            if out.len() >= MAX_IMPORTS {
+                return Ok(Err(format!("references more than {MAX_IMPORTS} schemas")));
+            }
+            let mut url = reqwest::Url::parse(&self.base)
+                .map_err(|e| RegistryError::Config(format!("url `{}`: {e}", self.base)))?;
+            url.path_segments_mut()
+                .map_err(|_| RegistryError::Config(format!("url `{}` cannot have a path", self.base)))?
+                .pop_if_empty()
+                .extend(["subjects", &subject, "versions", &version.to_string()]);
+            let body = match self.get(url.as_str()).await? {
+                Answer::Schema(body) => body,
+                Answer::NotFound(body) => {
+                    return Ok(Err(format!(
+                        "references {name} (subject {subject} version {version}), which the registry {} does not have: {body}",
+                        self.base
+                    )))
+                }
+            };
+            todo.extend(
+                body.references
+                    .iter()
+                    .map(|r| (r.name.clone(), r.subject.clone(), r.version)),
+            );
+            out.push(Import {
+                name,
+                subject,
+                version,
+                text: body.schema,
+            });
+        }
+        Ok(Ok(out))
+    }
+
+    /// GETs a schema (by id, or a subject's version).
+    async fn get(&self, url: &str) -> Result<Answer, RegistryError> {
+        let mut req = self.http.get(url).header(
             reqwest::header::ACCEPT,
             "application/vnd.schemaregistry.v1+json, application/json",
         );
@@ -241,36 +348,16 @@ impl Registry {
         let body = resp.text().await.map_err(|e| unavailable(error_chain(&e)))?;
         let cut = || cut(&body, 500);
         match status {
-            200 => {
-                let parsed: SchemaBody = serde_json::from_str(&body).map_err(|_| RegistryError::Unreadable {
+            200 => serde_json::from_str(&body)
+                .map(Answer::Schema)
+                .map_err(|_| RegistryError::Unreadable {
                     url: self.base.clone(),
                     status,
                     body: cut(),
-                })?;
-                let kind = match parsed.schema_type.as_deref().unwrap_or("AVRO") {
-                    "AVRO" => SchemaKind::Avro,
-                    "PROTOBUF" => SchemaKind::Protobuf,
-                    "JSON" => SchemaKind::Json,
-                    other => {
-                        return Ok(Fetched::Unknown(format!(
-                            "schema id {id} is of type {other}, which calve does not read"
-                        )))
-                    }
-                };
-                Ok(Fetched::Found(Arc::new(WriterSchema {
-                    id,
-                    kind,
-                    text: parsed.schema,
-                    references: parsed.references.into_iter().map(|r| r.subject).collect(),
-                })))
-            }
-            // Only the registry's own "schema not found" (error code 40403) says the id is
-            // unknown; any other 404 is a wrong URL or a proxy, which the table must wait out.
-            404 if error_code(&body) == Some(40403) => Ok(Fetched::Unknown(format!(
-                "schema id {id} is not in the registry {}: {}",
-                self.base,
-                cut()
-            ))),
+                }),
+            // Only the registry's own "not found" says the schema is unknown; any other 404 is
+            // a wrong URL or a proxy, which the table must wait out.
+            404 if matches!(error_code(&body), Some(40401..=40403)) => Ok(Answer::NotFound(cut())),
             401 | 403 => Err(RegistryError::Unauthorized {
                 url: self.base.clone(),
                 status,

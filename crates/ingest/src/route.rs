@@ -12,7 +12,7 @@ use calve_contract::{Contract, Evolution, Format, LatePolicy, ResolvedColumn, To
 
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::debezium::{self, Change};
-use crate::decode::{AvroDecoder, Decoded, Inferred, JsonDecoder, JsonSchemaDecoder};
+use crate::decode::{AvroDecoder, Decoded, Inferred, JsonDecoder, JsonSchemaDecoder, ProtobufDecoder};
 use crate::error::IngestError;
 use crate::key::KeyDecoder;
 use crate::late::split_late;
@@ -88,6 +88,7 @@ enum Values {
     Json(JsonDecoder),
     Avro(AvroDecoder),
     JsonSchema(JsonSchemaDecoder),
+    Protobuf(ProtobufDecoder),
 }
 
 impl Values {
@@ -96,6 +97,7 @@ impl Values {
             Values::Json(d) => d.decode(values),
             Values::Avro(d) => d.decode(values),
             Values::JsonSchema(d) => d.decode(values),
+            Values::Protobuf(d) => d.decode(values),
         }
     }
 }
@@ -142,6 +144,12 @@ impl Router {
                 }
                 Values::Avro(d)
             }
+            Format::Protobuf => Values::Protobuf(
+                ProtobufDecoder::new(schema, columns)?
+                    .with_renames(&contract.renames())
+                    .inferring(evolve)
+                    .refusing_undeclared(frozen),
+            ),
             Format::Json | Format::DebeziumJson | Format::JsonSchema => {
                 let json = JsonDecoder::new(schema, columns)?
                     .inferring(evolve)
@@ -169,6 +177,7 @@ impl Router {
         match &self.decoder {
             Values::Avro(d) => d.missing(&values()),
             Values::JsonSchema(d) => d.missing(&values()),
+            Values::Protobuf(d) => d.missing(&values()),
             Values::Json(_) => Vec::new(),
         }
     }
@@ -178,6 +187,7 @@ impl Router {
         match &mut self.decoder {
             Values::Avro(d) => d.learn(id, fetched),
             Values::JsonSchema(d) => d.learn(id, fetched),
+            Values::Protobuf(d) => d.learn(id, fetched),
             Values::Json(_) => {}
         }
     }
@@ -187,13 +197,20 @@ impl Router {
         match (&mut self.decoder, &old.decoder) {
             (Values::Avro(new), Values::Avro(old)) => new.learn_from(old),
             (Values::JsonSchema(new), Values::JsonSchema(old)) => new.learn_from(old),
+            (Values::Protobuf(new), Values::Protobuf(old)) => new.learn_from(old),
             _ => {}
         }
     }
 
     /// Whether values are read with writer schemas from a registry.
     pub fn uses_registry(&self) -> bool {
-        matches!(self.decoder, Values::Avro(_) | Values::JsonSchema(_))
+        !matches!(self.decoder, Values::Json(_))
+    }
+
+    /// Whether writer schemas that reference other schemas are read (Protobuf imports are;
+    /// Avro's and JSON Schema's references are not resolved yet).
+    pub fn reads_references(&self) -> bool {
+        matches!(self.decoder, Values::Protobuf(_))
     }
 
     /// Routes `records`, judging lateness against `now_us` (microseconds since the epoch).

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arrow_schema::SchemaRef;
-use calve_contract::{ColumnType, Contract, OnBreaking, ResolvedColumn};
+use calve_contract::{ColumnType, Contract, Format, OnBreaking, ResolvedColumn};
 use calve_ingest::{framed, DeadLetter, DeadLetterKind, Inferred, JsonDecoder};
 use calve_table::catalog::schema::{column_type_of, iceberg_type};
 use calve_table::commit::hold::{
@@ -55,8 +55,13 @@ pub(crate) fn first_breaches<'d>(dead: &'d [DeadLetter], rejections: &[Rejection
 /// What the table is held for: breach `d`, with the change that would admit it.
 pub(crate) fn hold_for(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, columns: &[ResolvedColumn]) -> Hold {
     let value = d.record.value.as_deref().unwrap_or_default();
-    let mut sample = match (contract.table.format.is_avro(), framed(value)) {
-        (true, Ok((id, _))) => format!("an Avro record of writer schema id {id}, {} bytes", value.len()),
+    let binary = match contract.table.format {
+        Format::Avro | Format::DebeziumAvro => Some("an Avro"),
+        Format::Protobuf => Some("a Protobuf"),
+        _ => None,
+    };
+    let mut sample = match (binary, framed(value)) {
+        (Some(what), Ok((id, _))) => format!("{what} record of writer schema id {id}, {} bytes", value.len()),
         _ => String::from_utf8_lossy(json_text(value)).into_owned(),
     };
     if sample.len() > SAMPLE_BYTES {

@@ -462,7 +462,7 @@ impl Pipeline {
             match &fetched {
                 // A schema calve cannot resolve is calve's limit, not the records' fault: the
                 // table stops, loudly, rather than dead-letter a topic of good records.
-                Fetched::Found(w) if !w.references.is_empty() => {
+                Fetched::Found(w) if !w.references.is_empty() && !self.router.reads_references() => {
                     return Err(ServiceError::Unsupported {
                         table: table.clone(),
                         what: format!("schema id {id} references other schemas ({})", w.references.join(", ")),

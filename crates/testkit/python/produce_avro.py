@@ -1,5 +1,6 @@
-"""Produces Confluent-framed Avro (or, with --serializer json, JSON Schema records) with
-confluent-kafka's own serializers and registry client.
+"""Produces Confluent-framed Avro (or, with --serializer json, JSON Schema records; with
+--serializer protobuf, Protobuf messages) with confluent-kafka's own serializers and registry
+client.
 
 Why: calve must read what real producers write: magic byte 0x00, the 4-byte big-endian schema
 id the registry assigned, then the Avro binary body, with the schema registered under the
@@ -35,6 +36,16 @@ replaced; anything else is passed to fastavro as is):
     {"$union": ["full.Name", value]} -> ("full.Name", value): picks that union branch
 Plain JSON numbers, strings, booleans, arrays and objects need no conversion (an int given
 for a timestamp-micros field is written as is).
+
+With --serializer protobuf, "schema" is `.proto` text, compiled by protoc (grpcio-tools) into
+the message classes ProtobufSerializer needs, and each line also names:
+    "message": "shop.Order",        # the message of the file the value is (fully qualified)
+    "proto_file": "shop/order.proto", # optional: the file's name (default "value.proto")
+    "imports": {"common/address.proto": "<.proto text>"}  # optional: files it imports (other
+                                    # than Google's), registered as references by the serializer
+and "value" is the message in proto3 JSON (json_format.ParseDict: RFC 3339 Timestamps, enum
+names, wrappers as plain values, 64-bit integers as numbers or strings). "message",
+"proto_file" and "imports" may be left out to reuse the previous line's.
 
 Output (stdout): with --print-ids, one JSON line per input line:
     {"value_schema_id": N | null, "key_schema_id": N | null}
@@ -112,6 +123,40 @@ def schema_text(schema):
     return json.dumps(schema)
 
 
+class ProtoSerializer:
+    """A ProtobufSerializer for one message of one `.proto` text, fed proto3 JSON values."""
+
+    def __init__(self, text, proto, registry, conf):
+        from google.protobuf import json_format  # noqa: F401 - fails early if protobuf is missing
+        from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+
+        self.cls = message_class(text, proto)
+        self.ser = ProtobufSerializer(self.cls, registry, conf={**conf, "use.deprecated.format": False})
+
+    def __call__(self, value, ctx):
+        from google.protobuf import json_format
+
+        return self.ser(json_format.ParseDict(value, self.cls()), ctx)
+
+
+def message_class(text, proto):
+    """The class of message `proto["message"]` of `text`, compiled by protoc into a pool of its own
+    (two versions of one file cannot share a pool)."""
+    from google.protobuf import descriptor_pool, message_factory
+
+    import protoc
+
+    if not proto.get("message"):
+        raise ValueError("a protobuf line needs \"message\"")
+    files = dict(proto.get("imports") or {})
+    files[proto["proto_file"]] = text
+    fds = protoc.compile_files(files, proto["proto_file"], include_imports=True)
+    pool = descriptor_pool.DescriptorPool()
+    for f in fds.file:  # dependencies first, as protoc writes them
+        pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(proto["message"]))
+
+
 def framed_id(data):
     """The schema id in Confluent framing (0x00 + 4-byte big-endian id), or None."""
     if data is not None and len(data) >= 5 and data[0] == 0:
@@ -131,8 +176,9 @@ def main():
     ap.add_argument("--user")
     ap.add_argument("--password")
     ap.add_argument("--print-ids", action="store_true")
-    ap.add_argument("--serializer", choices=["avro", "json"], default="avro",
-                    help="json: values are JSON Schema records (JSONSerializer; `schema` is a JSON Schema)")
+    ap.add_argument("--serializer", choices=["avro", "json", "protobuf"], default="avro",
+                    help="json: values are JSON Schema records (JSONSerializer; `schema` is a JSON Schema); "
+                         "protobuf: Protobuf messages (ProtobufSerializer; `schema` is .proto text)")
     args = ap.parse_args()
 
     sr_conf = {"url": args.registry_url}
@@ -148,7 +194,15 @@ def main():
     }
     serializers = {}  # schema text -> AvroSerializer (one serializer holds one schema)
 
+    def protobuf(schema, proto):
+        key = json.dumps([schema, proto], sort_keys=True)
+        if key not in serializers:
+            serializers[key] = ProtoSerializer(schema, proto, registry, ser_conf)
+        return serializers[key]
+
     def avro(schema):
+        if args.serializer == "protobuf":
+            return protobuf(schema, proto)
         text = schema_text(schema)
         if text not in serializers:
             serializers[text] = (JSONSerializer(text, registry, conf=ser_conf) if args.serializer == "json"
@@ -164,6 +218,7 @@ def main():
 
     producer = Producer({"bootstrap.servers": args.brokers, "enable.idempotence": True, "linger.ms": 5})
     schema = key_schema = None
+    proto = {"message": None, "proto_file": "value.proto", "imports": {}}
     n = 0
     for lineno, line in enumerate(sys.stdin, 1):
         if not line.strip():
@@ -171,6 +226,7 @@ def main():
         rec = json.loads(line)
         schema = rec.get("schema", schema)
         key_schema = rec.get("key_schema", key_schema)
+        proto = {k: rec.get(k, v) for k, v in proto.items()}
         try:
             kctx = SerializationContext(args.topic, MessageField.KEY)
             key = rec.get("key")
@@ -180,7 +236,9 @@ def main():
             if value is not None:
                 if schema is None:
                     raise ValueError("no schema given yet")
-                value = avro(schema)(convert(value), SerializationContext(args.topic, MessageField.VALUE))
+                if args.serializer != "protobuf":
+                    value = convert(value)
+                value = avro(schema)(value, SerializationContext(args.topic, MessageField.VALUE))
         except Exception as e:  # noqa: BLE001 - report which line, then fail
             sys.exit(f"produce_avro.py: line {lineno}: {type(e).__name__}: {e}")
         kwargs = {"key": key, "value": value, "on_delivery": on_delivery}

@@ -14,7 +14,12 @@ be installed on the test machines, so this speaks the subset of its REST API tha
 * errors carry the registry's error codes (40401 subject, 40402 version, 40403 schema, 40408
   no subject config, 409 incompatible, 42201 invalid schema, 42202 version, 42203 level);
 * AVRO schemas are stored in a normalised compact form and served with `schemaType` omitted,
-  as the real registry does; references are served only when present.
+  as the real registry does; references are served only when present;
+* PROTOBUF schemas are served as registered: `.proto` text (what the real registry serves by
+  default) or the base64 serialized `FileDescriptorProto` confluent-kafka's serializers
+  register (the real registry would serve that as text too; calve reads both). With
+  `?format=serialized` (what confluent-kafka's clients ask for), a schema registered as text
+  is served serialized, compiled by protoc (grpcio-tools) with its references.
 
 Test controls, outside the real API (never logged, never faulted, never authenticated):
 
@@ -44,6 +49,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import protoc
 import avro.name
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
@@ -152,6 +158,24 @@ class Registry:
         version = self.subjects[subject].index(schema_id) + 1
         return self._schema_json(schema_id, subject=subject, version=version, id=schema_id)
 
+    def serialized(self, out):
+        """`out` (a schema's JSON) with a PROTOBUF text schema as its serialized descriptor."""
+        if out.get("schemaType") != "PROTOBUF" or not protoc.is_text(out["schema"]):
+            return out
+        files = {}
+        todo = [("calve-fake-registry-main.proto", out["schema"], out.get("references") or [])]
+        while todo:
+            name, text, refs = todo.pop()
+            if name in files:
+                continue
+            files[name] = text
+            for ref in refs:
+                entry = self.schemas[self._version(ref["subject"], ref["version"]) - 1]
+                todo.append((ref["name"], entry["schema"], entry["refs"]))
+        out = dict(out)
+        out["schema"] = _compile_proto(files, "calve-fake-registry-main.proto")
+        return out
+
     def level(self, subject):
         return self.levels.get(subject, self.global_level)
 
@@ -241,6 +265,15 @@ class Registry:
                 raise ApiError(404, 40403, f"Schema {schema_id} not found")
             return [{"subject": s, "version": ids.index(schema_id) + 1}
                     for s, ids in sorted(self.subjects.items()) if schema_id in ids]
+
+
+def _compile_proto(files, main):
+    """The base64 serialized FileDescriptorProto of `main`, compiled with `files`."""
+    try:
+        fds = protoc.compile_files(files, main)
+    except ValueError as e:
+        raise ApiError(422, 42201, f"Invalid schema: {e}")
+    return base64.standard_b64encode(fds.file[-1].SerializeToString()).decode("ascii")
 
 
 def _auth_ok(header, user, password):
@@ -439,7 +472,9 @@ class Handler(BaseHTTPRequestHandler):
         return list(TYPES)
 
     def api_get_schema(self, schema_id, query, body):
-        return self.registry.schema_by_id(int(schema_id))
+        out = self.registry.schema_by_id(int(schema_id))
+        with self.registry.lock:
+            return self.registry.serialized(out) if query.get("format") == "serialized" else out
 
     def api_get_schema_raw(self, schema_id, query, body):
         return _raw(self.registry.schema_by_id(int(schema_id)))
@@ -460,7 +495,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def api_get_version(self, subject, version, query, body):
         with self.registry.lock:
-            return self.registry._version_json(subject, self.registry._version(subject, version))
+            out = self.registry._version_json(subject, self.registry._version(subject, version))
+            return self.registry.serialized(out) if query.get("format") == "serialized" else out
 
     def api_get_version_raw(self, subject, version, query, body):
         return _raw(self.api_get_version(subject, version, query, body))

@@ -225,9 +225,21 @@ pub struct AvroProduceOpts {
     pub use_latest: bool,
     /// Basic-auth credentials for the registry.
     pub auth: Option<(String, String)>,
-    /// Values are JSON Schema records (confluent-kafka's `JSONSerializer`; each line's
-    /// `schema` is a JSON Schema) instead of Avro.
-    pub json_schema: bool,
+    /// How values are serialised.
+    pub serializer: Serializer,
+}
+
+/// The confluent-kafka serializer [`produce_avro`] uses for values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Serializer {
+    /// `AvroSerializer`: each line's `schema` is an Avro schema.
+    #[default]
+    Avro,
+    /// `JSONSerializer`: each line's `schema` is a JSON Schema.
+    Json,
+    /// `ProtobufSerializer`: each line's `schema` is `.proto` text, with `message` (and
+    /// optionally `proto_file` and `imports`); values are proto3 JSON.
+    Protobuf,
 }
 
 impl Default for AvroProduceOpts {
@@ -237,7 +249,7 @@ impl Default for AvroProduceOpts {
             auto_register: true,
             use_latest: false,
             auth: None,
-            json_schema: false,
+            serializer: Serializer::Avro,
         }
     }
 }
@@ -283,8 +295,14 @@ fn produced(
     if opts.use_latest {
         cmd.arg("--use-latest");
     }
-    if opts.json_schema {
-        cmd.args(["--serializer", "json"]);
+    match opts.serializer {
+        Serializer::Avro => {}
+        Serializer::Json => {
+            cmd.args(["--serializer", "json"]);
+        }
+        Serializer::Protobuf => {
+            cmd.args(["--serializer", "protobuf"]);
+        }
     }
     if let Some((user, password)) = &opts.auth {
         cmd.args(["--user", user, "--password", password]);

@@ -334,6 +334,7 @@ mod tests {
             kind: SchemaKind::Json,
             text: text.into(),
             references: Vec::new(),
+            imports: Vec::new(),
         };
         d.learn(3, &Fetched::Found(Arc::new(w)));
         let framed = |json: &str| {

@@ -16,7 +16,9 @@ mod infer;
 mod json;
 mod json_schema;
 mod learnt;
+mod protobuf;
 mod scalars;
+mod writer;
 
 use std::collections::BTreeMap;
 
@@ -32,6 +34,7 @@ pub use infer::Inferred;
 use json::{Ctx, ValueSeed};
 pub use json_schema::JsonSchemaDecoder;
 pub use learnt::framed;
+pub use protobuf::ProtobufDecoder;
 
 /// Result of decoding a slice of values.
 #[derive(Debug, Default)]

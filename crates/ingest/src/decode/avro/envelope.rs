@@ -126,5 +126,5 @@ pub fn row_aliases(schema_text: &str) -> HashMap<String, Vec<String>> {
             other => vec![other.clone()],
         })
         .find(|t| t["type"] == "record");
-    record.map_or_else(HashMap::new, |r| super::plan::aliases(&r.to_string()))
+    record.map_or_else(HashMap::new, |r| crate::decode::writer::plan::aliases(&r.to_string()))
 }

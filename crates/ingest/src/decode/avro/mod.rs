@@ -5,9 +5,9 @@
 //! Writer schemas come from the registry by id, ahead of decoding ([`AvroDecoder::missing`]
 //! says which ids a poll needs, [`AvroDecoder::learn`] takes the registry's answer), so
 //! decoding itself never waits on the network. Each writer schema is fitted to the table once
-//! ([`plan`]): records of a schema that breaks the table are set aside by schema, without
+//! ([`plan`](super::writer::plan)): records of a schema that breaks the table are set aside by schema, without
 //! being decoded. The rest are decoded a run of same-schema records at a time and their rows
-//! conformed to the table ([`conform`]).
+//! conformed to the table (both shared with Protobuf, in [`super::writer`]).
 //!
 //! For Debezium change events (`format = "debezium-avro"`) the table is fitted to the
 //! envelope's row record and each decoded envelope becomes an upsert or a delete
@@ -18,9 +18,7 @@
 //! failure the decoder is rebuilt and the good records before the bad one are decoded again,
 //! at most once each.
 
-mod conform;
 mod envelope;
-mod plan;
 
 use std::sync::Arc;
 
@@ -32,13 +30,12 @@ use arrow_select::concat::concat_batches;
 use calve_contract::ResolvedColumn;
 
 use super::learnt::{framed, Learnt};
-use super::{Decoded, Inferred, Rejected};
+use super::writer::{breach, conform_each, plan, rejected, table_columns, Fitted};
+use super::Decoded;
 use crate::dead_letter::DeadLetterKind;
 use crate::registry::{Fetched, SchemaKind, WriterSchema};
-use conform::{conform, ConformError};
 use envelope::Envelope;
-pub use plan::Breach;
-use plan::{Fit, TableColumn};
+use plan::{Breach, Fit, TableColumn};
 
 #[derive(Debug)]
 struct Writer {
@@ -76,23 +73,9 @@ pub struct AvroDecoder {
 impl AvroDecoder {
     /// A decoder for rows of `schema` whose columns have the contract types in `columns`.
     pub fn new(schema: SchemaRef, columns: &[ResolvedColumn]) -> Result<Self, ArrowError> {
-        let columns = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let c = super::contract_column(columns, f)?;
-                Ok(TableColumn {
-                    name: c.name.clone(),
-                    ty: c.ty.clone(),
-                    field: Field::clone(f),
-                    unit: c.unit,
-                    former: Vec::new(),
-                })
-            })
-            .collect::<Result<Vec<_>, ArrowError>>()?;
         Ok(AvroDecoder {
+            columns: table_columns(&schema, columns)?,
             schema,
-            columns,
             infer: false,
             refuse_undeclared: false,
             changes: None,
@@ -111,11 +94,7 @@ impl AvroDecoder {
     /// the contract's `renamed_from`), so records of writers from before a rename keep their
     /// values. Call before learning schemas.
     pub fn with_renames(mut self, renames: &[(String, String)]) -> Self {
-        for (old, new) in renames {
-            if let Some(c) = self.columns.iter_mut().find(|c| &c.name == new) {
-                c.former.push(old.clone());
-            }
-        }
+        super::writer::rename(&mut self.columns, renames);
         self
     }
 
@@ -256,21 +235,7 @@ impl AvroDecoder {
             .learnt
             .writer(id)
             .map_err(|reason| breach(DeadLetterKind::UnknownSchema, reason))?;
-        if let Some(b) = &w.fit.breach {
-            let mut b = b.clone();
-            b.reason = format!("{} (schema id {id})", b.reason);
-            return Err(b);
-        }
-        if let Some((path, ty)) = w.fit.unknown.first().filter(|_| self.refuse_undeclared) {
-            return Err(Breach {
-                kind: DeadLetterKind::UndeclaredField,
-                path: path.clone(),
-                reason: format!(
-                    "{path}: a field the contract does not declare (evolution = \"frozen\"; schema id {id})"
-                ),
-                shows: ty.clone(),
-            });
-        }
+        super::writer::admit(&w.fit, id, self.refuse_undeclared)?;
         Ok(w.clone())
     }
 
@@ -355,25 +320,13 @@ impl AvroDecoder {
         out: &mut Decoded,
         rows: &mut Rows,
     ) -> Result<(), ArrowError> {
-        let (kept, refused) = conform_each(batch, &self.schema, &w.fit, w.id, &mut rows.batches);
-        out.kept.extend(kept.iter().map(|r| indexes[*r]));
-        out.rejected
-            .extend(refused.into_iter().map(|(r, b)| rejected(indexes[r], b)));
-        if !kept.is_empty() {
-            self.note_unknown(w, kept.len() as u64, out);
-        }
+        let to = Fitted {
+            schema: &self.schema,
+            fit: &w.fit,
+            id: w.id,
+        };
+        super::writer::upserts(batch, indexes, to, self.infer, out, &mut rows.batches);
         Ok(())
-    }
-
-    /// Counts the writer's fields the table lacks for `kept` rows, and what they would be.
-    fn note_unknown(&self, w: &Writer, kept: u64, out: &mut Decoded) {
-        for (path, ty) in &w.fit.unknown {
-            *out.unknown_fields.entry(path.clone()).or_default() += kept;
-            if self.infer {
-                let inferred = ty.clone().map_or(Inferred::Conflict, Inferred::Type);
-                Inferred::merge_into(&mut out.inferred, path.clone(), inferred);
-            }
-        }
     }
 }
 
@@ -382,35 +335,6 @@ impl AvroDecoder {
 struct Rows {
     batches: Vec<RecordBatch>,
     deletes: Vec<RecordBatch>,
-}
-
-/// Conforms `batch` to `schema` as `fit` maps it, into `into`: the batch rows kept, and the
-/// rows set aside with why (rows are tried one by one only when the whole batch fails).
-fn conform_each(
-    batch: &RecordBatch,
-    schema: &SchemaRef,
-    fit: &Fit,
-    id: u32,
-    into: &mut Vec<RecordBatch>,
-) -> (Vec<usize>, Vec<(usize, Breach)>) {
-    if batch.num_rows() == 0 {
-        return (Vec::new(), Vec::new());
-    }
-    if let Ok(rows) = conform(batch, schema, fit) {
-        into.push(rows);
-        return ((0..batch.num_rows()).collect(), Vec::new());
-    }
-    let (mut kept, mut refused) = (Vec::new(), Vec::new());
-    for row in 0..batch.num_rows() {
-        match conform(&batch.slice(row, 1), schema, fit) {
-            Ok(rows) => {
-                into.push(rows);
-                kept.push(row);
-            }
-            Err(e) => refused.push((row, conform_breach(e, id))),
-        }
-    }
-    (kept, refused)
 }
 
 /// Finishes the rows of `indexes` fed to `d`. Some checks come only here (strings are
@@ -494,43 +418,6 @@ fn why_not(schema: &AvroSchema, id: u32, v: &[u8]) -> String {
         Err(e) => e.to_string(),
         Ok(n) if n < v.len() => format!("{} of its {} bytes make a record", n, v.len()),
         Ok(_) => "the body is cut short".into(),
-    }
-}
-
-fn breach(kind: DeadLetterKind, reason: String) -> Breach {
-    Breach {
-        kind,
-        path: String::new(),
-        reason,
-        shows: None,
-    }
-}
-
-fn conform_breach(e: ConformError, id: u32) -> Breach {
-    match e {
-        ConformError::Missing(path) => Breach {
-            kind: DeadLetterKind::MissingRequired,
-            reason: format!("{path}: required, and the value is null (schema id {id})"),
-            path,
-            shows: None,
-        },
-        ConformError::Digits { path, needs } => Breach {
-            kind: DeadLetterKind::SchemaMismatch,
-            reason: format!("{path}: the value needs {needs}, more digits than its column holds (schema id {id})"),
-            path,
-            shows: Some(needs),
-        },
-        ConformError::Arrow(e) => breach(DeadLetterKind::SchemaMismatch, format!("schema id {id}: {e}")),
-    }
-}
-
-fn rejected(index: usize, b: Breach) -> Rejected {
-    Rejected {
-        index,
-        kind: b.kind,
-        path: b.path,
-        reason: b.reason,
-        shows: b.shows,
     }
 }
 

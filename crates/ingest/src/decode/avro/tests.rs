@@ -80,6 +80,7 @@ fn learn(d: &mut AvroDecoder, id: u32, text: &str) {
         kind: SchemaKind::Avro,
         text: text.into(),
         references: Vec::new(),
+        imports: Vec::new(),
     };
     d.learn(id, &Fetched::Found(Arc::new(w)));
 }
