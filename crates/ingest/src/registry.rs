@@ -270,9 +270,14 @@ impl Registry {
                 )))
             }
         };
-        let imports = match self.imports(&body.references).await? {
-            Ok(imports) => imports,
-            Err(reason) => return Ok(Fetched::Unknown(format!("schema id {id} {reason}"))),
+        // Only Protobuf's imports are read; other kinds with references are refused whole
+        // by their decoders, without asking for what they reference.
+        let imports = match kind {
+            SchemaKind::Protobuf => match self.imports(&body.references).await? {
+                Ok(imports) => imports,
+                Err(reason) => return Ok(Fetched::Unknown(format!("schema id {id} {reason}"))),
+            },
+            _ => Vec::new(),
         };
         Ok(Fetched::Found(Arc::new(WriterSchema {
             id,

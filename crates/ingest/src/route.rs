@@ -182,14 +182,17 @@ impl Router {
         }
     }
 
-    /// Takes the registry's answer for schema `id`.
-    pub fn learn_schema(&mut self, id: u32, fetched: &Fetched) {
+    /// Takes the registry's answer for schema `id`. `Err` when calve cannot read the schema
+    /// (so far only said of Protobuf schemas that do not compile): calve's limit, which must
+    /// stop the table rather than dead-letter its records.
+    pub fn learn_schema(&mut self, id: u32, fetched: &Fetched) -> Result<(), String> {
         match &mut self.decoder {
             Values::Avro(d) => d.learn(id, fetched),
             Values::JsonSchema(d) => d.learn(id, fetched),
-            Values::Protobuf(d) => d.learn(id, fetched),
+            Values::Protobuf(d) => return d.learn(id, fetched),
             Values::Json(_) => {}
         }
+        Ok(())
     }
 
     /// Takes over the writer schemas `old` (the router before a schema change) learnt.

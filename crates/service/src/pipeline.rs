@@ -473,7 +473,12 @@ impl Pipeline {
                     tracing::warn!(table, schema_id = id, %reason, "records carry a schema id calve cannot read; they go to the dead-letter table")
                 }
             }
-            self.router.learn_schema(id, &fetched);
+            if let Err(what) = self.router.learn_schema(id, &fetched) {
+                return Err(ServiceError::Unsupported {
+                    table: table.clone(),
+                    what,
+                });
+            }
         }
         Ok(true)
     }

@@ -108,34 +108,45 @@ impl ProtobufDecoder {
         self.learnt.missing(values)
     }
 
-    /// Takes the registry's answer for schema `id`.
-    pub fn learn(&mut self, id: u32, fetched: &Fetched) {
+    /// Takes the registry's answer for schema `id`. `Err` when the schema is one calve
+    /// cannot read (it does not compile — an import calve lacks —, or is beyond calve's
+    /// limits): calve's limit, not its records' fault, so the caller stops the table rather
+    /// than dead-letter them. A schema of another kind is the records' fault: they are
+    /// dead-lettered.
+    pub fn learn(&mut self, id: u32, fetched: &Fetched) -> Result<(), String> {
         let made = match fetched {
-            Fetched::Found(w) => self.writer(w),
+            Fetched::Found(w) if w.kind != SchemaKind::Protobuf => Err(format!(
+                "schema id {id} is a {:?} schema; the contract's format is protobuf",
+                w.kind
+            )),
+            Fetched::Found(w) => {
+                let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.writer(w)));
+                let made = made.unwrap_or_else(|_| Err("reading it panicked".to_string()));
+                match made {
+                    Ok(writer) => Ok(writer),
+                    Err(e) => return Err(format!("schema id {id}: {e}")),
+                }
+            }
             Fetched::Unknown(reason) => Err(reason.clone()),
         };
         self.learnt.learn(id, fetched, |_| made);
+        Ok(())
     }
 
     /// Learns what `other` learnt (fitted anew to this decoder's table).
     pub fn learn_from(&mut self, other: &ProtobufDecoder) {
         for (id, fetched) in other.learnt.answers() {
-            self.learn(id, fetched);
+            // `other` read every schema it learnt; this one reads them alike.
+            let _ = self.learn(id, fetched);
         }
     }
 
     fn writer(&self, w: &WriterSchema) -> Result<Writer, String> {
-        if w.kind != SchemaKind::Protobuf {
-            return Err(format!(
-                "schema id {} is a {:?} schema; the contract's format is protobuf",
-                w.id, w.kind
-            ));
-        }
-        let file = schema::compile(w).map_err(|e| format!("schema id {}: {e}", w.id))?;
-        let messages = all_messages(&file)
+        let compiled = schema::compile(w)?;
+        let messages = all_messages(&compiled.file, compiled.skip_map_entries)
             .into_iter()
             .map(|(path, descriptor)| {
-                let (members, fields) = schema::message_shape(&descriptor);
+                let (members, fields) = schema::message_shape(&descriptor)?;
                 let fit = plan::fit(&fields, &HashMap::new(), &self.columns);
                 let schema = Arc::new(Schema::new(fields));
                 let m = WriterMessage {
@@ -144,9 +155,9 @@ impl ProtobufDecoder {
                     schema,
                     fit,
                 };
-                (path, Arc::new(m))
+                Ok((path, Arc::new(m)))
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         Ok(Writer { id: w.id, messages })
     }
 
@@ -214,7 +225,7 @@ impl ProtobufDecoder {
         out: &mut Decoded,
         batches: &mut Vec<RecordBatch>,
     ) -> Result<(), ArrowError> {
-        let msgs: Vec<DynamicMessage> = run.iter().map(|(_, msg)| msg.clone()).collect();
+        let msgs: Vec<&DynamicMessage> = run.iter().map(|(_, msg)| msg).collect();
         let to = Fitted {
             schema: &self.schema,
             fit: &m.fit,
@@ -227,7 +238,7 @@ impl ProtobufDecoder {
         }
         let (mut good, mut indexes) = (Vec::new(), Vec::new());
         for (i, msg) in run {
-            match rows::batch(std::slice::from_ref(msg), &m.members, &m.schema) {
+            match rows::batch(&[msg], &m.members, &m.schema) {
                 Ok(b) => {
                     good.push(b);
                     indexes.push(*i);
@@ -251,16 +262,22 @@ impl ProtobufDecoder {
     }
 }
 
-/// Every message of `file` with its message indexes (top-level messages, then nested ones).
-fn all_messages(file: &FileDescriptor) -> Vec<(Vec<i32>, MessageDescriptor)> {
-    fn walk(m: MessageDescriptor, path: Vec<i32>, out: &mut Vec<(Vec<i32>, MessageDescriptor)>) {
-        for (i, child) in m.child_messages().enumerate() {
-            let mut p = path.clone();
-            p.push(i as i32);
-            walk(child, p, out);
+/// Every message of `file` with its message indexes (top-level messages, then nested ones
+/// in declaration order; map-entry types left uncounted when `skip_map_entries`, see
+/// [`schema::Compiled`]).
+fn all_messages(file: &FileDescriptor, skip_map_entries: bool) -> Vec<(Vec<i32>, MessageDescriptor)> {
+    let walk = |m: MessageDescriptor, path: Vec<i32>, out: &mut Vec<_>| {
+        let mut todo = vec![(m, path)];
+        while let Some((m, path)) = todo.pop() {
+            let children = m.child_messages().filter(|c| !(skip_map_entries && c.is_map_entry()));
+            for (i, child) in children.enumerate() {
+                let mut p = path.clone();
+                p.push(i as i32);
+                todo.push((child, p));
+            }
+            out.push((path, m));
         }
-        out.push((path, m));
-    }
+    };
     let mut out = Vec::new();
     for (i, m) in file.messages().enumerate() {
         walk(m, vec![i as i32], &mut out);

@@ -3,7 +3,8 @@
 //! and maps recursively).
 //!
 //! A value that has no Arrow value of its column's type (a `uint64` beyond a long, a
-//! timestamp beyond Iceberg's range, a date that is no date) fails the batch with its
+//! Timestamp beyond 64-bit microseconds, a `google.type.Date` that is no whole date — a year,
+//! month or day of 0 —, a `TimeOfDay` of 24:00 or a leap second) fails the batch with its
 //! column path; the caller then builds the messages one by one, so only the record that
 //! holds it is set aside.
 
@@ -27,7 +28,7 @@ pub type RowError = (String, String);
 type Values<'a> = Vec<Option<Cow<'a, Value>>>;
 
 /// The rows of `messages` (all of the message whose members are `members`) in `schema`.
-pub fn batch(messages: &[DynamicMessage], members: &[Member], schema: &SchemaRef) -> Result<RecordBatch, RowError> {
+pub fn batch(messages: &[&DynamicMessage], members: &[Member], schema: &SchemaRef) -> Result<RecordBatch, RowError> {
     let columns = members
         .iter()
         .zip(schema.fields())

@@ -4,9 +4,12 @@
 //! Registries hand a Protobuf schema out as `.proto` text (Confluent's default answer) or as
 //! a base64 serialized `FileDescriptorProto` (what confluent-kafka's clients register, and
 //! `?format=serialized`); either is compiled by protox, with the schemas it references
-//! (resolved by the registry client) and the imports every producer may leave out of its
-//! references: Google's well-known types and the `google/type` and `confluent/` files that
-//! Confluent's serializers treat as built in.
+//! (resolved by the registry client) and the imports producers leave out of their
+//! references: Google's well-known types (`google/protobuf/…`), and of the `google/type/` and
+//! `confluent/` files Confluent's serializers treat as built in, `google/type/date.proto`,
+//! `google/type/timeofday.proto`, `confluent/type/decimal.proto` and `confluent/meta.proto`
+//! (its `doc`, `params` and `tags`). A schema importing another of them does not compile,
+//! which stops the table with the import named (calve's limit, not its records' fault).
 //!
 //! How Protobuf maps to Arrow (and so to Iceberg), as the README's table says:
 //! `int32`/`sint32`/`sfixed32` → int; `int64`/`sint64`/`sfixed64`/`uint32`/`fixed32` → long;
@@ -92,8 +95,25 @@ pub struct Member {
     pub presence: bool,
 }
 
+/// A writer schema compiled.
+pub struct Compiled {
+    /// Its file.
+    pub file: FileDescriptor,
+    /// Whether its message indexes skip the map-entry types the compiler made for `map<K, V>`
+    /// fields: they do when the registry holds `.proto` text written with `map<K, V>`, as
+    /// Confluent's Java serializers and deserializers number the messages the text declares
+    /// (a text that declares its entries — `option map_entry = true`, as the registry prints
+    /// a schema registered as a descriptor — and a serialized descriptor count them, as the
+    /// Python serializer always does).
+    pub skip_map_entries: bool,
+}
+
+/// At most this many Arrow fields in one message's shape (nested ones counted): a schema
+/// whose message types nest into each other many times over would grow without bound.
+const MAX_FIELDS: usize = 10_000;
+
 /// Compiles writer schema `w` (with its imports) into the descriptor of its file.
-pub fn compile(w: &WriterSchema) -> Result<FileDescriptor, String> {
+pub fn compile(w: &WriterSchema) -> Result<Compiled, String> {
     let main = format!("calve-writer-schema-{}.proto", w.id);
     let mut files: HashMap<String, String> = w.imports.iter().map(|i| (i.name.clone(), i.text.clone())).collect();
     files.insert(main.clone(), w.text.clone());
@@ -104,10 +124,42 @@ pub fn compile(w: &WriterSchema) -> Result<FileDescriptor, String> {
     compiler
         .open_file(&main)
         .map_err(|e| format!("the Protobuf schema does not compile: {e}"))?;
-    compiler
-        .descriptor_pool()
+    let pool = compiler.descriptor_pool();
+    // prost-reflect takes map entries on trust (a declared `option map_entry = true` is not
+    // checked) and panics on a malformed one; such a schema is refused here instead.
+    for m in pool.all_messages().filter(MessageDescriptor::is_map_entry) {
+        let key = m.get_field(1).map(|f| f.kind());
+        let valid_key = matches!(
+            key,
+            Some(
+                Kind::Int32
+                    | Kind::Int64
+                    | Kind::Uint32
+                    | Kind::Uint64
+                    | Kind::Sint32
+                    | Kind::Sint64
+                    | Kind::Fixed32
+                    | Kind::Fixed64
+                    | Kind::Sfixed32
+                    | Kind::Sfixed64
+                    | Kind::Bool
+                    | Kind::String
+            )
+        );
+        if !valid_key || m.get_field(2).is_none() || m.fields().len() != 2 {
+            return Err(format!(
+                "the Protobuf schema's map entry {} is not a key (an integer, bool or string, field 1) and a value (field 2)",
+                m.full_name()
+            ));
+        }
+    }
+    let file = pool
         .get_file_by_name(&main)
-        .ok_or_else(|| "the Protobuf schema compiled to nothing".to_string())
+        .ok_or_else(|| "the Protobuf schema compiled to nothing".to_string())?;
+    Ok(Compiled {
+        file,
+        skip_map_entries: is_source(&w.text) && !w.text.contains("map_entry"),
+    })
 }
 
 /// The schema texts a writer schema may import, by import path.
@@ -132,8 +184,7 @@ impl FileResolver for Sources {
 /// no blank and no `;`, which any source has).
 fn parse(name: &str, text: &str) -> Result<File, protox::Error> {
     let trimmed = text.trim();
-    let serialized = !trimmed.contains(|c: char| c.is_whitespace() || c == ';');
-    if serialized {
+    if !is_source(trimmed) {
         if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(trimmed) {
             if let Ok(mut file) = prost_types::FileDescriptorProto::decode(bytes.as_slice()) {
                 file.name = Some(name.to_string());
@@ -144,16 +195,43 @@ fn parse(name: &str, text: &str) -> Result<File, protox::Error> {
     File::from_source(name, text)
 }
 
-/// The members of message `m` that map to Arrow, and their Arrow fields.
-pub fn message_shape(m: &MessageDescriptor) -> (Vec<Member>, Fields) {
-    members(m, &mut vec![m.full_name().to_string()])
+/// Whether a schema text is `.proto` source rather than a base64 serialized descriptor.
+fn is_source(text: &str) -> bool {
+    text.trim().contains(|c: char| c.is_whitespace() || c == ';')
 }
 
-fn members(m: &MessageDescriptor, stack: &mut Vec<String>) -> (Vec<Member>, Fields) {
+/// The members of message `m` that map to Arrow, and their Arrow fields.
+/// `Err` when the shape would hold more than [`MAX_FIELDS`] fields.
+pub fn message_shape(m: &MessageDescriptor) -> Result<(Vec<Member>, Fields), String> {
+    let mut walk = Walk {
+        stack: vec![m.full_name().to_string()],
+        fields: 0,
+    };
+    let shape = members(m, &mut walk);
+    match walk.fields > MAX_FIELDS {
+        true => Err(format!(
+            "message {} nests into more than {MAX_FIELDS} fields",
+            m.full_name()
+        )),
+        false => Ok(shape),
+    }
+}
+
+/// Where a shape is being worked out: the messages it is inside, and the fields so far.
+struct Walk {
+    stack: Vec<String>,
+    fields: usize,
+}
+
+fn members(m: &MessageDescriptor, walk: &mut Walk) -> (Vec<Member>, Fields) {
     let mut out = Vec::new();
     let mut fields = Vec::new();
     for fd in m.fields() {
-        let Some((shape, dt)) = field_shape(&fd, stack) else {
+        walk.fields += 1;
+        if walk.fields > MAX_FIELDS {
+            break;
+        }
+        let Some((shape, dt)) = field_shape(&fd, walk) else {
             continue;
         };
         // Every writer field is nullable in Arrow: a field of an unset message is null
@@ -168,11 +246,11 @@ fn members(m: &MessageDescriptor, stack: &mut Vec<String>) -> (Vec<Member>, Fiel
     (out, fields.into())
 }
 
-fn field_shape(fd: &FieldDescriptor, stack: &mut Vec<String>) -> Option<(Shape, DataType)> {
+fn field_shape(fd: &FieldDescriptor, walk: &mut Walk) -> Option<(Shape, DataType)> {
     if fd.is_map() {
         let Kind::Message(entry) = fd.kind() else { return None };
-        let (k, kt) = kind_shape(&entry.map_entry_key_field().kind(), stack)?;
-        let (v, vt) = kind_shape(&entry.map_entry_value_field().kind(), stack)?;
+        let (k, kt) = kind_shape(&entry.get_field(1)?.kind(), walk)?;
+        let (v, vt) = kind_shape(&entry.get_field(2)?.kind(), walk)?;
         let entries = Field::new(
             "entries",
             DataType::Struct(vec![Field::new("key", kt, false), Field::new("value", vt, true)].into()),
@@ -183,7 +261,7 @@ fn field_shape(fd: &FieldDescriptor, stack: &mut Vec<String>) -> Option<(Shape, 
             DataType::Map(entries.into(), false),
         ));
     }
-    let (shape, dt) = kind_shape(&fd.kind(), stack)?;
+    let (shape, dt) = kind_shape(&fd.kind(), walk)?;
     if fd.is_list() {
         return Some((
             Shape::List(Box::new(shape)),
@@ -193,7 +271,7 @@ fn field_shape(fd: &FieldDescriptor, stack: &mut Vec<String>) -> Option<(Shape, 
     Some((shape, dt))
 }
 
-fn kind_shape(kind: &Kind, stack: &mut Vec<String>) -> Option<(Shape, DataType)> {
+fn kind_shape(kind: &Kind, walk: &mut Walk) -> Option<(Shape, DataType)> {
     Some(match kind {
         Kind::Bool => (Shape::Bool, DataType::Boolean),
         Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => (Shape::I32, DataType::Int32),
@@ -205,11 +283,11 @@ fn kind_shape(kind: &Kind, stack: &mut Vec<String>) -> Option<(Shape, DataType)>
         Kind::String => (Shape::Str, DataType::Utf8),
         Kind::Bytes => (Shape::Bytes, DataType::Binary),
         Kind::Enum(e) => (Shape::Enum(e.clone()), DataType::Utf8),
-        Kind::Message(m) => return message_kind(m, stack),
+        Kind::Message(m) => return message_kind(m, walk),
     })
 }
 
-fn message_kind(m: &MessageDescriptor, stack: &mut Vec<String>) -> Option<(Shape, DataType)> {
+fn message_kind(m: &MessageDescriptor, walk: &mut Walk) -> Option<(Shape, DataType)> {
     let name = m.full_name();
     Some(match name {
         "google.protobuf.Timestamp" => (
@@ -227,17 +305,17 @@ fn message_kind(m: &MessageDescriptor, stack: &mut Vec<String>) -> Option<(Shape
         | "google.protobuf.BoolValue"
         | "google.protobuf.StringValue"
         | "google.protobuf.BytesValue" => {
-            let (inner, dt) = kind_shape(&m.get_field(1)?.kind(), stack)?;
+            let (inner, dt) = kind_shape(&m.get_field(1)?.kind(), walk)?;
             (Shape::Wrapper(Box::new(inner)), dt)
         }
         "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue" => {
             (Shape::Json, DataType::Utf8)
         }
-        _ if stack.iter().any(|s| s == name) => (Shape::Json, DataType::Utf8),
+        _ if walk.stack.iter().any(|s| s == name) => (Shape::Json, DataType::Utf8),
         _ => {
-            stack.push(name.to_string());
-            let (members, fields) = members(m, stack);
-            stack.pop();
+            walk.stack.push(name.to_string());
+            let (members, fields) = members(m, walk);
+            walk.stack.pop();
             if fields.is_empty() {
                 return None;
             }

@@ -39,8 +39,11 @@ message Order {
   uint64 big = 8;
   oneof payment { string card = 9; int64 cash = 10; }
   google.protobuf.Struct extra = 11;
+  // Declared after a map field: the map's entry type, which the compiler makes, comes first
+  // among the nested types of the descriptor, but not among the messages the text declares.
+  message Line { int64 id = 1; string sku = 2; }
 }
-message Refund { int64 id = 1; }
+message Refund { int64 id = 1; string reason = 2; }
 "#;
 
 const ADDRESS: &str = r#"syntax = "proto3"; package common; message Address { string city = 1; }"#;
@@ -152,13 +155,14 @@ fn writer(id: u32, text: &str) -> WriterSchema {
 }
 
 fn learn(d: &mut ProtobufDecoder, w: WriterSchema) {
-    d.learn(w.id, &Fetched::Found(Arc::new(w)));
+    d.learn(w.id, &Fetched::Found(Arc::new(w))).unwrap();
 }
 
 /// The descriptor of `name` in schema `w`.
 fn descriptor(w: &WriterSchema, name: &str) -> MessageDescriptor {
     super::schema::compile(w)
         .unwrap()
+        .file
         .parent_pool()
         .get_message_by_name(name)
         .unwrap()
@@ -241,17 +245,24 @@ fn every_mapped_type_reads_into_its_column() {
 #[test]
 fn a_serialized_descriptor_reads_like_its_source() {
     let text = writer(1, V1);
-    let pool = super::schema::compile(&text).unwrap();
-    let serialized = base64::engine::general_purpose::STANDARD.encode(pool.file_descriptor_proto().encode_to_vec());
+    let compiled = super::schema::compile(&text).unwrap();
+    let descriptor = compiled.file.file_descriptor_proto().encode_to_vec();
+    let serialized = base64::engine::general_purpose::STANDARD.encode(descriptor);
     let mut d = decoder();
     learn(&mut d, writer(2, &serialized));
     let value = framed(&writer(2, V1), "shop.Order", &[0], FULL);
-    let out = d.decode(&[&value]).unwrap();
-    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
-    assert_eq!(
-        strings(out.batch.as_ref().unwrap(), "status"),
-        vec![Some("PAID".into())]
+    // A serialized descriptor's nested types count the map entry: `Line` is [0, 1] here.
+    let line = framed(
+        &writer(2, V1),
+        "shop.Order.Line",
+        &[4, 0, 2],
+        r#"{"id": "9", "sku": "x"}"#,
     );
+    let out = d.decode(&[&value, &line]).unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    let status = strings(out.batch.as_ref().unwrap(), "status");
+    assert_eq!(status, vec![Some("PAID".into()), None], "a `Line` has no status");
+    assert_eq!(out.unknown_fields.get("sku"), Some(&1), "{:?}", out.unknown_fields);
 }
 
 #[test]
@@ -261,15 +272,23 @@ fn message_indexes_pick_the_message_and_bad_records_go_alone() {
     learn(&mut d, w.clone());
     let good = framed(&w, "shop.Order", &[0], r#"{"id": "1"}"#);
     // Indexes [1] (count 1, index 1; zigzag: 2, 2): the file's second message, `Refund`,
-    // which fits the table too (only `id` is required).
-    let refund = framed(&w, "shop.Order", &[2, 2], r#"{"id": "2"}"#);
-    let mut cut = framed(&w, "shop.Order", &[0], r#"{"id": "3", "card": "a long card name"}"#);
+    // which fits the table too (only `id` is required) and shows its own field.
+    let refund = framed(&w, "shop.Refund", &[2, 2], r#"{"id": "2", "reason": "late"}"#);
+    // Indexes [0, 0]: `Order.Line`, the first message the text declares inside `Order` (the
+    // map's entry type is not counted, as Confluent's Java serializers number them).
+    let line = framed(&w, "shop.Order.Line", &[4, 0, 0], r#"{"id": "3", "sku": "s-1"}"#);
+    let mut cut = framed(&w, "shop.Order", &[0], r#"{"id": "4", "card": "a long card name"}"#);
     cut.truncate(cut.len() - 3);
-    let unframed = b"{\"id\": 4}".to_vec();
-    let no_message = framed(&w, "shop.Order", &[2, 8], r#"{"id": "5"}"#);
-    let unknown_id = framed(&writer(9, V1), "shop.Order", &[0], r#"{"id": "6"}"#);
-    let too_big = framed(&w, "shop.Order", &[0], r#"{"id": "7", "big": "18446744073709551615"}"#);
-    let values = [good, refund, cut, unframed, no_message, unknown_id, too_big];
+    let unframed = b"{\"id\": 5}".to_vec();
+    let no_message = framed(&w, "shop.Order", &[2, 8], r#"{"id": "6"}"#);
+    let unknown_id = framed(&writer(9, V1), "shop.Order", &[0], r#"{"id": "7"}"#);
+    let too_big = framed(&w, "shop.Order", &[0], r#"{"id": "8", "big": "18446744073709551615"}"#);
+    let header = |indexes: &[u8]| [&[0u8, 0, 0, 0, 1][..], indexes, &[8, 1]].concat();
+    // A negative count, a count beyond any schema, a varint that never ends.
+    let (negative, too_many, endless) = (header(&[1]), header(&[0x82, 0x01]), header(&[0xff; 11]));
+    let values = [
+        good, refund, line, cut, unframed, no_message, unknown_id, too_big, negative, too_many, endless,
+    ];
     let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
     let out = d.decode(&refs).unwrap();
     let kinds: Vec<(usize, DeadLetterKind, &str)> = out
@@ -280,11 +299,14 @@ fn message_indexes_pick_the_message_and_bad_records_go_alone() {
     assert_eq!(
         kinds,
         vec![
-            (2, DeadLetterKind::MalformedProtobuf, ""),
             (3, DeadLetterKind::MalformedProtobuf, ""),
             (4, DeadLetterKind::MalformedProtobuf, ""),
-            (5, DeadLetterKind::UnknownSchema, ""),
-            (6, DeadLetterKind::SchemaMismatch, "big"),
+            (5, DeadLetterKind::MalformedProtobuf, ""),
+            (6, DeadLetterKind::UnknownSchema, ""),
+            (7, DeadLetterKind::SchemaMismatch, "big"),
+            (8, DeadLetterKind::MalformedProtobuf, ""),
+            (9, DeadLetterKind::MalformedProtobuf, ""),
+            (10, DeadLetterKind::MalformedProtobuf, ""),
         ],
         "{:?}",
         out.rejected
@@ -294,8 +316,19 @@ fn message_indexes_pick_the_message_and_bad_records_go_alone() {
         "{}",
         out.rejected[4].reason
     );
-    assert_eq!(out.kept, vec![0, 1]);
-    assert_eq!(longs(out.batch.as_ref().unwrap(), "id"), vec![Some(1), Some(2)]);
+    let mut kept = out.kept.clone();
+    kept.sort();
+    assert_eq!(kept, vec![0, 1, 2]);
+    let mut ids = longs(out.batch.as_ref().unwrap(), "id");
+    ids.sort();
+    assert_eq!(ids, vec![Some(1), Some(2), Some(3)]);
+    assert_eq!(out.unknown_fields.get("reason"), Some(&1), "{:?}", out.unknown_fields);
+    assert_eq!(out.unknown_fields.get("sku"), Some(&1), "{:?}", out.unknown_fields);
+    assert!(
+        !out.unknown_fields.contains_key("key"),
+        "no map entry read: {:?}",
+        out.unknown_fields
+    );
 }
 
 #[test]
@@ -332,8 +365,11 @@ fn a_writer_that_breaks_the_table_is_refused_by_schema() {
     // `id` as a string: no lossless reading into the long column.
     let w = writer(3, r#"syntax = "proto3"; message Order { string id = 1; }"#);
     learn(&mut d, w.clone());
-    let unreadable = writer(4, "syntax = \"proto3\"; message Order { Missing m = 1; }");
-    learn(&mut d, unreadable.clone());
+    let avro = WriterSchema {
+        kind: SchemaKind::Avro,
+        ..writer(4, r#""long""#)
+    };
+    learn(&mut d, avro);
     let values = [
         framed(&w, "Order", &[0], r#"{"id": "x"}"#),
         [&[0u8, 0, 0, 0, 4, 0][..], &[8, 1]].concat(),
@@ -343,12 +379,35 @@ fn a_writer_that_breaks_the_table_is_refused_by_schema() {
     assert_eq!(out.rejected[0].kind, DeadLetterKind::SchemaMismatch);
     assert_eq!(out.rejected[0].path, "id");
     assert_eq!(out.rejected[0].shows, Some(ColumnType::String));
-    assert_eq!(out.rejected[1].kind, DeadLetterKind::UnknownSchema);
-    assert!(
-        out.rejected[1].reason.contains("does not compile"),
-        "{}",
-        out.rejected[1].reason
+    assert_eq!(
+        out.rejected[1].kind,
+        DeadLetterKind::UnknownSchema,
+        "another kind: the records' fault"
     );
+}
+
+#[test]
+fn a_schema_calve_cannot_read_is_calves_limit_not_the_records() {
+    let mut d = decoder();
+    let unknown_import =
+        r#"syntax = "proto3"; import "google/type/money.proto"; message Order { google.type.Money m = 1; }"#;
+    // A map entry declared by hand with a key no map may have: prost-reflect would panic on it.
+    let bad_entry = r#"syntax = "proto3";
+message Order {
+  message AttrsEntry { option map_entry = true; double key = 1; string value = 2; }
+  repeated AttrsEntry attrs = 1;
+}"#;
+    for (id, text, says) in [
+        (5, unknown_import, "google/type/money.proto"),
+        (6, bad_entry, "map entry"),
+    ] {
+        let w = WriterSchema {
+            imports: Vec::new(),
+            ..writer(id, text)
+        };
+        let e = d.learn(id, &Fetched::Found(Arc::new(w))).unwrap_err();
+        assert!(e.contains(says) && e.contains(&format!("schema id {id}")), "{e}");
+    }
 }
 
 #[test]
@@ -369,9 +428,9 @@ message Order {
         references: Vec::new(),
         ..writer(5, text)
     };
-    let file = super::schema::compile(&w).unwrap();
+    let file = super::schema::compile(&w).unwrap().file;
     let order = file.messages().next().unwrap();
-    let (members, fields) = super::schema::message_shape(&order);
+    let (members, fields) = super::schema::message_shape(&order).unwrap();
     let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, ["id", "at", "price"], "an empty message maps to nothing");
     assert_eq!(fields[1].data_type(), &DataType::Time64(TimeUnit::Microsecond));
@@ -379,7 +438,48 @@ message Order {
         r#"{"id": "1", "at": {"hours": 1, "minutes": 2, "seconds": 3, "nanos": 4000}}"#,
     );
     let msg = DynamicMessage::deserialize(order, &mut de).unwrap();
-    let b = super::rows::batch(&[msg], &members, &Arc::new(Schema::new(fields))).unwrap();
+    let b = super::rows::batch(&[&msg], &members, &Arc::new(Schema::new(fields))).unwrap();
     let at = b.column(1).as_primitive::<arrow_array::types::Time64MicrosecondType>();
     assert_eq!(at.value(0), 3_723_000_004);
+}
+
+#[test]
+fn text_that_declares_its_map_entries_counts_them_as_the_registry_prints_it() {
+    // How Confluent's registry prints a schema registered as a descriptor: the entry type
+    // spelled out, and counted among the nested messages.
+    let text = r#"syntax = "proto3";
+package shop;
+message Order {
+  int64 id = 1;
+  repeated AttrsEntry attrs = 6;
+  message AttrsEntry {
+    option map_entry = true;
+    string key = 1;
+    int64 value = 2;
+  }
+  message Line { int64 id = 1; string sku = 2; }
+}"#;
+    let w = WriterSchema {
+        imports: Vec::new(),
+        ..writer(7, text)
+    };
+    let mut d = decoder();
+    learn(&mut d, w.clone());
+    let order = framed(&w, "shop.Order", &[0], r#"{"id": "1", "attrs": {"k": "5"}}"#);
+    let line = framed(&w, "shop.Order.Line", &[4, 0, 2], r#"{"id": "2", "sku": "s"}"#);
+    let out = d.decode(&[&order, &line]).unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    assert_eq!(out.unknown_fields.get("sku"), Some(&1), "{:?}", out.unknown_fields);
+    let attrs = out
+        .batch
+        .as_ref()
+        .unwrap()
+        .column_by_name("attrs")
+        .unwrap()
+        .as_map()
+        .clone();
+    assert_eq!(
+        attrs.value(0).column(1).as_primitive::<Int64Type>().values().to_vec(),
+        [5]
+    );
 }
