@@ -281,7 +281,7 @@ fn debezium_avro_changes_land_as_the_source_tables_state() {
     assert!(ok, "{out}");
     assert!(
         out.contains(
-            "caveat: dead letters of a schema-registry topic (Avro, JSON Schema) were matched by their Kafka key only"
+            "caveat: dead letters of a schema-registry topic (Avro, Protobuf, JSON Schema) were matched by their Kafka key only"
         ),
         "{out}"
     );

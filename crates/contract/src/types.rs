@@ -162,6 +162,25 @@ pub struct KeysSection {
     /// partitioning choice of the producer, so calve does not assume it.
     #[serde(default)]
     pub from_kafka_key: bool,
+    /// How that Kafka key is encoded: `plain` (the default: UTF-8 text or JSON, as above) or
+    /// `registry` (the Confluent framing, written by the registry serializer of the table's
+    /// format — Avro for `avro`, Protobuf for `protobuf`, JSON Schema for `json-schema` — and
+    /// read with its writer schema: a record or message by field name, an Avro key of a plain
+    /// type as the single key column). Said, not guessed: an 8-byte number key (Kafka's
+    /// `LongSerializer`) can begin like a framed one.
+    #[serde(default)]
+    pub kafka_key_format: KafkaKeyFormat,
+}
+
+/// How a Kafka key carrying the business key is encoded.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaKeyFormat {
+    /// UTF-8 text or JSON.
+    #[default]
+    Plain,
+    /// The Confluent framing of the table's registry format.
+    Registry,
 }
 
 /// `[event_time]`: which field says when the event happened, and how the table is partitioned.

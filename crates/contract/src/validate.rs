@@ -407,6 +407,20 @@ fn check_keys(c: &Contract, p: &mut Problems) {
             "name the key columns the Kafka key carries in keys.columns",
         );
     }
+    if c.keys.kafka_key_format == KafkaKeyFormat::Registry {
+        if !c.keys.from_kafka_key {
+            p.push(
+                "keys.kafka_key_format",
+                "`registry` says how the Kafka key carries the business key: set keys.from_kafka_key = true",
+            );
+        }
+        if !c.table.format.uses_registry() || c.table.format.is_debezium() {
+            p.push(
+                "keys.kafka_key_format",
+                "`registry` keys need a registry format whose tombstones delete by Kafka key: `avro`, `protobuf` or `json-schema`",
+            );
+        }
+    }
 }
 
 fn check_event_time(c: &Contract, p: &mut Problems) {

@@ -207,6 +207,22 @@ fn keyed_contracts_say_how_deletes_find_their_row() {
 }
 
 #[test]
+fn registry_keys_are_said_and_need_a_registry_format() {
+    let registry = CUSTOMERS.replace("# kafka_key_format = \"registry\"", "kafka_key_format = \"registry\"");
+    let avro = registry.replace("format = \"json\"", "format = \"avro\"");
+    let c = Contract::parse(&avro, "c.toml").unwrap();
+    assert_eq!(c.keys.kafka_key_format, calve_contract::KafkaKeyFormat::Registry);
+    for refused in [
+        registry.clone(),
+        avro.replace("format = \"avro\"", "format = \"debezium-avro\""),
+        avro.replace("from_kafka_key = true", "from_kafka_key = false"),
+    ] {
+        let p = problems(&refused);
+        assert!(p.iter().any(|p| p.starts_with("keys.kafka_key_format:")), "{p:?}");
+    }
+}
+
+#[test]
 fn a_rename_names_an_old_column_no_declared_column_has() {
     let renamed = ORDERS.replace(
         r#"{ name = "customer", type = "string" },"#,

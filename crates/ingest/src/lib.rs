@@ -16,7 +16,7 @@ mod route;
 mod source;
 
 pub use dead_letter::{dead_letters_to_batch, DeadLetter, DeadLetterKind};
-pub use decode::{framed, AvroDecoder, Decoded, Inferred, JsonDecoder, JsonSchemaDecoder, Rejected};
+pub use decode::{framed, AvroDecoder, Decoded, Inferred, JsonDecoder, JsonSchemaDecoder, ProtobufDecoder, Rejected};
 pub use error::IngestError;
 pub use key::{key_candidates, KeyDecoder};
 pub use late::split_late;

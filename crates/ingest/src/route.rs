@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
-use calve_contract::{Contract, Evolution, Format, LatePolicy, ResolvedColumn, TombstonePolicy};
+use calve_contract::{Contract, Evolution, Format, KafkaKeyFormat, LatePolicy, ResolvedColumn, TombstonePolicy};
 
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::debezium::{self, Change};
@@ -129,7 +129,13 @@ impl Router {
             )
         });
         let keys = match contract.deletes.tombstone {
-            TombstonePolicy::DeleteRow => Some(KeyDecoder::new(&schema, &contract.keys.columns, columns)?),
+            TombstonePolicy::DeleteRow => {
+                let keys = KeyDecoder::new(&schema, &contract.keys.columns, columns)?;
+                Some(match contract.keys.kafka_key_format {
+                    KafkaKeyFormat::Registry => keys.reading_framed(contract.table.format, columns)?,
+                    KafkaKeyFormat::Plain => keys,
+                })
+            }
             _ => None,
         };
         let decoder = match contract.table.format {
@@ -174,18 +180,34 @@ impl Router {
     /// they are routed (none unless the format is a registry one).
     pub fn schemas_needed(&self, records: &[KafkaRecord]) -> Vec<u32> {
         let values = || -> Vec<&[u8]> { records.iter().filter_map(|r| r.value.as_deref()).collect() };
-        match &self.decoder {
+        let mut ids = match &self.decoder {
             Values::Avro(d) => d.missing(&values()),
             Values::JsonSchema(d) => d.missing(&values()),
             Values::Protobuf(d) => d.missing(&values()),
             Values::Json(_) => Vec::new(),
+        };
+        // Tombstones' keys, which name the rows they delete.
+        if let Some(keys) = &self.keys {
+            let tombstones: Vec<&[u8]> = records
+                .iter()
+                .filter(|r| r.value.is_none())
+                .filter_map(|r| r.key.as_deref())
+                .collect();
+            ids.extend(keys.missing(&tombstones));
+            ids.sort_unstable();
+            ids.dedup();
         }
+        ids
     }
 
     /// Takes the registry's answer for schema `id`. `Err` when calve cannot read the schema
     /// (so far only said of Protobuf schemas that do not compile): calve's limit, which must
     /// stop the table rather than dead-letter its records.
     pub fn learn_schema(&mut self, id: u32, fetched: &Fetched) -> Result<(), String> {
+        // Ids are the registry's, not the subject's: each is learnt by values and keys alike.
+        if let Some(keys) = &mut self.keys {
+            keys.learn(id, fetched)?;
+        }
         match &mut self.decoder {
             Values::Avro(d) => d.learn(id, fetched),
             Values::JsonSchema(d) => d.learn(id, fetched),
@@ -197,6 +219,9 @@ impl Router {
 
     /// Takes over the writer schemas `old` (the router before a schema change) learnt.
     pub fn learn_schemas_of(&mut self, old: &Router) {
+        if let (Some(new), Some(old)) = (&mut self.keys, &old.keys) {
+            new.learn_from(old);
+        }
         match (&mut self.decoder, &old.decoder) {
             (Values::Avro(new), Values::Avro(old)) => new.learn_from(old),
             (Values::JsonSchema(new), Values::JsonSchema(old)) => new.learn_from(old),

@@ -92,8 +92,9 @@ pub async fn erase_keys(
         // corrupt body); their values are not searched for the key, and the report says so
         // rather than let "verified" suggest otherwise.
         outcome.caveats.push(
-            "dead letters of a schema-registry topic (Avro, JSON Schema) were matched by their Kafka key \
-             only: a dead letter whose Kafka key does not name the person may still hold their data in its value"
+            "dead letters of a schema-registry topic (Avro, Protobuf, JSON Schema) were matched by their \
+             Kafka key only, and only by a plain (text or JSON) one: a dead letter whose Kafka key does not \
+             name the person that way may still hold their data"
                 .into(),
         );
     }

@@ -39,7 +39,7 @@ pub use protobuf::ProtobufDecoder;
 /// Result of decoding a slice of values.
 #[derive(Debug, Default)]
 pub struct Decoded {
-    /// Rows of the values that fit, in input order.
+    /// Rows of the values that fit ([`Decoded::kept`] says whose: not always in input order).
     pub batch: Option<RecordBatch>,
     /// Input index of each row of `batch`.
     pub kept: Vec<usize>,

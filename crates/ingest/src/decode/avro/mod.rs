@@ -67,6 +67,9 @@ pub struct AvroDecoder {
     /// Set when values are Debezium change events: with the key columns when deletes are
     /// applied by key.
     changes: Option<Option<Keys>>,
+    /// Set when values of a writer schema that is not a record (a Kafka key of type `long`,
+    /// say) are read as a record of this one field.
+    lone_field: Option<String>,
     learnt: Learnt<Writer>,
 }
 
@@ -79,8 +82,17 @@ impl AvroDecoder {
             infer: false,
             refuse_undeclared: false,
             changes: None,
+            lone_field: None,
             learnt: Learnt::default(),
         })
+    }
+
+    /// Reads a writer schema that is not a record (`"long"`, `"string"`, …) as a record of
+    /// one field named `column` — the same bytes: a record's encoding is its fields' one after
+    /// another. Kafka keys are often such. Call before learning schemas.
+    pub fn reading_non_records_as(mut self, column: &str) -> Self {
+        self.lone_field = Some(column.to_string());
+        self
     }
 
     /// Infers the types of fields the table lacks ([`Decoded::inferred`]), from the writer
@@ -167,11 +179,15 @@ impl AvroDecoder {
                 w.references.join(", ")
             ));
         }
-        let schema = AvroSchema::new(w.text.clone());
+        let text = match &self.lone_field {
+            Some(column) => as_record(&w.text, column),
+            None => w.text.clone(),
+        };
+        let schema = AvroSchema::new(text.clone());
         let decoder = build(w.id, &schema, 1).map_err(|e| format!("schema id {} does not parse: {e}", w.id))?;
         let arrow = decoder.schema();
         let Some(keys) = &self.changes else {
-            let fit = plan::fit(arrow.fields(), &plan::aliases(&w.text), &self.columns);
+            let fit = plan::fit(arrow.fields(), &plan::aliases(&text), &self.columns);
             return Ok(Writer {
                 id: w.id,
                 schema,
@@ -379,6 +395,24 @@ fn one_by_one(
         }
     }
     Ok(())
+}
+
+/// Schema `text` as a record: itself when it is one, else a record whose one field, named
+/// `column`, has it as its type.
+fn as_record(text: &str, column: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(text).ok();
+    match parsed {
+        Some(serde_json::Value::Object(o)) if o.get("type").and_then(|t| t.as_str()) == Some("record") => {
+            text.to_string()
+        }
+        Some(t) => serde_json::json!({
+            "type": "record",
+            "name": "calve_lone_field",
+            "fields": [{"name": column, "type": t}],
+        })
+        .to_string(),
+        None => text.to_string(),
+    }
 }
 
 fn build(id: u32, schema: &AvroSchema, rows: usize) -> Result<Decoder, ArrowError> {
