@@ -1,13 +1,16 @@
 //! `calve check`: contract validation for people and CI pipelines. With `--config`, also what
 //! the next start would do to each table: the schema changes it applies on its own, the ones
 //! that would hold the table for its approver, and the columns calve added from events that
-//! the contract does not list yet.
+//! the contract does not list yet; for registry formats, what the latest schema registered for
+//! the topic would do to the table.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use calve_contract::Contract;
-use calve_service::{check_schema_against_table, Catalog, RunConfig};
+use calve_contract::{Contract, Evolution, OnBreaking};
+use calve_service::{
+    check_registry_schema, check_schema_against_table, Catalog, Registry, RegistryCheck, RegistryVerdict, RunConfig,
+};
 
 pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut failed = false;
@@ -28,6 +31,7 @@ pub async fn run_config(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::load(config)?;
     let contracts = cfg.contracts()?;
     let catalog = Catalog::open(&cfg.catalog).await?;
+    let registry = cfg.registry.as_ref().map(Registry::new).transpose()?;
     let mut breaking = false;
     for c in &contracts {
         println!("ok: contract of table {} (topic {})", c.table.name, c.table.topic);
@@ -63,6 +67,59 @@ pub async fn run_config(config: &Path) -> anyhow::Result<ExitCode> {
                 check.added_from_events.join(", ")
             );
         }
+        if let (Some(registry), true) = (&registry, c.table.format.uses_registry()) {
+            match check_registry_schema(&catalog, c, registry).await {
+                Ok(check) => breaking |= print_registry_check(&check, c),
+                Err(e) => {
+                    breaking = true;
+                    println!("  registry: cannot check the latest schema: {e}");
+                }
+            }
+        }
     }
     Ok(if breaking { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Prints what the latest registered schema would do; whether its records would not enter.
+fn print_registry_check(check: &RegistryCheck, c: &Contract) -> bool {
+    let subject = &check.subject;
+    let Some((version, id)) = check.latest else {
+        println!("  registry: {subject} has no schema yet (subjects named otherwise are not checked)");
+        return false;
+    };
+    let latest = format!("{subject} version {version} (schema id {id})");
+    match &check.verdict {
+        RegistryVerdict::NoSubject => false,
+        RegistryVerdict::NotJudged => {
+            println!("  registry: {latest}: its records are checked one by one as they are read");
+            false
+        }
+        RegistryVerdict::Fits(adds) if adds.is_empty() => {
+            println!("  registry: {latest} fits the table");
+            false
+        }
+        RegistryVerdict::Fits(adds) => {
+            let fields: Vec<String> = adds
+                .iter()
+                .map(|(path, ty)| match ty {
+                    Some(ty) => format!("{path} {ty}"),
+                    None => format!("{path} (no Iceberg type)"),
+                })
+                .collect();
+            let what = match c.schema.evolution {
+                Evolution::Additive => "its records would add the columns",
+                _ => "fields the table does not keep",
+            };
+            println!("  registry: {latest} fits the table; {what}: {}", fields.join(", "));
+            false
+        }
+        RegistryVerdict::Breaks(why) => {
+            let then = match c.schema.on_breaking {
+                OnBreaking::Hold => format!("its records would hold the table for {}", c.schema.approver),
+                OnBreaking::DeadLetter => "its records would go to the dead-letter table".to_string(),
+            };
+            println!("  registry: {latest} WOULD NOT ENTER THE TABLE ({then}): {why}");
+            true
+        }
+    }
 }

@@ -180,6 +180,11 @@ pub struct Registry {
 
 #[derive(Deserialize)]
 struct SchemaBody {
+    /// Given when a subject's version is asked for.
+    #[serde(default)]
+    id: Option<u32>,
+    #[serde(default)]
+    version: Option<i64>,
     schema: String,
     #[serde(rename = "schemaType", default)]
     schema_type: Option<String>,
@@ -250,6 +255,35 @@ impl Registry {
         Ok(fetched)
     }
 
+    /// The latest version of `subject`: its version number and its schema (`None`: the
+    /// registry has no such subject). Not cached: a subject moves on.
+    pub async fn latest(&self, subject: &str) -> Result<Option<(i64, u32, Fetched)>, RegistryError> {
+        let url = self.url_of(&["subjects", subject, "versions", "latest"])?;
+        let body = match self.get(&url).await? {
+            Answer::Schema(body) => body,
+            Answer::NotFound(_) => return Ok(None),
+        };
+        let (Some(id), Some(version)) = (body.id, body.version) else {
+            return Err(RegistryError::Unreadable {
+                url: self.base.clone(),
+                status: 200,
+                body: format!("the latest version of {subject} came without its id and version"),
+            });
+        };
+        Ok(Some((version, id, self.writer(id, body).await?)))
+    }
+
+    /// The base URL with `segments` appended (each escaped).
+    fn url_of(&self, segments: &[&str]) -> Result<String, RegistryError> {
+        let mut url =
+            reqwest::Url::parse(&self.base).map_err(|e| RegistryError::Config(format!("url `{}`: {e}", self.base)))?;
+        url.path_segments_mut()
+            .map_err(|_| RegistryError::Config(format!("url `{}` cannot have a path", self.base)))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url.to_string())
+    }
+
     async fn fetch(&self, id: u32) -> Result<Fetched, RegistryError> {
         let body = match self.get(&format!("{}/schemas/ids/{id}", self.base)).await? {
             Answer::Schema(body) => body,
@@ -260,6 +294,11 @@ impl Registry {
                 )))
             }
         };
+        self.writer(id, body).await
+    }
+
+    /// Schema `id` as the registry answered it, with what it imports.
+    async fn writer(&self, id: u32, body: SchemaBody) -> Result<Fetched, RegistryError> {
         let kind = match body.schema_type.as_deref().unwrap_or("AVRO") {
             "AVRO" => SchemaKind::Avro,
             "PROTOBUF" => SchemaKind::Protobuf,
@@ -303,13 +342,8 @@ impl Registry {
             if out.len() >= MAX_IMPORTS {
                 return Ok(Err(format!("references more than {MAX_IMPORTS} schemas")));
             }
-            let mut url = reqwest::Url::parse(&self.base)
-                .map_err(|e| RegistryError::Config(format!("url `{}`: {e}", self.base)))?;
-            url.path_segments_mut()
-                .map_err(|_| RegistryError::Config(format!("url `{}` cannot have a path", self.base)))?
-                .pop_if_empty()
-                .extend(["subjects", &subject, "versions", &version.to_string()]);
-            let body = match self.get(url.as_str()).await? {
+            let url = self.url_of(&["subjects", &subject, "versions", &version.to_string()])?;
+            let body = match self.get(&url).await? {
                 Answer::Schema(body) => body,
                 Answer::NotFound(body) => {
                     return Ok(Err(format!(

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
-use calve_contract::{Contract, Evolution, Format, KafkaKeyFormat, LatePolicy, ResolvedColumn, TombstonePolicy};
+use calve_contract::{
+    ColumnType, Contract, Evolution, Format, KafkaKeyFormat, LatePolicy, ResolvedColumn, TombstonePolicy,
+};
 
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::debezium::{self, Change};
@@ -81,6 +83,9 @@ fn concat_all(batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>, ArrowErr
         Some(first) => Ok(Some(concat_batches(&first.schema(), &batches)?)),
     }
 }
+
+/// Writer fields a table lacks, by path, each with the Iceberg type it would take (if any).
+pub type WriterFields = Vec<(String, Option<ColumnType>)>;
 
 /// How a contract's values are encoded.
 #[derive(Debug, Clone)]
@@ -227,6 +232,18 @@ impl Router {
             (Values::JsonSchema(new), Values::JsonSchema(old)) => new.learn_from(old),
             (Values::Protobuf(new), Values::Protobuf(old)) => new.learn_from(old),
             _ => {}
+        }
+    }
+
+    /// What the records of learnt writer schema `id` would do to the table: the writer's
+    /// fields the table lacks (with the Iceberg type each would take), or why its records
+    /// cannot enter. `None` for formats whose records are judged one by one (JSON, JSON
+    /// Schema).
+    pub fn judge_schema(&self, id: u32) -> Option<Result<WriterFields, String>> {
+        match &self.decoder {
+            Values::Avro(d) => Some(d.judge(id)),
+            Values::Protobuf(d) => Some(d.judge(id)),
+            Values::Json(_) | Values::JsonSchema(_) => None,
         }
     }
 

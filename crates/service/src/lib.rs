@@ -12,6 +12,7 @@ mod hold;
 mod maintenance;
 mod pipeline;
 mod preflight;
+mod registry_check;
 mod sink;
 mod stats;
 mod supervisor;
@@ -24,11 +25,13 @@ pub use error::ServiceError;
 pub use hold::{decide_hold, schema_holds};
 pub use pipeline::{Pipeline, StopWhen};
 pub use preflight::{check_schema_against_table, SchemaCheck};
+pub use registry_check::{check_registry_schema, RegistryCheck, RegistryVerdict};
 pub use stats::TableStats;
 pub use supervisor::{run_tables, Outcomes, Services};
 
 // What the `calve` binary needs of the crates below, so that it depends on this crate (and on
 // `contract` for `calve check`) and the dependency graph keeps pointing one way.
+pub use calve_ingest::registry::Registry;
 pub use calve_maintain::{
     human_bytes, status as maintenance_status, CycleReport, Maintainer, MaintenancePolicy, Progress,
 };

@@ -27,7 +27,7 @@ use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 use arrow_schema::{ArrowError, Field, SchemaRef};
 use arrow_select::concat::concat_batches;
-use calve_contract::ResolvedColumn;
+use calve_contract::{ColumnType, ResolvedColumn};
 
 use super::learnt::{framed, Learnt};
 use super::writer::{breach, conform_each, plan, rejected, table_columns, Fitted};
@@ -211,6 +211,14 @@ impl AvroDecoder {
             fit,
             changes: Some((envelope, key_fit)),
         })
+    }
+
+    /// What the records of learnt schema `id` would do to the table: the writer fields the
+    /// table lacks (with the Iceberg type each would take), or why its records cannot enter.
+    pub fn judge(&self, id: u32) -> Result<Vec<(String, Option<ColumnType>)>, String> {
+        let w = self.learnt.writer(id)?;
+        super::writer::admit(&w.fit, id, self.refuse_undeclared).map_err(|b| b.reason)?;
+        Ok(w.fit.unknown.clone())
     }
 
     /// Decodes `values`; never fails as a whole, bad values are reported in `rejected`. Ids

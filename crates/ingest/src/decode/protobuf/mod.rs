@@ -22,7 +22,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
-use calve_contract::ResolvedColumn;
+use calve_contract::{ColumnType, ResolvedColumn};
 use prost_reflect::{DynamicMessage, FileDescriptor, MessageDescriptor};
 
 use super::learnt::{framed, Learnt};
@@ -159,6 +159,20 @@ impl ProtobufDecoder {
             })
             .collect::<Result<_, String>>()?;
         Ok(Writer { id: w.id, messages })
+    }
+
+    /// What the records of learnt schema `id` — of its file's first message, what producers
+    /// send unless they name another — would do to the table: the writer fields the table
+    /// lacks (with the Iceberg type each would take), or why its records cannot enter.
+    pub fn judge(&self, id: u32) -> Result<Vec<(String, Option<ColumnType>)>, String> {
+        let w = self.learnt.writer(id)?;
+        let (_, m) = w
+            .messages
+            .iter()
+            .find(|(path, _)| path.as_slice() == [0])
+            .ok_or_else(|| format!("schema id {id} has no message"))?;
+        admit(&m.fit, id, self.refuse_undeclared).map_err(|b| b.reason)?;
+        Ok(m.fit.unknown.clone())
     }
 
     /// Decodes `values`; never fails as a whole, bad values are reported in `rejected`. Ids
