@@ -254,20 +254,20 @@ mod tests {
 
     use super::*;
 
+    fn id_type() -> [ResolvedColumn; 1] {
+        [crate::decode::test_columns::column(
+            "id",
+            calve_contract::ColumnType::Long,
+            true,
+        )]
+    }
+
     fn decoder() -> KeyDecoder {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
         ]));
-        let types = [ResolvedColumn {
-            name: "id".into(),
-            ty: calve_contract::ColumnType::Long,
-            required: true,
-            doc: None,
-            unit: None,
-            decimal_bytes: false,
-        }];
-        KeyDecoder::new(&schema, &["id".to_string()], &types).unwrap()
+        KeyDecoder::new(&schema, &["id".to_string()], &id_type()).unwrap()
     }
 
     #[test]
@@ -291,15 +291,7 @@ mod tests {
     }
 
     fn learnt(format: Format, id: u32, kind: crate::registry::SchemaKind, text: &str) -> KeyDecoder {
-        let types = [ResolvedColumn {
-            name: "id".into(),
-            ty: calve_contract::ColumnType::Long,
-            required: true,
-            doc: None,
-            unit: None,
-            decimal_bytes: false,
-        }];
-        let mut d = decoder().reading_framed(format, &types).unwrap();
+        let mut d = decoder().reading_framed(format, &id_type()).unwrap();
         let w = crate::registry::WriterSchema {
             id,
             kind,

@@ -252,3 +252,29 @@ fn malformed(e: &serde_json::Error) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Table columns as the decoders' tests describe them.
+#[cfg(test)]
+pub(crate) mod test_columns {
+    use std::collections::HashMap;
+
+    use arrow_schema::{DataType, Field};
+    use calve_contract::{ColumnType, ResolvedColumn};
+
+    /// A contract column.
+    pub fn column(name: &str, ty: ColumnType, required: bool) -> ResolvedColumn {
+        ResolvedColumn {
+            name: name.into(),
+            ty,
+            required,
+            doc: None,
+            unit: None,
+            decimal_bytes: false,
+        }
+    }
+
+    /// A table field with Iceberg field id `id`.
+    pub fn field(name: &str, t: DataType, nullable: bool, id: i32) -> Field {
+        Field::new(name, t, nullable).with_metadata(HashMap::from([("PARQUET:field_id".to_string(), id.to_string())]))
+    }
+}

@@ -1,35 +1,20 @@
 //! Values are encoded with the `apache-avro` crate, an encoder independent of the arrow-avro
 //! decoder under test, and framed as the Confluent serializers frame them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use apache_avro::types::Value as AvroValue;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::Array;
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use calve_contract::{ColumnType, ResolvedColumn, StructField};
+use arrow_schema::{DataType, Schema, TimeUnit};
+use calve_contract::{ColumnType, StructField};
 
 use super::AvroDecoder;
 use crate::dead_letter::DeadLetterKind;
+use crate::decode::test_columns::{column, field};
 use crate::decode::Inferred;
 use crate::registry::{Fetched, SchemaKind, WriterSchema};
-
-fn column(name: &str, ty: ColumnType, required: bool) -> ResolvedColumn {
-    ResolvedColumn {
-        name: name.into(),
-        ty,
-        required,
-        doc: None,
-        unit: None,
-        decimal_bytes: false,
-    }
-}
-
-fn field(name: &str, t: DataType, nullable: bool, id: i32) -> Field {
-    Field::new(name, t, nullable).with_metadata(HashMap::from([("PARQUET:field_id".to_string(), id.to_string())]))
-}
 
 /// A table `id long required, qty int, ts timestamptz, addr struct<city string>`.
 fn decoder() -> AvroDecoder {

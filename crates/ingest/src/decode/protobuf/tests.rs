@@ -2,7 +2,6 @@
 //! framed as the Confluent serializers frame them (the end-to-end tests use confluent-kafka's
 //! own `ProtobufSerializer`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -10,12 +9,13 @@ use arrow_array::types::{Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use base64::Engine;
-use calve_contract::{ColumnType, Element, ResolvedColumn, StructField};
+use calve_contract::{ColumnType, Element, StructField};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 
 use super::ProtobufDecoder;
 use crate::dead_letter::DeadLetterKind;
+use crate::decode::test_columns::{column, field};
 use crate::decode::Inferred;
 use crate::registry::{Fetched, Import, SchemaKind, WriterSchema};
 
@@ -59,21 +59,6 @@ message Order {
   Address addr = 7;
 }
 "#;
-
-fn column(name: &str, ty: ColumnType, required: bool) -> ResolvedColumn {
-    ResolvedColumn {
-        name: name.into(),
-        ty,
-        required,
-        doc: None,
-        unit: None,
-        decimal_bytes: false,
-    }
-}
-
-fn field(name: &str, t: DataType, nullable: bool, id: i32) -> Field {
-    Field::new(name, t, nullable).with_metadata(HashMap::from([("PARQUET:field_id".to_string(), id.to_string())]))
-}
 
 fn string() -> Element {
     Element {
