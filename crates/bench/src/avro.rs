@@ -141,7 +141,9 @@ fn in_memory(values: &[Vec<u8>], id: u32) -> anyhow::Result<(f64, f64)> {
         references: Vec::new(),
         imports: Vec::new(),
     };
-    calve.learn(id, &Fetched::Found(Arc::new(writer)));
+    calve
+        .learn(id, &Fetched::Found(Arc::new(writer)))
+        .map_err(anyhow::Error::msg)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         .build();

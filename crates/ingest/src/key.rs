@@ -106,7 +106,7 @@ impl KeyDecoder {
     /// [`ProtobufDecoder::learn`]).
     pub fn learn(&mut self, id: u32, fetched: &Fetched) -> Result<(), String> {
         match &mut self.framed {
-            Some(Framed::Avro(d)) => d.learn(id, fetched),
+            Some(Framed::Avro(d)) => return d.learn(id, fetched),
             Some(Framed::Protobuf(d)) => return d.learn(id, fetched),
             _ => {}
         }

@@ -91,14 +91,15 @@ pub struct WriterSchema {
     /// Subjects of schemas it references directly.
     pub references: Vec<String>,
     /// The schemas it references, directly or through others, each once: what a Protobuf
-    /// schema's `import`s name.
+    /// schema's `import`s name, the types an Avro schema takes from other subjects.
     pub imports: Vec<Import>,
 }
 
 /// A schema another one references, as the registry holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Import {
-    /// The name it is referenced by (a Protobuf import path such as `common/money.proto`).
+    /// The name it is referenced by (a Protobuf import path such as `common/money.proto`, an
+    /// Avro type's full name such as `com.acme.Address`).
     pub name: String,
     /// The subject and version it was read from.
     pub subject: String,
@@ -309,10 +310,10 @@ impl Registry {
                 )))
             }
         };
-        // Only Protobuf's imports are read; other kinds with references are refused whole
-        // by their decoders, without asking for what they reference.
+        // Protobuf's imports and Avro's referenced types are read; JSON Schema's references
+        // are refused whole by its decoder, without asking for what they reference.
         let imports = match kind {
-            SchemaKind::Protobuf => match self.imports(&body.references).await? {
+            SchemaKind::Protobuf | SchemaKind::Avro => match self.imports(&body.references).await? {
                 Ok(imports) => imports,
                 Err(reason) => return Ok(Fetched::Unknown(format!("schema id {id} {reason}"))),
             },
@@ -330,8 +331,11 @@ impl Registry {
     /// The schemas `references` name, and those they reference in turn, each once (by name);
     /// `Err` says which one the registry lacks.
     async fn imports(&self, references: &[Reference]) -> Result<Result<Vec<Import>, String>, RegistryError> {
+        // Depth first in the order listed, as Confluent resolves them: when two references
+        // name the same schema in different versions, the first one reached wins.
         let mut todo: Vec<(String, String, i64)> = references
             .iter()
+            .rev()
             .map(|r| (r.name.clone(), r.subject.clone(), r.version))
             .collect();
         let mut out: Vec<Import> = Vec::new();
@@ -355,6 +359,7 @@ impl Registry {
             todo.extend(
                 body.references
                     .iter()
+                    .rev()
                     .map(|r| (r.name.clone(), r.subject.clone(), r.version)),
             );
             out.push(Import {

@@ -214,7 +214,7 @@ impl Router {
             keys.learn(id, fetched)?;
         }
         match &mut self.decoder {
-            Values::Avro(d) => d.learn(id, fetched),
+            Values::Avro(d) => return d.learn(id, fetched),
             Values::JsonSchema(d) => d.learn(id, fetched),
             Values::Protobuf(d) => return d.learn(id, fetched),
             Values::Json(_) => {}
@@ -252,10 +252,10 @@ impl Router {
         !matches!(self.decoder, Values::Json(_))
     }
 
-    /// Whether writer schemas that reference other schemas are read (Protobuf imports are;
-    /// Avro's and JSON Schema's references are not resolved yet).
+    /// Whether writer schemas that reference other schemas are read (Protobuf's imports and
+    /// Avro's referenced types are; JSON Schema's references are not resolved yet).
     pub fn reads_references(&self) -> bool {
-        matches!(self.decoder, Values::Protobuf(_))
+        matches!(self.decoder, Values::Protobuf(_) | Values::Avro(_))
     }
 
     /// Routes `records`, judging lateness against `now_us` (microseconds since the epoch).

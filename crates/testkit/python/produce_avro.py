@@ -20,7 +20,9 @@ Input: one JSON object per stdin line, produced in order:
      "partition": 3,                # optional explicit partition
      "headers": {"h": "v"}}         # optional headers (string values)
     "schema" / "key_schema" may be left out to reuse the previous line's ("key_schema": null
-    goes back to string keys).
+    goes back to string keys). An Avro "schema" may name types other subjects define, listed
+    in the line's "references": [{"name": "com.acme.Addr", "subject": "addr", "version": 1}]
+    (registered beforehand; kept for the lines after, like "schema").
 
 Conversions inside "value" and an Avro "key" (a JSON object with exactly one of these keys is
 replaced; anything else is passed to fastavro as is):
@@ -63,6 +65,8 @@ import uuid
 
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import (
+    Schema,
+    SchemaReference,
     SchemaRegistryClient,
     record_subject_name_strategy,
     topic_record_subject_name_strategy,
@@ -200,14 +204,19 @@ def main():
             serializers[key] = ProtoSerializer(schema, proto, registry, ser_conf)
         return serializers[key]
 
-    def avro(schema):
+    def avro(schema, refs=None):
         if args.serializer == "protobuf":
             return protobuf(schema, proto)
         text = schema_text(schema)
-        if text not in serializers:
-            serializers[text] = (JSONSerializer(text, registry, conf=ser_conf) if args.serializer == "json"
-                                 else AvroSerializer(registry, text, conf=ser_conf))
-        return serializers[text]
+        key = json.dumps([text, refs])
+        if key not in serializers:
+            if args.serializer == "json":
+                serializers[key] = JSONSerializer(text, registry, conf=ser_conf)
+            else:
+                named = [SchemaReference(r["name"], r["subject"], r["version"]) for r in refs or []]
+                given = Schema(text, "AVRO", named) if named else text
+                serializers[key] = AvroSerializer(registry, given, conf=ser_conf)
+        return serializers[key]
 
     strings = StringSerializer("utf_8")
     failures = []
@@ -217,7 +226,7 @@ def main():
             failures.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
     producer = Producer({"bootstrap.servers": args.brokers, "enable.idempotence": True, "linger.ms": 5})
-    schema = key_schema = None
+    schema = key_schema = references = None
     proto = {"message": None, "proto_file": "value.proto", "imports": {}}
     n = 0
     for lineno, line in enumerate(sys.stdin, 1):
@@ -226,6 +235,7 @@ def main():
         rec = json.loads(line)
         schema = rec.get("schema", schema)
         key_schema = rec.get("key_schema", key_schema)
+        references = rec.get("references", references)
         proto = {k: rec.get(k, v) for k, v in proto.items()}
         try:
             kctx = SerializationContext(args.topic, MessageField.KEY)
@@ -238,7 +248,7 @@ def main():
                     raise ValueError("no schema given yet")
                 if args.serializer != "protobuf":
                     value = convert(value)
-                value = avro(schema)(value, SerializationContext(args.topic, MessageField.VALUE))
+                value = avro(schema, references)(value, SerializationContext(args.topic, MessageField.VALUE))
         except Exception as e:  # noqa: BLE001 - report which line, then fail
             sys.exit(f"produce_avro.py: line {lineno}: {type(e).__name__}: {e}")
         kwargs = {"key": key, "value": value, "on_delivery": on_delivery}

@@ -19,6 +19,7 @@
 //! at most once each.
 
 mod envelope;
+mod references;
 
 use std::sync::Arc;
 
@@ -148,20 +149,30 @@ impl AvroDecoder {
         self.learnt.missing(values)
     }
 
-    /// Takes the registry's answer for schema `id`.
-    pub fn learn(&mut self, id: u32, fetched: &Fetched) {
+    /// Takes the registry's answer for schema `id`. `Err` when a schema that references
+    /// others cannot be made whole (see [`references`]): calve's limit, not its records'
+    /// fault, so the caller stops the table rather than dead-letter them. Any other schema
+    /// calve cannot read is its records' problem: they are dead-lettered with the reason.
+    pub fn learn(&mut self, id: u32, fetched: &Fetched) -> Result<(), String> {
         let made = match fetched {
             Fetched::Found(w) => self.writer(w),
             Fetched::Unknown(reason) => Err(reason.clone()),
         };
+        if let (Fetched::Found(w), Err(e)) = (fetched, &made) {
+            if !w.imports.is_empty() {
+                return Err(format!("{e} (a schema with references calve cannot make whole)"));
+            }
+        }
         self.learnt.learn(id, fetched, |_| made);
+        Ok(())
     }
 
     /// Learns what `other` learnt (a decoder for the table after a schema change takes over
     /// the writer schemas of the one before, fitted anew).
     pub fn learn_from(&mut self, other: &AvroDecoder) {
         for (id, fetched) in other.learnt.answers() {
-            self.learn(id, fetched);
+            // `other` read every schema it learnt; this one reads them alike.
+            let _ = self.learn(id, fetched);
         }
     }
 
@@ -172,16 +183,14 @@ impl AvroDecoder {
                 w.id, w.kind
             ));
         }
-        if !w.references.is_empty() {
-            return Err(format!(
-                "schema id {} references other schemas ({}), which calve does not resolve yet",
-                w.id,
-                w.references.join(", ")
-            ));
-        }
+        // Types other subjects define are written in where first used (see [`references`]).
+        let own = match w.imports.is_empty() {
+            true => w.text.clone(),
+            false => references::inline(&w.text, &w.imports).map_err(|e| format!("schema id {}: {e}", w.id))?,
+        };
         let text = match &self.lone_field {
-            Some(column) => as_record(&w.text, column),
-            None => w.text.clone(),
+            Some(column) => as_record(&own, column),
+            None => own,
         };
         let schema = AvroSchema::new(text.clone());
         let decoder = build(w.id, &schema, 1).map_err(|e| format!("schema id {} does not parse: {e}", w.id))?;
@@ -196,7 +205,7 @@ impl AvroDecoder {
             });
         };
         let (envelope, row) = Envelope::of(arrow.fields()).map_err(|e| format!("schema id {}: {e}", w.id))?;
-        let fit = plan::fit(&row, &envelope::row_aliases(&w.text), &self.columns);
+        let fit = plan::fit(&row, &envelope::row_aliases(&text), &self.columns);
         let key_fit = keys.as_ref().map(|keys| {
             let fit = Fit {
                 sources: keys.columns.iter().map(|c| fit.sources[*c]).collect(),

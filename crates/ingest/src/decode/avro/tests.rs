@@ -67,7 +67,7 @@ fn learn(d: &mut AvroDecoder, id: u32, text: &str) {
         references: Vec::new(),
         imports: Vec::new(),
     };
-    d.learn(id, &Fetched::Found(Arc::new(w)));
+    d.learn(id, &Fetched::Found(Arc::new(w))).unwrap();
 }
 
 fn framed(id: u32, schema: &str, value: AvroValue) -> Vec<u8> {
@@ -168,7 +168,8 @@ fn records_of_two_writer_versions_land_in_one_batch_of_the_table() {
 fn a_bad_record_is_set_aside_alone_and_the_next_ones_land() {
     let mut d = decoder();
     learn(&mut d, 1, V1);
-    d.learn(9, &Fetched::Unknown("schema id 9 is not in the registry".into()));
+    d.learn(9, &Fetched::Unknown("schema id 9 is not in the registry".into()))
+        .unwrap();
     let good = v1(1, Some(1), None);
     let mut cut = v1(2, Some(2), Some("Tromsø"));
     cut.truncate(cut.len() - 3);
@@ -702,4 +703,124 @@ fn variable_scale_decimals_are_rescaled_exactly_or_refused() {
     assert_eq!(v.values().to_vec(), vec![-125_000, 12_800, 500_000, 3_140]);
     let refused: Vec<usize> = out.rejected.iter().map(|r| r.index).collect();
     assert_eq!(refused, vec![4, 5, 6, 7], "{:?}", out.rejected);
+}
+
+#[test]
+fn types_other_subjects_define_are_read_through_references() {
+    // `Order` takes `com.acme.Addr` from another subject, uses it twice, and the referenced
+    // record itself takes `com.acme.Geo` from a third.
+    let order = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
+      {"name":"id","type":"long"},
+      {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+      {"name":"addr","type":["null","com.acme.Addr"],"default":null},
+      {"name":"billing","type":["null","com.acme.Addr"],"default":null}]}"#;
+    let addr = r#"{"type":"record","name":"Addr","namespace":"com.acme","fields":[
+      {"name":"city","type":"string"},{"name":"geo","type":"Geo"}]}"#;
+    let geo = r#"{"type":"record","name":"Geo","namespace":"com.acme","fields":[{"name":"lat","type":"double"}]}"#;
+    let import = |name: &str, text: &str| crate::registry::Import {
+        name: name.into(),
+        subject: name.into(),
+        version: 1,
+        text: text.into(),
+    };
+    let w = WriterSchema {
+        id: 7,
+        kind: SchemaKind::Avro,
+        text: order.into(),
+        references: vec!["com.acme.Addr".into()],
+        imports: vec![import("com.acme.Addr", addr), import("com.acme.Geo", geo)],
+    };
+    let mut d = decoder();
+    d.learn(7, &Fetched::Found(Arc::new(w))).unwrap();
+    // The same record written against the schema spelled out in full.
+    let full = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
+      {"name":"id","type":"long"},
+      {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+      {"name":"addr","type":["null",{"type":"record","name":"Addr","namespace":"com.acme","fields":[
+         {"name":"city","type":"string"},
+         {"name":"geo","type":{"type":"record","name":"Geo","fields":[{"name":"lat","type":"double"}]}}]}],"default":null},
+      {"name":"billing","type":["null","com.acme.Addr"],"default":null}]}"#;
+    let place = |city: &str| {
+        AvroValue::Record(vec![
+            ("city".into(), AvroValue::String(city.into())),
+            (
+                "geo".into(),
+                AvroValue::Record(vec![("lat".into(), AvroValue::Double(59.9))]),
+            ),
+        ])
+    };
+    let value = framed(
+        7,
+        full,
+        AvroValue::Record(vec![
+            ("id".into(), AvroValue::Long(1)),
+            ("ts".into(), AvroValue::TimestampMillis(1_700_000_000_000)),
+            ("addr".into(), AvroValue::Union(1, Box::new(place("Oslo")))),
+            ("billing".into(), AvroValue::Union(1, Box::new(place("Bergen")))),
+        ]),
+    );
+    let out = d.decode(&[&value]).unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    let b = out.batch.unwrap();
+    let addr = b.column_by_name("addr").unwrap().as_struct();
+    assert_eq!(addr.column_by_name("city").unwrap().as_string::<i32>().value(0), "Oslo");
+    // The writer's fields the table lacks, nested ones included, typed through the references.
+    assert!(out.unknown_fields.contains_key("billing"), "{:?}", out.unknown_fields);
+    assert!(out.unknown_fields.contains_key("addr.geo"), "{:?}", out.unknown_fields);
+}
+
+#[test]
+fn references_in_every_spelling_are_written_in_and_a_whole_that_cannot_be_made_stops() {
+    let import = |name: &str, text: &str| crate::registry::Import {
+        name: name.into(),
+        subject: "s".into(),
+        version: 1,
+        text: text.into(),
+    };
+    // `Point` lives in the null namespace and is used twice inside namespace `shop` (arrow-avro
+    // would look a bare `Point` up in `shop`); `Tag` comes as `{"type": name}`, under a
+    // reference name other than its full name.
+    let order = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
+      {"name":"id","type":"long"},
+      {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+      {"name":"from","type":"Point"},
+      {"name":"to","type":"Point"},
+      {"name":"tag","type":{"type":"com.acme.Tag"}}]}"#;
+    let point = r#"{"type":"record","name":"Point","fields":[{"name":"x","type":"int"}]}"#;
+    let tag = r#"{"type":"enum","name":"Tag","namespace":"com.acme","symbols":["A","B"]}"#;
+    let w = |id: u32, text: &str| WriterSchema {
+        id,
+        kind: SchemaKind::Avro,
+        text: text.into(),
+        references: vec!["s".into()],
+        imports: vec![import("Point", point), import("tag-ref", tag)],
+    };
+    let mut d = decoder();
+    d.learn(8, &Fetched::Found(Arc::new(w(8, order)))).unwrap();
+    let full = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
+      {"name":"id","type":"long"},
+      {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+      {"name":"from","type":{"type":"record","name":"Point","namespace":"","fields":[{"name":"x","type":"int"}]}},
+      {"name":"to","type":{"type":"record","name":"P2","fields":[{"name":"x","type":"int"}]}},
+      {"name":"tag","type":{"type":"enum","name":"Tag","namespace":"com.acme","symbols":["A","B"]}}]}"#;
+    let p = |x: i32| AvroValue::Record(vec![("x".into(), AvroValue::Int(x))]);
+    let value = framed(
+        8,
+        full,
+        AvroValue::Record(vec![
+            ("id".into(), AvroValue::Long(3)),
+            ("ts".into(), AvroValue::TimestampMillis(1_700_000_000_000)),
+            ("from".into(), p(1)),
+            ("to".into(), p(2)),
+            ("tag".into(), AvroValue::Enum(1, "B".into())),
+        ]),
+    );
+    let out = d.decode(&[&value]).unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    assert_eq!(out.kept, vec![0]);
+    // A union of referenced records at the top: arrow-avro reads records only, so the table
+    // stops on it rather than dead-letter every record.
+    let union = r#"["Point", "com.acme.Tag"]"#;
+    let e = d.learn(9, &Fetched::Found(Arc::new(w(9, union)))).unwrap_err();
+    assert!(e.contains("schema id 9") && e.contains("references"), "{e}");
 }
