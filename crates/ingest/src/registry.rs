@@ -310,14 +310,9 @@ impl Registry {
                 )))
             }
         };
-        // Protobuf's imports and Avro's referenced types are read; JSON Schema's references
-        // are refused whole by its decoder, without asking for what they reference.
-        let imports = match kind {
-            SchemaKind::Protobuf | SchemaKind::Avro => match self.imports(&body.references).await? {
-                Ok(imports) => imports,
-                Err(reason) => return Ok(Fetched::Unknown(format!("schema id {id} {reason}"))),
-            },
-            _ => Vec::new(),
+        let imports = match self.imports(&body.references).await? {
+            Ok(imports) => imports,
+            Err(reason) => return Ok(Fetched::Unknown(format!("schema id {id} {reason}"))),
         };
         Ok(Fetched::Found(Arc::new(WriterSchema {
             id,

@@ -215,7 +215,7 @@ impl Router {
         }
         match &mut self.decoder {
             Values::Avro(d) => return d.learn(id, fetched),
-            Values::JsonSchema(d) => d.learn(id, fetched),
+            Values::JsonSchema(d) => return d.learn(id, fetched),
             Values::Protobuf(d) => return d.learn(id, fetched),
             Values::Json(_) => {}
         }
@@ -250,12 +250,6 @@ impl Router {
     /// Whether values are read with writer schemas from a registry.
     pub fn uses_registry(&self) -> bool {
         !matches!(self.decoder, Values::Json(_))
-    }
-
-    /// Whether writer schemas that reference other schemas are read (Protobuf's imports and
-    /// Avro's referenced types are; JSON Schema's references are not resolved yet).
-    pub fn reads_references(&self) -> bool {
-        matches!(self.decoder, Values::Protobuf(_) | Values::Avro(_))
     }
 
     /// Routes `records`, judging lateness against `now_us` (microseconds since the epoch).

@@ -460,19 +460,14 @@ impl Pipeline {
             };
             let table = &self.contract.table.name;
             match &fetched {
-                // A schema calve cannot resolve is calve's limit, not the records' fault: the
-                // table stops, loudly, rather than dead-letter a topic of good records.
-                Fetched::Found(w) if !w.references.is_empty() && !self.router.reads_references() => {
-                    return Err(ServiceError::Unsupported {
-                        table: table.clone(),
-                        what: format!("schema id {id} references other schemas ({})", w.references.join(", ")),
-                    })
-                }
                 Fetched::Found(_) => tracing::info!(table, schema_id = id, "learnt a writer schema"),
                 Fetched::Unknown(reason) => {
                     tracing::warn!(table, schema_id = id, %reason, "records carry a schema id calve cannot read; they go to the dead-letter table")
                 }
             }
+            // A schema calve cannot read (one that does not compile, references it cannot
+            // make whole) is calve's limit, not the records' fault: the table stops, loudly,
+            // rather than dead-letter a topic of good records.
             if let Err(what) = self.router.learn_schema(id, &fetched) {
                 return Err(ServiceError::Unsupported {
                     table: table.clone(),

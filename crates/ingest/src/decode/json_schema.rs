@@ -65,11 +65,20 @@ impl JsonSchemaDecoder {
     }
 
     /// Takes the registry's answer for schema `id`.
-    pub fn learn(&mut self, id: u32, fetched: &Fetched) {
-        self.learnt.learn(id, fetched, |f| match f {
+    /// `Err` when a schema with references does not build: calve's limit (the registry took
+    /// it), so the caller stops the table rather than dead-letter its records.
+    pub fn learn(&mut self, id: u32, fetched: &Fetched) -> Result<(), String> {
+        let made = match fetched {
             Fetched::Found(w) => writer(w),
             Fetched::Unknown(reason) => Err(reason.clone()),
-        });
+        };
+        if let (Fetched::Found(w), Err(e)) = (fetched, &made) {
+            if !w.imports.is_empty() {
+                return Err(format!("{e} (a schema with references calve cannot resolve)"));
+            }
+        }
+        self.learnt.learn(id, fetched, |_| made);
+        Ok(())
     }
 
     /// Learns what `other` learnt (after a schema change of the table: JSON Schemas do not
@@ -179,6 +188,10 @@ fn column_path(pointer: &str) -> String {
     path
 }
 
+/// The base of a writer schema without `$id`, against which relative `$ref`s name references.
+/// Never fetched: calve resolves nothing over the network from a schema.
+const BASE_URI: &str = "https://schemas.calve.invalid/";
+
 fn writer(w: &WriterSchema) -> Result<Writer, String> {
     if w.kind != SchemaKind::Json {
         return Err(format!(
@@ -187,8 +200,33 @@ fn writer(w: &WriterSchema) -> Result<Writer, String> {
         ));
     }
     let schema: Value = serde_json::from_str(&w.text).map_err(|e| format!("schema id {} is not JSON: {e}", w.id))?;
-    let validator = jsonschema::options()
+    let mut options = jsonschema::options()
         .should_validate_formats(true)
+        .with_base_uri(BASE_URI);
+    // A reference's name is what the schema's `$ref`s say: an absolute URI as it is, a
+    // relative one against the schema's own `$id` (if it has one) or calve's base.
+    let own = schema
+        .get("$id")
+        .and_then(Value::as_str)
+        .and_then(|id| id.rsplit_once('/'))
+        .map(|(dir, _)| format!("{dir}/"));
+    for i in &w.imports {
+        let contents: Value = serde_json::from_str(&i.text)
+            .map_err(|e| format!("schema id {}: referenced schema {} is not JSON: {e}", w.id, i.name))?;
+        let absolute = i.name.contains("://") || i.name.starts_with("urn:");
+        let uris = match absolute {
+            true => vec![i.name.clone()],
+            false => [Some(BASE_URI.to_string()), own.clone()]
+                .into_iter()
+                .flatten()
+                .map(|base| format!("{base}{}", i.name))
+                .collect(),
+        };
+        for uri in uris {
+            options = options.with_resource(uri, jsonschema::Resource::from_contents(contents.clone()));
+        }
+    }
+    let validator = options
         .build(&schema)
         .map_err(|e| format!("schema id {} is no JSON Schema: {e}", w.id))?;
     let declared = match schema.get("properties") {
@@ -336,7 +374,7 @@ mod tests {
             references: Vec::new(),
             imports: Vec::new(),
         };
-        d.learn(3, &Fetched::Found(Arc::new(w)));
+        d.learn(3, &Fetched::Found(Arc::new(w))).unwrap();
         let framed = |json: &str| {
             let mut v = vec![0, 0, 0, 0, 3];
             v.extend(json.as_bytes());
@@ -369,5 +407,84 @@ mod tests {
             ]
         );
         assert!(out.rejected[1].reason.contains("JSON Schema"), "{:?}", out.rejected[1]);
+    }
+
+    #[test]
+    fn references_resolve_relative_to_the_schema_or_as_absolute_uris() {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "id",
+            arrow_schema::DataType::Int64,
+            false,
+        )]));
+        let column = calve_contract::ResolvedColumn {
+            name: "id".into(),
+            ty: ColumnType::Long,
+            required: true,
+            doc: None,
+            unit: None,
+            decimal_bytes: false,
+        };
+        let import = |name: &str, text: &str| crate::registry::Import {
+            name: name.into(),
+            subject: "s".into(),
+            version: 1,
+            text: text.into(),
+        };
+        let address = r#"{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}"#;
+        let money = r#"{"type":"number","minimum":0}"#;
+        // `address.json` relative (to calve's base, and to the schema's own `$id`), `money`
+        // by an absolute URI.
+        let texts = [
+            r#"{"type":"object","properties":{"id":{"type":"integer"},"addr":{"$ref":"address.json"},
+               "price":{"$ref":"https://acme.example/money.json"}}}"#,
+            r#"{"$id":"https://acme.example/orders/order.json","type":"object","properties":{"id":{"type":"integer"},
+               "addr":{"$ref":"address.json"},"price":{"$ref":"https://acme.example/money.json"}}}"#,
+        ];
+        for (n, text) in texts.iter().enumerate() {
+            let id = 10 + n as u32;
+            let mut d =
+                JsonSchemaDecoder::new(JsonDecoder::new(schema.clone(), std::slice::from_ref(&column)).unwrap());
+            let w = WriterSchema {
+                id,
+                kind: SchemaKind::Json,
+                text: (*text).into(),
+                references: vec!["s".into()],
+                imports: vec![
+                    import("address.json", address),
+                    import("https://acme.example/money.json", money),
+                ],
+            };
+            d.learn(id, &Fetched::Found(Arc::new(w))).unwrap();
+            let framed = |json: &str| {
+                let mut v = vec![0, 0, 0, 0, id as u8];
+                v.extend(json.as_bytes());
+                v
+            };
+            let values = [
+                framed(r#"{"id": 1, "addr": {"city": "Oslo"}, "price": 2.5}"#),
+                framed(r#"{"id": 2, "addr": {"city": 5}}"#),
+                framed(r#"{"id": 3, "price": -1}"#),
+            ];
+            let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+            let out = d.decode(&refs).unwrap();
+            let got: Vec<(usize, &str)> = out.rejected.iter().map(|r| (r.index, r.path.as_str())).collect();
+            assert_eq!(
+                got,
+                vec![(1, "addr.city"), (2, "price")],
+                "schema {n}: {:?}",
+                out.rejected
+            );
+            assert_eq!(out.kept, vec![0]);
+        }
+        // A reference the registry gave but that does not resolve: calve's limit.
+        let mut d = JsonSchemaDecoder::new(JsonDecoder::new(schema.clone(), &[column]).unwrap());
+        let w = WriterSchema {
+            id: 20,
+            kind: SchemaKind::Json,
+            text: r#"{"properties":{"addr":{"$ref":"elsewhere.json"}}}"#.into(),
+            references: vec!["s".into()],
+            imports: vec![import("address.json", address)],
+        };
+        assert!(d.learn(20, &Fetched::Found(Arc::new(w))).is_err());
     }
 }
