@@ -35,12 +35,14 @@ mod avro;
 mod commits;
 mod compaction;
 mod day;
+mod protobuf;
 mod upserts;
 
 fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         None | Some("ingest") => ingest(),
         Some("avro") => avro::avro(),
+        Some("protobuf") => protobuf::protobuf(),
         Some("commits") => {
             // Optional marks, e.g. `commits 10,1000`; default 10, 1,000 and 10,000 snapshots.
             let marks: Vec<usize> = match std::env::args().nth(2) {
@@ -57,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             let keys = std::env::args().nth(2).map(|k| k.parse()).transpose()?.unwrap_or(10_000_000);
             upserts::index(keys)
         }
-        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `avro`, `commits`, `upserts`, `index [keys]`, `compaction [rows]` or `day [commits]`"),
+        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `avro`, `protobuf`, `commits`, `upserts`, `index [keys]`, `compaction [rows]` or `day [commits]`"),
     }
 }
 
