@@ -22,7 +22,7 @@ use calve_contract::{ColumnType, Element, StructField};
 use serde_json::Value;
 
 use super::json::Fault;
-use super::learnt::{framed, Learnt};
+use super::learnt::{framed, Learnt, Unreadable};
 use super::{Decoded, Inferred, JsonDecoder, Rejected};
 use crate::dead_letter::DeadLetterKind;
 use crate::registry::{Fetched, SchemaKind, WriterSchema};
@@ -68,17 +68,8 @@ impl JsonSchemaDecoder {
     /// `Err` when a schema with references does not build: calve's limit (the registry took
     /// it), so the caller stops the table rather than dead-letter its records.
     pub fn learn(&mut self, id: u32, fetched: &Fetched) -> Result<(), String> {
-        let made = match fetched {
-            Fetched::Found(w) => writer(w),
-            Fetched::Unknown(reason) => Err(reason.clone()),
-        };
-        if let (Fetched::Found(w), Err(e)) = (fetched, &made) {
-            if !w.imports.is_empty() {
-                return Err(format!("{e} (a schema with references calve cannot resolve)"));
-            }
-        }
-        self.learnt.learn(id, fetched, |_| made);
-        Ok(())
+        self.learnt
+            .learn(id, fetched, |w| writer(w).map_err(|e| Unreadable::of(w, e)))
     }
 
     /// Learns what `other` learnt (after a schema change of the table: JSON Schemas do not
@@ -309,6 +300,7 @@ fn column_type(s: &Value) -> Option<ColumnType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::test_columns::column;
 
     #[test]
     fn json_schema_types_map_to_iceberg_types() {
@@ -356,15 +348,8 @@ mod tests {
             arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false),
             arrow_schema::Field::new("qty", arrow_schema::DataType::Int64, true),
         ]));
-        let column = |name: &str, required| calve_contract::ResolvedColumn {
-            name: name.into(),
-            ty: ColumnType::Long,
-            required,
-            doc: None,
-            unit: None,
-            decimal_bytes: false,
-        };
-        let json = JsonDecoder::new(schema, &[column("id", true), column("qty", false)]).unwrap();
+        let long = |name: &str, required| column(name, ColumnType::Long, required);
+        let json = JsonDecoder::new(schema, &[long("id", true), long("qty", false)]).unwrap();
         let mut d = JsonSchemaDecoder::new(json);
         let text = r#"{"type":"object","properties":{"id":{"type":"integer"},"qty":{"type":"integer","minimum":0}},"required":["id"]}"#;
         let w = WriterSchema {
@@ -416,14 +401,7 @@ mod tests {
             arrow_schema::DataType::Int64,
             false,
         )]));
-        let column = calve_contract::ResolvedColumn {
-            name: "id".into(),
-            ty: ColumnType::Long,
-            required: true,
-            doc: None,
-            unit: None,
-            decimal_bytes: false,
-        };
+        let column = column("id", ColumnType::Long, true);
         let import = |name: &str, text: &str| crate::registry::Import {
             name: name.into(),
             subject: "s".into(),

@@ -4,12 +4,16 @@
 //!
 //! An id the registry did not know is believed unknown for a minute only, then asked about
 //! again: a registry replica may lag behind a producer that registered it a moment ago.
+//!
+//! A schema that cannot be read is its records' problem (they are dead-lettered with the
+//! reason) unless it is calve's: one the registry took and resolved but calve cannot use
+//! ([`Unreadable::Calve`]), which must stop the table rather than dead-letter good records.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::registry::Fetched;
+use crate::registry::{Fetched, WriterSchema};
 
 /// How long an unreadable id is believed before it is asked about again.
 const UNKNOWN_RECHECK: Duration = Duration::from_secs(60);
@@ -20,6 +24,26 @@ pub fn framed(v: &[u8]) -> Result<(u32, &[u8]), String> {
         [0, a, b, c, d, rest @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), rest)),
         [0, ..] => Err("value is shorter than the Confluent framing (magic byte 0 and a 4-byte schema id)".into()),
         _ => Err("value lacks the Confluent framing: its first byte is not the magic byte 0".into()),
+    }
+}
+
+/// Why a writer schema cannot be read, and whose problem that is.
+#[derive(Debug)]
+pub enum Unreadable {
+    /// Its records': they go to the dead-letter table with the reason.
+    Records(String),
+    /// calve's: the table stops with the reason.
+    Calve(String),
+}
+
+impl Unreadable {
+    /// Schema `w` cannot be read for `reason`: calve's limit when it references other
+    /// schemas (the registry resolved them; calve cannot make the whole), else its records'.
+    pub fn of(w: &WriterSchema, reason: String) -> Unreadable {
+        match w.imports.is_empty() {
+            true => Unreadable::Records(reason),
+            false => Unreadable::Calve(format!("{reason} (a schema with references calve cannot make whole)")),
+        }
     }
 }
 
@@ -81,18 +105,25 @@ impl<W> Learnt<W> {
         ids
     }
 
-    /// Takes the registry's answer for `id`, made into a writer by `make` (or the reason it
-    /// cannot be read).
-    pub fn learn(&mut self, id: u32, fetched: &Fetched, make: impl FnOnce(&Fetched) -> Result<W, String>) {
+    /// Takes the registry's answer for `id`, a found schema made into a writer by `make`.
+    /// `Err` (nothing learnt) when the schema is calve's problem ([`Unreadable::Calve`]).
+    pub fn learn(
+        &mut self,
+        id: u32,
+        fetched: &Fetched,
+        make: impl FnOnce(&WriterSchema) -> Result<W, Unreadable>,
+    ) -> Result<(), String> {
         let known = match fetched {
             Fetched::Unknown(reason) => Known::Unreadable(reason.clone(), Instant::now()),
-            Fetched::Found(_) => match make(fetched) {
+            Fetched::Found(w) => match make(w) {
                 Ok(w) => Known::Writer(Arc::new(w)),
-                Err(reason) => Known::Unreadable(reason, Instant::now()),
+                Err(Unreadable::Records(reason)) => Known::Unreadable(reason, Instant::now()),
+                Err(Unreadable::Calve(reason)) => return Err(reason),
             },
         };
         self.known.insert(id, known);
         self.fetched.insert(id, fetched.clone());
+        Ok(())
     }
 
     /// The registry's answers learnt so far.

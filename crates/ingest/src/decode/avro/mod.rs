@@ -30,7 +30,7 @@ use arrow_schema::{ArrowError, Field, SchemaRef};
 use arrow_select::concat::concat_batches;
 use calve_contract::{ColumnType, ResolvedColumn};
 
-use super::learnt::{framed, Learnt};
+use super::learnt::{framed, Learnt, Unreadable};
 use super::writer::{breach, conform_each, plan, rejected, table_columns, Fitted};
 use super::Decoded;
 use crate::dead_letter::DeadLetterKind;
@@ -154,17 +154,12 @@ impl AvroDecoder {
     /// fault, so the caller stops the table rather than dead-letter them. Any other schema
     /// calve cannot read is its records' problem: they are dead-lettered with the reason.
     pub fn learn(&mut self, id: u32, fetched: &Fetched) -> Result<(), String> {
+        // Made before: the writer is fitted with `self`, which `self.learnt` cannot lend.
         let made = match fetched {
-            Fetched::Found(w) => self.writer(w),
-            Fetched::Unknown(reason) => Err(reason.clone()),
+            Fetched::Found(w) => self.writer(w).map_err(|e| Unreadable::of(w, e)),
+            Fetched::Unknown(reason) => Err(Unreadable::Records(reason.clone())),
         };
-        if let (Fetched::Found(w), Err(e)) = (fetched, &made) {
-            if !w.imports.is_empty() {
-                return Err(format!("{e} (a schema with references calve cannot make whole)"));
-            }
-        }
-        self.learnt.learn(id, fetched, |_| made);
-        Ok(())
+        self.learnt.learn(id, fetched, |_| made)
     }
 
     /// Learns what `other` learnt (a decoder for the table after a schema change takes over

@@ -25,7 +25,7 @@ use arrow_select::concat::concat_batches;
 use calve_contract::{ColumnType, ResolvedColumn};
 use prost_reflect::{DynamicMessage, FileDescriptor, MessageDescriptor};
 
-use super::learnt::{framed, Learnt};
+use super::learnt::{framed, Learnt, Unreadable};
 use super::writer::{admit, breach, plan, rejected, table_columns, upserts, Fitted};
 use super::Decoded;
 use crate::dead_letter::DeadLetterKind;
@@ -114,23 +114,20 @@ impl ProtobufDecoder {
     /// than dead-letter them. A schema of another kind is the records' fault: they are
     /// dead-lettered.
     pub fn learn(&mut self, id: u32, fetched: &Fetched) -> Result<(), String> {
+        // Made before: the writer is fitted with `self`, which `self.learnt` cannot lend.
         let made = match fetched {
-            Fetched::Found(w) if w.kind != SchemaKind::Protobuf => Err(format!(
+            Fetched::Found(w) if w.kind != SchemaKind::Protobuf => Err(Unreadable::Records(format!(
                 "schema id {id} is a {:?} schema; the contract's format is protobuf",
                 w.kind
-            )),
+            ))),
             Fetched::Found(w) => {
                 let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.writer(w)));
                 let made = made.unwrap_or_else(|_| Err("reading it panicked".to_string()));
-                match made {
-                    Ok(writer) => Ok(writer),
-                    Err(e) => return Err(format!("schema id {id}: {e}")),
-                }
+                made.map_err(|e| Unreadable::Calve(format!("schema id {id}: {e}")))
             }
-            Fetched::Unknown(reason) => Err(reason.clone()),
+            Fetched::Unknown(reason) => Err(Unreadable::Records(reason.clone())),
         };
-        self.learnt.learn(id, fetched, |_| made);
-        Ok(())
+        self.learnt.learn(id, fetched, |_| made)
     }
 
     /// Learns what `other` learnt (fitted anew to this decoder's table).

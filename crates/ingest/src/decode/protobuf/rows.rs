@@ -119,41 +119,10 @@ fn array(shape: &Shape, field: &Field, values: &Values<'_>, path: &str) -> Resul
             Arc::new(b.finish())
         }
         Shape::Timestamp => {
-            let micros = values
-                .iter()
-                .map(|v| {
-                    v.as_deref()
-                        .and_then(Value::as_message)
-                        .map(|m| timestamp(m, path))
-                        .transpose()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Arc::new(TimestampMicrosecondArray::from(micros).with_timezone("+00:00"))
+            Arc::new(TimestampMicrosecondArray::from(each_message(values, path, timestamp)?).with_timezone("+00:00"))
         }
-        Shape::Date => {
-            let days = values
-                .iter()
-                .map(|v| {
-                    v.as_deref()
-                        .and_then(Value::as_message)
-                        .map(|m| date(m, path))
-                        .transpose()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Arc::new(Date32Array::from(days))
-        }
-        Shape::TimeOfDay => {
-            let micros = values
-                .iter()
-                .map(|v| {
-                    v.as_deref()
-                        .and_then(Value::as_message)
-                        .map(|m| time_of_day(m, path))
-                        .transpose()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Arc::new(Time64MicrosecondArray::from(micros))
-        }
+        Shape::Date => Arc::new(Date32Array::from(each_message(values, path, date)?)),
+        Shape::TimeOfDay => Arc::new(Time64MicrosecondArray::from(each_message(values, path, time_of_day)?)),
         Shape::Wrapper(inner) => {
             let unwrapped: Values<'_> = values
                 .iter()
@@ -255,6 +224,23 @@ fn array(shape: &Shape, field: &Field, values: &Values<'_>, path: &str) -> Resul
             Arc::new(built.map_err(|e| (path.to_string(), e.to_string()))?)
         }
     })
+}
+
+/// `read` of each message value (a well-known message such as a Timestamp), null where none.
+fn each_message<T>(
+    values: &Values<'_>,
+    path: &str,
+    read: fn(&DynamicMessage, &str) -> Result<T, RowError>,
+) -> Result<Vec<Option<T>>, RowError> {
+    values
+        .iter()
+        .map(|v| {
+            v.as_deref()
+                .and_then(Value::as_message)
+                .map(|m| read(m, path))
+                .transpose()
+        })
+        .collect()
 }
 
 fn map_key_order(a: &Value, b: &Value) -> std::cmp::Ordering {
