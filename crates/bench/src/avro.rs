@@ -22,7 +22,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::{cpu_seconds, run_in_process_with, table_schema, EVENTS, PARTITIONS};
+use crate::{cpu_seconds, events, run_in_process_with, table_schema, Run, PARTITIONS};
 
 /// The orders contract's columns as an Avro record.
 const SCHEMA: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
@@ -52,10 +52,7 @@ fn datum(schema: &apache_avro::Schema, id: u64) -> anyhow::Result<Vec<u8>> {
 }
 
 pub fn avro() -> anyhow::Result<()> {
-    let events: u64 = std::env::var("CALVE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(EVENTS);
+    let events = events();
     let registry = RegistryServer::start();
     let id = registry
         .register("orders-value", SCHEMA)
@@ -69,45 +66,11 @@ pub fn avro() -> anyhow::Result<()> {
             Ok(v)
         })
         .collect::<anyhow::Result<_>>()?;
-    let bytes: usize = values.iter().map(Vec::len).sum();
-    let json_bytes: usize = (0..events).map(|i| order_json(i).len()).sum();
-    println!(
-        "workload: {events} Avro order events, {:.1} MB of values ({:.0}% of the same orders as JSON), {PARTITIONS} partitions",
-        bytes as f64 / 1e6,
-        100.0 * bytes as f64 / json_bytes as f64
-    );
-
-    let broker = Broker::start();
-    create_topic(&broker.bootstrap(), "orders", PARTITIONS);
-    let msgs: Vec<RawMessage> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (format!("k{i}"), Some(v.clone()), None))
-        .collect();
-    let t = Instant::now();
-    produce_bytes(&broker.bootstrap(), "orders", &msgs);
-    drop(msgs);
-    println!("produced in {:.1}s", t.elapsed().as_secs_f64());
-
-    let dir = tempfile::tempdir()?;
-    let contract = include_str!("../../../examples/contracts/orders.toml")
-        .replace("freshness = \"1m\"", "freshness = \"1s\"")
-        .replace("format = \"json\"", "format = \"avro\"");
-    let extra = format!("\n[registry]\nurl = \"{}\"\n", registry.url());
-    let run = run_in_process_with(dir.path(), &broker.bootstrap(), &contract, "orders", &extra)?;
+    let (run, _) = through_registry(&values, "Avro", "avro", &registry)?;
     let (ceiling_cpu, calve_cpu) = in_memory(&values, id)?;
 
-    let mb = bytes as f64 / 1e6;
-    println!();
-    println!(
-        "calve   : {} rows, {:.2}s wall, {:.2} CPU-s",
-        run.rows, run.wall, run.cpu
-    );
-    println!(
-        "calve   : {:.1} MB per CPU-second, {:.0} rows per CPU-second",
-        mb / run.cpu,
-        run.rows as f64 / run.cpu
-    );
+    let mb = megabytes(&values);
+    print_run(mb, &run);
     println!(
         "ceiling : {:.1} MB per CPU-second, {:.0} rows per CPU-second (arrow-avro → Parquet zstd(1), in memory, 1 core)",
         mb / ceiling_cpu,
@@ -123,6 +86,62 @@ pub fn avro() -> anyhow::Result<()> {
     );
     anyhow::ensure!(run.rows == events, "table holds {} rows, expected {events}", run.rows);
     Ok(())
+}
+
+/// The orders as registry-framed `values` (`name`: what they are, `format`: the contract's
+/// format), produced to the test broker and read by calve end to end (the workload is said
+/// first): the run, and the contract it read them with.
+pub(crate) fn through_registry(
+    values: &[Vec<u8>],
+    name: &str,
+    format: &str,
+    registry: &RegistryServer,
+) -> anyhow::Result<(Run, String)> {
+    let events = values.len() as u64;
+    let json_bytes: usize = (0..events).map(|i| order_json(i).len()).sum();
+    println!(
+        "workload: {events} {name} order events, {:.1} MB of values ({:.0}% of the same orders as JSON), {PARTITIONS} partitions",
+        megabytes(values),
+        100.0 * megabytes(values) * 1e6 / json_bytes as f64
+    );
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap(), "orders", PARTITIONS);
+    let msgs: Vec<RawMessage> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("k{i}"), Some(v.clone()), None))
+        .collect();
+    let t = Instant::now();
+    produce_bytes(&broker.bootstrap(), "orders", &msgs);
+    drop(msgs);
+    println!("produced in {:.1}s", t.elapsed().as_secs_f64());
+
+    let dir = tempfile::tempdir()?;
+    let contract = include_str!("../../../examples/contracts/orders.toml")
+        .replace("freshness = \"1m\"", "freshness = \"1s\"")
+        .replace("format = \"json\"", &format!("format = \"{format}\""));
+    let extra = format!("\n[registry]\nurl = \"{}\"\n", registry.url());
+    let run = run_in_process_with(dir.path(), &broker.bootstrap(), &contract, "orders", &extra)?;
+    Ok((run, contract))
+}
+
+/// Megabytes of `values`.
+pub(crate) fn megabytes(values: &[Vec<u8>]) -> f64 {
+    values.iter().map(Vec::len).sum::<usize>() as f64 / 1e6
+}
+
+/// calve's figures for a run over `mb` megabytes of values.
+pub(crate) fn print_run(mb: f64, run: &Run) {
+    println!();
+    println!(
+        "calve   : {} rows, {:.2}s wall, {:.2} CPU-s",
+        run.rows, run.wall, run.cpu
+    );
+    println!(
+        "calve   : {:.1} MB per CPU-second, {:.0} rows per CPU-second",
+        mb / run.cpu,
+        run.rows as f64 / run.cpu
+    );
 }
 
 /// Best-of-five CPU-seconds of the in-memory ceiling (arrow-avro alone) and of calve's

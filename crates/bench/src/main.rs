@@ -64,10 +64,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn ingest() -> anyhow::Result<()> {
-    let events: u64 = std::env::var("CALVE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(EVENTS);
+    let events = events();
     let values: Vec<String> = (0..events).map(order_json).collect();
     let bytes: usize = values.iter().map(String::len).sum();
     println!(
@@ -119,6 +116,14 @@ fn ingest() -> anyhow::Result<()> {
     );
     anyhow::ensure!(rows == events, "table holds {rows} rows, expected {events}");
     Ok(())
+}
+
+/// How many events a workload has: `CALVE_BENCH_EVENTS`, or [`EVENTS`].
+pub(crate) fn events() -> u64 {
+    std::env::var("CALVE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(EVENTS)
 }
 
 fn run_calve(bootstrap: &str) -> anyhow::Result<(f64, f64, u64)> {

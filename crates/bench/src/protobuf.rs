@@ -9,11 +9,8 @@
 //! with (calve's is prost-reflect's dynamic messages turned into Arrow).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use calve_ingest::registry::{Fetched, SchemaKind, WriterSchema};
-use calve_testkit::broker::Broker;
-use calve_testkit::kafka::{create_topic, produce_bytes, RawMessage};
 use calve_testkit::registry::RegistryServer;
 use calve_testkit::workload::order_json;
 use parquet::arrow::ArrowWriter;
@@ -23,7 +20,8 @@ use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use serde_json::json;
 
-use crate::{cpu_seconds, run_in_process_with, table_schema, EVENTS, PARTITIONS};
+use crate::avro::{megabytes, print_run, through_registry};
+use crate::{cpu_seconds, events, table_schema};
 
 /// The orders contract's columns as a Protobuf message.
 const SCHEMA: &str = r#"syntax = "proto3";
@@ -62,10 +60,7 @@ impl protox::file::FileResolver for Source {
 }
 
 pub fn protobuf() -> anyhow::Result<()> {
-    let events: u64 = std::env::var("CALVE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(EVENTS);
+    let events = events();
     let registry = RegistryServer::start();
     let body = json!({"schemaType": "PROTOBUF", "schema": SCHEMA});
     let (status, answer) = registry
@@ -89,45 +84,11 @@ pub fn protobuf() -> anyhow::Result<()> {
             Ok(v)
         })
         .collect::<anyhow::Result<_>>()?;
-    let bytes: usize = values.iter().map(Vec::len).sum();
-    let json_bytes: usize = (0..events).map(|i| order_json(i).len()).sum();
-    println!(
-        "workload: {events} Protobuf order events, {:.1} MB of values ({:.0}% of the same orders as JSON), {PARTITIONS} partitions",
-        bytes as f64 / 1e6,
-        100.0 * bytes as f64 / json_bytes as f64
-    );
-
-    let broker = Broker::start();
-    create_topic(&broker.bootstrap(), "orders", PARTITIONS);
-    let msgs: Vec<RawMessage> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (format!("k{i}"), Some(v.clone()), None))
-        .collect();
-    let t = Instant::now();
-    produce_bytes(&broker.bootstrap(), "orders", &msgs);
-    drop(msgs);
-    println!("produced in {:.1}s", t.elapsed().as_secs_f64());
-
-    let dir = tempfile::tempdir()?;
-    let contract = include_str!("../../../examples/contracts/orders.toml")
-        .replace("freshness = \"1m\"", "freshness = \"1s\"")
-        .replace("format = \"json\"", "format = \"protobuf\"");
-    let extra = format!("\n[registry]\nurl = \"{}\"\n", registry.url());
-    let run = run_in_process_with(dir.path(), &broker.bootstrap(), &contract, "orders", &extra)?;
+    let (run, contract) = through_registry(&values, "Protobuf", "protobuf", &registry)?;
     let calve_cpu = in_memory(&values, id, &contract)?;
 
-    let mb = bytes as f64 / 1e6;
-    println!();
-    println!(
-        "calve   : {} rows, {:.2}s wall, {:.2} CPU-s",
-        run.rows, run.wall, run.cpu
-    );
-    println!(
-        "calve   : {:.1} MB per CPU-second, {:.0} rows per CPU-second",
-        mb / run.cpu,
-        run.rows as f64 / run.cpu
-    );
+    let mb = megabytes(&values);
+    print_run(mb, &run);
     println!(
         "in mem  : {:.1} MB per CPU-second, {:.0} rows per CPU-second with calve's Protobuf decoder (fit to the table, conformed; Parquet zstd(1), 1 core)",
         mb / calve_cpu,

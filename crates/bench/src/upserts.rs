@@ -101,10 +101,7 @@ fn fresh_table(dir: &std::path::Path, latest: &BTreeMap<u64, u64>) -> anyhow::Re
 }
 
 pub fn upserts() -> anyhow::Result<()> {
-    let events: u64 = std::env::var("CALVE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let events = crate::events();
     let broker = Broker::start();
     let dir = tempfile::tempdir()?;
     println!("workload: {events} customer change events per run, {PARTITIONS} partitions, 1 s band");
