@@ -9,6 +9,7 @@ export CALVE_CACHE="${CALVE_CACHE:-$HOME/.cache/calve}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CALVE_CACHE/target}"
 export CALVE_TANSU="$(scripts/install-tansu.sh)"
 export CALVE_PG_BIN="$(scripts/install-postgres.sh)"
+export CALVE_PROMETHEUS_BIN="$(scripts/install-prometheus.sh)"
 scripts/setup-python.sh >&2
 export CALVE_VENV="$CALVE_CACHE/venv"
 cargo test --workspace --locked --no-fail-fast "$@"

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arrow_json::ReaderBuilder;
-use calve_service::{run_tables, RunConfig, Services, StopWhen};
+use calve_service::{run_tables, Observed, RunConfig, Services, StopWhen};
 use calve_table::read::inspect::summarize;
 use calve_table::Catalog;
 use calve_testkit::broker::Broker;
@@ -175,9 +175,10 @@ pub fn run_in_process_with(
         let contracts = cfg.contracts()?;
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
-        let (outcomes, _) = run_tables(
+        let outcomes = run_tables(
             contracts.clone(),
             Services::new(&cfg, catalog.clone())?,
+            &Observed::of(&contracts),
             rx,
             StopWhen::CaughtUp,
         )

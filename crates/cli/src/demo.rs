@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use arrow::util::pretty::pretty_format_batches;
 use calve_service::Catalog;
-use calve_service::{dead_letter_definition, run_tables, table_definition, RunConfig, Services, StopWhen};
+use calve_service::{dead_letter_definition, run_tables, table_definition, Observed, RunConfig, Services, StopWhen};
 use calve_service::{scan_all, summarize};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -60,9 +60,10 @@ pub async fn run(dir: Option<PathBuf>, events: usize) -> anyhow::Result<ExitCode
     let catalog = Catalog::open(&cfg.catalog).await?;
     let (_tx, rx) = tokio::sync::watch::channel(false);
     println!("running calve until the topic is fully committed (freshness band 2s) ...");
-    let (outcomes, _) = run_tables(
+    let outcomes = run_tables(
         contracts.clone(),
         Services::new(&cfg, catalog.clone())?,
+        &Observed::of(&contracts),
         rx,
         StopWhen::CaughtUp,
     )

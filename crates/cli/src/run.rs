@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use calve_service::Catalog;
-use calve_service::{run_tables, RunConfig, Services, StopWhen};
+use calve_service::{bind_http, install_exporter, run_tables, serve_http, Observed, RunConfig, Services, StopWhen};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -27,7 +27,17 @@ pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCod
     } else {
         StopWhen::Shutdown
     };
-    let (outcomes, _) = run_tables(contracts, Services::new(&cfg, catalog)?, rx, stop).await;
+    // The exporter goes in before the tables' statistics exist: their series handles bind to
+    // the recorder installed when they are made.
+    let http = match &cfg.http {
+        Some(http) => Some((install_exporter()?, bind_http(http).await?)),
+        None => None,
+    };
+    let observed = Observed::of(&contracts);
+    if let Some((metrics, listener)) = http {
+        tokio::spawn(serve_http(listener, observed.clone(), metrics, rx.clone()));
+    }
+    let outcomes = run_tables(contracts, Services::new(&cfg, catalog)?, &observed, rx, stop).await;
     let mut failed = false;
     for (table, r) in outcomes {
         if let Err(e) = r {

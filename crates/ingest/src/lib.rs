@@ -22,4 +22,4 @@ pub use key::{key_candidates, KeyDecoder};
 pub use late::split_late;
 pub use record::KafkaRecord;
 pub use route::{Routed, Router};
-pub use source::{KafkaConfig, KafkaSource};
+pub use source::{KafkaConfig, KafkaSource, PartitionEnds};

@@ -4,10 +4,12 @@
 //! commits offsets back to the group only so that standard lag tooling shows progress.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
@@ -36,16 +38,69 @@ fn default_group() -> String {
     "calve".into()
 }
 
+/// How often librdkafka reports its view of the topic (each partition's first and last
+/// offsets), unless `statistics.interval.ms` is set in `[kafka] properties`.
+const STATISTICS_INTERVAL_MS: &str = "1000";
+
+/// A partition's offsets as librdkafka last saw them in fetch responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionEnds {
+    /// The first offset the broker still holds.
+    pub low: i64,
+    /// The offset a read-committed consumer reads up to (the last stable offset, else the
+    /// high watermark).
+    pub end: i64,
+}
+
+/// Keeps the partition ends librdkafka's statistics report, so lag is known without asking
+/// the broker (which would cost a round trip per partition).
+struct SourceContext {
+    topic: String,
+    ends: Arc<Mutex<BTreeMap<i32, PartitionEnds>>>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let Ok(mut ends) = self.ends.lock() else {
+            return;
+        };
+        for (p, part) in &topic.partitions {
+            // librdkafka lists an internal partition -1; offsets it has not learnt are -1.
+            let end = if part.ls_offset >= 0 {
+                part.ls_offset
+            } else {
+                part.hi_offset
+            };
+            if *p >= 0 && end >= 0 {
+                ends.insert(
+                    *p,
+                    PartitionEnds {
+                        low: part.lo_offset.max(0),
+                        end,
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// A consumer for one topic, positioned by the caller.
 pub struct KafkaSource {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<SourceContext>,
     topic: String,
+    ends: Arc<Mutex<BTreeMap<i32, PartitionEnds>>>,
 }
 
 impl KafkaSource {
     /// Creates the consumer (no partitions assigned yet).
     pub fn new(cfg: &KafkaConfig, topic: &str) -> Result<Self, IngestError> {
         let mut c = ClientConfig::new();
+        c.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         for (k, v) in &cfg.properties {
             c.set(k, v);
         }
@@ -56,11 +111,40 @@ impl KafkaSource {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest");
-        let consumer: StreamConsumer = c.create().map_err(|e| IngestError::Config(e.to_string()))?;
+        let ends = Arc::new(Mutex::new(BTreeMap::new()));
+        let context = SourceContext {
+            topic: topic.to_string(),
+            ends: ends.clone(),
+        };
+        let consumer: StreamConsumer<SourceContext> = c
+            .create_with_context(context)
+            .map_err(|e| IngestError::Config(e.to_string()))?;
         Ok(KafkaSource {
             consumer,
             topic: topic.to_string(),
+            ends,
         })
+    }
+
+    /// Per assigned partition, the offset after the last record handed to calve (or where
+    /// reading starts): a local question, no broker round trip.
+    pub fn positions(&self) -> BTreeMap<i32, i64> {
+        let Ok(tpl) = self.consumer.position() else {
+            return BTreeMap::new();
+        };
+        tpl.elements_for_topic(&self.topic)
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Each assigned partition's first and last offsets as librdkafka last reported them
+    /// (empty until its first statistics, about a second after the first fetch).
+    pub fn partition_ends(&self) -> BTreeMap<i32, PartitionEnds> {
+        self.ends.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// The topic's partition ids, from broker metadata.

@@ -19,6 +19,30 @@ pub struct Buffer {
     pub unknown_fields: BTreeMap<String, u64>,
     /// When the oldest uncommitted record arrived: the freshness band runs from here.
     pub since: Option<Instant>,
+    /// Records consumed since the last commit (rows, dead letters and ignored alike).
+    pub records: u64,
+    /// Kafka timestamp (ms) of the newest record consumed since the last commit.
+    pub newest_ms: Option<i64>,
+    /// Memory the dead letters hold (their records and reasons): it counts toward the flush
+    /// trigger like rows do, so a stream of bad records cannot grow memory without bound.
+    pub dead_bytes: usize,
+}
+
+/// About the memory one dead letter holds.
+fn dead_letter_bytes(d: &DeadLetter) -> usize {
+    let r = &d.record;
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+        .sum();
+    std::mem::size_of::<DeadLetter>()
+        + r.key.as_ref().map_or(0, Vec::len)
+        + r.value.as_ref().map_or(0, Vec::len)
+        + r.topic.len()
+        + headers
+        + d.error.len()
+        + d.path.len()
 }
 
 impl Buffer {
@@ -32,6 +56,14 @@ impl Buffer {
         let next = self.next.entry(partition).or_insert(offset + 1);
         *next = (*next).max(offset + 1);
         self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Takes dead letters for the dead-letter table.
+    pub fn push_dead(&mut self, letters: impl IntoIterator<Item = DeadLetter>) {
+        for d in letters {
+            self.dead_bytes += dead_letter_bytes(&d);
+            self.dead.push(d);
+        }
     }
 
     /// Empties the buffer after a commit.

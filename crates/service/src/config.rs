@@ -11,6 +11,7 @@ use calve_table::CatalogConfig;
 use serde::Deserialize;
 
 use crate::error::ServiceError;
+use crate::http::HttpConfig;
 
 /// The whole `calve.toml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -32,6 +33,9 @@ pub struct RunConfig {
     /// `avro`).
     #[serde(default)]
     pub registry: Option<RegistryConfig>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (nothing listens without it).
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
 }
 
 /// `[key_index]` in `calve.toml`: how much memory each keyed table's index may hold before it
@@ -162,6 +166,17 @@ mod tests {
             (s.memory_limit, s.spill_dir),
             (64_000_000, PathBuf::from("/var/tmp/idx"))
         );
+    }
+
+    #[test]
+    fn http_section_listens_on_localhost_by_default() {
+        let cfg: RunConfig = toml::from_str(BASE).unwrap();
+        assert_eq!(cfg.http, None);
+        let cfg: RunConfig = toml::from_str(&format!("{BASE}[http]\n")).unwrap();
+        assert_eq!(cfg.http.unwrap().listen.to_string(), "127.0.0.1:9464");
+        let cfg: RunConfig = toml::from_str(&format!("{BASE}[http]\nlisten = \"0.0.0.0:9100\"\n")).unwrap();
+        assert_eq!(cfg.http.unwrap().listen.to_string(), "0.0.0.0:9100");
+        assert!(toml::from_str::<RunConfig>(&format!("{BASE}[http]\nport = 9100\n")).is_err());
     }
 
     #[test]

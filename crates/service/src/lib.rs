@@ -8,7 +8,9 @@ mod definition;
 mod erase;
 mod error;
 mod faults;
+mod health;
 mod hold;
+mod http;
 mod maintenance;
 mod pipeline;
 mod preflight;
@@ -22,11 +24,13 @@ pub use config::{MaintenanceConfig, RunConfig};
 pub use definition::{dead_letter_definition, table_definition};
 pub use erase::{erase_keys, log_erasure, ErasureOutcome};
 pub use error::ServiceError;
+pub use health::TableState;
 pub use hold::{decide_hold, schema_holds};
+pub use http::{bind as bind_http, install_exporter, readiness, serve as serve_http, HttpConfig};
 pub use pipeline::{Pipeline, StopWhen};
 pub use preflight::{check_schema_against_table, SchemaCheck};
 pub use registry_check::{check_registry_schema, RegistryCheck, RegistryVerdict};
-pub use stats::TableStats;
+pub use stats::{Observed, TableStats};
 pub use supervisor::{run_tables, Outcomes, Services};
 
 // What the `calve` binary needs of the crates below, so that it depends on this crate (and on

@@ -7,6 +7,8 @@
 //! A failed cycle is logged and tried again at the next interval; maintenance never stops
 //! ingestion.
 
+use std::sync::Arc;
+
 use calve_contract::Contract;
 use calve_maintain::{CycleReport, Maintainer, MaintenancePolicy, NoProgress};
 use calve_retry::{Classify, RetryClass};
@@ -17,6 +19,7 @@ use crate::config::MaintenanceConfig;
 use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
 use crate::faults::panic_message;
+use crate::stats::TableStats;
 
 /// [`maintain`] in a task of its own, started again after a panic (a bug in one cycle must
 /// not end a table's maintenance for the life of the process).
@@ -25,6 +28,7 @@ pub async fn maintain_supervised(
     catalog: Catalog,
     warehouse: String,
     cfg: MaintenanceConfig,
+    stats: Arc<TableStats>,
     stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -33,6 +37,7 @@ pub async fn maintain_supervised(
             catalog.clone(),
             warehouse.clone(),
             cfg.clone(),
+            stats.clone(),
             stop.clone(),
         ));
         match task.await {
@@ -57,6 +62,7 @@ pub async fn maintain(
     catalog: Catalog,
     warehouse: String,
     cfg: MaintenanceConfig,
+    stats: Arc<TableStats>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut maintainers = match maintainers(&contract, &catalog, &warehouse) {
@@ -75,7 +81,7 @@ pub async fn maintain(
             return;
         }
         for m in &mut maintainers {
-            run_cycle(&catalog, m).await;
+            run_cycle(&catalog, m, &stats).await;
         }
     }
 }
@@ -91,7 +97,7 @@ fn maintainers(c: &Contract, catalog: &Catalog, warehouse: &str) -> Result<Vec<M
     ])
 }
 
-async fn run_cycle(catalog: &Catalog, m: &mut Maintainer) {
+async fn run_cycle(catalog: &Catalog, m: &mut Maintainer, stats: &TableStats) {
     match catalog.exists(m.ident()).await {
         Ok(true) => {}
         Ok(false) => return,
@@ -101,7 +107,10 @@ async fn run_cycle(catalog: &Catalog, m: &mut Maintainer) {
         }
     }
     match m.cycle(chrono::Utc::now().timestamp_millis(), false, &NoProgress).await {
-        Ok(r) => log_cycle(&r),
+        Ok(r) => {
+            stats.record_maintenance(&r);
+            log_cycle(&r)
+        }
         Err(e) if e.class() == RetryClass::Temporary => {
             tracing::warn!(table = %m.ident(), "maintenance cycle failed, retrying next interval: {e}")
         }

@@ -28,7 +28,7 @@ use crate::error::ServiceError;
 use crate::faults::{crash_point, panic_if_poisoned, panic_message, CrashPoint};
 use crate::hold::{announce, changes_of, commit_approved, first_breaches, hold_for, promotion};
 use crate::sink::Sink;
-use crate::stats::TableStats;
+use crate::stats::{Committed, TableStats};
 use crate::supervisor::Services;
 use crate::target::Target;
 
@@ -39,6 +39,8 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the topic's partition count is re-read, so added partitions are consumed too.
 const PARTITION_REFRESH: Duration = Duration::from_secs(30);
+/// How often consumer lag is brought up to date.
+const LAG_EVERY: Duration = Duration::from_millis(500);
 /// Longest pause between two asks of a registry that cannot answer.
 const REGISTRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How many times the registry must say it lacks a schema id before calve believes it.
@@ -79,6 +81,7 @@ pub struct Pipeline {
     buffer: Buffer,
     stats: Arc<TableStats>,
     partitions_checked: Instant,
+    lag_recorded: Instant,
     /// Breaches the approver rejected: dead-lettered, not held.
     rejections: Vec<Rejection>,
     /// Set when a poll met a breach under `on_breaking = "hold"`: the poll was cut there.
@@ -125,6 +128,7 @@ impl Pipeline {
             buffer: Buffer::default(),
             stats,
             partitions_checked: Instant::now(),
+            lag_recorded: Instant::now(),
             rejections,
             held: None,
             registry: services.registry.clone(),
@@ -237,11 +241,17 @@ impl Pipeline {
                 }
             };
             let band_elapsed = self.buffer.since.is_some_and(|t| t.elapsed() >= band);
-            let full = self.main.bytes() as u64 >= self.contract.maintenance.target_file_size.0;
+            let full = self.buffered_bytes() >= self.contract.maintenance.target_file_size.0;
             // In batch mode a drained topic is reason enough to commit: nothing more will come.
             let drained = stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up()?;
-            if band_elapsed || full || drained {
+            let flushed = band_elapsed || full || drained;
+            if flushed {
                 self.flush().await?;
+            }
+            self.record_lag(false);
+            // Ready once the pipeline has shown it works: a commit, or nothing left to commit.
+            if flushed || (idle && self.buffer.is_empty()) {
+                self.stats.mark_running();
             }
             if self.partitions_checked.elapsed() >= PARTITION_REFRESH {
                 self.refresh_partitions()?;
@@ -323,7 +333,7 @@ impl Pipeline {
             .dead
             .into_iter()
             .filter(|d: &DeadLetter| covered.get(&d.record.partition).is_none_or(|c| d.record.offset >= *c));
-        self.buffer.dead.extend(fresh);
+        self.buffer.push_dead(fresh);
         self.buffer.ignored += routed.ignored;
         let unknown = std::mem::take(&mut routed.unknown_fields);
         for path in unknown.keys() {
@@ -345,7 +355,47 @@ impl Pipeline {
                 .map(|r| r.value.as_ref().map_or(0, Vec::len) as u64)
                 .sum(),
         );
+        self.buffer.records += records.len() as u64;
+        let newest = records.iter().filter_map(|r| r.timestamp_ms).max();
+        self.buffer.newest_ms = self.buffer.newest_ms.max(newest);
+        self.record_buffered();
         Ok(())
+    }
+
+    /// Memory held by what waits for the next commit: rows and dead letters.
+    fn buffered_bytes(&self) -> u64 {
+        (self.main.bytes() + self.buffer.dead_bytes) as u64
+    }
+
+    fn record_buffered(&self) {
+        let b = &self.buffer;
+        self.stats
+            .record_buffered(b.records, b.dead.len() as u64, self.buffered_bytes());
+    }
+
+    /// Per partition, how far the table is behind the end of the topic (at most every
+    /// [`LAG_EVERY`]: librdkafka reports the ends only that often anyway).
+    fn record_lag(&mut self, now: bool) {
+        if !now && self.lag_recorded.elapsed() < LAG_EVERY {
+            return;
+        }
+        self.lag_recorded = Instant::now();
+        let ends = self.source.partition_ends();
+        if ends.is_empty() {
+            return;
+        }
+        let read = self.source.positions();
+        let held = self.main.sink().offsets.get(&self.contract.table.topic);
+        self.stats.record_lag(ends.iter().map(|(p, e)| {
+            // Records that retention removed are not lag: nobody can read them any more.
+            let mut next = held.and_then(|h| h.get(p)).copied().unwrap_or(0).max(e.low);
+            // With nothing of `p` waiting for a commit, what the consumer has passed is in the
+            // table or was never data (transaction markers, aborted records).
+            if !self.buffer.next.contains_key(p) {
+                next = next.max(read.get(p).copied().unwrap_or(0));
+            }
+            (*p, e.end - next)
+        }));
     }
 
     /// `evolution = "additive"`: plans the schema changes `routed` asks for —
@@ -569,8 +619,17 @@ impl Pipeline {
         self.stats.record_unknown_fields(&self.buffer.unknown_fields);
         self.dlq_covered = to[&topic].clone();
         self.source.report_progress(&to[&topic]);
-        self.stats
-            .record_commit(report.rows, dead.len() as u64, self.buffer.ignored, report.files as u64);
+        self.stats.record_commit(&Committed {
+            rows: report.rows,
+            dead_letter_kinds: dead.iter().map(|d| d.kind.as_str()).collect(),
+            ignored: self.buffer.ignored,
+            files: report.files as u64,
+            took: started.elapsed(),
+            newest_ms: self.buffer.newest_ms,
+        });
+        if let Some((keys, memory, spilled)) = self.main.key_index_size() {
+            self.stats.record_key_index(keys, memory, spilled);
+        }
         tracing::info!(
             table = %self.contract.table.name,
             rows = report.rows, files = report.files, delete_files = report.delete_files, bytes = report.bytes,
@@ -579,6 +638,8 @@ impl Pipeline {
             "committed"
         );
         self.buffer.clear();
+        self.record_buffered();
+        self.record_lag(true);
         Ok(())
     }
 

@@ -19,10 +19,11 @@ use crate::config::{MaintenanceConfig, RunConfig};
 use crate::definition::table_definition;
 use crate::error::ServiceError;
 use crate::faults::panic_message;
+use crate::health::TableState;
 use crate::hold::{announce, schema_holds, wait_for_decision, waiting_on};
 use crate::maintenance::maintain_supervised;
 use crate::pipeline::{Ended, Pipeline, StopWhen};
-use crate::stats::TableStats;
+use crate::stats::{Observed, TableStats};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -67,17 +68,21 @@ impl Services {
 
 /// Runs every contract until shutdown (or until caught up, with [`StopWhen::CaughtUp`]): per
 /// table, its pipeline and, beside it, its maintenance, which stops when the pipeline ends.
+/// Each table records what it does and how it is in its entry of `observed` (made by
+/// [`Observed::of`] from the same contracts).
 pub async fn run_tables(
     contracts: Vec<Contract>,
     services: Services,
+    observed: &Observed,
     shutdown: watch::Receiver<bool>,
     stop: StopWhen,
-) -> (Outcomes, BTreeMap<String, Arc<TableStats>>) {
+) -> Outcomes {
     let mut tasks = Vec::new();
-    let mut stats = BTreeMap::new();
     for c in contracts {
-        let s = Arc::new(TableStats::default());
-        stats.insert(c.table.name.clone(), s.clone());
+        let s = match observed.get(&c.table.name) {
+            Some(s) => s.clone(),
+            None => Arc::new(TableStats::new(&c.table.name, c.sla.freshness.0)),
+        };
         let services = services.clone();
         let shutdown = shutdown.clone();
         let name = c.table.name.clone();
@@ -90,7 +95,7 @@ pub async fn run_tables(
             .unwrap_or_else(|e| Err(ServiceError::Config(format!("pipeline task panicked: {e}"))));
         outcomes.insert(name, r);
     }
-    (outcomes, stats)
+    outcomes
 }
 
 async fn table_tasks(
@@ -107,6 +112,7 @@ async fn table_tasks(
             services.catalog.clone(),
             services.warehouse.clone(),
             services.maintenance.clone(),
+            stats.clone(),
             maintenance_rx,
         ))
     });
@@ -131,18 +137,34 @@ async fn supervise(
     loop {
         let started = Instant::now();
         match attempt(&contract, services, &shutdown, stop, &stats).await {
-            Ok(Ended::Done) => return Ok(()),
-            Ok(Ended::Held(hold)) if stop == StopWhen::CaughtUp => {
-                return Err(ServiceError::Held { table: name, hold })
+            Ok(Ended::Done) => {
+                stats.set_state(TableState::Done);
+                return Ok(());
             }
-            Ok(Ended::Held(_)) => {
+            Ok(Ended::Held(hold)) if stop == StopWhen::CaughtUp => {
+                let since_ms = held_since(services, &contract).await;
+                stats.set_state(TableState::Held {
+                    hold: hold.clone(),
+                    since_ms,
+                });
+                return Err(ServiceError::Held { table: name, hold });
+            }
+            Ok(Ended::Held(hold)) => {
+                if !matches!(stats.state().0, TableState::Held { .. }) {
+                    let since_ms = held_since(services, &contract).await;
+                    stats.set_state(TableState::Held { hold, since_ms });
+                }
                 let ident = table_definition(&contract)?.ident;
                 match wait_for_decision(&services.catalog, &ident, &mut shutdown).await {
                     Ok(true) => {
+                        stats.set_state(TableState::Starting);
                         (failures, backoff) = (0, MIN_BACKOFF);
                         continue;
                     }
-                    Ok(false) => return Ok(()),
+                    Ok(false) => {
+                        stats.set_state(TableState::Done);
+                        return Ok(());
+                    }
                     Err(e) => {
                         tracing::warn!(table = %name, "reading the hold failed; trying again in {backoff:?}: {e}")
                     }
@@ -150,6 +172,7 @@ async fn supervise(
             }
             Err(e) if e.class() == RetryClass::Permanent => {
                 tracing::error!(table = %name, "table stopped: {e}");
+                stats.set_state(TableState::Stopped { error: e.to_string() });
                 return Err(e);
             }
             Err(e) => {
@@ -158,6 +181,10 @@ async fn supervise(
                     (failures, backoff) = (0, MIN_BACKOFF);
                 }
                 failures += 1;
+                stats.set_state(TableState::Failing {
+                    failures,
+                    error: e.to_string(),
+                });
                 match failures {
                     1 | 2 => {
                         tracing::warn!(table = %name, "pipeline failed, reopening from the table in {backoff:?}: {e}")
@@ -171,10 +198,22 @@ async fn supervise(
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => {
+                stats.set_state(TableState::Done);
+                return Ok(());
+            }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// When the table's hold began (it may predate this process), else now.
+async fn held_since(services: &Services, contract: &Contract) -> i64 {
+    schema_holds(&services.catalog, contract)
+        .await
+        .ok()
+        .and_then(|h| h.hold.map(|h| h.since_ms))
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis())
 }
 
 /// Opens and runs the pipeline once, in a task of its own: a panic anywhere in it (a bug)

@@ -157,6 +157,17 @@ impl Target {
         }
     }
 
+    /// A keyed table's index size: keys, bytes of memory, bytes spilled to disk.
+    pub fn key_index_size(&self) -> Option<(usize, usize, u64)> {
+        match self {
+            Target::Append { .. } => None,
+            Target::Keyed { upserter, .. } => {
+                let i = upserter.index();
+                Some((i.len(), i.approx_bytes(), i.disk_bytes()))
+            }
+        }
+    }
+
     /// Writes what waits as files of the table (not yet committed).
     pub async fn write(&mut self) -> Result<Written, ServiceError> {
         match self {

@@ -7,6 +7,7 @@ pub mod calve;
 pub mod kafka;
 pub mod ports;
 pub mod postgres;
+pub mod prometheus;
 pub mod python;
 pub mod registry;
 pub mod rest_catalog;

@@ -355,7 +355,10 @@ impl Committer {
         for attempt in 1..=self.retry.attempts {
             match self.attempt(op, restore).await {
                 Ok(Some(outcome)) => return Ok(outcome),
-                Ok(None) => tracing::debug!(table = %self.ident, attempt, "commit conflicted; retrying"),
+                Ok(None) => {
+                    metrics::counter!("calve_commit_conflicts_total", "table" => self.ident.to_string()).increment(1);
+                    tracing::debug!(table = %self.ident, attempt, "commit conflicted; retrying")
+                }
                 // Re-running the operation cannot help: its inputs, not the attempt, are stale.
                 Err(e @ TableError::StaleDeletes { .. }) => return Err(e),
                 Err(e) if e.is_temporary() => {
