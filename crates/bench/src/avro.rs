@@ -19,8 +19,6 @@ use calve_testkit::kafka::{create_topic, produce_bytes, RawMessage};
 use calve_testkit::registry::RegistryServer;
 use calve_testkit::workload::order_json;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use crate::{cpu_seconds, events, run_in_process_with, table_schema, Run, PARTITIONS};
 
@@ -163,9 +161,7 @@ fn in_memory(values: &[Vec<u8>], id: u32) -> anyhow::Result<(f64, f64)> {
     calve
         .learn(id, &Fetched::Found(Arc::new(writer)))
         .map_err(anyhow::Error::msg)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .build();
+    let props = calve_table::write::parquet_properties();
     let best = |once: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<f64> {
         let mut best = f64::MAX;
         for _ in 0..5 {

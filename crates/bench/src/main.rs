@@ -18,8 +18,6 @@ use calve_testkit::broker::Broker;
 use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::workload::order_json;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 pub(crate) const EVENTS: u64 = 200_000;
 pub(crate) const PARTITIONS: i32 = 4;
@@ -261,9 +259,7 @@ fn ceiling_once(
 ) -> anyhow::Result<(f64, usize)> {
     let cpu0 = cpu_seconds();
     let mut out = Vec::new();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .build();
+    let props = calve_table::write::parquet_properties();
     let mut w = ArrowWriter::try_new(&mut out, Arc::clone(schema), Some(props))?;
     for chunk in values.chunks(10_000) {
         let batch = match decode {

@@ -14,8 +14,6 @@ use calve_ingest::registry::{Fetched, SchemaKind, WriterSchema};
 use calve_testkit::registry::RegistryServer;
 use calve_testkit::workload::order_json;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use serde_json::json;
@@ -113,9 +111,7 @@ fn in_memory(values: &[Vec<u8>], id: u32, contract: &str) -> anyhow::Result<f64>
     calve
         .learn(id, &Fetched::Found(Arc::new(writer)))
         .map_err(anyhow::Error::msg)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .build();
+    let props = calve_table::write::parquet_properties();
     let mut best = f64::MAX;
     for _ in 0..5 {
         let cpu0 = cpu_seconds();

@@ -17,8 +17,6 @@ use iceberg::spec::{
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::{RollingFileWriter, RollingFileWriterBuilder};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use crate::error::{Result, TableError};
 
@@ -139,9 +137,7 @@ impl DataWriter {
     }
 
     fn partition_files(&self, key: Option<PartitionKey>) -> PartitionFiles<'_> {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
-            .build();
+        let props = super::parquet_properties();
         let names = DefaultFileNameGenerator::new(format!("{}", uuid::Uuid::new_v4()), None, DataFileFormat::Parquet);
         let inner = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(props, self.schema.clone()),

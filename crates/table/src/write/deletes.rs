@@ -20,8 +20,6 @@ use iceberg::spec::{
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use crate::error::{Result, TableError};
 
@@ -106,9 +104,7 @@ impl PositionDeleteWriter {
         })?;
         let key = (!self.spec.is_unpartitioned())
             .then(|| PartitionKey::new(self.spec.as_ref().clone(), self.table_schema.clone(), partition.clone()));
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
-            .build();
+        let props = super::parquet_properties();
         let names = DefaultFileNameGenerator::new(
             format!("{}-deletes", uuid::Uuid::new_v4()),
             None,
