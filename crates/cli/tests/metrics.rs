@@ -170,3 +170,41 @@ fn prometheus_scrapes_rows_lag_dead_letters_and_readiness_follows_a_failure() {
     assert!(body.contains(&format!("{TABLE}: ready: running")), "{body}");
     assert!(terminate(&mut child, Duration::from_secs(30)).success(), "{}", s.logs());
 }
+
+/// A stream of bad records is committed to the dead-letter table as it reaches the target
+/// file size, like rows are, instead of waiting in memory for the (here 10-minute) band.
+#[test]
+fn dead_letters_count_toward_the_flush_trigger() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap(), "orders", 2);
+    let contract =
+        orders_contract("orders", "10m").replace("target_file_size = \"256MB\"", "target_file_size = \"1MiB\"");
+    assert!(contract.contains("target_file_size = \"1MiB\""));
+    let s = Setup::new(&broker.bootstrap(), &contract);
+    let n = 30_000u64;
+    // ~150 bytes each, with the reason and the record's metadata about 4x that in memory:
+    // over ten times the 1 MiB target in all.
+    let pad = "x".repeat(100);
+    let msgs: Vec<Message> = (0..n)
+        .map(|i| {
+            let v = format!(r#"{{"order_id":"not a number {i}","note":"{pad}","ts":"2025-11-24T00:00:00Z"}}"#);
+            (format!("bad{i}"), Some(v), None)
+        })
+        .collect();
+    produce(&broker.bootstrap(), "orders", &msgs);
+    let mut child = s.spawn(&calve_bin(), &["run", "--until-caught-up"]);
+    let st = calve_testkit::calve::wait_for(&mut child, Duration::from_secs(180)).expect("calve caught up");
+    assert!(st.success(), "{}", s.logs());
+    let dlq = read_dlq(&s);
+    assert_eq!(
+        dlq.rows("pyiceberg").len() as u64,
+        n,
+        "every bad record is a dead letter"
+    );
+    let commits = dlq.snapshots().len();
+    assert!(
+        commits >= 3,
+        "dead letters were committed by size as they came ({commits} dead-letter commits)\n{}",
+        s.logs()
+    );
+}
