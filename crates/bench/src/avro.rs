@@ -142,6 +142,50 @@ pub(crate) fn print_run(mb: f64, run: &Run) {
     );
 }
 
+/// The writer schema `text` (of `kind`) as the registry would hand it over under `id`.
+pub(crate) fn registered(id: u32, kind: SchemaKind, text: &str) -> Fetched {
+    Fetched::Found(Arc::new(WriterSchema {
+        id,
+        kind,
+        text: text.into(),
+        references: Vec::new(),
+        imports: Vec::new(),
+    }))
+}
+
+/// The fewest CPU-seconds `once` took in five runs: one pass is a fraction of a second, short
+/// enough for scheduler noise to matter.
+pub(crate) fn best_of_five(once: impl Fn() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let cpu0 = cpu_seconds();
+        once()?;
+        best = best.min(cpu_seconds() - cpu0);
+    }
+    Ok(best)
+}
+
+/// `values`, 10,000 at a time through one of calve's registry-format decoders (`decode`, which
+/// must reject none), into Parquet in memory with the table's settings.
+pub(crate) fn decode_into_parquet(
+    values: &[Vec<u8>],
+    table: &arrow_schema::SchemaRef,
+    decode: impl Fn(&[&[u8]]) -> Result<calve_ingest::Decoded, arrow_schema::ArrowError>,
+) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, table.clone(), Some(calve_table::write::parquet_properties()))?;
+    for chunk in values.chunks(10_000) {
+        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+        let decoded = decode(&refs)?;
+        anyhow::ensure!(decoded.rejected.is_empty(), "{:?}", decoded.rejected.first());
+        if let Some(b) = decoded.batch {
+            w.write(&b)?;
+        }
+    }
+    w.close()?;
+    Ok(())
+}
+
 /// Best-of-five CPU-seconds of the in-memory ceiling (arrow-avro alone) and of calve's
 /// decoder, each into Parquet.
 fn in_memory(values: &[Vec<u8>], id: u32) -> anyhow::Result<(f64, f64)> {
@@ -151,27 +195,11 @@ fn in_memory(values: &[Vec<u8>], id: u32) -> anyhow::Result<(f64, f64)> {
     )?;
     let table = table_schema(&contract)?;
     let mut calve = calve_ingest::AvroDecoder::new(table.clone(), contract.columns())?;
-    let writer = WriterSchema {
-        id,
-        kind: SchemaKind::Avro,
-        text: SCHEMA.into(),
-        references: Vec::new(),
-        imports: Vec::new(),
-    };
     calve
-        .learn(id, &Fetched::Found(Arc::new(writer)))
+        .learn(id, &registered(id, SchemaKind::Avro, SCHEMA))
         .map_err(anyhow::Error::msg)?;
     let props = calve_table::write::parquet_properties();
-    let best = |once: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<f64> {
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            let cpu0 = cpu_seconds();
-            once()?;
-            best = best.min(cpu_seconds() - cpu0);
-        }
-        Ok(best)
-    };
-    let ceiling = best(&|| {
+    let ceiling = best_of_five(|| {
         let mut w: Option<ArrowWriter<Vec<u8>>> = None;
         for chunk in values.chunks(10_000) {
             let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
@@ -197,19 +225,6 @@ fn in_memory(values: &[Vec<u8>], id: u32) -> anyhow::Result<(f64, f64)> {
         }
         Ok(())
     })?;
-    let calve_cpu = best(&|| {
-        let mut out = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut out, table.clone(), Some(props.clone()))?;
-        for chunk in values.chunks(10_000) {
-            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-            let decoded = calve.decode(&refs)?;
-            anyhow::ensure!(decoded.rejected.is_empty(), "{:?}", decoded.rejected.first());
-            if let Some(b) = decoded.batch {
-                w.write(&b)?;
-            }
-        }
-        w.close()?;
-        Ok(())
-    })?;
+    let calve_cpu = best_of_five(|| decode_into_parquet(values, &table, |v| calve.decode(v)))?;
     Ok((ceiling, calve_cpu))
 }

@@ -8,18 +8,15 @@
 //! Parquet. There is no decoder-only ceiling: no Protobuf → Arrow decoder exists to compare
 //! with (calve's is prost-reflect's dynamic messages turned into Arrow).
 
-use std::sync::Arc;
-
-use calve_ingest::registry::{Fetched, SchemaKind, WriterSchema};
+use calve_ingest::registry::SchemaKind;
 use calve_testkit::registry::RegistryServer;
 use calve_testkit::workload::order_json;
-use parquet::arrow::ArrowWriter;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use serde_json::json;
 
-use crate::avro::{megabytes, print_run, through_registry};
-use crate::{cpu_seconds, events, table_schema};
+use crate::avro::{best_of_five, decode_into_parquet, megabytes, print_run, registered, through_registry};
+use crate::{events, table_schema};
 
 /// The orders contract's columns as a Protobuf message.
 const SCHEMA: &str = r#"syntax = "proto3";
@@ -101,32 +98,8 @@ fn in_memory(values: &[Vec<u8>], id: u32, contract: &str) -> anyhow::Result<f64>
     let contract = calve_contract::Contract::parse(contract, "orders")?;
     let table = table_schema(&contract)?;
     let mut calve = calve_ingest::ProtobufDecoder::new(table.clone(), contract.columns())?;
-    let writer = WriterSchema {
-        id,
-        kind: SchemaKind::Protobuf,
-        text: SCHEMA.into(),
-        references: Vec::new(),
-        imports: Vec::new(),
-    };
     calve
-        .learn(id, &Fetched::Found(Arc::new(writer)))
+        .learn(id, &registered(id, SchemaKind::Protobuf, SCHEMA))
         .map_err(anyhow::Error::msg)?;
-    let props = calve_table::write::parquet_properties();
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let cpu0 = cpu_seconds();
-        let mut out = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut out, table.clone(), Some(props.clone()))?;
-        for chunk in values.chunks(10_000) {
-            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-            let decoded = calve.decode(&refs)?;
-            anyhow::ensure!(decoded.rejected.is_empty(), "{:?}", decoded.rejected.first());
-            if let Some(b) = decoded.batch {
-                w.write(&b)?;
-            }
-        }
-        w.close()?;
-        best = best.min(cpu_seconds() - cpu0);
-    }
-    Ok(best)
+    best_of_five(|| decode_into_parquet(values, &table, |v| calve.decode(v)))
 }

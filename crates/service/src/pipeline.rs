@@ -241,7 +241,7 @@ impl Pipeline {
                 }
             };
             let band_elapsed = self.buffer.since.is_some_and(|t| t.elapsed() >= band);
-            let full = self.buffered_bytes() >= self.contract.maintenance.target_file_size.0;
+            let full = self.record_buffered() >= self.contract.maintenance.target_file_size.0;
             // In batch mode a drained topic is reason enough to commit: nothing more will come.
             let drained = stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up()?;
             let flushed = band_elapsed || full || drained;
@@ -358,7 +358,6 @@ impl Pipeline {
         self.buffer.records += records.len() as u64;
         let newest = records.iter().filter_map(|r| r.timestamp_ms).max();
         self.buffer.newest_ms = self.buffer.newest_ms.max(newest);
-        self.record_buffered();
         Ok(())
     }
 
@@ -367,10 +366,13 @@ impl Pipeline {
         (self.main.bytes() + self.buffer.dead_bytes) as u64
     }
 
-    fn record_buffered(&self) {
+    /// Publishes what waits for the next commit; returns its bytes (the flush trigger's
+    /// measure, summed once per poll).
+    fn record_buffered(&self) -> u64 {
         let b = &self.buffer;
-        self.stats
-            .record_buffered(b.records, b.dead.len() as u64, self.buffered_bytes());
+        let bytes = self.buffered_bytes();
+        self.stats.record_buffered(b.records, b.dead.len() as u64, bytes);
+        bytes
     }
 
     /// Per partition, how far the table is behind the end of the topic (at most every

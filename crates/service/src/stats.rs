@@ -1,10 +1,9 @@
-//! What one table has done since the process started, and how it is doing now: the counters
-//! `calve run` prints at exit, the Prometheus series `/metrics` serves (see [`crate::http`])
-//! and the state `/readyz` judges. One place records each event, so the log, the metrics and
-//! the health endpoint cannot disagree.
+//! What one table has done since the process started, and how it is doing now: the Prometheus
+//! series `/metrics` serves (see [`crate::http`]) and the state `/readyz` judges. One place
+//! records each event, so the metrics and the health endpoint cannot disagree.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,20 +50,6 @@ pub struct TableStats {
     pub table: String,
     /// The contract's freshness band: how long a hold may last before the table is unready.
     pub freshness: Duration,
-    /// Records consumed from Kafka (including replays after a restart of the pipeline).
-    pub consumed: AtomicU64,
-    /// Value bytes consumed.
-    pub consumed_bytes: AtomicU64,
-    /// Rows committed to the table.
-    pub rows: AtomicU64,
-    /// Records committed to the dead-letter table.
-    pub dead_letters: AtomicU64,
-    /// Tombstones ignored per the contract.
-    pub ignored: AtomicU64,
-    /// Data files committed.
-    pub files: AtomicU64,
-    /// Commits.
-    pub commits: AtomicU64,
     /// Fields committed records carried that the table has no column for, by path.
     pub unknown_fields: Mutex<BTreeMap<String, u64>>,
     /// Kafka timestamp (ms) of the newest record committed by this process (`i64::MIN`: none).
@@ -136,13 +121,6 @@ impl TableStats {
         let stats = TableStats {
             table: table.to_string(),
             freshness,
-            consumed: AtomicU64::new(0),
-            consumed_bytes: AtomicU64::new(0),
-            rows: AtomicU64::new(0),
-            dead_letters: AtomicU64::new(0),
-            ignored: AtomicU64::new(0),
-            files: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
             unknown_fields: Mutex::new(BTreeMap::new()),
             newest_committed_ms: AtomicI64::new(i64::MIN),
             state: Mutex::new((TableState::Starting, Instant::now())),
@@ -153,8 +131,6 @@ impl TableStats {
     }
 
     pub(crate) fn record_consumed(&self, records: u64, bytes: u64) {
-        self.consumed.fetch_add(records, Relaxed);
-        self.consumed_bytes.fetch_add(bytes, Relaxed);
         self.series.consumed.increment(records);
         self.series.consumed_bytes.increment(bytes);
     }
@@ -183,12 +159,6 @@ impl TableStats {
     }
 
     pub(crate) fn record_commit(&self, c: &Committed<'_>) {
-        let dead = c.dead_letter_kinds.len() as u64;
-        self.rows.fetch_add(c.rows, Relaxed);
-        self.dead_letters.fetch_add(dead, Relaxed);
-        self.ignored.fetch_add(c.ignored, Relaxed);
-        self.files.fetch_add(c.files, Relaxed);
-        self.commits.fetch_add(1, Relaxed);
         let s = &self.series;
         s.rows.increment(c.rows);
         s.ignored.increment(c.ignored);
