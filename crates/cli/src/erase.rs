@@ -29,7 +29,7 @@ pub async fn run(req: Request) -> anyhow::Result<ExitCode> {
     let outcome = erase_keys(&cfg.catalog, &contract, &keys).await?;
     print_report(&req.table, keys.len(), &outcome);
     let warehouse = Path::new(&cfg.catalog.warehouse);
-    log_erasure(warehouse, &req.table, &keys, &req.requested_by, &outcome)?;
+    log_erasure(warehouse, &cfg.erasure, &req.table, &keys, &req.requested_by, &outcome)?;
     Ok(if outcome.verified() {
         ExitCode::SUCCESS
     } else {

@@ -11,6 +11,8 @@ use tokio::sync::watch;
 
 pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::load(config)?;
+    // Every secret in it prints as <redacted> (crates/cli/tests/secrets.rs holds it to that).
+    tracing::debug!(config = ?cfg, "configuration loaded");
     let contracts = cfg.contracts()?;
     let catalog = Catalog::open(&cfg.catalog).await.context("opening the catalog")?;
     let (tx, rx) = watch::channel(false);

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -174,11 +175,24 @@ fn erase_removes_every_version_from_storage() {
     let log = std::fs::read_to_string(s.warehouse().join("_calve/erasure-log.jsonl")).unwrap();
     let entry: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
     assert_eq!(entry["requested_by"], "dpo@example.com");
+    // No [erasure] hmac_key in calve.toml: the warehouse's own key, created with the log.
+    let key_file = s.warehouse().join("_calve/erasure-log.key");
+    let hmac_key = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(hmac_key.len(), 64, "32 random bytes, hex");
     assert_eq!(
-        entry["key_sha256"][0], "8c1f1046219ddd216a023f792356ddf127fce372a72ec9b4cdac989ee5b0b455",
-        "sha256(\"99\")"
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
     );
-    assert!(!log.contains("\"99\""), "the log holds the key's hash, not the key");
+    assert_eq!(entry["hmac_key"], "warehouse");
+    assert_eq!(
+        entry["key_hmac_sha256"][0],
+        calve_service::key_hmac(hmac_key.as_bytes(), "99")
+    );
+    assert!(!log.contains("\"99\""), "the log holds the key's HMAC, not the key");
+    assert!(
+        !log.contains("8c1f1046219ddd216a023f792356ddf127fce372a72ec9b4cdac989ee5b0b455"),
+        "nor its plain SHA-256, which a dictionary over customer ids reverses"
+    );
     assert_eq!(entry["dead_letters_removed"], 3);
 
     // The pipeline carries on from the restore point: customer 99 is not re-read from Kafka,

@@ -8,11 +8,13 @@
 
 mod column_type;
 pub mod dead_letter;
+mod secret;
 mod types;
 mod units;
 mod validate;
 
 pub use column_type::{ColumnType, Element, StructField, TimeUnit};
+pub use secret::{redact_uri, Secret, REDACTED};
 pub use types::*;
 pub use units::{ByteRate, ByteSize, HumanDuration};
 pub use validate::{Contract, ContractError, Problem, ResolvedColumn, SECTIONS};

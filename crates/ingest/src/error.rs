@@ -8,6 +8,15 @@ pub enum IngestError {
     /// The Kafka client failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A request failed and the client had said why: the broker refused calve
+    /// (authentication, TLS) or cannot be reached.
+    #[error("kafka: {request}; the client's last error: {client}")]
+    Unreachable {
+        /// The request's own error (often only "timed out").
+        request: rdkafka::error::KafkaError,
+        /// librdkafka's last error callback.
+        client: String,
+    },
     /// The topic does not exist (yet).
     #[error("topic {0} not found")]
     TopicMissing(String),
@@ -22,7 +31,9 @@ pub enum IngestError {
 impl Classify for IngestError {
     fn class(&self) -> RetryClass {
         match self {
-            IngestError::Kafka(_) | IngestError::TopicMissing(_) => RetryClass::Temporary,
+            IngestError::Kafka(_) | IngestError::Unreachable { .. } | IngestError::TopicMissing(_) => {
+                RetryClass::Temporary
+            }
             IngestError::Config(_) | IngestError::Arrow(_) => RetryClass::Permanent,
         }
     }

@@ -11,12 +11,11 @@
 //! the dead-letter table because the registry blinked.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use calve_contract::HumanDuration;
+use calve_contract::{HumanDuration, Secret};
 use calve_retry::{Classify, RetryClass};
 use serde::Deserialize;
 
@@ -49,16 +48,6 @@ pub struct RegistryConfig {
 
 fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
-}
-
-/// A secret read at start-up; `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-struct Secret(String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,8 +364,8 @@ impl Registry {
         );
         req = match &self.auth {
             Auth::None => req,
-            Auth::Basic { user, password } => req.basic_auth(user, Some(&password.0)),
-            Auth::Bearer(token) => req.bearer_auth(&token.0),
+            Auth::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
+            Auth::Bearer(token) => req.bearer_auth(token.expose()),
         };
         let unavailable = |reason: String| RegistryError::Unavailable {
             url: self.base.clone(),
@@ -419,10 +408,10 @@ fn auth_of(cfg: &RegistryConfig) -> Result<Auth, RegistryError> {
                 "give the {what} by environment variable or by file, not both"
             ))),
             (Some(var), None) => std::env::var(var)
-                .map(|v| Some(Secret(v)))
+                .map(|v| Some(Secret::new(v)))
                 .map_err(|_| RegistryError::Config(format!("the {what} variable {var} is not set"))),
             (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|v| Some(Secret(v.trim_end_matches(['\n', '\r']).to_string())))
+                .map(|v| Some(Secret::new(v.trim_end_matches(['\n', '\r']).to_string())))
                 .map_err(|e| RegistryError::Config(format!("the {what} file {}: {e}", path.display()))),
             (None, None) => Ok(None),
         }
@@ -496,7 +485,7 @@ mod tests {
             r.auth,
             Auth::Basic {
                 user: "calve".into(),
-                password: Secret("s3cret".into())
+                password: Secret::new("s3cret")
             }
         );
         assert!(!format!("{r:?}").contains("s3cret"), "{r:?}");

@@ -4,9 +4,11 @@
 //! commits offsets back to the group only so that standard lag tooling shows progress.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use calve_contract::REDACTED;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -19,8 +21,9 @@ use serde::Deserialize;
 use crate::error::IngestError;
 use crate::record::KafkaRecord;
 
-/// `[kafka]` in `calve.toml`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// `[kafka]` in `calve.toml`. `Debug` shows secret properties (see [`is_secret_property`]) as
+/// `<redacted>`.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port]`.
@@ -28,10 +31,46 @@ pub struct KafkaConfig {
     /// Consumer group calve reports progress under (for lag dashboards).
     #[serde(default = "default_group")]
     pub group_id: String,
-    /// Extra librdkafka properties (security, timeouts). calve's own settings win where they
-    /// matter for correctness (auto commit off, read_committed).
+    /// Any librdkafka consumer property: security (`security.protocol = "SASL_SSL"`,
+    /// `sasl.mechanism = "SCRAM-SHA-512"`, `sasl.username`, `sasl.password`, `ssl.ca.location`
+    /// …), timeouts, fetch sizes. calve's own settings win where they matter for correctness
+    /// (auto commit off, read_committed, the group id).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) { REDACTED } else { v.as_str() };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a secret: passwords, client secrets, private keys in
+/// PEM, and the free-form OAUTHBEARER / JAAS settings that carry credentials inline.
+pub fn is_secret_property(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "ssl.key.pem",
+        "ssl_key",
+        "sasl.oauthbearer.config",
+        "jaas",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
 }
 
 fn default_group() -> String {
@@ -41,6 +80,9 @@ fn default_group() -> String {
 /// How often librdkafka reports its view of the topic (each partition's first and last
 /// offsets), unless `statistics.interval.ms` is set in `[kafka] properties`.
 const STATISTICS_INTERVAL_MS: &str = "1000";
+
+/// How long one metadata request of [`KafkaSource::first_partitions`] may take.
+const METADATA_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// A partition's offsets as librdkafka last saw them in fetch responses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +99,23 @@ pub struct PartitionEnds {
 struct SourceContext {
     topic: String,
     ends: Arc<Mutex<BTreeMap<i32, PartitionEnds>>>,
+    /// The client's last error callback ("Authentication: SASL SCRAM authentication failed…"),
+    /// which says why a request timed out when the request's own error cannot.
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(topic = %self.topic, "librdkafka: {error}: {reason}");
+        // "All brokers down" follows every refused connection; it must not hide the refusal.
+        let consequence = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if let Ok(mut last) = self.last_error.lock() {
+            if !consequence || last.is_none() {
+                *last = Some(format!("{error}: {reason}"));
+            }
+        }
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
@@ -94,6 +150,7 @@ pub struct KafkaSource {
     consumer: StreamConsumer<SourceContext>,
     topic: String,
     ends: Arc<Mutex<BTreeMap<i32, PartitionEnds>>>,
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl KafkaSource {
@@ -112,9 +169,11 @@ impl KafkaSource {
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest");
         let ends = Arc::new(Mutex::new(BTreeMap::new()));
+        let last_error = Arc::new(Mutex::new(None));
         let context = SourceContext {
             topic: topic.to_string(),
             ends: ends.clone(),
+            last_error: last_error.clone(),
         };
         let consumer: StreamConsumer<SourceContext> = c
             .create_with_context(context)
@@ -123,7 +182,33 @@ impl KafkaSource {
             consumer,
             topic: topic.to_string(),
             ends,
+            last_error,
         })
+    }
+
+    /// The topic's partition ids before anything is assigned, waiting up to `timeout` for the
+    /// broker. Between short attempts the consumer is polled, which serves librdkafka's error
+    /// callbacks: a broker that refuses calve (a wrong password, an untrusted certificate)
+    /// fails the wait with that reason rather than a bare "timed out".
+    pub async fn first_partitions(&self, timeout: Duration) -> Result<Vec<i32>, IngestError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.partitions(METADATA_ATTEMPT) {
+                Err(IngestError::Kafka(e)) if Instant::now() < deadline => {
+                    tracing::debug!(topic = %self.topic, "topic metadata: {e}; asking again");
+                    // Nothing is assigned, so this hands out no record: it only runs callbacks.
+                    let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+                }
+                Err(IngestError::Kafka(e)) => {
+                    let client = self.last_error.lock().ok().and_then(|l| l.clone());
+                    return Err(match client {
+                        Some(client) => IngestError::Unreachable { request: e, client },
+                        None => IngestError::Kafka(e),
+                    });
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Per assigned partition, the offset after the last record handed to calve (or where

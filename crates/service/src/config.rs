@@ -10,8 +10,10 @@ use calve_table::keyed::index::IndexSettings;
 use calve_table::CatalogConfig;
 use serde::Deserialize;
 
+use crate::erase::ErasureConfig;
 use crate::error::ServiceError;
 use crate::http::HttpConfig;
+use crate::interpolate;
 
 /// The whole `calve.toml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -36,6 +38,9 @@ pub struct RunConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served (nothing listens without it).
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// `[erasure]`: how the erasure log hides the keys it records.
+    #[serde(default)]
+    pub erasure: ErasureConfig,
 }
 
 /// `[key_index]` in `calve.toml`: how much memory each keyed table's index may hold before it
@@ -95,13 +100,19 @@ impl Default for MaintenanceConfig {
 }
 
 impl RunConfig {
-    /// Reads `path`, resolving contract paths against its directory.
+    /// Reads `path`, resolving `${env:…}` / `${file:…}` references in its values (see
+    /// [`crate::interpolate`]) and contract paths against its directory.
     pub fn load(path: &Path) -> Result<Self, ServiceError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ServiceError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let mut cfg: RunConfig =
-            toml::from_str(&text).map_err(|e| ServiceError::Config(format!("{}: {}", path.display(), e.message())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        let fail = |e: &str| ServiceError::Config(format!("{}: {e}", path.display()));
+        // Syntax errors are reported from the text, with its line and column.
+        let raw: toml::Value = toml::from_str(&text).map_err(|e| fail(&e.to_string()))?;
+        let resolved = interpolate::resolve(raw, dir).map_err(|e| fail(&e))?;
+        // A type error may quote the value it refused; a resolved secret must not be shown.
+        let mut cfg = RunConfig::deserialize(resolved.value)
+            .map_err(|e| fail(&interpolate::scrub(e.message(), &resolved.secrets)))?;
         for c in &mut cfg.contracts {
             if c.is_relative() {
                 *c = dir.join(&*c);

@@ -11,6 +11,7 @@ mod faults;
 mod health;
 mod hold;
 mod http;
+mod interpolate;
 mod maintenance;
 mod pipeline;
 mod preflight;
@@ -22,7 +23,7 @@ mod target;
 
 pub use config::{MaintenanceConfig, RunConfig};
 pub use definition::{dead_letter_definition, table_definition};
-pub use erase::{erase_keys, log_erasure, ErasureOutcome};
+pub use erase::{erase_keys, key_hmac, log_erasure, ErasureConfig, ErasureOutcome};
 pub use error::ServiceError;
 pub use health::TableState;
 pub use hold::{decide_hold, schema_holds};

@@ -104,7 +104,7 @@ impl Pipeline {
         .await?;
         let topic = contract.table.topic.clone();
         let source = KafkaSource::new(&services.kafka, &topic)?;
-        let partitions = source.partitions(METADATA_TIMEOUT)?;
+        let partitions = source.first_partitions(METADATA_TIMEOUT).await?;
         let start = main.sink().offsets.get(&topic).cloned().unwrap_or_default();
         source.assign(&partitions, &start)?;
         let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();

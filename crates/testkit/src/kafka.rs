@@ -7,12 +7,26 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 
+/// Client properties beyond the bootstrap servers (security, for a secured broker).
+pub type Properties = [(String, String)];
+
+fn client(bootstrap: &str, properties: &Properties) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
+}
+
 /// Creates `topic` with `partitions` partitions.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
+    create_topic_with(bootstrap, &[], topic, partitions)
+}
+
+/// Like [`create_topic`], connecting with `properties`.
+pub fn create_topic_with(bootstrap: &str, properties: &Properties, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap, properties).create().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -33,11 +47,16 @@ pub type Message = (String, Option<String>, Option<i32>);
 
 /// Produces `messages` in order and waits until all are acknowledged.
 pub fn produce(bootstrap: &str, topic: &str, messages: &[Message]) {
+    produce_with(bootstrap, &[], topic, messages)
+}
+
+/// Like [`produce`], connecting with `properties`.
+pub fn produce_with(bootstrap: &str, properties: &Properties, topic: &str, messages: &[Message]) {
     let raw: Vec<RawMessage> = messages
         .iter()
         .map(|(k, v, p)| (k.clone(), v.clone().map(String::into_bytes), *p))
         .collect();
-    produce_bytes(bootstrap, topic, &raw);
+    produce_bytes_with(bootstrap, properties, topic, &raw);
 }
 
 /// A message whose value is bytes (Avro, say): key, value (None = tombstone), partition.
@@ -45,8 +64,12 @@ pub type RawMessage = (String, Option<Vec<u8>>, Option<i32>);
 
 /// Produces `messages` in order and waits until all are acknowledged.
 pub fn produce_bytes(bootstrap: &str, topic: &str, messages: &[RawMessage]) {
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    produce_bytes_with(bootstrap, &[], topic, messages)
+}
+
+/// Like [`produce_bytes`], connecting with `properties`.
+pub fn produce_bytes_with(bootstrap: &str, properties: &Properties, topic: &str, messages: &[RawMessage]) {
+    let p: ThreadedProducer<DefaultProducerContext> = client(bootstrap, properties)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()

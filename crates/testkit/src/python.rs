@@ -129,10 +129,16 @@ pub fn append_with_pyiceberg_at(catalog_uri: &str, warehouse: &Path, table: &str
 
 /// Produces `key\tvalue` lines with confluent-kafka; returns how many were delivered.
 pub fn produce_with_confluent(bootstrap: &str, topic: &str, lines: &[(String, String)]) -> usize {
+    produce_compressed(bootstrap, topic, lines, "none")
+}
+
+/// Like [`produce_with_confluent`], the producer compressing its batches with `codec`
+/// (`gzip`, `snappy`, `lz4`, `zstd`).
+pub fn produce_compressed(bootstrap: &str, topic: &str, lines: &[(String, String)], codec: &str) -> usize {
     use std::io::Write;
     let mut child = Command::new(python())
         .arg(script("produce.py"))
-        .args([bootstrap, topic])
+        .args([bootstrap, topic, codec])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -11,8 +11,10 @@ pub mod schema;
 mod sql;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
+use calve_contract::{redact_uri, Secret};
 use iceberg::io::{FileIO, LocalFsStorageFactory};
 use iceberg::spec::{Schema, TableMetadataBuildResult, TableMetadataRef, UnboundPartitionSpec};
 use iceberg::table::Table;
@@ -21,8 +23,9 @@ use serde::Deserialize;
 
 use crate::error::{Result, TableError};
 
-/// `[catalog]` in `calve.toml`: where table pointers and files live.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// `[catalog]` in `calve.toml`: where table pointers and files live. `Debug` shows the URI
+/// without its password and the token as `<redacted>`.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
     /// Catalog URL. Embedded default: `sqlite:<path>` (created if missing); production:
@@ -36,9 +39,21 @@ pub struct CatalogConfig {
     /// the same name to see the tables. Unused by REST.
     #[serde(default = "default_catalog_name")]
     pub name: String,
-    /// REST only: a bearer token sent with every request. Unset: no `Authorization` header.
+    /// REST only: a bearer token sent with every request (write `"${env:NAME}"` or
+    /// `"${file:/path}"` rather than the token). Unset: no `Authorization` header.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
+}
+
+impl fmt::Debug for CatalogConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CatalogConfig")
+            .field("uri", &redact_uri(&self.uri))
+            .field("warehouse", &redact_uri(&self.warehouse))
+            .field("name", &self.name)
+            .field("token", &self.token)
+            .finish()
+    }
 }
 
 impl CatalogConfig {

@@ -31,7 +31,7 @@ pub(super) struct Rest {
     client: reqwest::Client,
     /// `<uri>/v1/<prefix>`: what every resource path is appended to.
     root: Arc<url::Url>,
-    token: Option<String>,
+    token: Option<calve_contract::Secret>,
 }
 
 #[derive(Deserialize)]
@@ -80,7 +80,7 @@ impl Rest {
             .build()
             .map_err(|e| TableError::Config(format!("REST client: {e}")))?;
         let base = url::Url::parse(cfg.uri.trim_end_matches('/'))
-            .map_err(|e| TableError::Config(format!("catalog uri `{}`: {e}", cfg.uri)))?;
+            .map_err(|e| TableError::Config(format!("catalog uri `{}`: {e}", calve_contract::redact_uri(&cfg.uri))))?;
         let mut config_url = join(&base, &["v1", "config"]);
         config_url.query_pairs_mut().append_pair("warehouse", &cfg.warehouse);
         let mut rest = Rest {
@@ -191,7 +191,7 @@ impl Rest {
     fn request(&self, method: Method, url: url::Url) -> RequestBuilder {
         let r = self.client.request(method, url);
         match &self.token {
-            Some(t) => r.bearer_auth(t),
+            Some(t) => r.bearer_auth(t.expose()),
             None => r,
         }
     }
@@ -199,7 +199,14 @@ impl Rest {
     async fn send(&self, req: RequestBuilder) -> Result<Response> {
         req.send()
             .await
-            .map_err(|e| TableError::Catalog(format!("REST catalog unreachable: {e}")))
+            // reqwest prints the URL it failed on, user info and all.
+            .map_err(|e| {
+                let url = e
+                    .url()
+                    .map(|u| calve_contract::redact_uri(u.as_str()))
+                    .unwrap_or_default();
+                TableError::Catalog(format!("REST catalog unreachable ({url}): {}", e.without_url()))
+            })
     }
 
     async fn head(&self, url: url::Url, what: &str) -> Result<bool> {

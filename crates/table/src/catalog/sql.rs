@@ -137,6 +137,7 @@ fn normalize_uri(uri: &str) -> Result<(String, bool)> {
         return Ok((uri.to_string(), true));
     }
     Err(TableError::Config(format!(
-        "`{uri}` is not a catalog URL (expected sqlite:<path>, postgres://… or http(s)://… for REST)"
+        "`{}` is not a catalog URL (expected sqlite:<path>, postgres://… or http(s)://… for REST)",
+        calve_contract::redact_uri(uri)
     )))
 }

@@ -1,0 +1,119 @@
+//! Secrets in configuration: values that must reach a driver and never a log line.
+//!
+//! Passwords, tokens and keys are written into `calve.toml` (usually as `${env:…}` or
+//! `${file:…}` references that the loader resolves) and then travel inside config structs that
+//! derive `Debug`, get formatted into error messages and end up in logs. [`Secret`] makes the
+//! safe thing the default: its `Debug` and `Display` print `<redacted>`, and the only way to the
+//! text is [`Secret::expose`], which reads as what it is at the call site. A secret embedded in
+//! a URL (`postgres://user:password@host/db`) cannot be a separate type, so every place that
+//! prints such a URL prints [`redact_uri`] of it instead.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+/// What a secret prints as.
+pub const REDACTED: &str = "<redacted>";
+
+/// A secret string: deserialises from a TOML string, prints as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value read from somewhere safe (a file, the environment).
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one call that hands it to a driver or a header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// `uri` with the password of its user info replaced by `<redacted>`
+/// (`postgres://calve:<redacted>@db:5432/lake`); anything else is returned as written. Works on
+/// strings that are not valid URLs too, because a mistyped URL is exactly what an error message
+/// echoes.
+pub fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://") else {
+        return uri.to_string();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &uri[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    // The last `@` ends the user info: an unencoded `@` in a password must not leave its tail.
+    let Some(at) = authority.rfind('@') else {
+        return uri.to_string();
+    };
+    let user_info = &authority[..at];
+    let Some(colon) = user_info.find(':') else {
+        return uri.to_string();
+    };
+    format!(
+        "{}{}:{REDACTED}{}",
+        &uri[..authority_start],
+        &user_info[..colon],
+        &uri[authority_start + at..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_never_prints() {
+        let s: Secret = toml::from_str::<toml::Table>("v = \"hunter2\"").unwrap()["v"]
+            .clone()
+            .try_into()
+            .unwrap();
+        assert_eq!(s.expose(), "hunter2");
+        assert_eq!(
+            format!("{s} {s:?} {:?}", Some(&s)),
+            "<redacted> <redacted> Some(<redacted>)"
+        );
+    }
+
+    #[test]
+    fn passwords_leave_urls() {
+        for (uri, shown) in [
+            (
+                "postgres://calve:hunter2@db:5432/lake",
+                "postgres://calve:<redacted>@db:5432/lake",
+            ),
+            (
+                "postgresql://u:p%40ss@h/d?sslmode=require",
+                "postgresql://u:<redacted>@h/d?sslmode=require",
+            ),
+            // An unencoded `@` in the password: everything up to the last one goes.
+            ("postgres://u:a@b@h/d", "postgres://u:<redacted>@h/d"),
+            ("postgre://u:hunter2@h", "postgre://u:<redacted>@h"),
+            ("postgres://u@h/d", "postgres://u@h/d"),
+            ("http://h:8181/catalog", "http://h:8181/catalog"),
+            ("http://h/p?x=a:b@c", "http://h/p?x=a:b@c"),
+            ("sqlite:/tmp/c.db", "sqlite:/tmp/c.db"),
+        ] {
+            assert_eq!(redact_uri(uri), shown, "{uri}");
+        }
+    }
+}
