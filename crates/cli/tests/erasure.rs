@@ -172,8 +172,13 @@ fn erase_removes_every_version_from_storage() {
         "the restore point survived"
     );
 
-    let log = std::fs::read_to_string(s.warehouse().join("_calve/erasure-log.jsonl")).unwrap();
-    let entry: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let entries: Vec<_> = std::fs::read_dir(s.warehouse().join("_calve/erasure-log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "one record for the one request: {entries:?}");
+    let log = std::fs::read_to_string(&entries[0]).unwrap();
+    let entry: Value = serde_json::from_str(&log).unwrap();
     assert_eq!(entry["requested_by"], "dpo@example.com");
     // No [erasure] hmac_key in calve.toml: the warehouse's own key, created with the log.
     let key_file = s.warehouse().join("_calve/erasure-log.key");

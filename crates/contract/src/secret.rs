@@ -49,32 +49,44 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// `uri` with the password of its user info replaced by `<redacted>`
-/// (`postgres://calve:<redacted>@db:5432/lake`); anything else is returned as written. Works on
-/// strings that are not valid URLs too, because a mistyped URL is exactly what an error message
-/// echoes.
+/// `uri` with the password of its user info, and any `password=` query parameter, replaced by
+/// `<redacted>` (`postgres://calve:<redacted>@db:5432/lake`); anything else is returned as
+/// written. Works on strings that are not valid URLs too, because a mistyped URL is exactly
+/// what an error message echoes.
 pub fn redact_uri(uri: &str) -> String {
     let Some(scheme_end) = uri.find("://") else {
+        return redact_query(uri);
+    };
+    let start = scheme_end + 3;
+    let rest = &uri[start..];
+    // A password may hold an unencoded `/` (base64 does) or `@`: the user info ends at the last
+    // `@` before the query, not at the first `/`. A URL with an `@` in its path and a port is
+    // over-redacted, which is the safe side.
+    let before_query = rest.find(['?', '#']).unwrap_or(rest.len());
+    let redacted = match rest[..before_query].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{}{}:{REDACTED}{}", &uri[..start], &rest[..colon], &rest[at..]),
+            None => uri.to_string(),
+        },
+        None => uri.to_string(),
+    };
+    redact_query(&redacted)
+}
+
+/// `password=` / `sslpassword=` query parameters (which Postgres URLs accept) redacted.
+fn redact_query(uri: &str) -> String {
+    let Some(q) = uri.find('?') else {
         return uri.to_string();
     };
-    let authority_start = scheme_end + 3;
-    let rest = &uri[authority_start..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_len];
-    // The last `@` ends the user info: an unencoded `@` in a password must not leave its tail.
-    let Some(at) = authority.rfind('@') else {
-        return uri.to_string();
-    };
-    let user_info = &authority[..at];
-    let Some(colon) = user_info.find(':') else {
-        return uri.to_string();
-    };
-    format!(
-        "{}{}:{REDACTED}{}",
-        &uri[..authority_start],
-        &user_info[..colon],
-        &uri[authority_start + at..]
-    )
+    let (head, query) = uri.split_at(q + 1);
+    let params: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}={REDACTED}"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{head}{}", params.join("&"))
 }
 
 #[cfg(test)]
@@ -108,6 +120,11 @@ mod tests {
             // An unencoded `@` in the password: everything up to the last one goes.
             ("postgres://u:a@b@h/d", "postgres://u:<redacted>@h/d"),
             ("postgre://u:hunter2@h", "postgre://u:<redacted>@h"),
+            ("postgres://u:pa/ss+w==@h/d", "postgres://u:<redacted>@h/d"),
+            (
+                "postgres://h/d?user=u&password=hunter2&sslmode=require",
+                "postgres://h/d?user=u&password=<redacted>&sslmode=require",
+            ),
             ("postgres://u@h/d", "postgres://u@h/d"),
             ("http://h:8181/catalog", "http://h:8181/catalog"),
             ("http://h/p?x=a:b@c", "http://h/p?x=a:b@c"),

@@ -57,13 +57,23 @@ impl fmt::Debug for KafkaConfig {
     }
 }
 
+/// A configuration librdkafka refused, said without the value (which may be a password).
+fn refused_config(e: KafkaError) -> IngestError {
+    match e {
+        KafkaError::ClientConfig(_, desc, key, _) => IngestError::Config(format!("property `{key}`: {desc}")),
+        other => IngestError::Config(other.to_string()),
+    }
+}
+
 /// Whether a librdkafka property holds a secret: passwords, client secrets, private keys in
 /// PEM, and the free-form OAUTHBEARER / JAAS settings that carry credentials inline.
 pub fn is_secret_property(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     [
         "password",
+        "passphrase",
         "secret",
+        "private.key",
         "ssl.key.pem",
         "ssl_key",
         "sasl.oauthbearer.config",
@@ -161,6 +171,15 @@ impl KafkaSource {
         for (k, v) in &cfg.properties {
             c.set(k, v);
         }
+        // The vendored OpenSSL looks for CA certificates where no distribution keeps them;
+        // "probe" finds the system's store, so a publicly signed broker verifies out of the box.
+        let tls = cfg
+            .properties
+            .get("security.protocol")
+            .is_some_and(|p| p.to_ascii_lowercase().contains("ssl"));
+        if tls && !cfg.properties.contains_key("ssl.ca.location") {
+            c.set("ssl.ca.location", "probe");
+        }
         c.set("bootstrap.servers", &cfg.brokers)
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
@@ -175,9 +194,7 @@ impl KafkaSource {
             ends: ends.clone(),
             last_error: last_error.clone(),
         };
-        let consumer: StreamConsumer<SourceContext> = c
-            .create_with_context(context)
-            .map_err(|e| IngestError::Config(e.to_string()))?;
+        let consumer: StreamConsumer<SourceContext> = c.create_with_context(context).map_err(refused_config)?;
         Ok(KafkaSource {
             consumer,
             topic: topic.to_string(),
@@ -192,8 +209,16 @@ impl KafkaSource {
     /// fails the wait with that reason rather than a bare "timed out".
     pub async fn first_partitions(&self, timeout: Duration) -> Result<Vec<i32>, IngestError> {
         let deadline = Instant::now() + timeout;
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = None;
+        }
+        let mut attempt = METADATA_ATTEMPT;
         loop {
-            match self.partitions(METADATA_ATTEMPT) {
+            // Doubling, so a broker slow to answer metadata still gets the whole wait.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = self.partitions(attempt.min(left).max(METADATA_ATTEMPT));
+            attempt *= 2;
+            match result {
                 Err(IngestError::Kafka(e)) if Instant::now() < deadline => {
                     tracing::debug!(topic = %self.topic, "topic metadata: {e}; asking again");
                     // Nothing is assigned, so this hands out no record: it only runs callbacks.

@@ -1,6 +1,7 @@
 //! `calve.toml`: the process configuration (where the catalog and Kafka are, which contracts
 //! to run). Table behaviour lives in the contracts, not here.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use calve_contract::{ByteSize, Contract, HumanDuration};
@@ -10,13 +11,15 @@ use calve_table::keyed::index::IndexSettings;
 use calve_table::CatalogConfig;
 use serde::Deserialize;
 
-use crate::erase::ErasureConfig;
+use crate::erasure_log::ErasureConfig;
 use crate::error::ServiceError;
 use crate::http::HttpConfig;
 use crate::interpolate;
 
-/// The whole `calve.toml`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// The whole `calve.toml`. `Debug` redacts what each part knows to be secret, and on top of
+/// that every value a `${…}` reference resolved to, wherever it was put (a misspelled
+/// property name cannot make a password printable).
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// Catalog and warehouse.
@@ -41,6 +44,27 @@ pub struct RunConfig {
     /// `[erasure]`: how the erasure log hides the keys it records.
     #[serde(default)]
     pub erasure: ErasureConfig,
+    /// The values `${…}` references resolved to (never printed; scrubbed from `Debug`).
+    #[serde(skip)]
+    resolved: Vec<String>,
+}
+
+impl fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = format!(
+            "RunConfig {{ catalog: {:?}, kafka: {:?}, contracts: {:?}, maintenance: {:?}, key_index: {:?}, \
+             registry: {:?}, http: {:?}, erasure: {:?} }}",
+            self.catalog,
+            self.kafka,
+            self.contracts,
+            self.maintenance,
+            self.key_index,
+            self.registry,
+            self.http,
+            self.erasure
+        );
+        f.write_str(&interpolate::scrub(&shown, &self.resolved))
+    }
 }
 
 /// `[key_index]` in `calve.toml`: how much memory each keyed table's index may hold before it
@@ -107,12 +131,16 @@ impl RunConfig {
             .map_err(|e| ServiceError::Config(format!("cannot read {}: {e}", path.display())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let fail = |e: &str| ServiceError::Config(format!("{}: {e}", path.display()));
-        // Syntax errors are reported from the text, with its line and column.
-        let raw: toml::Value = toml::from_str(&text).map_err(|e| fail(&e.to_string()))?;
+        // A syntax error names its line, never quotes it: the line may hold a secret.
+        let raw: toml::Value = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            fail(&format!("line {}: {}", line.unwrap_or(0), e.message()))
+        })?;
         let resolved = interpolate::resolve(raw, dir).map_err(|e| fail(&e))?;
         // A type error may quote the value it refused; a resolved secret must not be shown.
         let mut cfg = RunConfig::deserialize(resolved.value)
             .map_err(|e| fail(&interpolate::scrub(e.message(), &resolved.secrets)))?;
+        cfg.resolved = resolved.secrets;
         for c in &mut cfg.contracts {
             if c.is_relative() {
                 *c = dir.join(&*c);

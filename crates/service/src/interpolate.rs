@@ -32,14 +32,24 @@ pub fn resolve(value: Value, base: &Path) -> Result<Resolved, String> {
     Ok(Resolved { value, secrets })
 }
 
-/// `text` with every resolved value replaced by `<redacted>`.
+/// `text` with resolved values replaced by `<redacted>`: wherever one is quoted whole (as serde
+/// quotes a value it refuses), and anywhere at all when it is long enough not to be a common
+/// word (a user name `calve` must not garble the rest of a message).
 pub fn scrub(text: &str, secrets: &[String]) -> String {
+    const ANYWHERE: usize = 8;
+    let redacted = calve_contract::REDACTED;
     let mut text = text.to_string();
     // Longest first, so a secret that contains another is not left half shown.
     let mut by_len: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
     by_len.sort_by_key(|s| std::cmp::Reverse(s.len()));
     for s in by_len {
-        text = text.replace(s.as_str(), calve_contract::REDACTED);
+        if s.len() >= ANYWHERE {
+            text = text.replace(s.as_str(), redacted);
+        } else {
+            for q in ['"', '`', '\''] {
+                text = text.replace(&format!("{q}{s}{q}"), &format!("{q}{redacted}{q}"));
+            }
+        }
     }
     text
 }
@@ -144,8 +154,17 @@ mod tests {
             vec!["calve".to_string(), "s3cr\"et\\".into(), "calve".into()]
         );
         assert_eq!(
-            scrub("login calve:s3cr\"et\\ failed", &r.secrets),
-            "login <redacted>:<redacted> failed"
+            scrub(
+                "invalid type: string \"calve\", login calve:s3cr\"et\\ failed",
+                &r.secrets
+            ),
+            "invalid type: string \"<redacted>\", login calve:<redacted> failed",
+            "short values only where quoted whole, long ones anywhere"
+        );
+        let long = vec!["hunter2-hunter2".to_string()];
+        assert_eq!(
+            scrub("auth hunter2-hunter2@db failed", &long),
+            "auth <redacted>@db failed"
         );
     }
 

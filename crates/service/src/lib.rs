@@ -6,6 +6,7 @@ mod buffer;
 mod config;
 mod definition;
 mod erase;
+mod erasure_log;
 mod error;
 mod faults;
 mod health;
@@ -23,7 +24,8 @@ mod target;
 
 pub use config::{MaintenanceConfig, RunConfig};
 pub use definition::{dead_letter_definition, table_definition};
-pub use erase::{erase_keys, key_hmac, log_erasure, ErasureConfig, ErasureOutcome};
+pub use erase::{erase_keys, ErasureOutcome};
+pub use erasure_log::{key_hmac, ErasureConfig, ErasureLog};
 pub use error::ServiceError;
 pub use health::TableState;
 pub use hold::{decide_hold, schema_holds};

@@ -23,6 +23,7 @@ mod error;
 pub mod keyed;
 pub mod ops;
 pub mod read;
+pub mod storage;
 pub mod write;
 
 pub use catalog::{Catalog, CatalogConfig, TableDefinition, TableState};

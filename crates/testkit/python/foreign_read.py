@@ -100,12 +100,14 @@ def read_pyiceberg(args, columns):
     }
 
 
-def duckdb_connection():
+def duckdb_connection(storage=None):
+    """DuckDB with its iceberg extension; with `storage` (S3 FileIO properties), also httpfs and
+    a secret that reaches that endpoint."""
     import duckdb
 
     con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
     version = duckdb.__version__
-    for name in ("avro", "iceberg"):
+    for name in ("avro", "iceberg") + (("httpfs",) if storage else ()):
         pattern = os.path.join(sys.prefix, "lib", "python*", "site-packages", f"duckdb_extension_{name}",
                                "extensions", f"v{version}", f"{name}.duckdb_extension")
         found = glob.glob(pattern)
@@ -113,11 +115,24 @@ def duckdb_connection():
             raise SystemExit(f"duckdb extension {name} for duckdb {version} not found ({pattern})")
         con.execute(f"INSTALL '{found[0]}'")
         con.execute(f"LOAD {name}")
+    if storage:
+        endpoint = storage.get("s3.endpoint", "")
+        con.execute(
+            "CREATE SECRET (TYPE s3, KEY_ID ?, SECRET ?, REGION ?, ENDPOINT ?, URL_STYLE ?, USE_SSL ?)",
+            [
+                storage.get("s3.access-key-id", ""),
+                storage.get("s3.secret-access-key", ""),
+                storage.get("s3.region", "us-east-1"),
+                endpoint.split("://", 1)[-1],
+                "path" if storage.get("s3.path-style-access") == "true" else "vhost",
+                endpoint.startswith("https://"),
+            ],
+        )
     return con
 
 
-def read_duckdb(metadata_location, columns):
-    con = duckdb_connection()
+def read_duckdb(metadata_location, columns, storage=None):
+    con = duckdb_connection(storage)
     cols = ", ".join(f'"{c}"' for c in columns)
     rel = con.execute(f"SELECT {cols} FROM iceberg_scan('{metadata_location}')")
     names = [d[0] for d in rel.description]
@@ -143,7 +158,9 @@ def main():
         if table.current_snapshot() is None:
             out["duckdb"] = {"rows": []}
         else:
-            out["duckdb"] = read_duckdb(table.metadata_location, columns)
+            from catalogs import storage_properties
+
+            out["duckdb"] = read_duckdb(table.metadata_location, columns, storage_properties(args))
     json.dump(out, sys.stdout, default=str)
 
 

@@ -105,7 +105,7 @@ impl SecuredBroker {
         let password = format!("pw-{:016x}", rand::random::<u64>());
         // Users are created through the broker, which must not demand authentication yet: a
         // first start creates the user in tansu's storage, the second one requires it.
-        let mut open = spawn_tansu(dir.path(), port, proxy_port, &[]);
+        let open = KillOnDrop(Some(spawn_tansu(dir.path(), port, proxy_port, &[])));
         wait_until_listening(port, "tansu");
         let broker_url = format!("tcp://127.0.0.1:{port}");
         let st = Command::new(tansu_binary())
@@ -114,9 +114,8 @@ impl SecuredBroker {
             .status()
             .expect("tansu user create");
         assert!(st.success(), "tansu user create failed: {st}");
-        let _ = open.kill();
-        let _ = open.wait();
-        let child = spawn_tansu(dir.path(), port, proxy_port, &["--authentication"]);
+        drop(open);
+        let mut child = KillOnDrop(Some(spawn_tansu(dir.path(), port, proxy_port, &["--authentication"])));
         wait_until_listening(port, "tansu");
 
         let certs = dir.path().join("certs");
@@ -126,28 +125,29 @@ impl SecuredBroker {
             .status()
             .expect("certs.py");
         assert!(st.success(), "certs.py failed: {st}");
-        let mut proxy = Command::new(python())
-            .arg(script("tls_proxy.py"))
-            .arg(proxy_port.to_string())
-            .arg(port.to_string())
-            .arg(certs.join("server.pem"))
-            .arg(certs.join("server.key"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("tls_proxy.py");
+        let mut proxy = KillOnDrop(Some(
+            Command::new(python())
+                .arg(script("tls_proxy.py"))
+                .arg(proxy_port.to_string())
+                .arg(port.to_string())
+                .arg(certs.join("server.pem"))
+                .arg(certs.join("server.key"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("tls_proxy.py"),
+        ));
+        let stdout = proxy.0.as_mut().and_then(|p| p.stdout.take()).unwrap();
         let mut ready = String::new();
-        BufReader::new(proxy.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
+        BufReader::new(stdout).read_line(&mut ready).unwrap();
         assert_eq!(ready.trim(), "ready", "tls_proxy.py did not start");
         SecuredBroker {
             broker: Broker {
-                child,
+                child: child.0.take().unwrap(),
                 port,
                 _lease: lease,
                 _dir: dir,
             },
-            proxy,
+            proxy: proxy.0.take().unwrap(),
             proxy_port,
             _proxy_lease: proxy_lease,
             username: "calve".into(),
@@ -185,6 +185,18 @@ impl Drop for SecuredBroker {
     fn drop(&mut self) {
         let _ = self.proxy.kill();
         let _ = self.proxy.wait();
+    }
+}
+
+/// A process killed when the test panics before it is handed to its owner.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod prometheus;
 pub mod python;
 pub mod registry;
 pub mod rest_catalog;
+pub mod s3;
 pub mod workload;
 
 /// Directory for caches shared across test runs (broker binary, venv): `$CALVE_CACHE` or

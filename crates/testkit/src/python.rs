@@ -92,6 +92,24 @@ pub fn read_table_at(catalog_uri: &str, warehouse: &Path, table: &str, columns: 
     read(&["--catalog-uri", catalog_uri], warehouse, table, columns)
 }
 
+/// Like [`read_table`], for a warehouse in an object store (`s3://…`) reached with
+/// `storage` (FileIO properties: endpoint, region, keys).
+pub fn read_table_on(
+    catalog_db: &Path,
+    warehouse: &str,
+    storage: &[(String, String)],
+    table: &str,
+    columns: &[&str],
+) -> ForeignView {
+    let mut args = vec!["--catalog-db".to_string(), catalog_db.display().to_string()];
+    for (k, v) in storage {
+        args.push("--storage".into());
+        args.push(format!("{k}={v}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    read(&args, Path::new(warehouse), table, columns)
+}
+
 fn read(catalog: &[&str], warehouse: &Path, table: &str, columns: &[&str]) -> ForeignView {
     let out = Command::new(python())
         .arg(script("foreign_read.py"))

@@ -10,18 +10,18 @@ mod rest;
 pub mod schema;
 mod sql;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
 
 use calve_contract::{redact_uri, Secret};
-use iceberg::io::{FileIO, LocalFsStorageFactory};
+use iceberg::io::FileIO;
 use iceberg::spec::{Schema, TableMetadataBuildResult, TableMetadataRef, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::{Catalog as _, NamespaceIdent, TableCreation, TableIdent};
 use serde::Deserialize;
 
-use crate::error::{Result, TableError};
+use crate::error::Result;
+use crate::storage::Storage;
 
 /// `[catalog]` in `calve.toml`: where table pointers and files live. `Debug` shows the URI
 /// without its password and the token as `<redacted>`.
@@ -43,6 +43,12 @@ pub struct CatalogConfig {
     /// `"${file:/path}"` rather than the token). Unset: no `Authorization` header.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// `[catalog.storage]`: settings of the store the warehouse is on, by Iceberg's property
+    /// names (`s3.endpoint`, `s3.region`, `s3.path-style-access`, `s3.access-key-id`,
+    /// `s3.secret-access-key`, `s3.session-token`); see [`crate::storage`]. `Debug` redacts
+    /// secret keys and tokens.
+    #[serde(default)]
+    pub storage: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for CatalogConfig {
@@ -52,6 +58,7 @@ impl fmt::Debug for CatalogConfig {
             .field("warehouse", &redact_uri(&self.warehouse))
             .field("name", &self.name)
             .field("token", &self.token)
+            .field("storage", &redacted_storage(&self.storage))
             .finish()
     }
 }
@@ -64,8 +71,20 @@ impl CatalogConfig {
             warehouse: warehouse.into(),
             name: default_catalog_name(),
             token: None,
+            storage: BTreeMap::new(),
         }
     }
+}
+
+/// Storage properties with the secret ones (keys, tokens) shown as `<redacted>`.
+fn redacted_storage(props: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    props
+        .iter()
+        .map(|(k, v)| {
+            let secret = ["secret", "token", "sse.key", "password"].iter().any(|s| k.contains(s));
+            (k.as_str(), if secret { calve_contract::REDACTED } else { v.as_str() })
+        })
+        .collect()
 }
 
 fn default_catalog_name() -> String {
@@ -117,28 +136,36 @@ enum Backend {
 pub struct Catalog {
     backend: Backend,
     file_io: FileIO,
+    storage: Storage,
 }
 
 impl Catalog {
     /// Connects. SQL: creates the SQLite database and the catalog tables if missing. REST:
     /// reads the server's configuration.
     pub async fn open(cfg: &CatalogConfig) -> Result<Self> {
-        if !cfg.warehouse.contains("://") {
-            std::fs::create_dir_all(&cfg.warehouse)
-                .map_err(|e| TableError::Config(format!("cannot create warehouse {}: {e}", cfg.warehouse)))?;
-        }
-        let file_io = iceberg::io::FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build();
+        let storage = Storage::new(&cfg.warehouse, &cfg.storage)?;
+        storage.prepare()?;
+        let file_io = storage.file_io();
         let backend = if cfg.uri.starts_with("http://") || cfg.uri.starts_with("https://") {
             Backend::Rest(rest::Rest::open(cfg).await?)
         } else {
-            Backend::Sql(sql::Sql::open(cfg, file_io.clone()).await?)
+            Backend::Sql(sql::Sql::open(cfg, &storage).await?)
         };
-        Ok(Catalog { backend, file_io })
+        Ok(Catalog {
+            backend,
+            file_io,
+            storage,
+        })
     }
 
     /// File access for table files.
     pub fn file_io(&self) -> &FileIO {
         &self.file_io
+    }
+
+    /// The store the warehouse is on (for listing, which `FileIO` cannot do).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Whether a stale owner is fenced by the main branch moving rather than by the metadata

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use iceberg::io::{FileIO, LocalFsStorageFactory};
+use iceberg::io::FileIO;
 use iceberg::spec::TableMetadataBuildResult;
 use iceberg::{CatalogBuilder, TableIdent};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
@@ -18,6 +18,7 @@ use sqlx::AnyPool;
 
 use super::{CatalogConfig, TableState};
 use crate::error::{Result, TableError};
+use crate::storage::Storage;
 
 /// An open SQL catalog.
 #[derive(Debug, Clone)]
@@ -31,7 +32,7 @@ pub(super) struct Sql {
 
 impl Sql {
     /// Connects, creating the SQLite database and the catalog tables if missing.
-    pub(super) async fn open(cfg: &CatalogConfig, file_io: FileIO) -> Result<Self> {
+    pub(super) async fn open(cfg: &CatalogConfig, storage: &Storage) -> Result<Self> {
         install_default_drivers();
         let (uri, dollar_binds) = normalize_uri(&cfg.uri)?;
         let pool = AnyPoolOptions::new().max_connections(4).connect(&uri).await?;
@@ -40,20 +41,22 @@ impl Sql {
         } else {
             SqlBindStyle::QMark
         };
-        let props = HashMap::from([
+        // The catalog writes metadata files through a FileIO of its own: the same store.
+        let mut props: HashMap<String, String> = storage.properties().map(|(k, v)| (k.clone(), v.clone())).collect();
+        props.extend([
             ("uri".to_string(), uri.clone()),
             ("warehouse".to_string(), cfg.warehouse.clone()),
             ("sql_bind_style".to_string(), style.to_string()),
         ]);
         let inner = SqlCatalogBuilder::default()
-            .with_storage_factory(Arc::new(LocalFsStorageFactory))
+            .with_storage_factory(storage.factory())
             .load(&cfg.name, props)
             .await?;
         Ok(Sql {
             inner: Arc::new(inner),
             pool,
             name: cfg.name.clone(),
-            file_io,
+            file_io: storage.file_io(),
             dollar_binds,
         })
     }

@@ -4,7 +4,7 @@
 //! and committing them, and other engines. A file younger than the safety age may belong to a
 //! writer that has not committed yet, so it is never touched.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use iceberg::TableIdent;
@@ -31,69 +31,49 @@ pub async fn remove_orphans(
 ) -> Result<OrphanReport> {
     let st = catalog.load(ident).await?;
     let meta = st.metadata.as_ref();
-    let root = local_path(meta.location())?;
-    let listed = list_files(&root).map_err(|e| TableError::Catalog(format!("listing {}: {e}", root.display())))?;
+    let listed = catalog.storage().list(meta.location()).await?;
     let snapshots: Vec<_> = meta.snapshots().cloned().collect();
     let keep = reachable(catalog.file_io(), meta, &snapshots).await?;
     let metadata_files =
         std::iter::once(&st.metadata_location).chain(meta.metadata_log().iter().map(|l| &l.metadata_file));
-    let referenced: std::collections::HashSet<PathBuf> = keep
+    let referenced: HashSet<&str> = keep
         .manifest_lists
         .iter()
         .chain(&keep.manifests)
         .chain(&keep.content)
         .chain(metadata_files)
-        .filter_map(|p| local_path(p).ok())
+        .map(|p| comparable(p))
         .collect();
     let now = SystemTime::now();
     let mut report = OrphanReport::default();
-    for (path, modified) in listed {
-        if referenced.contains(&path) {
+    for file in listed {
+        if referenced.contains(comparable(&file.location)) {
             continue;
         }
-        let age = now.duration_since(modified).unwrap_or_default();
-        let name = path.display().to_string();
+        let age = now.duration_since(file.modified).unwrap_or_default();
         if age < min_age {
-            report.too_young.push(name);
+            report.too_young.push(file.location);
             continue;
         }
         if !dry_run {
-            std::fs::remove_file(&path).map_err(|e| TableError::Catalog(format!("deleting {name}: {e}")))?;
+            catalog
+                .file_io()
+                .delete(&file.location)
+                .await
+                .map_err(|e| TableError::Catalog(format!("deleting {}: {e}", file.location)))?;
         }
-        report.orphans.push(name);
+        report.orphans.push(file.location);
     }
     report.orphans.sort();
     report.too_young.sort();
     Ok(report)
 }
 
-/// Table locations are plain paths or `file:` URLs in the embedded setup.
-fn local_path(location: &str) -> Result<PathBuf> {
-    let p = location
+/// A location as listing and metadata can both spell it: local metadata may say
+/// `file:///w/x` where the directory walk finds `/w/x`.
+fn comparable(location: &str) -> &str {
+    location
         .strip_prefix("file://")
         .or_else(|| location.strip_prefix("file:"))
-        .unwrap_or(location);
-    if p.contains("://") {
-        return Err(TableError::Unsupported(format!(
-            "orphan cleanup on {location}: only local warehouses in this build"
-        )));
-    }
-    Ok(PathBuf::from(p))
-}
-
-fn list_files(root: &Path) -> std::io::Result<Vec<(PathBuf, SystemTime)>> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let md = entry.metadata()?;
-            if md.is_dir() {
-                dirs.push(entry.path());
-            } else {
-                out.push((entry.path(), md.modified()?));
-            }
-        }
-    }
-    Ok(out)
+        .unwrap_or(location)
 }

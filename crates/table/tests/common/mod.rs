@@ -81,6 +81,17 @@ impl Fixture {
         }
     }
 
+    /// The same table with its warehouse in an S3 bucket (the catalog stays a SQLite file).
+    pub async fn on_s3(s3: &calve_testkit::s3::S3) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = CatalogConfig::new(
+            format!("sqlite:{}/catalog.db", dir.path().display()),
+            s3.url("warehouse"),
+        );
+        cfg.storage = s3.properties().into_iter().collect();
+        Self::build_with(dir, cfg, None, HashMap::new()).await
+    }
+
     async fn build(
         dir: tempfile::TempDir,
         uri: String,
@@ -88,6 +99,15 @@ impl Fixture {
         properties: HashMap<String, String>,
     ) -> Fixture {
         let cfg = CatalogConfig::new(uri, format!("{}/warehouse", dir.path().display()));
+        Self::build_with(dir, cfg, reader_uri, properties).await
+    }
+
+    async fn build_with(
+        dir: tempfile::TempDir,
+        cfg: CatalogConfig,
+        reader_uri: Option<String>,
+        properties: HashMap<String, String>,
+    ) -> Fixture {
         let catalog = Catalog::open(&cfg).await.unwrap();
         let ident = Catalog::ident(&["t".into()], "events").unwrap();
         let schema = Schema::builder()

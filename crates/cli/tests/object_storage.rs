@@ -1,0 +1,183 @@
+//! A warehouse in S3 (moto's S3 API server): ingest, restart, maintenance and orphan cleanup
+//! all go through the object store, nothing touches the local disk, and PyIceberg and DuckDB
+//! read the table from the bucket.
+
+mod common;
+
+use std::time::Duration;
+
+use calve_testkit::broker::Broker;
+use calve_testkit::calve::{kill9, wait_for, Setup};
+use calve_testkit::kafka::{create_topic, produce, Message};
+use calve_testkit::python::read_table_on;
+use calve_testkit::s3::S3;
+use calve_testkit::workload::order_json;
+use common::*;
+
+/// Moves the setup's warehouse into the bucket, with the storage properties in
+/// `[catalog.storage]`.
+fn on_s3(s: &Setup, s3: &S3) -> String {
+    let warehouse = s3.url("warehouse");
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    let local = format!("warehouse = \"{}\"", s.warehouse().display());
+    assert!(cfg.contains(&local), "Setup's calve.toml changed:\n{cfg}");
+    let mut cfg = cfg.replace(&local, &format!("warehouse = \"{warehouse}\""));
+    cfg.push_str("\n[catalog.storage]\n");
+    for (k, v) in s3.properties() {
+        cfg.push_str(&format!("\"{k}\" = \"{v}\"\n"));
+    }
+    std::fs::write(&s.config, cfg).unwrap();
+    warehouse
+}
+
+fn run(s: &Setup, args: &[&str]) {
+    let mut child = s.spawn(&calve_bin(), args);
+    let st = wait_for(&mut child, Duration::from_secs(120));
+    if st.is_none() {
+        kill9(&mut child);
+    }
+    assert!(
+        st.is_some_and(|st| st.success()),
+        "calve {args:?} failed:\n{}",
+        s.latest_log()
+    );
+}
+
+fn orders(ids: std::ops::Range<u64>) -> Vec<Message> {
+    ids.map(|i| (format!("k{i}"), Some(order_json(i)), None)).collect()
+}
+
+#[test]
+fn a_warehouse_in_s3_ingests_restarts_and_is_maintained_there() {
+    let broker = Broker::start();
+    let s3 = S3::start();
+    create_topic(&broker.bootstrap(), "orders", 2);
+    produce(&broker.bootstrap(), "orders", &orders(0..1000));
+    let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "2s"));
+    let warehouse = on_s3(&s, &s3);
+    let read = || {
+        read_table_on(
+            &s.catalog_db(),
+            &warehouse,
+            &s3.properties(),
+            "shop.orders",
+            ORDER_COLUMNS,
+        )
+    };
+
+    run(&s, &["run", "--until-caught-up"]);
+    assert_orders_exactly(&read(), &(0..1000).collect::<Vec<_>>(), &s.logs());
+    let objects = s3.keys("warehouse/shop/orders/");
+    assert!(
+        objects.iter().any(|k| k.contains("/data/") && k.ends_with(".parquet"))
+            && objects
+                .iter()
+                .any(|k| k.contains("/metadata/") && k.ends_with(".metadata.json")),
+        "data and metadata are objects in the bucket: {objects:?}"
+    );
+    assert!(!s.warehouse().exists(), "nothing was written to a local warehouse");
+
+    // A restart resumes from the restore point in the bucket's metadata.
+    produce(&broker.bootstrap(), "orders", &orders(1000..2000));
+    run(&s, &["run", "--until-caught-up"]);
+    let all: Vec<u64> = (0..2000).collect();
+    assert_orders_exactly(&read(), &all, &s.logs());
+
+    // Maintenance on the bucket: compaction and expiry rewrite and delete objects, and the
+    // orphan sweep lists the table's prefix through the store. An object nobody committed is
+    // younger than the contract's orphan_min_age (1d), so it stays (its removal once old is
+    // crates/table/tests/object_storage.rs).
+    let orphan = "warehouse/shop/orders/data/never-committed.parquet";
+    s3.put(orphan, b"PAR1 not really".to_vec());
+    run(&s, &["maintain"]);
+    let after = s3.keys("warehouse/shop/orders/");
+    assert!(after.contains(&orphan.to_string()), "a young orphan is kept: {after:?}");
+    let view = read();
+    assert_orders_exactly(&view, &all, &s.logs());
+    let data_files = view.files().len();
+    assert!(data_files >= 1, "files listed by PyIceberg");
+    for f in view.files() {
+        let path = f["file_path"].as_str().unwrap();
+        let key = path
+            .strip_prefix("s3://lake/")
+            .unwrap_or_else(|| panic!("{path} is in the bucket"));
+        assert!(after.contains(&key.to_string()), "{key} is still an object");
+    }
+    let (ok, status) = s.cli(&calve_bin(), &["status"]);
+    assert!(
+        ok && status.contains("2000"),
+        "calve status reads the table in the bucket:\n{status}"
+    );
+}
+
+const CUSTOMERS: &str = include_str!("../../../examples/contracts/customers.toml");
+
+/// Erasure in the bucket: every object that held a customer's value is rewritten or deleted,
+/// proven by reading every object's bytes, and the request is recorded as an object of its own.
+#[test]
+fn erasure_in_s3_leaves_no_object_holding_the_key() {
+    let broker = Broker::start();
+    let s3 = S3::start();
+    create_topic(&broker.bootstrap(), "customers", 2);
+    let s = Setup::new(
+        &broker.bootstrap(),
+        &CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\""),
+    );
+    let warehouse = on_s3(&s, &s3);
+    let versions = |ids: std::ops::Range<u64>, v: u64| -> Vec<Message> {
+        ids.map(|id| {
+            (
+                id.to_string(),
+                Some(calve_testkit::workload::customer_json(id, v)),
+                None,
+            )
+        })
+        .collect()
+    };
+    produce(&broker.bootstrap(), "customers", &versions(0..100, 1));
+    run(&s, &["run", "--until-caught-up"]);
+    produce(&broker.bootstrap(), "customers", &versions(50..100, 2));
+    run(&s, &["run", "--until-caught-up"]);
+    // Customer 99's name sorts last, so it is in Parquet footers and manifest bounds as text.
+    let erased = b"customer 99 v";
+    assert!(
+        !s3.grep("warehouse/crm/", erased).is_empty(),
+        "the value is in the bucket's bytes before erasure"
+    );
+
+    run(
+        &s,
+        &[
+            "erase",
+            "--table",
+            "crm.customers",
+            "--key",
+            "99",
+            "--requested-by",
+            "dpo",
+        ],
+    );
+    let left = s3.grep("warehouse/", erased);
+    assert!(left.is_empty(), "objects still holding the erased value: {left:?}");
+    let view = read_table_on(
+        &s.catalog_db(),
+        &warehouse,
+        &s3.properties(),
+        "crm.customers",
+        &["customer_id"],
+    );
+    for reader in ["pyiceberg", "duckdb"] {
+        let ids: Vec<u64> = view.rows(reader).iter().map(|r| r[0].as_u64().unwrap()).collect();
+        assert_eq!(ids.len(), 99, "{reader}: every customer but 99");
+        assert!(!ids.contains(&99), "{reader}");
+    }
+    let log = s3.keys("warehouse/_calve/erasure-log/");
+    assert_eq!(log.len(), 1, "one record of the one request: {log:?}");
+    let entry: serde_json::Value = serde_json::from_slice(&s3.get(&log[0])).unwrap();
+    let key = String::from_utf8(s3.get("warehouse/_calve/erasure-log.key")).unwrap();
+    assert_eq!(
+        entry["key_hmac_sha256"][0],
+        calve_service::key_hmac(key.trim().as_bytes(), "99")
+    );
+    assert_eq!(entry["verified"], true);
+}
