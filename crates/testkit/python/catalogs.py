@@ -4,19 +4,19 @@ URL of an Iceberg REST catalog."""
 
 def add_catalog_args(p):
     p.add_argument("--catalog-db", help="SQLite catalog file")
-    p.add_argument("--storage", action="append", default=[], metavar="KEY=VALUE",
-                   help="a FileIO property (s3.endpoint, s3.region, ...); repeatable")
+    p.add_argument("--prop", action="append", default=[], metavar="KEY=VALUE",
+                   help="a catalog property: FileIO settings (s3.endpoint, ...), a REST credential; repeatable")
     p.add_argument("--catalog-uri", help="a SQLAlchemy URL (e.g. PostgreSQL) or an http(s):// REST catalog")
     p.add_argument("--catalog-name", default="calve")
 
 
-def storage_properties(args):
-    return dict(kv.split("=", 1) for kv in getattr(args, "storage", []))
+def catalog_properties(args):
+    return dict(kv.split("=", 1) for kv in getattr(args, "prop", []))
 
 
 def open_catalog(args):
     uri = args.catalog_uri or f"sqlite:///{args.catalog_db}"
-    props = storage_properties(args)
+    props = catalog_properties(args)
     if uri.startswith(("http://", "https://")):
         from pyiceberg.catalog.rest import RestCatalog
 

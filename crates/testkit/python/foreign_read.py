@@ -158,9 +158,10 @@ def main():
         if table.current_snapshot() is None:
             out["duckdb"] = {"rows": []}
         else:
-            from catalogs import storage_properties
+            from catalogs import catalog_properties
 
-            out["duckdb"] = read_duckdb(table.metadata_location, columns, storage_properties(args))
+            storage = {k: v for k, v in catalog_properties(args).items() if k.startswith("s3.")}
+            out["duckdb"] = read_duckdb(table.metadata_location, columns, storage)
     json.dump(out, sys.stdout, default=str)
 
 

@@ -101,13 +101,36 @@ pub fn read_table_on(
     table: &str,
     columns: &[&str],
 ) -> ForeignView {
-    let mut args = vec!["--catalog-db".to_string(), catalog_db.display().to_string()];
-    for (k, v) in storage {
-        args.push("--storage".into());
+    let catalog = ["--catalog-db".to_string(), catalog_db.display().to_string()];
+    read_with(&catalog, storage, Path::new(warehouse), table, columns)
+}
+
+/// Like [`read_table_at`], with catalog properties (a REST `credential`, say).
+pub fn read_table_at_with(
+    catalog_uri: &str,
+    properties: &[(String, String)],
+    warehouse: &Path,
+    table: &str,
+    columns: &[&str],
+) -> ForeignView {
+    let catalog = ["--catalog-uri".to_string(), catalog_uri.to_string()];
+    read_with(&catalog, properties, warehouse, table, columns)
+}
+
+fn read_with(
+    catalog: &[String],
+    properties: &[(String, String)],
+    warehouse: &Path,
+    table: &str,
+    columns: &[&str],
+) -> ForeignView {
+    let mut args = catalog.to_vec();
+    for (k, v) in properties {
+        args.push("--prop".into());
         args.push(format!("{k}={v}"));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    read(&args, Path::new(warehouse), table, columns)
+    read(&args, warehouse, table, columns)
 }
 
 fn read(catalog: &[&str], warehouse: &Path, table: &str, columns: &[&str]) -> ForeignView {

@@ -50,6 +50,8 @@ struct State {
     tables: HashMap<(Vec<String>, String), (String, TableMetadata)>,
     requests: Vec<Recorded>,
     faults: VecDeque<Fault>,
+    tokens: HashMap<String, std::time::Instant>,
+    oauth: OAuthLog,
 }
 
 /// A running server; stops when dropped (its thread ends with the process).
@@ -58,22 +60,56 @@ pub struct RestCatalogServer {
     state: Arc<Mutex<State>>,
 }
 
+/// OAuth2 client credentials the server demands (the REST spec's `/v1/oauth/tokens`): every
+/// other request needs a bearer token it issued that has not expired.
+#[derive(Debug, Clone)]
+pub struct OAuth {
+    /// The one client id it accepts.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: String,
+    /// How long an issued token lives (`expires_in`).
+    pub ttl: std::time::Duration,
+}
+
+/// What the token endpoint did.
+#[derive(Debug, Clone, Default)]
+pub struct OAuthLog {
+    /// Tokens issued.
+    pub issued: usize,
+    /// Token requests refused (wrong client or secret).
+    pub refused_clients: usize,
+    /// Catalog requests refused for a missing, unknown or expired token.
+    pub refused_requests: usize,
+}
+
 struct Shared {
     state: Arc<Mutex<State>>,
     warehouse: PathBuf,
     file_io: FileIO,
     commit_lock: tokio::sync::Mutex<()>,
+    oauth: Option<OAuth>,
 }
 
 impl RestCatalogServer {
     /// Starts a server on 127.0.0.1 (free port) keeping tables under `warehouse`.
     pub fn start(warehouse: &Path) -> Self {
+        Self::start_with(warehouse, None)
+    }
+
+    /// Like [`RestCatalogServer::start`], demanding OAuth2 client credentials.
+    pub fn start_with_oauth(warehouse: &Path, oauth: OAuth) -> Self {
+        Self::start_with(warehouse, Some(oauth))
+    }
+
+    fn start_with(warehouse: &Path, oauth: Option<OAuth>) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let shared = Arc::new(Shared {
             state: state.clone(),
             warehouse: warehouse.to_path_buf(),
             file_io: FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build(),
             commit_lock: tokio::sync::Mutex::new(()),
+            oauth,
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -94,6 +130,11 @@ impl RestCatalogServer {
     /// The base URL to configure clients with.
     pub fn uri(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// What the OAuth2 token endpoint and the token checks did so far.
+    pub fn oauth_log(&self) -> OAuthLog {
+        self.state.lock().unwrap().oauth.clone()
     }
 
     /// Every request so far.
@@ -141,12 +182,23 @@ async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
     let bytes = req
         .into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if let Some(oauth) = &shared.oauth {
+        if let Some((status, out)) = check_oauth(&shared, oauth, &method, &raw_path, bearer.as_deref(), &bytes) {
+            return Ok(reply(&method, status, out));
+        }
+    }
     let body: Value = if bytes.is_empty() {
         Value::Null
     } else {
@@ -173,6 +225,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         (&Method::POST, ["v1", "namespaces", ns, "tables", t]) => commit(&shared, ns, t, body).await,
         _ => error(StatusCode::NOT_FOUND, "NoSuchResource", format!("{method} {raw_path}")),
     };
+    Ok(reply(&method, status, out))
+}
+
+fn reply(method: &Method, status: StatusCode, out: Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(if method == Method::HEAD {
         Bytes::new()
     } else {
@@ -185,7 +241,54 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     };
     resp.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
-    Ok(resp)
+    resp
+}
+
+/// The token endpoint, or the token check in front of every other endpoint: `Some` answers
+/// the request here, `None` lets it through.
+fn check_oauth(
+    shared: &Shared,
+    oauth: &OAuth,
+    method: &Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: &[u8],
+) -> Option<(StatusCode, Value)> {
+    let mut st = shared.state.lock().unwrap();
+    if method == Method::POST && path == "/v1/oauth/tokens" {
+        let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+        let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+        if get("grant_type") != "client_credentials"
+            || get("client_id") != oauth.client_id
+            || get("client_secret") != oauth.client_secret
+        {
+            st.oauth.refused_clients += 1;
+            return Some((
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "invalid_client", "error_description": "unknown client or wrong secret"}),
+            ));
+        }
+        st.oauth.issued += 1;
+        let token = format!("t{}-{:016x}", st.oauth.issued, rand::random::<u64>());
+        st.tokens.insert(token.clone(), std::time::Instant::now() + oauth.ttl);
+        return Some((
+            StatusCode::OK,
+            json!({"access_token": token, "token_type": "bearer", "expires_in": oauth.ttl.as_secs(),
+                   "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"}),
+        ));
+    }
+    let valid = bearer
+        .and_then(|t| st.tokens.get(t))
+        .is_some_and(|expires| std::time::Instant::now() < *expires);
+    if valid {
+        return None;
+    }
+    st.oauth.refused_requests += 1;
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        "NotAuthorizedException",
+        "missing, unknown or expired bearer token".into(),
+    ))
 }
 
 fn ns_parts(ns: &str) -> Vec<String> {

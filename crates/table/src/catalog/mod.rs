@@ -6,6 +6,7 @@
 //! plus updates posted to the server, see [`rest`]). The commit layer builds new metadata the
 //! same way for both and hands it to [`Catalog::commit`].
 
+mod auth;
 mod rest;
 pub mod schema;
 mod sql;
@@ -43,6 +44,17 @@ pub struct CatalogConfig {
     /// `"${file:/path}"` rather than the token). Unset: no `Authorization` header.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// REST only: OAuth2 client credentials, `client_id:client_secret` (write `"${env:NAME}"`);
+    /// calve fetches bearer tokens with them and replaces each before it expires.
+    #[serde(default)]
+    pub credential: Option<Secret>,
+    /// REST only: the OAuth2 token endpoint (default `<uri>/v1/oauth/tokens`, the REST spec's;
+    /// an identity provider's for Polaris, Unity, Lakekeeper behind Keycloak …).
+    #[serde(default, rename = "oauth2-server-uri", alias = "oauth2_server_uri")]
+    pub oauth2_server_uri: Option<String>,
+    /// REST only: the OAuth2 scope asked for (default `catalog`, as Iceberg clients ask).
+    #[serde(default)]
+    pub scope: Option<String>,
     /// `[catalog.storage]`: settings of the store the warehouse is on, by Iceberg's property
     /// names (`s3.endpoint`, `s3.region`, `s3.path-style-access`, `s3.access-key-id`,
     /// `s3.secret-access-key`, `s3.session-token`); see [`crate::storage`]. `Debug` redacts
@@ -58,6 +70,9 @@ impl fmt::Debug for CatalogConfig {
             .field("warehouse", &redact_uri(&self.warehouse))
             .field("name", &self.name)
             .field("token", &self.token)
+            .field("credential", &self.credential)
+            .field("oauth2_server_uri", &self.oauth2_server_uri.as_deref().map(redact_uri))
+            .field("scope", &self.scope)
             .field("storage", &redacted_storage(&self.storage))
             .finish()
     }
@@ -71,6 +86,9 @@ impl CatalogConfig {
             warehouse: warehouse.into(),
             name: default_catalog_name(),
             token: None,
+            credential: None,
+            oauth2_server_uri: None,
+            scope: None,
             storage: BTreeMap::new(),
         }
     }

@@ -19,6 +19,7 @@ use iceberg::{TableIdent, TableRequirement, TableUpdate};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Auth, TokenSource};
 use super::{CatalogConfig, TableDefinition, TableState};
 use crate::error::{Result, TableError};
 
@@ -31,7 +32,7 @@ pub(super) struct Rest {
     client: reqwest::Client,
     /// `<uri>/v1/<prefix>`: what every resource path is appended to.
     root: Arc<url::Url>,
-    token: Option<calve_contract::Secret>,
+    auth: Arc<Auth>,
 }
 
 #[derive(Deserialize)]
@@ -83,10 +84,11 @@ impl Rest {
             .map_err(|e| TableError::Config(format!("catalog uri `{}`: {e}", calve_contract::redact_uri(&cfg.uri))))?;
         let mut config_url = join(&base, &["v1", "config"]);
         config_url.query_pairs_mut().append_pair("warehouse", &cfg.warehouse);
+        let auth = auth_of(cfg, &client, &base)?;
         let mut rest = Rest {
             client,
             root: Arc::new(base.clone()),
-            token: cfg.token.clone(),
+            auth: Arc::new(auth),
         };
         let resp = rest.send(rest.request(Method::GET, config_url)).await?;
         let config: ConfigResponse = json(expect_ok(resp, "reading catalog config").await?).await?;
@@ -189,24 +191,22 @@ impl Rest {
     }
 
     fn request(&self, method: Method, url: url::Url) -> RequestBuilder {
-        let r = self.client.request(method, url);
-        match &self.token {
-            Some(t) => r.bearer_auth(t.expose()),
-            None => r,
-        }
+        self.client.request(method, url)
     }
 
+    /// Sends `req` with its credentials; a 401 under OAuth2 is asked again once with a new
+    /// token (the old one was revoked, or expired early by the server's clock).
     async fn send(&self, req: RequestBuilder) -> Result<Response> {
-        req.send()
-            .await
-            // reqwest prints the URL it failed on, user info and all.
-            .map_err(|e| {
-                let url = e
-                    .url()
-                    .map(|u| calve_contract::redact_uri(u.as_str()))
-                    .unwrap_or_default();
-                TableError::Catalog(format!("REST catalog unreachable ({url}): {}", e.without_url()))
-            })
+        let again = req.try_clone();
+        let resp = self.auth.apply(req).await?.send().await.map_err(unreachable)?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            if let Some(again) = again {
+                if self.auth.refused().await {
+                    return self.auth.apply(again).await?.send().await.map_err(unreachable);
+                }
+            }
+        }
+        Ok(resp)
     }
 
     async fn head(&self, url: url::Url, what: &str) -> Result<bool> {
@@ -217,6 +217,38 @@ impl Rest {
             _ => expect_ok(resp, what).await.map(|_| false),
         }
     }
+}
+
+// reqwest prints the URL it failed on, user info and all.
+fn unreachable(e: reqwest::Error) -> TableError {
+    let url = e
+        .url()
+        .map(|u| calve_contract::redact_uri(u.as_str()))
+        .unwrap_or_default();
+    TableError::Catalog(format!("REST catalog unreachable ({url}): {}", e.without_url()))
+}
+
+/// The credentials `[catalog]` gives: a token, client credentials, or none.
+fn auth_of(cfg: &CatalogConfig, client: &reqwest::Client, base: &url::Url) -> Result<Auth> {
+    Ok(match (&cfg.token, &cfg.credential) {
+        (Some(_), Some(_)) => {
+            return Err(TableError::Config(
+                "[catalog] has both `token` and `credential`: give one".into(),
+            ))
+        }
+        (Some(t), None) => Auth::Bearer(t.clone()),
+        (None, Some(c)) => {
+            let url = match &cfg.oauth2_server_uri {
+                Some(u) => url::Url::parse(u).map_err(|e| {
+                    TableError::Config(format!("oauth2-server-uri `{}`: {e}", calve_contract::redact_uri(u)))
+                })?,
+                None => join(base, &["v1", "oauth", "tokens"]),
+            };
+            let scope = cfg.scope.as_deref().unwrap_or("catalog");
+            Auth::ClientCredentials(Box::new(TokenSource::new(client.clone(), url, c, scope)?))
+        }
+        (None, None) => Auth::None,
+    })
 }
 
 /// What a commit computed against `base` must still hold for the changes to be right: the same
