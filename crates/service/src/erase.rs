@@ -93,6 +93,16 @@ pub async fn erase_keys(
                 .into(),
         );
     }
+    if catalog.storage().is_object_store() {
+        // Deleting an object in a versioned bucket only hides it; calve cannot tell from here
+        // whether the bucket keeps versions, so the report says what it did not remove.
+        outcome.caveats.push(
+            "the warehouse is in an object store: calve deleted the current objects that held the keys; if the \
+             bucket keeps object versions, their earlier versions still hold the data until a lifecycle rule \
+             or a person removes them"
+                .into(),
+        );
+    }
     let dlq_ident = dead_letter_definition(contract)?.ident;
     if catalog.exists(&dlq_ident).await? {
         let dlq = catalog.load(&dlq_ident).await?;

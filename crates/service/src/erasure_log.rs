@@ -44,7 +44,7 @@ pub struct ErasureLog {
 impl ErasureLog {
     /// Opens the log of `catalog`'s warehouse, finding or creating its HMAC key.
     pub async fn open(catalog: &CatalogConfig, cfg: &ErasureConfig) -> Result<Self, ServiceError> {
-        let storage = Storage::new(&catalog.warehouse, &catalog.storage)?;
+        let storage = Storage::of(catalog)?;
         let io = storage.file_io();
         let root = format!("{}/_calve", catalog.warehouse.trim_end_matches('/'));
         let (hmac_key, key_source) = match &cfg.hmac_key {
@@ -136,13 +136,22 @@ fn prepare_local_dir(dir: &str) -> Result<(), ServiceError> {
     if calve_table::storage::is_object_store(dir) {
         return Ok(());
     }
+    let dir = local(dir);
     std::fs::create_dir_all(dir).map_err(|e| ServiceError::Io(format!("creating {dir}: {e}")))
+}
+
+/// The path of a local location (`/w`, `file:/w`, `file:///w`).
+fn local(location: &str) -> &str {
+    location
+        .strip_prefix("file://")
+        .or_else(|| location.strip_prefix("file:"))
+        .unwrap_or(location)
 }
 
 /// The warehouse's own key on a local disk: created once, readable by the owner only.
 fn local_key(path: &str) -> std::io::Result<String> {
     use std::io::Write;
-    let path = std::path::Path::new(path);
+    let path = std::path::Path::new(local(path));
     if !path.exists() {
         std::fs::create_dir_all(path.parent().unwrap_or(path))?;
         // Written whole under another name and linked into place, which fails if a concurrent

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory, StorageFactory};
 use iceberg_storage_opendal::OpenDalStorageFactory;
 
+use crate::catalog::CatalogConfig;
 use crate::error::{Result, TableError};
 
 /// A warehouse root and the settings of the store it is on.
@@ -24,6 +25,9 @@ use crate::error::{Result, TableError};
 pub struct Storage {
     root: String,
     properties: Arc<BTreeMap<String, String>>,
+    /// A REST catalog's warehouse is often a name, not a location: with S3 settings given,
+    /// its tables are in S3 all the same.
+    s3_by_settings: bool,
 }
 
 impl std::fmt::Debug for Storage {
@@ -70,14 +74,30 @@ impl Storage {
             return Err(TableError::Config(format!("warehouse {root} names no bucket")));
         }
         Ok(Storage {
-            root: root.to_string(),
+            s3_by_settings: false,
+            root: trimmed_root(root).to_string(),
             properties: Arc::new(properties.clone()),
         })
     }
 
+    /// The store of `[catalog]`: for a REST catalog (whose warehouse may be a name), S3 when
+    /// `[catalog.storage]` has S3 settings, whatever the warehouse says.
+    pub fn of(cfg: &CatalogConfig) -> Result<Self> {
+        let mut storage = Storage::new(&cfg.warehouse, &cfg.storage)?;
+        let rest = cfg.uri.starts_with("http://") || cfg.uri.starts_with("https://");
+        storage.s3_by_settings = rest && cfg.storage.keys().any(|k| k.starts_with("s3."));
+        Ok(storage)
+    }
+
     /// Whether the warehouse is in an object store.
     pub fn is_object_store(&self) -> bool {
-        is_object_store(&self.root)
+        is_object_store(&self.root) || self.s3_by_settings
+    }
+
+    /// The warehouse root without a trailing `/` (tables are made at `<root>/<namespace>/…`,
+    /// and a doubled `/` is a different path to metadata but the same object to the store).
+    pub fn root(&self) -> &str {
+        &self.root
     }
 
     /// Makes sure a local warehouse exists (an object store needs nothing made).
@@ -85,7 +105,7 @@ impl Storage {
         if self.is_object_store() {
             return Ok(());
         }
-        let dir = self.root.strip_prefix("file://").unwrap_or(&self.root);
+        let dir = local_dir(&self.root);
         std::fs::create_dir_all(dir).map_err(|e| TableError::Config(format!("cannot create warehouse {dir}: {e}")))
     }
 
@@ -114,12 +134,11 @@ impl Storage {
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         match bucket_and_key(prefix) {
             Some((bucket, key)) => self.list_objects(prefix, bucket, key).await,
+            None if prefix.contains("://") && !prefix.starts_with("file:") => Err(TableError::Unsupported(format!(
+                "listing {prefix}: only local directories and s3:// are built in"
+            ))),
             None => {
-                let dir = prefix
-                    .strip_prefix("file://")
-                    .or_else(|| prefix.strip_prefix("file:"))
-                    .unwrap_or(prefix)
-                    .to_string();
+                let dir = local_dir(prefix).to_string();
                 tokio::task::spawn_blocking(move || list_dir(&dir))
                     .await
                     .map_err(|e| TableError::Catalog(format!("listing {prefix}: {e}")))?
@@ -129,7 +148,11 @@ impl Storage {
 
     async fn list_objects(&self, prefix: &str, bucket: &str, key: &str) -> Result<Vec<Listed>> {
         let fail = |e: opendal::Error| TableError::Catalog(format!("listing {prefix}: {e}"));
-        let op = opendal::Operator::new(self.s3_builder(bucket)).map_err(fail)?.finish();
+        let op = opendal::Operator::new(self.s3_builder(bucket))
+            .map_err(fail)?
+            .layer(opendal::layers::TimeoutLayer::new())
+            .layer(opendal::layers::RetryLayer::new())
+            .finish();
         let dir = format!("{}/", key.trim_end_matches('/'));
         let scheme = &prefix[..prefix.find("://").unwrap_or(0) + 3];
         let entries = op.list_with(&dir).recursive(true).await.map_err(fail)?;
@@ -169,13 +192,53 @@ impl Storage {
         }
         // Iceberg's default is virtual-host style unless path style is asked for; OpenDAL's is
         // the other way round.
-        if p.get("s3.path-style-access")
-            .is_none_or(|v| !v.eq_ignore_ascii_case("true"))
-        {
+        if !p.get("s3.path-style-access").is_some_and(|v| truthy(v)) {
             b = b.enable_virtual_host_style();
+        }
+        if let Some(v) = p.get("s3.assume-role-arn") {
+            b = b.role_arn(v);
+        }
+        if let Some(v) = p.get("s3.assume-role-external-id") {
+            b = b.external_id(v);
+        }
+        if let Some(v) = p.get("s3.assume-role-session-name") {
+            b = b.role_session_name(v);
+        }
+        let flag = |k: &str| p.get(k).is_some_and(|v| truthy(v));
+        if flag("s3.allow-anonymous") {
+            b = b.skip_signature();
+        }
+        if flag("s3.disable-ec2-metadata") {
+            b = b.disable_ec2_metadata();
+        }
+        if flag("s3.disable-config-load") {
+            b = b.disable_config_load();
         }
         b
     }
+}
+
+/// What Iceberg's FileIO takes for true.
+fn truthy(v: &str) -> bool {
+    ["true", "t", "1", "on"].contains(&v.trim().to_ascii_lowercase().as_str())
+}
+
+/// `root` without trailing `/`s, but never emptier than `scheme://` or `/`.
+fn trimmed_root(root: &str) -> &str {
+    let trimmed = root.trim_end_matches('/');
+    if trimmed.is_empty() || trimmed.ends_with(':') {
+        root
+    } else {
+        trimmed
+    }
+}
+
+/// The directory of a local location (`/w`, `file:/w`, `file:///w`).
+fn local_dir(location: &str) -> &str {
+    location
+        .strip_prefix("file://")
+        .or_else(|| location.strip_prefix("file:"))
+        .unwrap_or(location)
 }
 
 fn list_dir(root: &str) -> Result<Vec<Listed>> {
@@ -219,5 +282,20 @@ mod tests {
         assert!(Storage::new("gs://lake/x", &none).is_err());
         assert!(Storage::new("s3:///x", &none).is_err());
         assert!(Storage::new("s3://lake/x", &none).is_ok() && Storage::new("/tmp/w", &none).is_ok());
+        assert_eq!(Storage::new("s3://lake/x/", &none).unwrap().root(), "s3://lake/x");
+        assert_eq!(Storage::new("/", &none).unwrap().root(), "/");
+        assert!(truthy("1") && truthy("On") && truthy("true") && !truthy("false") && !truthy(""));
+        let mut rest = CatalogConfig::new("https://polaris:8181/api/catalog", "lakehouse");
+        rest.storage = BTreeMap::from([("s3.region".to_string(), "eu-west-1".to_string())]);
+        assert!(
+            Storage::of(&rest).unwrap().is_object_store(),
+            "a REST warehouse name with S3 settings"
+        );
+        let mut local = CatalogConfig::new("sqlite:/tmp/c.db", "/tmp/w");
+        local.storage = rest.storage.clone();
+        assert!(
+            !Storage::of(&local).unwrap().is_object_store(),
+            "a local path stays local"
+        );
     }
 }

@@ -66,6 +66,12 @@ async fn orphans_and_expired_files_leave_the_bucket_and_referenced_ones_stay() {
         "unreferenced objects are found by listing the bucket"
     );
 
+    let location = f.catalog.load(&f.ident).await.unwrap().metadata.location().to_string();
+    assert_eq!(
+        location,
+        format!("s3://{}/warehouse/t/events", s3.bucket),
+        "no doubled `/`"
+    );
     let report = remove_orphans(&f.catalog, &f.ident, Duration::ZERO, false)
         .await
         .unwrap();

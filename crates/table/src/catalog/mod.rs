@@ -149,19 +149,33 @@ enum Backend {
     Rest(rest::Rest),
 }
 
-/// An open catalog.
-#[derive(Debug, Clone)]
+/// An open catalog. `Debug` names the backend and the warehouse only: the FileIO inside holds
+/// the store's keys, and its own `Debug` prints them.
+#[derive(Clone)]
 pub struct Catalog {
     backend: Backend,
     file_io: FileIO,
     storage: Storage,
 }
 
+impl fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match self.backend {
+            Backend::Sql(_) => "sql",
+            Backend::Rest(_) => "rest",
+        };
+        f.debug_struct("Catalog")
+            .field("backend", &backend)
+            .field("storage", &self.storage)
+            .finish()
+    }
+}
+
 impl Catalog {
     /// Connects. SQL: creates the SQLite database and the catalog tables if missing. REST:
     /// reads the server's configuration.
     pub async fn open(cfg: &CatalogConfig) -> Result<Self> {
-        let storage = Storage::new(&cfg.warehouse, &cfg.storage)?;
+        let storage = Storage::of(cfg)?;
         storage.prepare()?;
         let file_io = storage.file_io();
         let backend = if cfg.uri.starts_with("http://") || cfg.uri.starts_with("https://") {

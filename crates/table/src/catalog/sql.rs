@@ -45,7 +45,7 @@ impl Sql {
         let mut props: HashMap<String, String> = storage.properties().map(|(k, v)| (k.clone(), v.clone())).collect();
         props.extend([
             ("uri".to_string(), uri.clone()),
-            ("warehouse".to_string(), cfg.warehouse.clone()),
+            ("warehouse".to_string(), storage.root().to_string()),
             ("sql_bind_style".to_string(), style.to_string()),
         ]);
         let inner = SqlCatalogBuilder::default()

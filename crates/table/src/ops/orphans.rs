@@ -23,6 +23,12 @@ pub struct OrphanReport {
 }
 
 /// Finds (and unless `dry_run`, deletes) orphan files of `ident` older than `min_age`.
+///
+/// Only the table's own `data/` and `metadata/` directories are swept (a nested namespace's
+/// tables can live under a table's location, and must not be taken for its orphans), and only
+/// after checking that every referenced file under them was listed: a referenced file the
+/// listing spells differently would otherwise look orphaned and be deleted, so a mismatch
+/// refuses the sweep instead.
 pub async fn remove_orphans(
     catalog: &Catalog,
     ident: &TableIdent,
@@ -31,23 +37,61 @@ pub async fn remove_orphans(
 ) -> Result<OrphanReport> {
     let st = catalog.load(ident).await?;
     let meta = st.metadata.as_ref();
-    let listed = catalog.storage().list(meta.location()).await?;
+    let location = meta.location().trim_end_matches('/');
+    let root_like = match location.split_once("://") {
+        Some((_, rest)) => !rest.trim_end_matches('/').contains('/'),
+        None => location.is_empty(),
+    };
+    if root_like {
+        return Err(TableError::Unsupported(format!(
+            "orphan cleanup of {ident}: its location {location} is a bucket or file system root"
+        )));
+    }
+    let roots = [format!("{location}/data"), format!("{location}/metadata")];
+    let mut listed = Vec::new();
+    for root in &roots {
+        listed.extend(catalog.storage().list(root).await?);
+    }
     let snapshots: Vec<_> = meta.snapshots().cloned().collect();
     let keep = reachable(catalog.file_io(), meta, &snapshots).await?;
     let metadata_files =
         std::iter::once(&st.metadata_location).chain(meta.metadata_log().iter().map(|l| &l.metadata_file));
-    let referenced: HashSet<&str> = keep
+    let statistics = meta
+        .statistics_iter()
+        .map(|s| &s.statistics_path)
+        .chain(meta.partition_statistics_iter().map(|s| &s.statistics_path));
+    let referenced: HashSet<String> = keep
         .manifest_lists
         .iter()
         .chain(&keep.manifests)
         .chain(&keep.content)
         .chain(metadata_files)
+        .chain(statistics)
         .map(|p| comparable(p))
         .collect();
+    // Older metadata files may be gone by design (metadata cleanup); everything a snapshot
+    // reads, and the current metadata, must be there.
+    let listed_names: HashSet<String> = listed.iter().map(|f| comparable(&f.location)).collect();
+    let under_roots: Vec<String> = roots.iter().map(|r| format!("{}/", comparable(r))).collect();
+    if let Some(missing) = keep
+        .manifest_lists
+        .iter()
+        .chain(&keep.manifests)
+        .chain(&keep.content)
+        .chain(std::iter::once(&st.metadata_location))
+        .map(|p| comparable(p))
+        .filter(|p| under_roots.iter().any(|r| p.starts_with(r.as_str())))
+        .find(|p| !listed_names.contains(p))
+    {
+        return Err(TableError::Catalog(format!(
+            "orphan cleanup of {ident} refused: {missing} is referenced but was not listed under {location} \
+             (a file missing from storage, or a spelling of its path the listing does not share); nothing deleted"
+        )));
+    }
     let now = SystemTime::now();
     let mut report = OrphanReport::default();
     for file in listed {
-        if referenced.contains(comparable(&file.location)) {
+        if referenced.contains(&comparable(&file.location)) {
             continue;
         }
         let age = now.duration_since(file.modified).unwrap_or_default();
@@ -69,11 +113,49 @@ pub async fn remove_orphans(
     Ok(report)
 }
 
-/// A location as listing and metadata can both spell it: local metadata may say
-/// `file:///w/x` where the directory walk finds `/w/x`.
-fn comparable(location: &str) -> &str {
-    location
-        .strip_prefix("file://")
-        .or_else(|| location.strip_prefix("file:"))
-        .unwrap_or(location)
+/// A location as listing and metadata can both spell it: `file:///w/x` and `/w/x` are one
+/// file, so are `s3a://b/k` and `s3://b/k`, and runs of `/` are one `/` (the object store
+/// normalises them away when it writes, metadata keeps them as written).
+fn comparable(location: &str) -> String {
+    let (scheme, rest) = match location.split_once("://") {
+        Some(("file", rest)) => ("", rest),
+        Some(("s3a" | "s3n" | "s3", rest)) => ("s3://", rest),
+        Some((_, _)) => ("", location),
+        None => ("", location.strip_prefix("file:").unwrap_or(location)),
+    };
+    let mut out = String::with_capacity(location.len());
+    out.push_str(scheme);
+    let mut previous_slash = false;
+    for c in rest.chars() {
+        if c == '/' && previous_slash {
+            continue;
+        }
+        previous_slash = c == '/';
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::comparable;
+
+    #[test]
+    fn one_file_has_one_comparable_spelling() {
+        for (a, b) in [
+            ("file:///w/t/data/x.parquet", "/w/t/data/x.parquet"),
+            ("file:/w/t/x", "/w/t/x"),
+            ("s3a://lake/wh/t/x", "s3://lake/wh/t/x"),
+            ("s3n://lake/wh/t/x", "s3://lake/wh/t/x"),
+            ("s3://lake/wh//ns/t/data//x", "s3://lake/wh/ns/t/data/x"),
+            ("/w//t/x", "/w/t/x"),
+        ] {
+            assert_eq!(comparable(a), comparable(b), "{a} and {b}");
+        }
+        assert_ne!(comparable("s3://lake/a/x"), comparable("s3://other/a/x"));
+        assert_ne!(
+            comparable("s3://lake/a/ts_day=1/x"),
+            comparable("s3://lake/a/ts_day=2/x")
+        );
+    }
 }

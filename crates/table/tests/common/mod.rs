@@ -84,9 +84,10 @@ impl Fixture {
     /// The same table with its warehouse in an S3 bucket (the catalog stays a SQLite file).
     pub async fn on_s3(s3: &calve_testkit::s3::S3) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
+        // A trailing `/` as people write it: no table path may get a doubled one from it.
         let mut cfg = CatalogConfig::new(
             format!("sqlite:{}/catalog.db", dir.path().display()),
-            s3.url("warehouse"),
+            s3.url("warehouse/"),
         );
         cfg.storage = s3.properties().into_iter().collect();
         Self::build_with(dir, cfg, None, HashMap::new()).await
