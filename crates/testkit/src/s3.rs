@@ -71,13 +71,7 @@ impl S3 {
 
     /// The keys of every object under `prefix`, sorted.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let mut keys: Vec<String> = String::from_utf8(self.client(&["keys", prefix], &[]))
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
-        keys.sort();
-        keys
+        sorted_lines(self.client(&["keys", prefix], &[]))
     }
 
     /// The bytes of the object at `key`.
@@ -92,13 +86,7 @@ impl S3 {
 
     /// The keys under `prefix` of the objects whose bytes contain `needle`, sorted.
     pub fn grep(&self, prefix: &str, needle: &[u8]) -> Vec<String> {
-        let mut keys: Vec<String> = String::from_utf8(self.client(&["grep", prefix, &hex::encode(needle)], &[]))
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
-        keys.sort();
-        keys
+        sorted_lines(self.client(&["grep", prefix, &hex::encode(needle)], &[]))
     }
 
     /// Runs `python/s3.py` (boto3, a signed client like production's) with `args`.
@@ -118,6 +106,13 @@ impl S3 {
         assert!(out.status.success(), "s3.py {args:?} failed");
         out.stdout
     }
+}
+
+/// The lines of a key listing, sorted.
+fn sorted_lines(out: Vec<u8>) -> Vec<String> {
+    let mut keys: Vec<String> = String::from_utf8(out).unwrap().lines().map(String::from).collect();
+    keys.sort();
+    keys
 }
 
 impl Drop for S3 {
