@@ -14,7 +14,7 @@ mod units;
 mod validate;
 
 pub use column_type::{ColumnType, Element, StructField, TimeUnit};
-pub use secret::{redact_uri, Secret, REDACTED};
+pub use secret::{is_secret_name, redact_uri, redacted, Secret, REDACTED};
 pub use types::*;
 pub use units::{ByteRate, ByteSize, HumanDuration};
 pub use validate::{Contract, ContractError, Problem, ResolvedColumn, SECTIONS};

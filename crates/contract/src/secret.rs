@@ -8,6 +8,7 @@
 //! a URL (`postgres://user:password@host/db`) cannot be a separate type, so every place that
 //! prints such a URL prints [`redact_uri`] of it instead.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
@@ -47,6 +48,35 @@ impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d).map(Secret)
     }
+}
+
+/// Whether a property of a driver (librdkafka, a FileIO) holds a secret, by its name:
+/// passwords and passphrases, secrets and tokens, private keys (PEM or S3 SSE keys), and the
+/// free-form OAUTHBEARER / JAAS settings that carry credentials inline.
+pub fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "password",
+        "passphrase",
+        "secret",
+        "token",
+        "private.key",
+        "ssl.key.pem",
+        "ssl_key",
+        "sse.key",
+        "sasl.oauthbearer.config",
+        "jaas",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
+}
+
+/// `properties` for `Debug`: the values of secret ones ([`is_secret_name`]) as `<redacted>`.
+pub fn redacted(properties: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    properties
+        .iter()
+        .map(|(k, v)| (k.as_str(), if is_secret_name(k) { REDACTED } else { v.as_str() }))
+        .collect()
 }
 
 /// `uri` with the password of its user info, and any `password=` query parameter, replaced by
@@ -103,6 +133,35 @@ mod tests {
         assert_eq!(
             format!("{s} {s:?} {:?}", Some(&s)),
             "<redacted> <redacted> Some(<redacted>)"
+        );
+    }
+
+    #[test]
+    fn secret_properties_are_known_by_name() {
+        for name in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "ssl.key.pem",
+            "sasl.oauthbearer.config",
+            "s3.secret-access-key",
+            "s3.session-token",
+            "s3.sse.key",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        for name in ["sasl.username", "security.protocol", "s3.endpoint", "s3.access-key-id"] {
+            assert!(!is_secret_name(name), "{name}");
+        }
+        let props = BTreeMap::from([
+            ("sasl.password".to_string(), "hunter2".to_string()),
+            ("sasl.username".to_string(), "calve".to_string()),
+        ]);
+        assert_eq!(
+            redacted(&props),
+            BTreeMap::from([("sasl.password", REDACTED), ("sasl.username", "calve")])
         );
     }
 

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use calve_contract::REDACTED;
+use calve_contract::redacted;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -21,8 +21,8 @@ use serde::Deserialize;
 use crate::error::IngestError;
 use crate::record::KafkaRecord;
 
-/// `[kafka]` in `calve.toml`. `Debug` shows secret properties (see [`is_secret_property`]) as
-/// `<redacted>`.
+/// `[kafka]` in `calve.toml`. `Debug` shows secret properties (see
+/// [`calve_contract::is_secret_name`]) as `<redacted>`.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
@@ -41,18 +41,10 @@ pub struct KafkaConfig {
 
 impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let properties: BTreeMap<&str, &str> = self
-            .properties
-            .iter()
-            .map(|(k, v)| {
-                let shown = if is_secret_property(k) { REDACTED } else { v.as_str() };
-                (k.as_str(), shown)
-            })
-            .collect();
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
-            .field("properties", &properties)
+            .field("properties", &redacted(&self.properties))
             .finish()
     }
 }
@@ -63,24 +55,6 @@ fn refused_config(e: KafkaError) -> IngestError {
         KafkaError::ClientConfig(_, desc, key, _) => IngestError::Config(format!("property `{key}`: {desc}")),
         other => IngestError::Config(other.to_string()),
     }
-}
-
-/// Whether a librdkafka property holds a secret: passwords, client secrets, private keys in
-/// PEM, and the free-form OAUTHBEARER / JAAS settings that carry credentials inline.
-pub fn is_secret_property(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    [
-        "password",
-        "passphrase",
-        "secret",
-        "private.key",
-        "ssl.key.pem",
-        "ssl_key",
-        "sasl.oauthbearer.config",
-        "jaas",
-    ]
-    .iter()
-    .any(|s| name.contains(s))
 }
 
 fn default_group() -> String {

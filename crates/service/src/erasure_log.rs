@@ -9,7 +9,7 @@
 //! recorded does not happen.
 
 use calve_contract::Secret;
-use calve_table::storage::Storage;
+use calve_table::storage::{local_path, Storage};
 use calve_table::CatalogConfig;
 use hmac::{Hmac, Mac};
 use iceberg::io::FileIO;
@@ -46,7 +46,7 @@ impl ErasureLog {
     pub async fn open(catalog: &CatalogConfig, cfg: &ErasureConfig) -> Result<Self, ServiceError> {
         let storage = Storage::of(catalog)?;
         let io = storage.file_io();
-        let root = format!("{}/_calve", catalog.warehouse.trim_end_matches('/'));
+        let root = format!("{}/_calve", storage.root());
         let (hmac_key, key_source) = match &cfg.hmac_key {
             Some(k) => (k.clone(), "config"),
             None => {
@@ -64,9 +64,16 @@ impl ErasureLog {
                 "the erasure log's HMAC key ({key_source}) is empty: erased keys would be as good as unhidden"
             )));
         }
+        let dir = format!("{root}/erasure-log");
+        // FileIO's local writer does not make parent directories; made here, so that a log
+        // that cannot be written is found before anything is erased.
+        if !storage.is_object_store() {
+            let local = local_path(&dir);
+            std::fs::create_dir_all(local).map_err(|e| ServiceError::Io(format!("creating {local}: {e}")))?;
+        }
         Ok(ErasureLog {
             io,
-            dir: format!("{root}/erasure-log"),
+            dir,
             hmac_key,
             key_source,
         })
@@ -106,7 +113,6 @@ impl ErasureLog {
             now.format("%Y%m%dT%H%M%S%.6fZ"),
             rand::random::<u32>()
         );
-        prepare_local_dir(&self.dir)?;
         let fail = |e: iceberg::Error| ServiceError::Io(format!("writing the erasure log entry {path}: {e}"));
         self.io
             .new_output(&path)
@@ -131,27 +137,10 @@ fn new_key() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-/// A local directory for the entry (FileIO's local writer does not make parents).
-fn prepare_local_dir(dir: &str) -> Result<(), ServiceError> {
-    if calve_table::storage::is_object_store(dir) {
-        return Ok(());
-    }
-    let dir = local(dir);
-    std::fs::create_dir_all(dir).map_err(|e| ServiceError::Io(format!("creating {dir}: {e}")))
-}
-
-/// The path of a local location (`/w`, `file:/w`, `file:///w`).
-fn local(location: &str) -> &str {
-    location
-        .strip_prefix("file://")
-        .or_else(|| location.strip_prefix("file:"))
-        .unwrap_or(location)
-}
-
 /// The warehouse's own key on a local disk: created once, readable by the owner only.
 fn local_key(path: &str) -> std::io::Result<String> {
     use std::io::Write;
-    let path = std::path::Path::new(local(path));
+    let path = std::path::Path::new(local_path(path));
     if !path.exists() {
         std::fs::create_dir_all(path.parent().unwrap_or(path))?;
         // Written whole under another name and linked into place, which fails if a concurrent

@@ -50,7 +50,7 @@ pub struct Listed {
 }
 
 /// Whether `location` is in an object store rather than a local directory.
-pub fn is_object_store(location: &str) -> bool {
+fn is_object_store(location: &str) -> bool {
     bucket_and_key(location).is_some()
 }
 
@@ -84,8 +84,7 @@ impl Storage {
     /// `[catalog.storage]` has S3 settings, whatever the warehouse says.
     pub fn of(cfg: &CatalogConfig) -> Result<Self> {
         let mut storage = Storage::new(&cfg.warehouse, &cfg.storage)?;
-        let rest = cfg.uri.starts_with("http://") || cfg.uri.starts_with("https://");
-        storage.s3_by_settings = rest && cfg.storage.keys().any(|k| k.starts_with("s3."));
+        storage.s3_by_settings = cfg.is_rest() && cfg.storage.keys().any(|k| k.starts_with("s3."));
         Ok(storage)
     }
 
@@ -105,7 +104,7 @@ impl Storage {
         if self.is_object_store() {
             return Ok(());
         }
-        let dir = local_dir(&self.root);
+        let dir = local_path(&self.root);
         std::fs::create_dir_all(dir).map_err(|e| TableError::Config(format!("cannot create warehouse {dir}: {e}")))
     }
 
@@ -138,7 +137,7 @@ impl Storage {
                 "listing {prefix}: only local directories and s3:// are built in"
             ))),
             None => {
-                let dir = local_dir(prefix).to_string();
+                let dir = local_path(prefix).to_string();
                 tokio::task::spawn_blocking(move || list_dir(&dir))
                     .await
                     .map_err(|e| TableError::Catalog(format!("listing {prefix}: {e}")))?
@@ -233,8 +232,8 @@ fn trimmed_root(root: &str) -> &str {
     }
 }
 
-/// The directory of a local location (`/w`, `file:/w`, `file:///w`).
-fn local_dir(location: &str) -> &str {
+/// The path of a local location (`/w`, `file:/w`, `file:///w`).
+pub fn local_path(location: &str) -> &str {
     location
         .strip_prefix("file://")
         .or_else(|| location.strip_prefix("file:"))

@@ -7,27 +7,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use calve_table::commit::restore::restore_point;
-use calve_table::commit::{Append, ExpirePolicy, MergePolicy, RestoreUpdate};
+use calve_table::commit::{Append, ExpirePolicy, RestoreUpdate};
 use calve_table::ops::orphans::remove_orphans;
-use common::{committer, files_on_disk, ids_of, offsets, referenced_by_head, Fixture};
+use common::{appends, committer, files_on_disk, ids_of, offsets, referenced_by_head, Fixture};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expiring_all_but_the_head_keeps_exactly_the_needed_files_and_the_restore_point() {
     let f = Fixture::new().await;
     let c = committer(&f).await;
-    let merge = MergePolicy {
-        min_count_to_merge: 4,
-        target_manifest_bytes: 8 << 20,
-    };
-    for i in 0..12 {
-        let op = Append {
-            files: f.files(i * 5..i * 5 + 5).await,
-            merge,
-        };
-        c.commit(&op, &RestoreUpdate::new(offsets(i), offsets(i + 1)))
-            .await
-            .unwrap();
-    }
+    appends(&f, &c, 12, 5).await;
     let location = f.catalog.load(&f.ident).await.unwrap().metadata.location().to_string();
     let before = files_on_disk(&location);
 

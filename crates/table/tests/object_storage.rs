@@ -7,10 +7,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use calve_table::commit::{Append, ExpirePolicy, MergePolicy, RestoreUpdate};
+use calve_table::commit::ExpirePolicy;
 use calve_table::ops::orphans::remove_orphans;
 use calve_testkit::s3::S3;
-use common::{committer, offsets, referenced_by_head, Fixture};
+use common::{appends, committer, offsets, referenced_by_head, Fixture};
 
 /// The test kit's S3 client blocks; these tests run on a runtime.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -29,19 +29,7 @@ async fn orphans_and_expired_files_leave_the_bucket_and_referenced_ones_stay() {
     let s3 = blocking(S3::start);
     let f = Fixture::on_s3(&s3).await;
     let c = committer(&f).await;
-    let merge = MergePolicy {
-        min_count_to_merge: 4,
-        target_manifest_bytes: 8 << 20,
-    };
-    for i in 0..4 {
-        let op = Append {
-            files: f.files(i * 5..i * 5 + 5).await,
-            merge,
-        };
-        c.commit(&op, &RestoreUpdate::new(offsets(i), offsets(i + 1)))
-            .await
-            .unwrap();
-    }
+    appends(&f, &c, 4, 5).await;
     // Written and never committed: a crashed writer's file, and one nobody owns.
     let in_flight: Vec<String> = f
         .files(100..105)

@@ -14,7 +14,7 @@ mod sql;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use calve_contract::{redact_uri, Secret};
+use calve_contract::{redact_uri, redacted, Secret};
 use iceberg::io::FileIO;
 use iceberg::spec::{Schema, TableMetadataBuildResult, TableMetadataRef, UnboundPartitionSpec};
 use iceberg::table::Table;
@@ -73,12 +73,17 @@ impl fmt::Debug for CatalogConfig {
             .field("credential", &self.credential)
             .field("oauth2_server_uri", &self.oauth2_server_uri.as_deref().map(redact_uri))
             .field("scope", &self.scope)
-            .field("storage", &redacted_storage(&self.storage))
+            .field("storage", &redacted(&self.storage))
             .finish()
     }
 }
 
 impl CatalogConfig {
+    /// Whether the catalog is an Iceberg REST server (its URI is `http(s)://…`).
+    pub fn is_rest(&self) -> bool {
+        self.uri.starts_with("http://") || self.uri.starts_with("https://")
+    }
+
     /// A configuration with defaults for everything but `uri` and `warehouse`.
     pub fn new(uri: impl Into<String>, warehouse: impl Into<String>) -> Self {
         CatalogConfig {
@@ -92,17 +97,6 @@ impl CatalogConfig {
             storage: BTreeMap::new(),
         }
     }
-}
-
-/// Storage properties with the secret ones (keys, tokens) shown as `<redacted>`.
-fn redacted_storage(props: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
-    props
-        .iter()
-        .map(|(k, v)| {
-            let secret = ["secret", "token", "sse.key", "password"].iter().any(|s| k.contains(s));
-            (k.as_str(), if secret { calve_contract::REDACTED } else { v.as_str() })
-        })
-        .collect()
 }
 
 fn default_catalog_name() -> String {
@@ -178,10 +172,10 @@ impl Catalog {
         let storage = Storage::of(cfg)?;
         storage.prepare()?;
         let file_io = storage.file_io();
-        let backend = if cfg.uri.starts_with("http://") || cfg.uri.starts_with("https://") {
+        let backend = if cfg.is_rest() {
             Backend::Rest(rest::Rest::open(cfg).await?)
         } else {
-            Backend::Sql(sql::Sql::open(cfg, &storage).await?)
+            Backend::Sql(sql::Sql::open(cfg, &storage, file_io.clone()).await?)
         };
         Ok(Catalog {
             backend,

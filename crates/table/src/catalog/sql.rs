@@ -32,7 +32,7 @@ pub(super) struct Sql {
 
 impl Sql {
     /// Connects, creating the SQLite database and the catalog tables if missing.
-    pub(super) async fn open(cfg: &CatalogConfig, storage: &Storage) -> Result<Self> {
+    pub(super) async fn open(cfg: &CatalogConfig, storage: &Storage, file_io: FileIO) -> Result<Self> {
         install_default_drivers();
         let (uri, dollar_binds) = normalize_uri(&cfg.uri)?;
         let pool = AnyPoolOptions::new().max_connections(4).connect(&uri).await?;
@@ -56,7 +56,7 @@ impl Sql {
             inner: Arc::new(inner),
             pool,
             name: cfg.name.clone(),
-            file_io: storage.file_io(),
+            file_io,
             dollar_binds,
         })
     }

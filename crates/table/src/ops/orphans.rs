@@ -54,40 +54,37 @@ pub async fn remove_orphans(
     }
     let snapshots: Vec<_> = meta.snapshots().cloned().collect();
     let keep = reachable(catalog.file_io(), meta, &snapshots).await?;
-    let metadata_files =
-        std::iter::once(&st.metadata_location).chain(meta.metadata_log().iter().map(|l| &l.metadata_file));
-    let statistics = meta
-        .statistics_iter()
-        .map(|s| &s.statistics_path)
-        .chain(meta.partition_statistics_iter().map(|s| &s.statistics_path));
-    let referenced: HashSet<String> = keep
-        .manifest_lists
-        .iter()
-        .chain(&keep.manifests)
-        .chain(&keep.content)
-        .chain(metadata_files)
-        .chain(statistics)
-        .map(|p| comparable(p))
-        .collect();
-    // Older metadata files may be gone by design (metadata cleanup); everything a snapshot
-    // reads, and the current metadata, must be there.
-    let listed_names: HashSet<String> = listed.iter().map(|f| comparable(&f.location)).collect();
-    let under_roots: Vec<String> = roots.iter().map(|r| format!("{}/", comparable(r))).collect();
-    if let Some(missing) = keep
+    // Everything a snapshot reads, and the current metadata, must be in storage; older
+    // metadata files and statistics may be gone by design (metadata cleanup, a dropped
+    // statistics file) and are only kept if present.
+    let needed: Vec<String> = keep
         .manifest_lists
         .iter()
         .chain(&keep.manifests)
         .chain(&keep.content)
         .chain(std::iter::once(&st.metadata_location))
         .map(|p| comparable(p))
+        .collect();
+    let optional = meta
+        .metadata_log()
+        .iter()
+        .map(|l| &l.metadata_file)
+        .chain(meta.statistics_iter().map(|s| &s.statistics_path))
+        .chain(meta.partition_statistics_iter().map(|s| &s.statistics_path))
+        .map(|p| comparable(p));
+    let listed_names: HashSet<String> = listed.iter().map(|f| comparable(&f.location)).collect();
+    let under_roots: Vec<String> = roots.iter().map(|r| format!("{}/", comparable(r))).collect();
+    if let Some(missing) = needed
+        .iter()
         .filter(|p| under_roots.iter().any(|r| p.starts_with(r.as_str())))
-        .find(|p| !listed_names.contains(p))
+        .find(|p| !listed_names.contains(*p))
     {
         return Err(TableError::Catalog(format!(
             "orphan cleanup of {ident} refused: {missing} is referenced but was not listed under {location} \
              (a file missing from storage, or a spelling of its path the listing does not share); nothing deleted"
         )));
     }
+    let referenced: HashSet<String> = needed.into_iter().chain(optional).collect();
     let now = SystemTime::now();
     let mut report = OrphanReport::default();
     for file in listed {

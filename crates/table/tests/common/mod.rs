@@ -260,6 +260,25 @@ pub async fn committer(f: &Fixture) -> calve_table::commit::Committer {
     calve_table::commit::Committer::new(f.catalog.clone(), f.ident.clone(), epoch)
 }
 
+/// `commits` appends of `rows` rows each (commit `i` adds rows `i*rows..(i+1)*rows` and moves the
+/// restore point from `i` to `i+1`), manifests merged once four pile up.
+pub async fn appends(f: &Fixture, c: &calve_table::commit::Committer, commits: i64, rows: i64) {
+    use calve_table::commit::{Append, MergePolicy, RestoreUpdate};
+    let merge = MergePolicy {
+        min_count_to_merge: 4,
+        target_manifest_bytes: 8 << 20,
+    };
+    for i in 0..commits {
+        let op = Append {
+            files: f.files(i * rows..(i + 1) * rows).await,
+            merge,
+        };
+        c.commit(&op, &RestoreUpdate::new(offsets(i), offsets(i + 1)))
+            .await
+            .unwrap();
+    }
+}
+
 /// Three committers of `epoch` appending rows 100..130 at once (ten each, each with its own
 /// restore-point topic): every one must land, whatever order the catalog sees them in.
 pub async fn concurrent_appends(f: &Fixture, epoch: u64) {
