@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The checks every change passes before its tests run: formatting (rustfmt.toml), clippy with
-# warnings as errors on every target, and no declared-but-unused dependency. Fails on the
+# warnings as errors on every target, no declared-but-unused dependency, and a systemd unit
+# every directive of which systemd knows. Fails on the
 # first finding, printing it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +14,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "lint: cargo machete (unused dependencies)" >&2
 MACHETE="$(scripts/install-machete.sh)"
 "$MACHETE" --with-metadata
+# The example systemd unit (deploy/calve.service): every directive known to this systemd.
+# verify exits 0 on an unknown key, so any message it prints fails the check.
+if command -v systemd-analyze >/dev/null; then
+  echo "lint: systemd-analyze verify deploy/calve.service" >&2
+  unit_dir="$(mktemp -d)"
+  trap 'rm -rf "$unit_dir"' EXIT
+  # The unit names the installed binary, which verify insists exists.
+  sed "s#/usr/local/bin/calve#$(command -v true)#" deploy/calve.service > "$unit_dir/calve.service"
+  findings="$(systemd-analyze verify "$unit_dir/calve.service" 2>&1)" || true
+  if [ -n "$findings" ]; then
+    echo "$findings" >&2
+    exit 1
+  fi
+fi

@@ -9,6 +9,11 @@ use calve_service::{bind_http, install_exporter, run_tables, serve_http, Observe
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+/// The exit status when every table that failed was taken over by a newer `calve run` (its
+/// writer epoch fenced this process out): a supervisor that restarted this process would only
+/// take the tables back, so the systemd unit lists it in `RestartPreventExitStatus=`.
+pub const EXIT_TAKEN_OVER: u8 = 3;
+
 pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::load(config)?;
     // Every secret in it prints as <redacted> (crates/cli/tests/secrets.rs holds it to that).
@@ -41,11 +46,17 @@ pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCod
     }
     let outcomes = run_tables(contracts, Services::new(&cfg, catalog)?, &observed, rx, stop).await;
     let mut failed = false;
+    let mut all_taken_over = true;
     for (table, r) in outcomes {
         if let Err(e) = r {
             failed = true;
+            all_taken_over &= e.is_fenced();
             eprintln!("table {table} failed: {e}");
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(match (failed, all_taken_over) {
+        (false, _) => ExitCode::SUCCESS,
+        (true, true) => ExitCode::from(EXIT_TAKEN_OVER),
+        (true, false) => ExitCode::FAILURE,
+    })
 }

@@ -9,26 +9,9 @@ use std::time::Duration;
 use calve_testkit::broker::Broker;
 use calve_testkit::calve::{kill9, wait_for, Setup};
 use calve_testkit::kafka::{create_topic, produce, Message};
-use calve_testkit::python::read_table_on;
 use calve_testkit::s3::S3;
 use calve_testkit::workload::order_json;
 use common::*;
-
-/// Moves the setup's warehouse into the bucket, with the storage properties in
-/// `[catalog.storage]`.
-fn on_s3(s: &Setup, s3: &S3) -> String {
-    let warehouse = s3.url("warehouse");
-    let cfg = std::fs::read_to_string(&s.config).unwrap();
-    let local = format!("warehouse = \"{}\"", s.warehouse().display());
-    assert!(cfg.contains(&local), "Setup's calve.toml changed:\n{cfg}");
-    let mut cfg = cfg.replace(&local, &format!("warehouse = \"{warehouse}\""));
-    cfg.push_str("\n[catalog.storage]\n");
-    for (k, v) in s3.properties() {
-        cfg.push_str(&format!("\"{k}\" = \"{v}\"\n"));
-    }
-    std::fs::write(&s.config, cfg).unwrap();
-    warehouse
-}
 
 fn run(s: &Setup, args: &[&str]) {
     let mut child = s.spawn(&calve_bin(), args);
@@ -53,17 +36,8 @@ fn a_warehouse_in_s3_ingests_restarts_and_is_maintained_there() {
     let s3 = S3::start();
     create_topic(&broker.bootstrap(), "orders", 2);
     produce(&broker.bootstrap(), "orders", &orders(0..1000));
-    let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "2s"));
-    let warehouse = on_s3(&s, &s3);
-    let read = || {
-        read_table_on(
-            &s.catalog_db(),
-            &warehouse,
-            &s3.properties(),
-            "shop.orders",
-            ORDER_COLUMNS,
-        )
-    };
+    let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "2s")).on_s3(&s3);
+    let read = || read_orders(&s);
 
     run(&s, &["run", "--until-caught-up"]);
     assert_orders_exactly(&read(), &(0..1000).collect::<Vec<_>>(), &s.logs());
@@ -122,8 +96,8 @@ fn erasure_in_s3_leaves_no_object_holding_the_key() {
     let s = Setup::new(
         &broker.bootstrap(),
         &CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\""),
-    );
-    let warehouse = on_s3(&s, &s3);
+    )
+    .on_s3(&s3);
     let versions = |ids: std::ops::Range<u64>, v: u64| -> Vec<Message> {
         ids.map(|id| {
             (
@@ -159,13 +133,7 @@ fn erasure_in_s3_leaves_no_object_holding_the_key() {
     );
     let left = s3.grep("warehouse/", erased);
     assert!(left.is_empty(), "objects still holding the erased value: {left:?}");
-    let view = read_table_on(
-        &s.catalog_db(),
-        &warehouse,
-        &s3.properties(),
-        "crm.customers",
-        &["customer_id"],
-    );
+    let view = read_from(&s, "crm.customers", &["customer_id"]);
     for reader in ["pyiceberg", "duckdb"] {
         let ids: Vec<u64> = view.rows(reader).iter().map(|r| r[0].as_u64().unwrap()).collect();
         assert_eq!(ids.len(), 99, "{reader}: every customer but 99");

@@ -218,6 +218,37 @@ mod tests {
         assert!(toml::from_str::<RunConfig>(&format!("{BASE}[http]\nport = 9100\n")).is_err());
     }
 
+    /// The deployment example README's "Deploying" walks through loads, its secrets resolved
+    /// from the credential files systemd would hand over, and none of them printable.
+    #[test]
+    fn the_deployment_example_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join("deploy/calve.toml")).unwrap();
+        let creds = "/run/credentials/calve.service/";
+        assert!(text.contains(creds), "the example reads systemd credentials");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("catalog-credential"),
+            "calve-client:s3cr3t-Client-Secret\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("kafka-password"), "k4fka-Password-Secret").unwrap();
+        let config = dir.path().join("calve.toml");
+        std::fs::write(&config, text.replace(creds, &format!("{}/", dir.path().display()))).unwrap();
+
+        let cfg = RunConfig::load(&config).unwrap();
+        assert!(cfg.catalog.is_rest());
+        assert_eq!(
+            cfg.catalog.credential.as_ref().map(|c| c.expose().to_string()),
+            Some("calve-client:s3cr3t-Client-Secret".to_string())
+        );
+        assert_eq!(cfg.contracts, vec![dir.path().join("contracts/orders.toml")]);
+        let shown = format!("{cfg:?}");
+        for secret in ["s3cr3t-Client-Secret", "k4fka-Password-Secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
     #[test]
     fn unknown_key_index_fields_are_refused() {
         let e = toml::from_str::<RunConfig>(&format!("{BASE}[key_index]\nmemroy = \"64MB\"\n")).unwrap_err();

@@ -49,6 +49,13 @@ pub enum ServiceError {
     },
 }
 
+impl ServiceError {
+    /// Whether a newer process took the table over (its writer epoch fenced this one out).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, ServiceError::Table(TableError::Fenced { .. }))
+    }
+}
+
 impl Classify for ServiceError {
     fn class(&self) -> RetryClass {
         match self {

@@ -42,7 +42,7 @@ fn requirement<'a>(commit: &'a Value, kind: &str) -> &'a Value {
 async fn commits_speak_the_rest_protocol_and_read_back() {
     let (f, server) = Fixture::on_rest().await;
     // A second process starting loads the same table instead of creating another.
-    let again = Fixture::on_rest_again(&f, &server).await;
+    let again = Fixture::on_rest_again(&f, &server.uri()).await;
     assert_eq!(
         f.catalog.load(&f.ident).await.unwrap().metadata.uuid(),
         again.catalog.load(&again.ident).await.unwrap().metadata.uuid()

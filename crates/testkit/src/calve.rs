@@ -12,6 +12,9 @@ pub struct Setup {
     pub config: PathBuf,
     /// The catalog URI when it is not the SQLite file in `dir` (a REST catalog).
     pub catalog_uri: Option<String>,
+    /// The warehouse when it is in an object store ([`Setup::on_s3`]), and the storage
+    /// properties that reach it.
+    pub object_store: Option<(String, Vec<(String, String)>)>,
 }
 
 impl Setup {
@@ -58,7 +61,25 @@ impl Setup {
             dir,
             config,
             catalog_uri,
+            object_store: None,
         }
+    }
+
+    /// Moves the warehouse into `s3`'s bucket (`s3://lake/warehouse`), with its properties in
+    /// `[catalog.storage]`.
+    pub fn on_s3(mut self, s3: &crate::s3::S3) -> Setup {
+        let warehouse = s3.url("warehouse");
+        let cfg = std::fs::read_to_string(&self.config).unwrap();
+        let local = format!("warehouse = \"{}\"", self.warehouse().display());
+        assert!(cfg.contains(&local), "Setup's calve.toml changed:\n{cfg}");
+        let mut cfg = cfg.replace(&local, &format!("warehouse = \"{warehouse}\""));
+        cfg.push_str("\n[catalog.storage]\n");
+        for (k, v) in s3.properties() {
+            cfg.push_str(&format!("\"{k}\" = \"{v}\"\n"));
+        }
+        std::fs::write(&self.config, cfg).unwrap();
+        self.object_store = Some((warehouse, s3.properties()));
+        self
     }
 
     /// Runs background maintenance every `interval` (e.g. "300ms"; the default here is 2 s).
@@ -115,6 +136,11 @@ impl Setup {
             .map(|p| std::fs::read_to_string(p).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// The log file of the most recently started process.
+    pub fn latest_log_path(&self) -> PathBuf {
+        self.log_files().pop().expect("no process was started")
     }
 
     /// The log of the most recently started process.

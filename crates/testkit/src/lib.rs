@@ -11,6 +11,7 @@ pub mod prometheus;
 pub mod python;
 pub mod registry;
 pub mod rest_catalog;
+pub mod rustberg;
 pub mod s3;
 pub mod workload;
 

@@ -8,6 +8,8 @@ use calve_testkit::calve::Setup;
 use calve_testkit::python::{read_table, ForeignView};
 use serde_json::Value;
 
+pub mod chaos;
+
 pub const ORDERS: &str = include_str!("../../../../examples/contracts/orders.toml");
 pub const ORDER_COLUMNS: &[&str] = &["order_id", "customer", "amount", "status", "ts"];
 pub const DLQ_COLUMNS: &[&str] = &["topic", "partition", "offset", "error_kind", "value"];
@@ -49,10 +51,16 @@ pub fn read_dlq(s: &Setup) -> ForeignView {
     read_from(s, "shop.orders__dlq", DLQ_COLUMNS)
 }
 
-fn read_from(s: &Setup, table: &str, columns: &[&str]) -> ForeignView {
-    match &s.catalog_uri {
-        Some(uri) => calve_testkit::python::read_table_at(uri, &s.warehouse(), table, columns),
-        None => read_table(&s.catalog_db(), &s.warehouse(), table, columns),
+/// Reads `table` of the setup's catalog and warehouse, wherever they are.
+pub fn read_from(s: &Setup, table: &str, columns: &[&str]) -> ForeignView {
+    use calve_testkit::python::{read_table_at_with, read_table_on};
+    match (&s.catalog_uri, &s.object_store) {
+        (Some(uri), Some((warehouse, props))) => {
+            read_table_at_with(uri, props, std::path::Path::new(warehouse), table, columns)
+        }
+        (Some(uri), None) => calve_testkit::python::read_table_at(uri, &s.warehouse(), table, columns),
+        (None, Some((warehouse, props))) => read_table_on(&s.catalog_db(), warehouse, props, table, columns),
+        (None, None) => read_table(&s.catalog_db(), &s.warehouse(), table, columns),
     }
 }
 

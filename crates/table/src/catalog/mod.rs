@@ -169,13 +169,22 @@ impl Catalog {
     /// Connects. SQL: creates the SQLite database and the catalog tables if missing. REST:
     /// reads the server's configuration.
     pub async fn open(cfg: &CatalogConfig) -> Result<Self> {
-        let storage = Storage::of(cfg)?;
-        storage.prepare()?;
-        let file_io = storage.file_io();
-        let backend = if cfg.is_rest() {
-            Backend::Rest(rest::Rest::open(cfg).await?)
+        let (backend, storage, file_io) = if cfg.is_rest() {
+            let rest = rest::Rest::open(cfg).await?;
+            // The server may say where the store is (an endpoint, a region): its defaults
+            // and overrides are layered with [catalog.storage] before any file is touched.
+            let mut effective = cfg.clone();
+            effective.storage = rest.storage_properties(&cfg.storage);
+            let storage = Storage::of(&effective)?;
+            storage.prepare()?;
+            let file_io = storage.file_io();
+            (Backend::Rest(rest), storage, file_io)
         } else {
-            Backend::Sql(sql::Sql::open(cfg, &storage, file_io.clone()).await?)
+            let storage = Storage::of(cfg)?;
+            storage.prepare()?;
+            let file_io = storage.file_io();
+            let sql = sql::Sql::open(cfg, &storage, file_io.clone()).await?;
+            (Backend::Sql(sql), storage, file_io)
         };
         Ok(Catalog {
             backend,

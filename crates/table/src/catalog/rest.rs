@@ -10,7 +10,7 @@
 //! everything the changes were computed against. The server applies them atomically or answers
 //! 409; unlike the SQL catalog's pointer swap, the server writes the metadata file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,9 +33,11 @@ pub(super) struct Rest {
     /// `<uri>/v1/<prefix>`: what every resource path is appended to.
     root: Arc<url::Url>,
     auth: Arc<Auth>,
+    /// What `GET /v1/config` said, for the storage settings a server hands its clients.
+    server: Arc<ConfigResponse>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct ConfigResponse {
     #[serde(default)]
     defaults: HashMap<String, String>,
@@ -89,6 +91,7 @@ impl Rest {
             client,
             root: Arc::new(base.clone()),
             auth: Arc::new(auth),
+            server: Arc::default(),
         };
         let resp = rest.send(rest.request(Method::GET, config_url)).await?;
         let config: ConfigResponse = json(expect_ok(resp, "reading catalog config").await?).await?;
@@ -98,7 +101,16 @@ impl Rest {
             root = join(&root, &p.split('/').collect::<Vec<_>>());
         }
         rest.root = Arc::new(root);
+        rest.server = Arc::new(config);
         Ok(rest)
+    }
+
+    /// The storage settings in effect: the server's `defaults`, then `configured` (the
+    /// client's own, `[catalog.storage]`), then the server's `overrides`, as the REST spec
+    /// layers them. Only FileIO settings (`s3.*`, `client.*`) are taken from the server; the
+    /// rest of its configuration (page sizes, endpoints, the warehouse name) is not storage.
+    pub(super) fn storage_properties(&self, configured: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        layer_storage(&self.server, configured)
     }
 
     /// Loads a table: its metadata and where the server keeps it.
@@ -325,4 +337,61 @@ async fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T> {
         .await
         .map_err(|e| TableError::Catalog(format!("reading REST response: {e}")))?;
     serde_json::from_slice(&bytes).map_err(|e| TableError::Rejected(format!("unexpected REST response: {e}")))
+}
+
+/// [`Rest::storage_properties`]: `server.defaults` < `configured` < `server.overrides`, the
+/// server's side limited to FileIO settings.
+fn layer_storage(server: &ConfigResponse, configured: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let storage = |m: &HashMap<String, String>| {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("s3.") || k.starts_with("client."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    let mut out: BTreeMap<String, String> = storage(&server.defaults).into_iter().collect();
+    out.extend(configured.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out.extend(storage(&server.overrides));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn server_storage_settings_layer_around_the_clients() {
+        let server = ConfigResponse {
+            defaults: map(&[
+                ("s3.region", "eu-west-1"),
+                ("s3.endpoint", "http://default:9000"),
+                ("rest-page-size", "100"),
+            ]),
+            overrides: map(&[
+                ("s3.path-style-access", "true"),
+                ("s3.endpoint", "http://override:9000"),
+                ("warehouse", "lake"),
+                ("prefix", "p"),
+            ]),
+        };
+        let configured: BTreeMap<String, String> = [
+            ("s3.region".to_string(), "us-east-1".to_string()),
+            ("s3.endpoint".to_string(), "http://mine:9000".to_string()),
+        ]
+        .into();
+        let got = layer_storage(&server, &configured);
+        let want: BTreeMap<String, String> = [
+            ("s3.region", "us-east-1"),              // the client's beats a default
+            ("s3.endpoint", "http://override:9000"), // an override beats the client's
+            ("s3.path-style-access", "true"),        // the server's alone
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want, "non-storage settings stay out");
+        assert_eq!(layer_storage(&ConfigResponse::default(), &configured), configured);
+    }
 }

@@ -75,6 +75,10 @@ impl SnapshotOperation for Append {
             summary: summary.build(extra),
         })
     }
+
+    fn added_files(&self) -> Vec<&str> {
+        self.files.iter().map(DataFile::file_path).collect()
+    }
 }
 
 /// Returns the manifests to keep, with the small data manifests of the default spec merged

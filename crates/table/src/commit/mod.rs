@@ -74,6 +74,14 @@ pub trait SnapshotOperation: Send + Sync {
         ctx: &mut SnapshotContext<'_>,
         extra_summary: &HashMap<String, String>,
     ) -> impl std::future::Future<Output = Result<Produced>> + Send;
+
+    /// The content files this operation adds, written for it alone (referenced by no snapshot
+    /// until it commits). When the writer is fenced nothing will ever commit them, so they are
+    /// removed rather than left to orphan cleanup: they may hold rows an erasure must not find
+    /// in storage. Default: none.
+    fn added_files(&self) -> Vec<&str> {
+        Vec::new()
+    }
 }
 
 /// A change to table metadata that adds no snapshot (schema, partition spec, sort order).
@@ -352,6 +360,9 @@ impl Committer {
 
     async fn commit_with<O: SnapshotOperation>(&self, op: &O, restore: Restore<'_>) -> Result<CommitOutcome> {
         let mut backoff = self.retry.backoff;
+        // Whether an attempt may have landed without our knowing (the catalog did not answer):
+        // then the operation's files may be in the table, and are never removed here.
+        let mut maybe_landed = false;
         for attempt in 1..=self.retry.attempts {
             match self.attempt(op, restore).await {
                 Ok(Some(outcome)) => return Ok(outcome),
@@ -361,7 +372,14 @@ impl Committer {
                 }
                 // Re-running the operation cannot help: its inputs, not the attempt, are stale.
                 Err(e @ TableError::StaleDeletes { .. }) => return Err(e),
+                Err(e @ TableError::Fenced { .. }) => {
+                    if !maybe_landed {
+                        self.abandon(op).await;
+                    }
+                    return Err(e);
+                }
                 Err(e) if e.is_temporary() => {
+                    maybe_landed |= matches!(e, TableError::Catalog(_));
                     tracing::warn!(table = %self.ident, attempt, "commit attempt failed: {e}; retrying")
                 }
                 Err(e) => return Err(e),
@@ -557,6 +575,19 @@ impl Committer {
             table: self.ident.to_string(),
             attempts: self.retry.attempts,
         })
+    }
+
+    /// Removes the files of an operation a fenced writer can never commit.
+    async fn abandon<O: SnapshotOperation>(&self, op: &O) {
+        let files = op.added_files();
+        for path in &files {
+            if let Err(e) = self.catalog.file_io().delete(path).await {
+                tracing::warn!(table = %self.ident, %path, "could not remove a file of a fenced commit: {e}");
+            }
+        }
+        if !files.is_empty() {
+            tracing::info!(table = %self.ident, files = files.len(), "fenced: removed the files of the commit it can no longer make");
+        }
     }
 
     fn check_epoch(&self, meta: &TableMetadata) -> Result<()> {

@@ -151,4 +151,12 @@ impl SnapshotOperation for RowDelta {
             summary: summary.build(extra),
         })
     }
+
+    fn added_files(&self) -> Vec<&str> {
+        self.data_files
+            .iter()
+            .chain(&self.delete_files)
+            .map(DataFile::file_path)
+            .collect()
+    }
 }

@@ -17,6 +17,8 @@ pub struct Fixture {
     pub ident: TableIdent,
     /// SQLAlchemy URL of the catalog for foreign readers; `None`: the SQLite file in `dir`.
     pub reader_uri: Option<String>,
+    /// The warehouse as calve.toml and readers name it.
+    pub warehouse: String,
 }
 
 impl Fixture {
@@ -50,10 +52,23 @@ impl Fixture {
         (f, server)
     }
 
-    /// A second process opening the same REST table (it must load, not create).
-    pub async fn on_rest_again(f: &Fixture, server: &calve_testkit::rest_catalog::RestCatalogServer) -> Fixture {
+    /// The same table in rustberg, a REST catalog nobody here wrote, its warehouse in the
+    /// fixture's directory; read back by PyIceberg's RestCatalog through it.
+    pub async fn on_rustberg() -> (Fixture, calve_testkit::rustberg::Rustberg) {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = CatalogConfig::new(server.uri(), format!("{}/warehouse", f.dir.path().display()));
+        // rustberg serves one warehouse and refuses a client that names another: the same
+        // spelling on both sides.
+        let warehouse = format!("file://{}/warehouse", dir.path().display());
+        let server = calve_testkit::rustberg::Rustberg::start(&warehouse, &[]);
+        let cfg = CatalogConfig::new(server.uri(), &warehouse);
+        let f = Self::build_with(dir, cfg, Some(server.uri()), HashMap::new()).await;
+        (f, server)
+    }
+
+    /// A second process opening the same REST table at `uri` (it must load, not create).
+    pub async fn on_rest_again(f: &Fixture, uri: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CatalogConfig::new(uri, &f.warehouse);
         let catalog = Catalog::open(&cfg).await.unwrap();
         let def = TableDefinition {
             ident: f.ident.clone(),
@@ -77,7 +92,8 @@ impl Fixture {
             dir,
             catalog,
             ident: f.ident.clone(),
-            reader_uri: Some(server.uri()),
+            reader_uri: Some(uri.to_string()),
+            warehouse: f.warehouse.clone(),
         }
     }
 
@@ -136,6 +152,7 @@ impl Fixture {
             catalog,
             ident,
             reader_uri,
+            warehouse: cfg.warehouse.clone(),
         }
     }
 
@@ -189,11 +206,11 @@ impl Fixture {
     }
 
     pub fn read_columns(&self, columns: &[&str]) -> calve_testkit::python::ForeignView {
-        let warehouse = self.dir.path().join("warehouse");
+        let warehouse = std::path::Path::new(&self.warehouse);
         match &self.reader_uri {
-            Some(uri) => calve_testkit::python::read_table_at(uri, &warehouse, "t.events", columns),
+            Some(uri) => calve_testkit::python::read_table_at(uri, warehouse, "t.events", columns),
             None => {
-                calve_testkit::python::read_table(&self.dir.path().join("catalog.db"), &warehouse, "t.events", columns)
+                calve_testkit::python::read_table(&self.dir.path().join("catalog.db"), warehouse, "t.events", columns)
             }
         }
     }
