@@ -73,6 +73,7 @@ fn print_report(table: &str, keys: usize, outcome: &ErasureOutcome) {
         "  check: read all {} remaining data files, found {} row(s) of the keys",
         r.files_checked, r.rows_found_after
     );
+    print_unreferenced(r);
     println!(
         "  dead letters of the keys removed: {} (from {} file(s), {} deleted from storage)",
         dead.rows_removed,
@@ -83,6 +84,7 @@ fn print_report(table: &str, keys: usize, outcome: &ErasureOutcome) {
         "  check: read all {} remaining dead-letter files, found {} of the keys",
         dead.files_checked, dead.rows_found_after
     );
+    print_unreferenced(dead);
     for caveat in &outcome.caveats {
         println!("  caveat: {caveat}");
     }
@@ -97,4 +99,17 @@ fn print_report(table: &str, keys: usize, outcome: &ErasureOutcome) {
             "NOT VERIFIED: see above"
         }
     );
+}
+
+/// What the erasure found among files no snapshot references.
+fn print_unreferenced(r: &ErasureReport) {
+    println!(
+        "  unreferenced files (crashed or fenced writers, abandoned commits): {} past the orphan safety age deleted, \
+         {} younger read for the keys",
+        r.orphans_deleted.len(),
+        r.young_files_checked
+    );
+    for f in &r.young_unreferenced {
+        println!("    {f}: MAY HOLD THE KEYS, younger than the orphan safety age (maybe a running writer's); erase again once it is older");
+    }
 }

@@ -207,3 +207,81 @@ fn erase_removes_every_version_from_storage() {
     want[5] = (5, 3);
     assert_eq!(latest_per_customer(&s), want);
 }
+
+/// Runs `calve erase` of customer 99: whether it verified, and what it printed.
+fn erase_99(s: &Setup) -> (bool, String) {
+    let out = Command::new(calve_bin())
+        .args([
+            "erase",
+            "--table",
+            "crm.customers",
+            "--key",
+            "99",
+            "--requested-by",
+            "dpo",
+            "--config",
+        ])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A writer that crashed between writing its files and committing them left files no
+/// snapshot references, holding customer 99's newest version. While they are younger than
+/// the contract's orphan safety age (they may be a running writer's next commit) the erasure
+/// names them and is not verified; once older, it deletes them and is.
+#[test]
+fn erasure_reaches_files_a_crashed_writer_left() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap(), "customers", 2);
+    let s = Setup::new(
+        &broker.bootstrap(),
+        &CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\""),
+    );
+    produce(&broker.bootstrap(), "customers", &versions(0..100, 1));
+    run(&s);
+    produce(&broker.bootstrap(), "customers", &versions(50..100, 2));
+    let mut crashing = s.spawn_with_env(&calve_bin(), &["run"], &[("CALVE_CRASH_AT", "after-files-written")]);
+    let st = wait_for(&mut crashing, std::time::Duration::from_secs(60)).expect("the crash point is reached");
+    assert!(!st.success(), "{}", s.latest_log());
+    let data_dir = s.warehouse().join("crm/customers/data");
+    let left_by_crash = files_containing(&data_dir, b"customer 99 v2");
+    assert!(!left_by_crash.is_empty(), "the crashed writer's files hold version 2");
+
+    let (verified, out) = erase_99(&s);
+    assert!(!verified, "{out}");
+    assert!(
+        out.contains("NOT VERIFIED") && out.contains("MAY HOLD THE KEYS"),
+        "{out}"
+    );
+    for f in &left_by_crash {
+        assert!(out.contains(f.as_str()), "{f} is named:\n{out}");
+        assert!(Path::new(f).exists(), "a young unreferenced file is left alone");
+    }
+
+    // Two days later (the contract's orphan_min_age is one day).
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    for f in &left_by_crash {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+    }
+    let (verified, out) = erase_99(&s);
+    assert!(verified, "{out}");
+    assert!(
+        out.contains(&format!("{} past the orphan safety age deleted", left_by_crash.len())),
+        "{out}"
+    );
+    let left = files_containing(&s.warehouse(), ERASED);
+    assert!(left.is_empty(), "files still holding the erased value: {left:?}");
+    let want: Vec<(u64, u64)> = (0..99).map(|i| (i, 1)).collect();
+    assert_eq!(
+        latest_per_customer(&s),
+        want,
+        "the crashed writer's versions never landed"
+    );
+}

@@ -61,6 +61,7 @@ pub async fn erase_keys(
     }
     let catalog = &Catalog::open(catalog).await?;
     let ident = table_definition(contract)?.ident;
+    let orphan_min_age = contract.maintenance.orphan_min_age.0;
     let state = catalog.load(&ident).await?;
     let decoder = KeyDecoder::new(
         &arrow_schema(&state.metadata)?,
@@ -79,7 +80,7 @@ pub async fn erase_keys(
     let keys_match = KeyMatch::new(&state.metadata, &contract.keys.columns, &batch)?;
     let committer = Committer::new(catalog.clone(), ident, table_epoch(&state.metadata)?);
     let mut outcome = ErasureOutcome {
-        table: erase_rows(catalog, &committer, &keys_match).await?,
+        table: erase_rows(catalog, &committer, &keys_match, orphan_min_age).await?,
         ..Default::default()
     };
     if contract.table.format.uses_registry() {
@@ -111,7 +112,7 @@ pub async fn erase_keys(
             keys: &keys_match,
             decoder: CarriedKeys(decoder),
         };
-        outcome.dead_letters = erase_rows(catalog, &committer, &rows).await?;
+        outcome.dead_letters = erase_rows(catalog, &committer, &rows, orphan_min_age).await?;
     }
     Ok(outcome)
 }

@@ -103,6 +103,8 @@ impl ErasureLog {
             "rows_removed": r.rows_removed,
             "snapshots_expired": r.snapshots_expired,
             "dead_letters_removed": dead.rows_removed,
+            "orphans_deleted": r.orphans_deleted.len() + dead.orphans_deleted.len(),
+            "young_unreferenced": r.young_unreferenced.len() + dead.young_unreferenced.len(),
             "verified": outcome.verified(),
             "caveats": outcome.caveats,
         });

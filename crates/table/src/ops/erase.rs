@@ -19,6 +19,7 @@
 //! side's knowledge).
 
 use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
 
 use arrow_array::cast::AsArray;
 use arrow_array::{BooleanArray, RecordBatch};
@@ -29,6 +30,7 @@ use iceberg::spec::DataFile;
 use crate::commit::{Committer, ExpirePolicy, ForgettingRewrite, Rewrite};
 use crate::error::{Result, TableError};
 use crate::keyed::index::KeyIndex;
+use crate::ops::orphans;
 use crate::read::live::live_files;
 use crate::read::{read_data_file as read_rows, read_deletes};
 use crate::write::data::DataWriter;
@@ -51,12 +53,22 @@ pub struct ErasureReport {
     pub files_checked: usize,
     /// Rows of the keys found in those files, deletes ignored (must be 0).
     pub rows_found_after: u64,
+    /// Files no snapshot references (left by a crashed or fenced writer, or an abandoned
+    /// commit attempt) older than the orphan safety age: deleted, whatever they held.
+    pub orphans_deleted: Vec<String>,
+    /// Unreferenced data files younger than the safety age, read for the keys.
+    pub young_files_checked: usize,
+    /// Unreferenced files younger than the safety age that hold a row of the keys, or that
+    /// cannot be read for them (manifests, whose column bounds may quote a key). They may be
+    /// a running writer's next commit, so they are left alone, and the erasure is not
+    /// verified while any is left (must be empty): erase again once they are older.
+    pub young_unreferenced: Vec<String>,
 }
 
 impl ErasureReport {
     /// Whether the keys are gone from storage.
     pub fn verified(&self) -> bool {
-        self.still_on_storage.is_empty() && self.rows_found_after == 0
+        self.still_on_storage.is_empty() && self.rows_found_after == 0 && self.young_unreferenced.is_empty()
     }
 }
 
@@ -143,7 +155,14 @@ fn binary_column<'b>(batch: &'b RecordBatch, name: &str) -> Result<Vec<Option<&'
 }
 
 /// Erases the rows `rows` matches from the table `committer` writes (see the module docs).
-pub async fn erase_rows(catalog: &Catalog, committer: &Committer, rows: &dyn RowMatch) -> Result<ErasureReport> {
+/// Unreferenced files older than `orphan_min_age` (the contract's orphan safety age) are
+/// deleted; younger ones are checked (see [`ErasureReport::young_unreferenced`]).
+pub async fn erase_rows(
+    catalog: &Catalog,
+    committer: &Committer,
+    rows: &dyn RowMatch,
+    orphan_min_age: Duration,
+) -> Result<ErasureReport> {
     let io = catalog.file_io();
     let base = catalog.load(committer.ident()).await?;
     let meta = base.metadata.as_ref();
@@ -166,6 +185,7 @@ pub async fn erase_rows(catalog: &Catalog, committer: &Committer, rows: &dyn Row
     }
     if removed.is_empty() {
         // Nothing held the keys: the check still reads every file, so the report says so.
+        sweep_unreferenced(catalog, committer, rows, orphan_min_age, &mut report).await?;
         verify(catalog, committer, rows, &mut report).await?;
         return Ok(report);
     }
@@ -197,8 +217,56 @@ pub async fn erase_rows(catalog: &Catalog, committer: &Committer, rows: &dyn Row
         .await?;
     report.snapshots_expired = expired.expired_snapshots.len();
     report.files_deleted = expired.deleted_files.len();
+    sweep_unreferenced(catalog, committer, rows, orphan_min_age, &mut report).await?;
     verify(catalog, committer, rows, &mut report).await?;
     Ok(report)
+}
+
+/// Files no snapshot references hold bytes too: what a crashed or fenced writer or an
+/// abandoned commit attempt left. Those older than `min_age` are deleted, the rule orphan
+/// cleanup follows (nothing will reference them). Younger ones may be a running writer's
+/// next commit, whose files must not vanish under it: data files among them are read for the
+/// keys (position-delete files hold paths and positions, no values), and any that holds them
+/// or cannot be read for them is reported instead.
+async fn sweep_unreferenced(
+    catalog: &Catalog,
+    committer: &Committer,
+    rows: &dyn RowMatch,
+    min_age: Duration,
+    report: &mut ErasureReport,
+) -> Result<()> {
+    let io = catalog.file_io();
+    let meta = catalog.load(committer.ident()).await?.metadata;
+    let data_dir = format!("{}/data", meta.location().trim_end_matches('/'));
+    let now = SystemTime::now();
+    for file in orphans::unreferenced(catalog, committer.ident()).await? {
+        if now.duration_since(file.modified).unwrap_or_default() >= min_age {
+            orphans::delete(catalog, &file.location).await?;
+            report.orphans_deleted.push(file.location);
+            continue;
+        }
+        let in_data = orphans::is_under(&file.location, &data_dir);
+        if in_data && file.location.contains("-deletes") {
+            continue;
+        }
+        let holds_keys = match in_data {
+            true => match read_rows(io, &meta, &file.location).await {
+                Ok(batches) => {
+                    report.young_files_checked += 1;
+                    without_rows(rows, &batches, &[])?.1 > 0
+                }
+                Err(_) => true,
+            },
+            // Manifests and lists quote column bounds; metadata files hold no row values.
+            false => !file.location.ends_with(".metadata.json"),
+        };
+        if holds_keys {
+            report.young_unreferenced.push(file.location);
+        }
+    }
+    report.orphans_deleted.sort();
+    report.young_unreferenced.sort();
+    Ok(())
 }
 
 async fn verify(

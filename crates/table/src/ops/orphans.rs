@@ -12,6 +12,7 @@ use iceberg::TableIdent;
 use crate::catalog::Catalog;
 use crate::error::{Result, TableError};
 use crate::read::reachable::reachable;
+use crate::storage::Listed;
 
 /// What an orphan sweep found and did.
 #[derive(Debug, Clone, Default)]
@@ -23,18 +24,48 @@ pub struct OrphanReport {
 }
 
 /// Finds (and unless `dry_run`, deletes) orphan files of `ident` older than `min_age`.
-///
-/// Only the table's own `data/` and `metadata/` directories are swept (a nested namespace's
-/// tables can live under a table's location, and must not be taken for its orphans), and only
-/// after checking that every referenced file under them was listed: a referenced file the
-/// listing spells differently would otherwise look orphaned and be deleted, so a mismatch
-/// refuses the sweep instead.
 pub async fn remove_orphans(
     catalog: &Catalog,
     ident: &TableIdent,
     min_age: Duration,
     dry_run: bool,
 ) -> Result<OrphanReport> {
+    let now = SystemTime::now();
+    let mut report = OrphanReport::default();
+    for file in unreferenced(catalog, ident).await? {
+        let age = now.duration_since(file.modified).unwrap_or_default();
+        if age < min_age {
+            report.too_young.push(file.location);
+            continue;
+        }
+        if !dry_run {
+            delete(catalog, &file.location).await?;
+        }
+        report.orphans.push(file.location);
+    }
+    report.orphans.sort();
+    report.too_young.sort();
+    Ok(report)
+}
+
+/// Deletes one unreferenced file.
+pub(crate) async fn delete(catalog: &Catalog, location: &str) -> Result<()> {
+    catalog
+        .file_io()
+        .delete(location)
+        .await
+        .map_err(|e| TableError::Catalog(format!("deleting {location}: {e}")))
+}
+
+/// The files under `ident`'s location that no retained metadata references, with when each
+/// was written: what a crashed or fenced writer and abandoned commit attempts left, and what
+/// a running writer has written but not committed yet.
+///
+/// Only the table's own `data/` and `metadata/` directories are listed (a nested namespace's
+/// tables can live under a table's location, and must not be taken for its files), and only
+/// after checking that every referenced file under them was listed: a referenced file the
+/// listing spells differently would otherwise look unreferenced, so a mismatch refuses.
+pub async fn unreferenced(catalog: &Catalog, ident: &TableIdent) -> Result<Vec<Listed>> {
     let st = catalog.load(ident).await?;
     let meta = st.metadata.as_ref();
     let location = meta.location().trim_end_matches('/');
@@ -85,29 +116,15 @@ pub async fn remove_orphans(
         )));
     }
     let referenced: HashSet<String> = needed.into_iter().chain(optional).collect();
-    let now = SystemTime::now();
-    let mut report = OrphanReport::default();
-    for file in listed {
-        if referenced.contains(&comparable(&file.location)) {
-            continue;
-        }
-        let age = now.duration_since(file.modified).unwrap_or_default();
-        if age < min_age {
-            report.too_young.push(file.location);
-            continue;
-        }
-        if !dry_run {
-            catalog
-                .file_io()
-                .delete(&file.location)
-                .await
-                .map_err(|e| TableError::Catalog(format!("deleting {}: {e}", file.location)))?;
-        }
-        report.orphans.push(file.location);
-    }
-    report.orphans.sort();
-    report.too_young.sort();
-    Ok(report)
+    Ok(listed
+        .into_iter()
+        .filter(|f| !referenced.contains(&comparable(&f.location)))
+        .collect())
+}
+
+/// Whether `location` is inside the directory `dir`, however either spells its path.
+pub(crate) fn is_under(location: &str, dir: &str) -> bool {
+    comparable(location).starts_with(&format!("{}/", comparable(dir).trim_end_matches('/')))
 }
 
 /// A location as listing and metadata can both spell it: `file:///w/x` and `/w/x` are one
