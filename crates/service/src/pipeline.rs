@@ -17,7 +17,7 @@ use calve_ingest::registry::{Fetched, Registry};
 use calve_ingest::{
     dead_letters_to_batch, DeadLetter, DeadLetterKind, Inferred, IngestError, KafkaRecord, KafkaSource, Routed, Router,
 };
-use calve_retry::Classify;
+use calve_retry::{Classify, RetryClass};
 use calve_table::commit::hold::{Action, Applied, Hold, Rejection, SetHoldState};
 use calve_table::commit::restore::{add_unknown_fields, Offsets, UNKNOWN_FIELDS_CAP};
 use tokio::sync::watch;
@@ -243,7 +243,8 @@ impl Pipeline {
             let band_elapsed = self.buffer.since.is_some_and(|t| t.elapsed() >= band);
             let full = self.record_buffered() >= self.contract.maintenance.target_file_size.0;
             // In batch mode a drained topic is reason enough to commit: nothing more will come.
-            let drained = stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up()?;
+            let drained =
+                stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up_riding_out()?;
             let flushed = band_elapsed || full || drained;
             if flushed {
                 self.flush().await?;
@@ -254,9 +255,9 @@ impl Pipeline {
                 self.stats.mark_running();
             }
             if self.partitions_checked.elapsed() >= PARTITION_REFRESH {
-                self.refresh_partitions()?;
+                self.refresh_partitions_riding_out()?;
             }
-            if stop == StopWhen::CaughtUp && self.buffer.is_empty() && self.caught_up()? {
+            if stop == StopWhen::CaughtUp && self.buffer.is_empty() && self.caught_up_riding_out()? {
                 tracing::info!(table = %self.contract.table.name, "caught up with the topic");
                 return Ok(Ended::Done);
             }
@@ -643,6 +644,30 @@ impl Pipeline {
         self.record_buffered();
         self.record_lag(true);
         Ok(())
+    }
+
+    /// [`Pipeline::refresh_partitions`], riding out a broker that cannot answer: librdkafka
+    /// reconnects by itself, and tearing the pipeline down for it would claim the table again
+    /// (a new writer epoch) and rebuild a keyed table's index. Looked at again next interval.
+    fn refresh_partitions_riding_out(&mut self) -> Result<(), ServiceError> {
+        match self.refresh_partitions() {
+            Err(e) if e.class() == RetryClass::Temporary => {
+                tracing::warn!(table = %self.contract.table.name, "cannot see the topic's partitions, reading on and looking again in {PARTITION_REFRESH:?}: {e}");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// [`Pipeline::caught_up`], riding out a broker that cannot answer (not caught up yet).
+    fn caught_up_riding_out(&self) -> Result<bool, ServiceError> {
+        match self.caught_up() {
+            Err(e) if e.class() == RetryClass::Temporary => {
+                tracing::warn!(table = %self.contract.table.name, "cannot read the topic's end offsets, reading on: {e}");
+                Ok(false)
+            }
+            other => other,
+        }
     }
 
     /// Adds partitions created since the last look; known partitions keep their position.

@@ -44,6 +44,23 @@ impl Broker {
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// Freezes the broker (SIGSTOP): its connections stay open and nothing answers, as when a
+    /// broker hangs or a network drops every packet. [`Broker::resume`] thaws it.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaws a paused broker (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child this value owns and has not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "signalling tansu: {}", std::io::Error::last_os_error());
+    }
 }
 
 fn spawn_tansu(dir: &Path, port: u16, advertised: u16, extra: &[&str]) -> Child {
