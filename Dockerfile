@@ -7,7 +7,8 @@
 #
 #   docker build -t calve .
 #   docker run --rm -v /etc/calve:/etc/calve:ro -v calve-state:/var/lib/calve \
-#     -e KAFKA_PASSWORD -e CATALOG_CREDENTIAL -p 9464:9464 calve
+#     -v /etc/calve/credentials:/run/credentials/calve.service:ro -p 9464:9464 calve
+# (the secrets where deploy/calve.toml reads them, as systemd's LoadCredential= puts them)
 #
 # See README.md, "Deploying".
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use calve_service::ErasureReport;
-use calve_service::{erase_keys, ErasureLog, ErasureOutcome, RunConfig};
+use calve_service::{erase_keys, Catalog, ErasureLog, ErasureOutcome, RunConfig};
 
 /// What `calve erase` was asked.
 pub struct Request {
@@ -27,7 +27,8 @@ pub async fn run(req: Request) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("no contract for table `{}` in {}", req.table, req.config.display()))?;
     let keys = collect_keys(&req.keys, req.key_file.as_deref())?;
     // Opened first: an erasure that could not be recorded must not happen.
-    let log = ErasureLog::open(&cfg.catalog, &cfg.erasure).await?;
+    let catalog = Catalog::open(&cfg.catalog).await.context("opening the catalog")?;
+    let log = ErasureLog::open(&catalog, &cfg.erasure).await?;
     let outcome = erase_keys(&cfg.catalog, &contract, &keys).await?;
     print_report(&req.table, keys.len(), &outcome);
     let entry = log.record(&req.table, &keys, &req.requested_by, &outcome).await?;

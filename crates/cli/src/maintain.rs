@@ -66,7 +66,7 @@ pub async fn run(req: Request<'_>) -> anyhow::Result<ExitCode> {
             }
             let now = chrono::Utc::now().timestamp_millis();
             let mut m = Maintainer::new(catalog.clone(), def.ident.clone(), policy, now)
-                .publish_status_to(cfg.catalog.warehouse.clone());
+                .publish_status_to(catalog.storage().state_root().to_string());
             match m.cycle(now, req.dry_run, &bar).await {
                 Ok(r) => {
                     bar.0.set_message(String::new());

@@ -9,8 +9,8 @@ use calve_service::{bind_http, install_exporter, run_tables, serve_http, Observe
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-/// The exit status when every table that failed was taken over by a newer `calve run` (its
-/// writer epoch fenced this process out): a supervisor that restarted this process would only
+/// The exit status when every table was taken over by a newer `calve run` (its writer epoch
+/// fenced this process out): a supervisor that restarted this process would only
 /// take the tables back, so the systemd unit lists it in `RestartPreventExitStatus=`.
 pub const EXIT_TAKEN_OVER: u8 = 3;
 
@@ -46,11 +46,12 @@ pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCod
     }
     let outcomes = run_tables(contracts, Services::new(&cfg, catalog)?, &observed, rx, stop).await;
     let mut failed = false;
-    let mut all_taken_over = true;
+    // Every table ended by a takeover (none stopped at SIGTERM, none failed otherwise).
+    let mut all_taken_over = !outcomes.is_empty();
     for (table, r) in outcomes {
+        all_taken_over &= r.as_ref().is_err_and(|e| e.is_fenced());
         if let Err(e) = r {
             failed = true;
-            all_taken_over &= e.is_fenced();
             eprintln!("table {table} failed: {e}");
         }
     }

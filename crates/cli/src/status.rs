@@ -55,7 +55,7 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
             if def.ident == table_definition(&c)?.ident {
                 print_schema_holds(&catalog, &c).await?;
             }
-            print_maintenance(&catalog, &cfg.catalog.warehouse, &def.ident.to_string()).await?;
+            print_maintenance(&catalog, catalog.storage().state_root(), &def.ident.to_string()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -129,26 +129,8 @@ fn erase_removes_every_version_from_storage() {
     );
     assert_eq!(dead_letter_keys(&s).len(), 4, "every bad record is a dead letter");
 
-    let out = Command::new(calve_bin())
-        .args([
-            "erase",
-            "--table",
-            "crm.customers",
-            "--key",
-            "99",
-            "--requested-by",
-            "dpo@example.com",
-            "--config",
-        ])
-        .arg(&s.config)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "erase failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (verified, stdout) = erase_99(&s, "dpo@example.com");
+    assert!(verified, "erase failed: {stdout}");
     assert!(stdout.contains("verified: the keys are gone"), "{stdout}");
     assert!(
         stdout.contains("rows removed (every version): 2"),
@@ -208,8 +190,9 @@ fn erase_removes_every_version_from_storage() {
     assert_eq!(latest_per_customer(&s), want);
 }
 
-/// Runs `calve erase` of customer 99: whether it verified, and what it printed.
-fn erase_99(s: &Setup) -> (bool, String) {
+/// Runs `calve erase` of customer 99 as requested `by`: whether it verified, and what it
+/// printed (and, when it failed, what it logged).
+fn erase_99(s: &Setup, by: &str) -> (bool, String) {
     let out = Command::new(calve_bin())
         .args([
             "erase",
@@ -218,13 +201,17 @@ fn erase_99(s: &Setup) -> (bool, String) {
             "--key",
             "99",
             "--requested-by",
-            "dpo",
+            by,
             "--config",
         ])
         .arg(&s.config)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        printed.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), printed)
 }
 
 /// A writer that crashed between writing its files and committing them left files no
@@ -249,7 +236,7 @@ fn erasure_reaches_files_a_crashed_writer_left() {
     let left_by_crash = files_containing(&data_dir, b"customer 99 v2");
     assert!(!left_by_crash.is_empty(), "the crashed writer's files hold version 2");
 
-    let (verified, out) = erase_99(&s);
+    let (verified, out) = erase_99(&s, "dpo");
     assert!(!verified, "{out}");
     assert!(
         out.contains("NOT VERIFIED") && out.contains("MAY HOLD THE KEYS"),
@@ -270,7 +257,7 @@ fn erasure_reaches_files_a_crashed_writer_left() {
             .set_modified(two_days_ago)
             .unwrap();
     }
-    let (verified, out) = erase_99(&s);
+    let (verified, out) = erase_99(&s, "dpo");
     assert!(verified, "{out}");
     assert!(
         out.contains(&format!("{} past the orphan safety age deleted", left_by_crash.len())),

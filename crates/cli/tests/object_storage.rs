@@ -4,27 +4,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use calve_testkit::broker::Broker;
-use calve_testkit::calve::{kill9, wait_for, Setup};
+use calve_testkit::calve::Setup;
 use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::s3::S3;
 use calve_testkit::workload::order_json;
 use common::*;
-
-fn run(s: &Setup, args: &[&str]) {
-    let mut child = s.spawn(&calve_bin(), args);
-    let st = wait_for(&mut child, Duration::from_secs(120));
-    if st.is_none() {
-        kill9(&mut child);
-    }
-    assert!(
-        st.is_some_and(|st| st.success()),
-        "calve {args:?} failed:\n{}",
-        s.latest_log()
-    );
-}
 
 fn orders(ids: std::ops::Range<u64>) -> Vec<Message> {
     ids.map(|i| (format!("k{i}"), Some(order_json(i)), None)).collect()
@@ -39,7 +24,7 @@ fn a_warehouse_in_s3_ingests_restarts_and_is_maintained_there() {
     let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "2s")).on_s3(&s3);
     let read = || read_orders(&s);
 
-    run(&s, &["run", "--until-caught-up"]);
+    run_to_end(&s, &["run", "--until-caught-up"]);
     assert_orders_exactly(&read(), &(0..1000).collect::<Vec<_>>(), &s.logs());
     let objects = s3.keys("warehouse/shop/orders/");
     assert!(
@@ -53,7 +38,7 @@ fn a_warehouse_in_s3_ingests_restarts_and_is_maintained_there() {
 
     // A restart resumes from the restore point in the bucket's metadata.
     produce(&broker.bootstrap(), "orders", &orders(1000..2000));
-    run(&s, &["run", "--until-caught-up"]);
+    run_to_end(&s, &["run", "--until-caught-up"]);
     let all: Vec<u64> = (0..2000).collect();
     assert_orders_exactly(&read(), &all, &s.logs());
 
@@ -63,7 +48,7 @@ fn a_warehouse_in_s3_ingests_restarts_and_is_maintained_there() {
     // crates/table/tests/object_storage.rs).
     let orphan = "warehouse/shop/orders/data/never-committed.parquet";
     s3.put(orphan, b"PAR1 not really".to_vec());
-    run(&s, &["maintain"]);
+    run_to_end(&s, &["maintain"]);
     let after = s3.keys("warehouse/shop/orders/");
     assert!(after.contains(&orphan.to_string()), "a young orphan is kept: {after:?}");
     let view = read();
@@ -84,8 +69,6 @@ fn a_warehouse_in_s3_ingests_restarts_and_is_maintained_there() {
     );
 }
 
-const CUSTOMERS: &str = include_str!("../../../examples/contracts/customers.toml");
-
 /// Erasure in the bucket: every object that held a customer's value is rewritten or deleted,
 /// proven by reading every object's bytes, and the request is recorded as an object of its own.
 #[test]
@@ -98,41 +81,11 @@ fn erasure_in_s3_leaves_no_object_holding_the_key() {
         &CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\""),
     )
     .on_s3(&s3);
-    let versions = |ids: std::ops::Range<u64>, v: u64| -> Vec<Message> {
-        ids.map(|id| {
-            (
-                id.to_string(),
-                Some(calve_testkit::workload::customer_json(id, v)),
-                None,
-            )
-        })
-        .collect()
-    };
-    produce(&broker.bootstrap(), "customers", &versions(0..100, 1));
-    run(&s, &["run", "--until-caught-up"]);
-    produce(&broker.bootstrap(), "customers", &versions(50..100, 2));
-    run(&s, &["run", "--until-caught-up"]);
-    // Customer 99's name sorts last, so it is in Parquet footers and manifest bounds as text.
-    let erased = b"customer 99 v";
-    assert!(
-        !s3.grep("warehouse/crm/", erased).is_empty(),
-        "the value is in the bucket's bytes before erasure"
-    );
-
-    run(
-        &s,
-        &[
-            "erase",
-            "--table",
-            "crm.customers",
-            "--key",
-            "99",
-            "--requested-by",
-            "dpo",
-        ],
-    );
-    let left = s3.grep("warehouse/", erased);
-    assert!(left.is_empty(), "objects still holding the erased value: {left:?}");
+    produce(&broker.bootstrap(), "customers", &customer_versions(0..100, 1));
+    run_to_end(&s, &["run", "--until-caught-up"]);
+    produce(&broker.bootstrap(), "customers", &customer_versions(50..100, 2));
+    run_to_end(&s, &["run", "--until-caught-up"]);
+    erase_99_from_bucket(&s, &s3);
     let view = read_from(&s, "crm.customers", &["customer_id"]);
     for reader in ["pyiceberg", "duckdb"] {
         let ids: Vec<u64> = view.rows(reader).iter().map(|r| r[0].as_u64().unwrap()).collect();

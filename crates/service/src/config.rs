@@ -238,6 +238,9 @@ mod tests {
 
         let cfg = RunConfig::load(&config).unwrap();
         assert!(cfg.catalog.is_rest());
+        // Its warehouse is a name: calve's own files need the `state` location it gives.
+        let storage = calve_table::storage::Storage::of(&cfg.catalog).unwrap();
+        assert_eq!(storage.state_root(), "s3://lake-bucket/calve");
         assert_eq!(
             cfg.catalog.credential.as_ref().map(|c| c.expose().to_string()),
             Some("calve-client:s3cr3t-Client-Secret".to_string())

@@ -9,8 +9,8 @@
 //! recorded does not happen.
 
 use calve_contract::Secret;
-use calve_table::storage::{local_path, Storage};
-use calve_table::CatalogConfig;
+use calve_table::storage::local_path;
+use calve_table::Catalog;
 use hmac::{Hmac, Mac};
 use iceberg::io::FileIO;
 use serde::Deserialize;
@@ -42,11 +42,12 @@ pub struct ErasureLog {
 }
 
 impl ErasureLog {
-    /// Opens the log of `catalog`'s warehouse, finding or creating its HMAC key.
-    pub async fn open(catalog: &CatalogConfig, cfg: &ErasureConfig) -> Result<Self, ServiceError> {
-        let storage = Storage::of(catalog)?;
+    /// Opens the log under `catalog`'s state root (`[catalog] state`, else the warehouse),
+    /// finding or creating its HMAC key.
+    pub async fn open(catalog: &Catalog, cfg: &ErasureConfig) -> Result<Self, ServiceError> {
+        let storage = catalog.storage();
         let io = storage.file_io();
-        let root = format!("{}/_calve", storage.root());
+        let root = format!("{}/_calve", storage.state_root());
         let (hmac_key, key_source) = match &cfg.hmac_key {
             Some(k) => (k.clone(), "config"),
             None => {
@@ -206,7 +207,12 @@ mod tests {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         let warehouse = tempfile::tempdir().unwrap();
-        let catalog = CatalogConfig::new("sqlite::memory:", warehouse.path().display().to_string());
+        let catalog = Catalog::open(&calve_table::CatalogConfig::new(
+            "sqlite::memory:",
+            warehouse.path().display().to_string(),
+        ))
+        .await
+        .unwrap();
         let cfg = ErasureConfig {
             hmac_key: Some(Secret::new("from-the-vault")),
         };
@@ -235,7 +241,12 @@ mod tests {
     #[tokio::test]
     async fn an_empty_key_is_refused_before_anything_is_erased() {
         let warehouse = tempfile::tempdir().unwrap();
-        let catalog = CatalogConfig::new("sqlite::memory:", warehouse.path().display().to_string());
+        let catalog = Catalog::open(&calve_table::CatalogConfig::new(
+            "sqlite::memory:",
+            warehouse.path().display().to_string(),
+        ))
+        .await
+        .unwrap();
         let cfg = ErasureConfig {
             hmac_key: Some(Secret::new(" ")),
         };

@@ -41,7 +41,8 @@ pub struct Services {
     pub catalog: Catalog,
     /// Kafka.
     pub kafka: KafkaConfig,
-    /// The warehouse (maintenance publishes its status under it).
+    /// Where calve's own files go (maintenance publishes its status under it): `[catalog]
+    /// state`, else the warehouse.
     pub warehouse: String,
     /// Background maintenance settings.
     pub maintenance: MaintenanceConfig,
@@ -56,9 +57,9 @@ impl Services {
     /// Fails when the registry's credentials cannot be read.
     pub fn new(cfg: &RunConfig, catalog: Catalog) -> Result<Self, ServiceError> {
         Ok(Services {
+            warehouse: catalog.storage().state_root().to_string(),
             catalog,
             kafka: cfg.kafka.clone(),
-            warehouse: cfg.catalog.warehouse.clone(),
             maintenance: cfg.maintenance.clone(),
             key_index: cfg.key_index.settings(),
             registry: cfg.registry.as_ref().map(Registry::new).transpose()?.map(Arc::new),

@@ -24,6 +24,8 @@ use crate::error::{Result, TableError};
 #[derive(Clone)]
 pub struct Storage {
     root: String,
+    /// Where calve's own files go (trimmed like `root`).
+    state: String,
     properties: Arc<BTreeMap<String, String>>,
     /// A REST catalog's warehouse is often a name, not a location: with S3 settings given,
     /// its tables are in S3 all the same.
@@ -76,16 +78,34 @@ impl Storage {
         Ok(Storage {
             s3_by_settings: false,
             root: trimmed_root(root).to_string(),
+            state: trimmed_root(root).to_string(),
             properties: Arc::new(properties.clone()),
         })
     }
 
     /// The store of `[catalog]`: for a REST catalog (whose warehouse may be a name), S3 when
-    /// `[catalog.storage]` has S3 settings, whatever the warehouse says.
+    /// `[catalog.storage]` has S3 settings, whatever the warehouse says. Its state root must
+    /// then be a location.
     pub fn of(cfg: &CatalogConfig) -> Result<Self> {
         let mut storage = Storage::new(&cfg.warehouse, &cfg.storage)?;
+        storage.state = Storage::new(cfg.state_root(), &cfg.storage)?.state;
         storage.s3_by_settings = cfg.is_rest() && cfg.storage.keys().any(|k| k.starts_with("s3."));
+        if storage.s3_by_settings && !is_object_store(&storage.state) {
+            return Err(TableError::Config(format!(
+                "the warehouse `{}` is a name, not a location, and the tables' files are in S3: give \
+                 `state = \"s3://bucket/prefix\"` in [catalog] for calve's own files (maintenance status, \
+                 erasure log)",
+                cfg.warehouse
+            )));
+        }
         Ok(storage)
+    }
+
+    /// The same store with `properties` instead of `[catalog.storage]` (a REST catalog's
+    /// configuration layered with it); which store it is does not change.
+    pub fn with_properties(mut self, properties: BTreeMap<String, String>) -> Self {
+        self.properties = Arc::new(properties);
+        self
     }
 
     /// Whether the warehouse is in an object store.
@@ -97,6 +117,12 @@ impl Storage {
     /// and a doubled `/` is a different path to metadata but the same object to the store).
     pub fn root(&self) -> &str {
         &self.root
+    }
+
+    /// Where calve keeps its own files (`<state_root>/_calve/…`: maintenance status, erasure
+    /// log): `[catalog] state`, else the warehouse root.
+    pub fn state_root(&self) -> &str {
+        &self.state
     }
 
     /// Makes sure a local warehouse exists (an object store needs nothing made).
@@ -286,9 +312,18 @@ mod tests {
         assert!(truthy("1") && truthy("On") && truthy("true") && !truthy("false") && !truthy(""));
         let mut rest = CatalogConfig::new("https://polaris:8181/api/catalog", "lakehouse");
         rest.storage = BTreeMap::from([("s3.region".to_string(), "eu-west-1".to_string())]);
+        let err = Storage::of(&rest).unwrap_err().to_string();
         assert!(
-            Storage::of(&rest).unwrap().is_object_store(),
-            "a REST warehouse name with S3 settings"
+            err.contains("`lakehouse` is a name") && err.contains("state"),
+            "calve's own files need a location: {err}"
+        );
+        rest.state = Some("s3://lake/calve/".into());
+        let storage = Storage::of(&rest).unwrap();
+        assert!(storage.is_object_store(), "a REST warehouse name with S3 settings");
+        assert_eq!(
+            storage.state_root(),
+            "s3://lake/calve",
+            "calve's own files under `state`"
         );
         let mut local = CatalogConfig::new("sqlite:/tmp/c.db", "/tmp/w");
         local.storage = rest.storage.clone();

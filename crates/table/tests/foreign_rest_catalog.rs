@@ -10,12 +10,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use calve_table::commit::restore;
-use calve_table::commit::{claim_epoch, Append, Committer, ExpirePolicy, RestoreUpdate, SchemaChange, UpdateSchema};
+use calve_table::commit::{claim_epoch, Append, Committer, RestoreUpdate, SchemaChange, UpdateSchema};
 use calve_table::TableError;
-use common::{concurrent_appends, ids_of, offsets, Fixture};
+use common::{committer, concurrent_appends, expire_to_head, ids_of, offsets, Fixture};
 use iceberg::spec::PrimitiveType;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -29,11 +27,7 @@ async fn commits_schema_changes_and_expiry_on_rustberg() {
         "a second process loads the table rustberg has"
     );
 
-    let c = Committer::new(
-        f.catalog.clone(),
-        f.ident.clone(),
-        claim_epoch(&f.catalog, &f.ident).await.unwrap(),
-    );
+    let c = committer(&f).await;
     c.commit(
         &Append::new(f.files(0..10).await),
         &RestoreUpdate::new(offsets(0), offsets(7)),
@@ -72,16 +66,7 @@ async fn commits_schema_changes_and_expiry_on_rustberg() {
         "PyIceberg sees the new column through rustberg"
     );
 
-    let report = c
-        .expire_snapshots(
-            ExpirePolicy {
-                max_age: Duration::ZERO,
-                retain_last: 1,
-            },
-            i64::MAX / 2,
-        )
-        .await
-        .unwrap();
+    let report = expire_to_head(&c).await;
     assert_eq!(report.expired_snapshots.len(), 2, "the claim and the first append");
     let view = f.read();
     assert_eq!(view.snapshots().len(), 1, "rustberg applied remove-snapshots");
@@ -103,11 +88,7 @@ async fn commits_schema_changes_and_expiry_on_rustberg() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rustberg_fences_stale_owners_and_rebases_other_writers() {
     let (f, server) = Fixture::on_rustberg().await;
-    let old = Committer::new(
-        f.catalog.clone(),
-        f.ident.clone(),
-        claim_epoch(&f.catalog, &f.ident).await.unwrap(),
-    );
+    let old = committer(&f).await;
     old.commit(
         &Append::new(f.files(0..10).await),
         &RestoreUpdate::new(offsets(0), offsets(1)),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use calve_table::commit::restore;
 use calve_table::commit::{
-    claim_epoch, Append, CommitOutcome, Committer, ExpirePolicy, RestoreUpdate, SchemaChange, UpdateSchema,
+    claim_epoch, Append, CommitOutcome, Committer, ExpirePolicy, RestoreUpdate, Rewrite, SchemaChange, UpdateSchema,
 };
 use calve_table::TableError;
 use calve_testkit::rest_catalog::Fault;
@@ -327,4 +327,33 @@ async fn conflicts_unknown_outcomes_and_foreign_writers() {
     for reader in ["pyiceberg", "duckdb"] {
         assert_eq!(ids_of(&view, reader), want, "{reader} after expiry");
     }
+
+    // A maintenance rewrite applied, then answered 503: its commit id is made once per commit,
+    // so the retry finds it landed instead of failing over inputs it already removed (which
+    // would have had compaction delete the output a snapshot now references).
+    let st = f.catalog.load(&f.ident).await.unwrap();
+    let live = calve_table::read::live::live_files(f.catalog.file_io(), &st.metadata)
+        .await
+        .unwrap();
+    let old = live.data[0].file.clone();
+    let rows = old.record_count() as i64;
+    let replacement = f.one_file(5000..5000 + rows).await;
+    server.inject(Fault::ApplyThenUnavailable);
+    let outcome = c
+        .commit_maintenance(&Rewrite {
+            removed: vec![old],
+            added: vec![replacement.clone()],
+            planned_at: st.metadata.current_snapshot_id(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(outcome, CommitOutcome::AlreadyCommitted { .. }), "{outcome:?}");
+    let st = f.catalog.load(&f.ident).await.unwrap();
+    let live = calve_table::read::live::live_files(f.catalog.file_io(), &st.metadata)
+        .await
+        .unwrap();
+    assert!(
+        live.data.iter().any(|l| l.file.file_path() == replacement.file_path()),
+        "the rewrite's output is live"
+    );
 }

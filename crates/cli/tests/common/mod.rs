@@ -11,6 +11,7 @@ use serde_json::Value;
 pub mod chaos;
 
 pub const ORDERS: &str = include_str!("../../../../examples/contracts/orders.toml");
+pub const CUSTOMERS: &str = include_str!("../../../../examples/contracts/customers.toml");
 pub const ORDER_COLUMNS: &[&str] = &["order_id", "customer", "amount", "status", "ts"];
 pub const DLQ_COLUMNS: &[&str] = &["topic", "partition", "offset", "error_kind", "value"];
 
@@ -100,4 +101,55 @@ pub fn assert_orders_exactly(view: &ForeignView, expected: &[u64], logs: &str) {
             assert!(ts.starts_with(want_ts), "{reader} ts of {id}: {ts} vs {want_ts}");
         }
     }
+}
+
+/// Runs `calve <args>` to its end (at most 120 s), asserting it succeeded.
+pub fn run_to_end(s: &Setup, args: &[&str]) {
+    let mut child = s.spawn(&calve_bin(), args);
+    let st = calve_testkit::calve::wait_for(&mut child, std::time::Duration::from_secs(120));
+    if st.is_none() {
+        calve_testkit::calve::kill9(&mut child);
+    }
+    assert!(
+        st.is_some_and(|st| st.success()),
+        "calve {args:?} failed:\n{}",
+        s.latest_log()
+    );
+}
+
+/// Version `v` of customers `ids`, keyed by customer id.
+pub fn customer_versions(ids: std::ops::Range<u64>, v: u64) -> Vec<calve_testkit::kafka::Message> {
+    ids.map(|id| {
+        (
+            id.to_string(),
+            Some(calve_testkit::workload::customer_json(id, v)),
+            None,
+        )
+    })
+    .collect()
+}
+
+/// Erases customer 99 from a warehouse in `s3`'s bucket, proving by every object's bytes that
+/// its values were there before and are gone after. Customer 99's name sorts last, so it is in
+/// Parquet footers and manifest bounds as text.
+pub fn erase_99_from_bucket(s: &Setup, s3: &calve_testkit::s3::S3) {
+    let erased = b"customer 99 v";
+    assert!(
+        !s3.grep("warehouse/crm/", erased).is_empty(),
+        "the value is in the bucket's bytes before erasure"
+    );
+    run_to_end(
+        s,
+        &[
+            "erase",
+            "--table",
+            "crm.customers",
+            "--key",
+            "99",
+            "--requested-by",
+            "dpo",
+        ],
+    );
+    let left = s3.grep("warehouse/", erased);
+    assert!(left.is_empty(), "objects still holding the erased value: {left:?}");
 }

@@ -55,6 +55,12 @@ pub struct CatalogConfig {
     /// REST only: the OAuth2 scope asked for (default `catalog`, as Iceberg clients ask).
     #[serde(default)]
     pub scope: Option<String>,
+    /// Where calve keeps its own files (the maintenance status, the erasure log and its key),
+    /// as a location: a directory or `s3://bucket/prefix`. Default: the warehouse. Needed when
+    /// the warehouse is a name a REST catalog knows it by (Polaris, Lakekeeper) rather than a
+    /// location.
+    #[serde(default)]
+    pub state: Option<String>,
     /// `[catalog.storage]`: settings of the store the warehouse is on, by Iceberg's property
     /// names (`s3.endpoint`, `s3.region`, `s3.path-style-access`, `s3.access-key-id`,
     /// `s3.secret-access-key`, `s3.session-token`); see [`crate::storage`]. `Debug` redacts
@@ -73,6 +79,7 @@ impl fmt::Debug for CatalogConfig {
             .field("credential", &self.credential)
             .field("oauth2_server_uri", &self.oauth2_server_uri.as_deref().map(redact_uri))
             .field("scope", &self.scope)
+            .field("state", &self.state.as_deref().map(redact_uri))
             .field("storage", &redacted(&self.storage))
             .finish()
     }
@@ -94,8 +101,14 @@ impl CatalogConfig {
             credential: None,
             oauth2_server_uri: None,
             scope: None,
+            state: None,
             storage: BTreeMap::new(),
         }
+    }
+
+    /// Where calve's own files go: [`CatalogConfig::state`], else the warehouse.
+    pub fn state_root(&self) -> &str {
+        self.state.as_deref().unwrap_or(&self.warehouse)
     }
 }
 
@@ -173,9 +186,8 @@ impl Catalog {
             let rest = rest::Rest::open(cfg).await?;
             // The server may say where the store is (an endpoint, a region): its defaults
             // and overrides are layered with [catalog.storage] before any file is touched.
-            let mut effective = cfg.clone();
-            effective.storage = rest.storage_properties(&cfg.storage);
-            let storage = Storage::of(&effective)?;
+            // Which store it is stays the client's decision.
+            let storage = Storage::of(cfg)?.with_properties(rest.storage_properties(&cfg.storage));
             storage.prepare()?;
             let file_io = storage.file_io();
             (Backend::Rest(rest), storage, file_io)

@@ -37,7 +37,7 @@ pub(super) struct Rest {
     server: Arc<ConfigResponse>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 struct ConfigResponse {
     #[serde(default)]
     defaults: HashMap<String, String>,
@@ -73,6 +73,17 @@ struct CommitTableRequest<'a> {
 struct Identifier<'a> {
     namespace: &'a [String],
     name: &'a str,
+}
+
+impl std::fmt::Debug for ConfigResponse {
+    // A server may hand out storage keys in its configuration: names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |m: &HashMap<String, String>| m.keys().cloned().collect::<std::collections::BTreeSet<_>>();
+        f.debug_struct("ConfigResponse")
+            .field("defaults", &names(&self.defaults))
+            .field("overrides", &names(&self.overrides))
+            .finish()
+    }
 }
 
 impl Rest {

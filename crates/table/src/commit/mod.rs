@@ -254,8 +254,9 @@ impl RestoreUpdate {
 enum Restore<'a> {
     /// Ingest: the commit consumed Kafka up to `to`.
     Advance(&'a RestoreUpdate),
-    /// Maintenance: copy the base's restore point.
-    CarryForward,
+    /// Maintenance: copy the base's restore point. The commit id is made once per commit,
+    /// not per attempt, so an attempt that landed unseen is found by the next one.
+    CarryForward(&'a str),
 }
 
 /// How a commit ended.
@@ -355,7 +356,8 @@ impl Committer {
     /// base's restore point is copied forward on every attempt, so the newest snapshot always
     /// holds it, whatever ingest committed meanwhile.
     pub async fn commit_maintenance<O: SnapshotOperation>(&self, op: &O) -> Result<CommitOutcome> {
-        self.commit_with(op, Restore::CarryForward).await
+        let id = Uuid::new_v4().simple().to_string();
+        self.commit_with(op, Restore::CarryForward(&id)).await
     }
 
     async fn commit_with<O: SnapshotOperation>(&self, op: &O, restore: Restore<'_>) -> Result<CommitOutcome> {
@@ -387,6 +389,14 @@ impl Committer {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+        if maybe_landed {
+            // Not a conflict: a caller that took it for one would remove files a landed
+            // snapshot references. Unknown outcomes are resolved by reloading the table.
+            return Err(TableError::Catalog(format!(
+                "{}: the outcome of the commit is unknown after {} attempts (the catalog did not answer)",
+                self.ident, self.retry.attempts
+            )));
+        }
         Err(TableError::Conflict {
             table: self.ident.to_string(),
             attempts: self.retry.attempts,
@@ -397,14 +407,19 @@ impl Committer {
     async fn attempt<O: SnapshotOperation>(&self, op: &O, restore: Restore<'_>) -> Result<Option<CommitOutcome>> {
         let base = self.load_base().await?;
         let meta = base.metadata.as_ref();
+        let commit_id = match restore {
+            Restore::Advance(r) => restore::commit_id(&meta.uuid().to_string(), self.epoch, &r.from, &r.to),
+            Restore::CarryForward(id) => id.to_string(),
+        };
+        // Before the epoch check: a commit that landed before a newer owner claimed the table
+        // did land, and its files must not be taken for a fenced writer's.
+        if let Some(snapshot_id) = restore::find_commit(meta, &commit_id) {
+            return Ok(Some(CommitOutcome::AlreadyCommitted { snapshot_id }));
+        }
         self.check_epoch(meta)?;
         let mut unknown = restore::unknown_fields(meta)?;
-        let (offsets, commit_id) = match restore {
+        let offsets = match restore {
             Restore::Advance(r) => {
-                let id = restore::commit_id(&meta.uuid().to_string(), self.epoch, &r.from, &r.to);
-                if let Some(snapshot_id) = restore::find_commit(meta, &id) {
-                    return Ok(Some(CommitOutcome::AlreadyCommitted { snapshot_id }));
-                }
                 restore::add_unknown_fields(&mut unknown, &r.unknown_fields);
                 let moved = |e: &&Evolve| {
                     e.on_schema_id != meta.current_schema_id() || e.on_last_column_id != meta.last_column_id()
@@ -421,9 +436,9 @@ impl Committer {
                         ),
                     });
                 }
-                (Some(r.to.clone()), id)
+                Some(r.to.clone())
             }
-            Restore::CarryForward => (restore::restore_point(meta)?, Uuid::new_v4().simple().to_string()),
+            Restore::CarryForward(_) => restore::restore_point(meta)?,
         };
         let mut extra = HashMap::from([
             (COMMIT_ID_KEY.to_string(), commit_id),
@@ -437,7 +452,7 @@ impl Committer {
         }
         let evolve = match restore {
             Restore::Advance(r) => r.evolve.as_ref(),
-            Restore::CarryForward => None,
+            Restore::CarryForward(_) => None,
         };
         let mut ctx = SnapshotContext::new(&base, &self.catalog);
         // Manifests describe their files with the schema the snapshot installs, so the new

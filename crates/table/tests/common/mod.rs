@@ -271,6 +271,19 @@ pub async fn referenced_by_head(f: &Fixture) -> std::collections::BTreeSet<Strin
     out
 }
 
+/// Expires every snapshot but the head, whatever its age.
+pub async fn expire_to_head(c: &calve_table::commit::Committer) -> calve_table::commit::ExpireReport {
+    c.expire_snapshots(
+        calve_table::commit::ExpirePolicy {
+            max_age: std::time::Duration::ZERO,
+            retain_last: 1,
+        },
+        i64::MAX / 2,
+    )
+    .await
+    .unwrap()
+}
+
 /// A committer that has just claimed the fixture's table.
 pub async fn committer(f: &Fixture) -> calve_table::commit::Committer {
     let epoch = calve_table::commit::claim_epoch(&f.catalog, &f.ident).await.unwrap();
