@@ -17,8 +17,6 @@ use calve_testkit::workload::{customer_json, debezium_event, debezium_key};
 use common::*;
 use serde_json::Value;
 
-const CUSTOMERS: &str = include_str!("../../../examples/contracts/customers.toml");
-
 struct Events {
     msgs: Vec<Message>,
     model: BTreeMap<u64, u64>,

@@ -17,7 +17,6 @@ use calve_testkit::workload::customer_json;
 use common::*;
 use serde_json::Value;
 
-const CUSTOMERS: &str = include_str!("../../../examples/contracts/customers.toml");
 /// Customer 99's name is the largest, so it is in Parquet footers and manifest bounds as
 /// plain text: a grep finds it before erasure, which is what makes the check after meaningful.
 const ERASED: &[u8] = b"customer 99 v";
@@ -104,8 +103,8 @@ fn latest_per_customer(s: &Setup) -> Vec<(u64, u64)> {
     duck
 }
 
-#[test]
-fn erase_removes_every_version_from_storage() {
+/// A broker and a customers table (one-second band) holding version 1 of customers 0..100.
+fn customers_at_version_1() -> (Broker, Setup) {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "customers", 2);
     let s = Setup::new(
@@ -114,6 +113,12 @@ fn erase_removes_every_version_from_storage() {
     );
     produce(&broker.bootstrap(), "customers", &versions(0..100, 1));
     run(&s);
+    (broker, s)
+}
+
+#[test]
+fn erase_removes_every_version_from_storage() {
+    let (broker, s) = customers_at_version_1();
     let mut changes = versions(50..100, 2);
     changes.extend(dead_letters());
     produce(&broker.bootstrap(), "customers", &changes);
@@ -220,14 +225,7 @@ fn erase_99(s: &Setup, by: &str) -> (bool, String) {
 /// names them and is not verified; once older, it deletes them and is.
 #[test]
 fn erasure_reaches_files_a_crashed_writer_left() {
-    let broker = Broker::start();
-    create_topic(&broker.bootstrap(), "customers", 2);
-    let s = Setup::new(
-        &broker.bootstrap(),
-        &CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\""),
-    );
-    produce(&broker.bootstrap(), "customers", &versions(0..100, 1));
-    run(&s);
+    let (broker, s) = customers_at_version_1();
     produce(&broker.bootstrap(), "customers", &versions(50..100, 2));
     let mut crashing = s.spawn_with_env(&calve_bin(), &["run"], &[("CALVE_CRASH_AT", "after-files-written")]);
     let st = wait_for(&mut crashing, std::time::Duration::from_secs(60)).expect("the crash point is reached");

@@ -18,7 +18,6 @@ use calve_testkit::registry::{produce_avro, RegistryServer};
 use common::*;
 use serde_json::{json, Value};
 
-const CUSTOMERS: &str = include_str!("../../../examples/contracts/customers.toml");
 const COLUMNS: &[&str] = &["customer_id", "name", "tier", "version", "updated_at"];
 
 fn value_schema() -> Value {

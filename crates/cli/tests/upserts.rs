@@ -35,7 +35,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-const CUSTOMERS: &str = include_str!("../../../examples/contracts/customers.toml");
 const COLUMNS: &[&str] = &["customer_id", "name", "tier", "version", "updated_at"];
 const PARTITIONS: i32 = 4;
 const KEYS: u64 = 300;

@@ -18,6 +18,7 @@ mod pipeline;
 mod preflight;
 mod registry_check;
 mod sink;
+mod size_trigger;
 mod stats;
 mod supervisor;
 mod target;

@@ -28,6 +28,7 @@ use crate::error::ServiceError;
 use crate::faults::{crash_point, panic_if_poisoned, panic_message, CrashPoint};
 use crate::hold::{announce, changes_of, commit_approved, first_breaches, hold_for, promotion};
 use crate::sink::Sink;
+use crate::size_trigger::SizeTrigger;
 use crate::stats::{Committed, TableStats};
 use crate::supervisor::Services;
 use crate::target::Target;
@@ -39,6 +40,8 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the topic's partition count is re-read, so added partitions are consumed too.
 const PARTITION_REFRESH: Duration = Duration::from_secs(30);
+/// How long `--until-caught-up` rides out a broker that cannot tell the topic's end.
+const ENDS_PATIENCE: Duration = Duration::from_secs(60);
 /// How often consumer lag is brought up to date.
 const LAG_EVERY: Duration = Duration::from_millis(500);
 /// Longest pause between two asks of a registry that cannot answer.
@@ -82,6 +85,10 @@ pub struct Pipeline {
     stats: Arc<TableStats>,
     partitions_checked: Instant,
     lag_recorded: Instant,
+    /// When the buffer is big enough to commit before the band ends.
+    size: SizeTrigger,
+    /// Since when the topic's end offsets could not be read (`--until-caught-up`).
+    ends_unknown_since: Option<Instant>,
     /// Breaches the approver rejected: dead-lettered, not held.
     rejections: Vec<Rejection>,
     /// Set when a poll met a breach under `on_breaking = "hold"`: the poll was cut there.
@@ -129,6 +136,8 @@ impl Pipeline {
             stats,
             partitions_checked: Instant::now(),
             lag_recorded: Instant::now(),
+            size: SizeTrigger::new(target_size),
+            ends_unknown_since: None,
             rejections,
             held: None,
             registry: services.registry.clone(),
@@ -241,7 +250,8 @@ impl Pipeline {
                 }
             };
             let band_elapsed = self.buffer.since.is_some_and(|t| t.elapsed() >= band);
-            let full = self.record_buffered() >= self.contract.maintenance.target_file_size.0;
+            self.record_buffered();
+            let full = self.size.full(self.main.bytes() as u64, self.buffer.dead_bytes as u64);
             // In batch mode a drained topic is reason enough to commit: nothing more will come.
             let drained =
                 stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up_riding_out()?;
@@ -367,13 +377,11 @@ impl Pipeline {
         (self.main.bytes() + self.buffer.dead_bytes) as u64
     }
 
-    /// Publishes what waits for the next commit; returns its bytes (the flush trigger's
-    /// measure, summed once per poll).
-    fn record_buffered(&self) -> u64 {
+    /// Publishes what waits for the next commit.
+    fn record_buffered(&self) {
         let b = &self.buffer;
-        let bytes = self.buffered_bytes();
-        self.stats.record_buffered(b.records, b.dead.len() as u64, bytes);
-        bytes
+        self.stats
+            .record_buffered(b.records, b.dead.len() as u64, self.buffered_bytes());
     }
 
     /// Per partition, how far the table is behind the end of the topic (at most every
@@ -611,6 +619,7 @@ impl Pipeline {
                     .await?
             }
         };
+        let arrow = self.main.bytes() as u64;
         let written = self.main.write().await?;
         crash_point(CrashPoint::FilesWritten);
         if !dead_files.is_empty() {
@@ -619,6 +628,7 @@ impl Pipeline {
         }
         let report = self.main.commit(written, &to, &self.buffer.unknown_fields).await?;
         crash_point(CrashPoint::BothCommitted);
+        self.size.learn(arrow, report.bytes);
         self.stats.record_unknown_fields(&self.buffer.unknown_fields);
         self.dlq_covered = to[&topic].clone();
         self.source.report_progress(&to[&topic]);
@@ -659,14 +669,23 @@ impl Pipeline {
         }
     }
 
-    /// [`Pipeline::caught_up`], riding out a broker that cannot answer (not caught up yet).
-    fn caught_up_riding_out(&self) -> Result<bool, ServiceError> {
+    /// [`Pipeline::caught_up`], riding out a broker that cannot answer (not caught up yet) for
+    /// [`ENDS_PATIENCE`]; past it the error ends the pipeline, and the supervisor's backoff
+    /// and `TABLE FAILING` take over, rather than a batch run waiting in silence forever.
+    fn caught_up_riding_out(&mut self) -> Result<bool, ServiceError> {
         match self.caught_up() {
             Err(e) if e.class() == RetryClass::Temporary => {
+                let since = *self.ends_unknown_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= ENDS_PATIENCE {
+                    return Err(e);
+                }
                 tracing::warn!(table = %self.contract.table.name, "cannot read the topic's end offsets, reading on: {e}");
                 Ok(false)
             }
-            other => other,
+            other => {
+                self.ends_unknown_since = None;
+                other
+            }
         }
     }
 

@@ -13,7 +13,7 @@ mod common;
 use calve_table::commit::restore;
 use calve_table::commit::{claim_epoch, Append, Committer, RestoreUpdate, SchemaChange, UpdateSchema};
 use calve_table::TableError;
-use common::{committer, concurrent_appends, expire_to_head, ids_of, offsets, Fixture};
+use common::{committer, concurrent_appends, expire_to_head, ids_of, offsets, stale_change, Fixture};
 use iceberg::spec::PrimitiveType;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -101,16 +101,12 @@ async fn rustberg_fences_stale_owners_and_rebases_other_writers() {
     let before_claim = f.catalog.load(&f.ident).await.unwrap();
     let new_epoch = claim_epoch(&f.catalog, &f.ident).await.unwrap();
     assert_eq!(new_epoch, 2);
-    let stale = iceberg::spec::TableMetadataBuilder::new_from_metadata(
-        before_claim.metadata.as_ref().clone(),
-        Some(before_claim.metadata_location.clone()),
-    )
-    .set_properties([("x".to_string(), "y".to_string())].into())
-    .unwrap()
-    .build()
-    .unwrap();
     assert!(
-        f.catalog.commit(&before_claim, &stale).await.unwrap().is_none(),
+        f.catalog
+            .commit(&before_claim, &stale_change(&before_claim))
+            .await
+            .unwrap()
+            .is_none(),
         "rustberg must refuse a commit against an old main:\n{}",
         server.log()
     );

@@ -16,7 +16,7 @@ use calve_table::commit::{
 };
 use calve_table::TableError;
 use calve_testkit::rest_catalog::Fault;
-use common::{concurrent_appends, files_on_disk, ids_of, offsets, referenced_by_head, Fixture};
+use common::{concurrent_appends, files_on_disk, ids_of, offsets, referenced_by_head, stale_change, Fixture};
 use iceberg::spec::PrimitiveType;
 use serde_json::Value;
 
@@ -236,16 +236,8 @@ async fn a_claim_between_check_and_post_fails_the_stale_commit() {
     let base = f.catalog.load(&f.ident).await.unwrap();
     claim_epoch(&f.catalog, &f.ident).await.unwrap();
     // Replay what the stale owner would post: a property change against the pre-claim base.
-    let built = iceberg::spec::TableMetadataBuilder::new_from_metadata(
-        base.metadata.as_ref().clone(),
-        Some(base.metadata_location.clone()),
-    )
-    .set_properties([("x".to_string(), "y".to_string())].into())
-    .unwrap()
-    .build()
-    .unwrap();
     assert!(
-        f.catalog.commit(&base, &built).await.unwrap().is_none(),
+        f.catalog.commit(&base, &stale_change(&base)).await.unwrap().is_none(),
         "the server must refuse a commit against an old main"
     );
 }

@@ -271,6 +271,18 @@ pub async fn referenced_by_head(f: &Fixture) -> std::collections::BTreeSet<Strin
     out
 }
 
+/// What a stale owner would post: a property change built on `base`, an older state.
+pub fn stale_change(base: &calve_table::TableState) -> iceberg::spec::TableMetadataBuildResult {
+    iceberg::spec::TableMetadataBuilder::new_from_metadata(
+        base.metadata.as_ref().clone(),
+        Some(base.metadata_location.clone()),
+    )
+    .set_properties([("x".to_string(), "y".to_string())].into())
+    .unwrap()
+    .build()
+    .unwrap()
+}
+
 /// Expires every snapshot but the head, whatever its age.
 pub async fn expire_to_head(c: &calve_table::commit::Committer) -> calve_table::commit::ExpireReport {
     c.expire_snapshots(
