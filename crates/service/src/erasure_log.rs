@@ -199,6 +199,13 @@ mod tests {
             .collect()
     }
 
+    /// An in-memory catalog whose warehouse is a new temporary directory.
+    async fn catalog_in_temp_warehouse() -> (tempfile::TempDir, Catalog) {
+        let warehouse = tempfile::tempdir().unwrap();
+        let cfg = calve_table::CatalogConfig::new("sqlite::memory:", warehouse.path().display().to_string());
+        (warehouse, Catalog::open(&cfg).await.unwrap())
+    }
+
     #[tokio::test]
     async fn the_log_records_an_hmac_under_the_configured_key() {
         // RFC 4231, test case 2: this is HMAC-SHA256 and not some other keyed hash.
@@ -206,13 +213,7 @@ mod tests {
             key_hmac(b"Jefe", "what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        let warehouse = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&calve_table::CatalogConfig::new(
-            "sqlite::memory:",
-            warehouse.path().display().to_string(),
-        ))
-        .await
-        .unwrap();
+        let (warehouse, catalog) = catalog_in_temp_warehouse().await;
         let cfg = ErasureConfig {
             hmac_key: Some(Secret::new("from-the-vault")),
         };
@@ -240,13 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_key_is_refused_before_anything_is_erased() {
-        let warehouse = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&calve_table::CatalogConfig::new(
-            "sqlite::memory:",
-            warehouse.path().display().to_string(),
-        ))
-        .await
-        .unwrap();
+        let (_warehouse, catalog) = catalog_in_temp_warehouse().await;
         let cfg = ErasureConfig {
             hmac_key: Some(Secret::new(" ")),
         };

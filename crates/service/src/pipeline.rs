@@ -250,8 +250,8 @@ impl Pipeline {
                 }
             };
             let band_elapsed = self.buffer.since.is_some_and(|t| t.elapsed() >= band);
-            self.record_buffered();
-            let full = self.size.full(self.main.bytes() as u64, self.buffer.dead_bytes as u64);
+            let arrow = self.record_buffered();
+            let full = self.size.full(arrow, self.buffer.dead_bytes as u64);
             // In batch mode a drained topic is reason enough to commit: nothing more will come.
             let drained =
                 stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up_riding_out()?;
@@ -372,16 +372,15 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Memory held by what waits for the next commit: rows and dead letters.
-    fn buffered_bytes(&self) -> u64 {
-        (self.main.bytes() + self.buffer.dead_bytes) as u64
-    }
-
-    /// Publishes what waits for the next commit.
-    fn record_buffered(&self) {
+    /// Publishes what waits for the next commit (rows and dead letters, and the memory they
+    /// hold); returns the rows' Arrow bytes, which the size trigger weighs (summed once per
+    /// poll).
+    fn record_buffered(&self) -> u64 {
         let b = &self.buffer;
+        let arrow = self.main.bytes() as u64;
         self.stats
-            .record_buffered(b.records, b.dead.len() as u64, self.buffered_bytes());
+            .record_buffered(b.records, b.dead.len() as u64, arrow + b.dead_bytes as u64);
+        arrow
     }
 
     /// Per partition, how far the table is behind the end of the topic (at most every

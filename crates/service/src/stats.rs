@@ -364,7 +364,7 @@ pub fn describe() {
         Unit::Count,
         "Dead letters waiting for the next commit (they count toward memory too)."
     );
-    describe_gauge!("calve_buffered_bytes", Unit::Bytes, "Memory held by rows and dead letters waiting for the next commit (the flush trigger compares it with the target file size).");
+    describe_gauge!("calve_buffered_bytes", Unit::Bytes, "Memory held by rows and dead letters waiting for the next commit (the size trigger commits when their estimated Parquet bytes reach the target file size, or at 8 times it).");
     describe_gauge!(
         "calve_schema_held",
         Unit::Count,

@@ -51,6 +51,19 @@ pub struct Listed {
     pub modified: SystemTime,
 }
 
+/// `root` (a warehouse or state location) without a trailing `/`, if it is one calve can use.
+fn checked_root(root: &str) -> Result<String> {
+    if root.contains("://") && !root.starts_with("file:") && !is_object_store(root) {
+        return Err(TableError::Config(format!(
+            "warehouse {root}: a local directory or s3://bucket/prefix (gs://, abfss:// are not built in)"
+        )));
+    }
+    if bucket_and_key(root).is_some_and(|(bucket, _)| bucket.is_empty()) {
+        return Err(TableError::Config(format!("warehouse {root} names no bucket")));
+    }
+    Ok(trimmed_root(root).to_string())
+}
+
 /// Whether `location` is in an object store rather than a local directory.
 fn is_object_store(location: &str) -> bool {
     bucket_and_key(location).is_some()
@@ -67,18 +80,11 @@ fn bucket_and_key(location: &str) -> Option<(&str, &str)> {
 impl Storage {
     /// The store `root` (the warehouse) is on, with `properties` (`[catalog.storage]`).
     pub fn new(root: &str, properties: &BTreeMap<String, String>) -> Result<Self> {
-        if root.contains("://") && !root.starts_with("file:") && !is_object_store(root) {
-            return Err(TableError::Config(format!(
-                "warehouse {root}: a local directory or s3://bucket/prefix (gs://, abfss:// are not built in)"
-            )));
-        }
-        if bucket_and_key(root).is_some_and(|(bucket, _)| bucket.is_empty()) {
-            return Err(TableError::Config(format!("warehouse {root} names no bucket")));
-        }
+        let root = checked_root(root)?;
         Ok(Storage {
             s3_by_settings: false,
-            root: trimmed_root(root).to_string(),
-            state: trimmed_root(root).to_string(),
+            state: root.clone(),
+            root,
             properties: Arc::new(properties.clone()),
         })
     }
@@ -88,7 +94,7 @@ impl Storage {
     /// then be a location.
     pub fn of(cfg: &CatalogConfig) -> Result<Self> {
         let mut storage = Storage::new(&cfg.warehouse, &cfg.storage)?;
-        storage.state = Storage::new(cfg.state_root(), &cfg.storage)?.state;
+        storage.state = checked_root(cfg.state_root())?;
         storage.s3_by_settings = cfg.is_rest() && cfg.storage.keys().any(|k| k.starts_with("s3."));
         if storage.s3_by_settings && !is_object_store(&storage.state) {
             return Err(TableError::Config(format!(

@@ -34,7 +34,7 @@ use crate::ops::orphans;
 use crate::read::live::live_files;
 use crate::read::{read_data_file as read_rows, read_deletes};
 use crate::write::data::DataWriter;
-use crate::Catalog;
+use crate::{Catalog, TableState};
 
 /// What an erasure did and what it verified.
 #[derive(Debug, Clone, Default)]
@@ -185,8 +185,7 @@ pub async fn erase_rows(
     }
     if removed.is_empty() {
         // Nothing held the keys: the check still reads every file, so the report says so.
-        sweep_unreferenced(catalog, committer, rows, orphan_min_age, &mut report).await?;
-        verify(catalog, committer, rows, &mut report).await?;
+        check_storage(catalog, committer, rows, orphan_min_age, &mut report).await?;
         return Ok(report);
     }
     // Delete files that only name rewritten files go with them; shared ones keep naming paths
@@ -217,9 +216,22 @@ pub async fn erase_rows(
         .await?;
     report.snapshots_expired = expired.expired_snapshots.len();
     report.files_deleted = expired.deleted_files.len();
-    sweep_unreferenced(catalog, committer, rows, orphan_min_age, &mut report).await?;
-    verify(catalog, committer, rows, &mut report).await?;
+    check_storage(catalog, committer, rows, orphan_min_age, &mut report).await?;
     Ok(report)
+}
+
+/// What the erasure leaves in storage, on the table as it now is: unreferenced files swept,
+/// then every file the table references read for the keys.
+async fn check_storage(
+    catalog: &Catalog,
+    committer: &Committer,
+    rows: &dyn RowMatch,
+    orphan_min_age: Duration,
+    report: &mut ErasureReport,
+) -> Result<()> {
+    let after = catalog.load(committer.ident()).await?;
+    sweep_unreferenced(catalog, &after, rows, orphan_min_age, report).await?;
+    verify(catalog, &after, rows, report).await
 }
 
 /// Files no snapshot references hold bytes too: what a crashed or fenced writer or an
@@ -230,16 +242,16 @@ pub async fn erase_rows(
 /// or cannot be read for them is reported instead.
 async fn sweep_unreferenced(
     catalog: &Catalog,
-    committer: &Committer,
+    after: &TableState,
     rows: &dyn RowMatch,
     min_age: Duration,
     report: &mut ErasureReport,
 ) -> Result<()> {
     let io = catalog.file_io();
-    let meta = catalog.load(committer.ident()).await?.metadata;
+    let meta = &after.metadata;
     let data_dir = format!("{}/data", meta.location().trim_end_matches('/'));
     let now = SystemTime::now();
-    for file in orphans::unreferenced(catalog, committer.ident()).await? {
+    for file in orphans::unreferenced(catalog, after).await? {
         if now.duration_since(file.modified).unwrap_or_default() >= min_age {
             orphans::delete(catalog, &file.location).await?;
             report.orphans_deleted.push(file.location);
@@ -250,7 +262,7 @@ async fn sweep_unreferenced(
             continue;
         }
         let holds_keys = match in_data {
-            true => match read_rows(io, &meta, &file.location).await {
+            true => match read_rows(io, meta, &file.location).await {
                 Ok(batches) => {
                     report.young_files_checked += 1;
                     without_rows(rows, &batches, &[])?.1 > 0
@@ -269,19 +281,13 @@ async fn sweep_unreferenced(
     Ok(())
 }
 
-async fn verify(
-    catalog: &Catalog,
-    committer: &Committer,
-    rows: &dyn RowMatch,
-    report: &mut ErasureReport,
-) -> Result<()> {
+async fn verify(catalog: &Catalog, after: &TableState, rows: &dyn RowMatch, report: &mut ErasureReport) -> Result<()> {
     let io = catalog.file_io();
     for path in &report.files_with_key {
         if io.exists(path).await? {
             report.still_on_storage.push(path.clone());
         }
     }
-    let after = catalog.load(committer.ident()).await?;
     for f in live_files(io, &after.metadata).await?.data {
         let batches = read_rows(io, &after.metadata, f.file.file_path()).await?;
         let (_, hits) = without_rows(rows, &batches, &[])?;

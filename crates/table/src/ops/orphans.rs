@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use iceberg::TableIdent;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, TableState};
 use crate::error::{Result, TableError};
 use crate::read::reachable::reachable;
 use crate::storage::Listed;
@@ -32,7 +32,7 @@ pub async fn remove_orphans(
 ) -> Result<OrphanReport> {
     let now = SystemTime::now();
     let mut report = OrphanReport::default();
-    for file in unreferenced(catalog, ident).await? {
+    for file in unreferenced(catalog, &catalog.load(ident).await?).await? {
         let age = now.duration_since(file.modified).unwrap_or_default();
         if age < min_age {
             report.too_young.push(file.location);
@@ -57,7 +57,8 @@ pub(crate) async fn delete(catalog: &Catalog, location: &str) -> Result<()> {
         .map_err(|e| TableError::Catalog(format!("deleting {location}: {e}")))
 }
 
-/// The files under `ident`'s location that no retained metadata references, with when each
+/// The files under the location of `st` (a table as just loaded) that no retained metadata
+/// references, with when each
 /// was written: what a crashed or fenced writer and abandoned commit attempts left, and what
 /// a running writer has written but not committed yet.
 ///
@@ -65,8 +66,8 @@ pub(crate) async fn delete(catalog: &Catalog, location: &str) -> Result<()> {
 /// tables can live under a table's location, and must not be taken for its files), and only
 /// after checking that every referenced file under them was listed: a referenced file the
 /// listing spells differently would otherwise look unreferenced, so a mismatch refuses.
-pub async fn unreferenced(catalog: &Catalog, ident: &TableIdent) -> Result<Vec<Listed>> {
-    let st = catalog.load(ident).await?;
+pub async fn unreferenced(catalog: &Catalog, st: &TableState) -> Result<Vec<Listed>> {
+    let ident = &st.ident;
     let meta = st.metadata.as_ref();
     let location = meta.location().trim_end_matches('/');
     let root_like = match location.split_once("://") {
