@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use calve_contract::Contract;
-use calve_service::{schema_holds, summarize, Action};
+use calve_service::{ask_readiness, schema_holds, summarize, Action};
 
 use crate::schema::{print_hold, time};
 use calve_service::Catalog;
@@ -14,6 +14,14 @@ use calve_service::{human_bytes, maintenance_status as status};
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::load(config)?;
     let catalog = Catalog::open(&cfg.catalog).await?;
+    // How each table is right now (a failing table's reason lives only in the running process).
+    let live = match &cfg.http {
+        Some(http) => Some(ask_readiness(http).await),
+        None => None,
+    };
+    if let Some(Err(why)) = &live {
+        println!("live state: {why}");
+    }
     for c in cfg.contracts()? {
         for def in [table_definition(&c)?, dead_letter_definition(&c)?] {
             if !catalog.exists(&def.ident).await? {
@@ -51,6 +59,19 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
                     .map(|(f, n)| format!("{f} ({n} records)"))
                     .collect();
                 println!("  in records, not in the table (not stored): {}", fields.join(", "));
+            }
+            let live_line = live.as_ref().and_then(|l| l.as_ref().ok()).and_then(|page| {
+                page.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{}: ", c.table.name)))
+            });
+            if let (Some(line), true) = (live_line, def.ident == table_definition(&c)?.ident) {
+                println!("  now (calve run): {line}");
+            }
+            for gap in &s.lost_records {
+                println!(
+                    "  RECORDS LOST (Kafka deleted them before calve read them; found {}): {gap}",
+                    time(gap.found_ms)
+                );
             }
             if def.ident == table_definition(&c)?.ident {
                 print_schema_holds(&catalog, &c).await?;
@@ -96,9 +117,17 @@ async fn print_schema_holds(catalog: &Catalog, contract: &Contract) -> anyhow::R
 
 /// The last maintenance cycle's view, and the falls-behind signal if it is up.
 async fn print_maintenance(catalog: &Catalog, warehouse: &str, table: &str) -> anyhow::Result<()> {
-    let Some(st) = status::read(catalog.file_io(), warehouse, table).await? else {
-        println!("  maintenance: no cycle yet");
-        return Ok(());
+    // A status torn by a full disk must not hide the rest of the page.
+    let st = match status::read(catalog.file_io(), warehouse, table).await {
+        Ok(Some(st)) => st,
+        Ok(None) => {
+            println!("  maintenance: no cycle yet");
+            return Ok(());
+        }
+        Err(e) => {
+            println!("  maintenance: its last status cannot be read ({e})");
+            return Ok(());
+        }
     };
     let b = &st.backlog;
     println!(

@@ -18,6 +18,24 @@ pub struct TableSection {
     pub topic: String,
     /// How record values are encoded.
     pub format: Format,
+    /// What happens when the topic no longer holds records the table has not read (retention
+    /// deleted them while calve was stopped or behind): `"stop"` (the default) stops the
+    /// table until a person decides; `"continue"` reads on from the first record Kafka still
+    /// has and records the gap in the snapshot summary (`calve.lost-records`). Either way it
+    /// is logged as an error and counted in `calve_lost_records_total`.
+    #[serde(default)]
+    pub on_lost_records: OnLostRecords,
+}
+
+/// What a table does about records Kafka deleted before calve read them.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnLostRecords {
+    /// Stop the table: nothing past the gap is committed until the contract says otherwise.
+    #[default]
+    Stop,
+    /// Read on after the gap, recording it in the table.
+    Continue,
 }
 
 /// Record value encodings calve decodes.

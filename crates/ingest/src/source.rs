@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,6 +136,9 @@ pub struct KafkaSource {
     topic: String,
     ends: Arc<Mutex<BTreeMap<i32, PartitionEnds>>>,
     last_error: Arc<Mutex<Option<String>>>,
+    /// Set when a partition's next offset is out of the broker's range (see
+    /// [`KafkaSource::take_out_of_range`]).
+    out_of_range: AtomicBool,
 }
 
 impl KafkaSource {
@@ -160,7 +164,9 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest");
+            // An offset Kafka no longer holds is a gap in the table: the pipeline decides what
+            // to do about it under the contract, never librdkafka silently.
+            .set("auto.offset.reset", "error");
         let ends = Arc::new(Mutex::new(BTreeMap::new()));
         let last_error = Arc::new(Mutex::new(None));
         let context = SourceContext {
@@ -174,6 +180,7 @@ impl KafkaSource {
             topic: topic.to_string(),
             ends,
             last_error,
+            out_of_range: AtomicBool::new(false),
         })
     }
 
@@ -272,6 +279,13 @@ impl KafkaSource {
                 None => break,
                 // librdkafka reports broker hiccups as consumption errors and recovers by
                 // itself; only errors it cannot recover from stop the table.
+                // The partition stops fetching until it is positioned again; librdkafka does not
+                // say which partition, so the pipeline compares positions with the broker's.
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    tracing::debug!(topic = %self.topic, "a partition's next offset is out of the broker's range");
+                    self.out_of_range.store(true, Ordering::Relaxed);
+                    break;
+                }
                 Some(Err(KafkaError::MessageConsumption(code))) if !is_fatal(code) => {
                     tracing::warn!(topic = %self.topic, "kafka consumer: {code} (librdkafka retries)");
                     break;
@@ -298,10 +312,33 @@ impl KafkaSource {
 
     /// High watermark (next offset to be written) per partition.
     pub fn high_watermarks(&self, partitions: &[i32], timeout: Duration) -> Result<BTreeMap<i32, i64>, IngestError> {
+        Ok(self
+            .watermarks(partitions, timeout)?
+            .into_iter()
+            .map(|(p, e)| (p, e.end))
+            .collect())
+    }
+
+    /// The first offset the broker holds and the high watermark, per partition, asked of the
+    /// broker (one round trip per partition).
+    pub fn watermarks(
+        &self,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<BTreeMap<i32, PartitionEnds>, IngestError> {
         partitions
             .iter()
-            .map(|p| Ok((*p, self.consumer.fetch_watermarks(&self.topic, *p, timeout)?.1)))
+            .map(|p| {
+                let (low, end) = self.consumer.fetch_watermarks(&self.topic, *p, timeout)?;
+                Ok((*p, PartitionEnds { low, end }))
+            })
             .collect()
+    }
+
+    /// Whether a poll since the last call met a partition whose next offset the broker no
+    /// longer (or not yet) holds: that partition reads nothing until it is assigned again.
+    pub fn take_out_of_range(&self) -> bool {
+        self.out_of_range.swap(false, Ordering::Relaxed)
     }
 }
 

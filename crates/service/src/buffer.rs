@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use calve_ingest::DeadLetter;
+use calve_table::commit::lost::LostRange;
 
 /// Dead letters and Kafka progress not yet committed.
 #[derive(Default)]
@@ -26,6 +27,8 @@ pub struct Buffer {
     /// Memory the dead letters hold (their records and reasons): it counts toward the flush
     /// trigger like rows do, so a stream of bad records cannot grow memory without bound.
     pub dead_bytes: usize,
+    /// Records Kafka deleted before they were read, which the next commit skips.
+    pub lost: Vec<LostRange>,
 }
 
 /// About the memory one dead letter holds.
@@ -56,6 +59,14 @@ impl Buffer {
         let next = self.next.entry(partition).or_insert(offset + 1);
         *next = (*next).max(offset + 1);
         self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Records that `gap` is skipped: reading goes on at its end.
+    pub fn skip(&mut self, gap: LostRange) {
+        let next = self.next.entry(gap.partition).or_insert(gap.to);
+        *next = (*next).max(gap.to);
+        self.since.get_or_insert_with(Instant::now);
+        self.lost.push(gap);
     }
 
     /// Takes dead letters for the dead-letter table.

@@ -4,7 +4,7 @@ use calve_contract::ContractError;
 use calve_ingest::registry::RegistryError;
 use calve_ingest::IngestError;
 use calve_retry::{Classify, RetryClass};
-use calve_table::TableError;
+use calve_table::{StorageFault, TableError};
 
 /// Why a table's pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,29 @@ pub enum ServiceError {
         /// Where (`topic/partition@offset`).
         hold: String,
     },
+    /// Kafka deleted records the table had not read, and the contract says to stop.
+    #[error(
+        "{table}: Kafka deleted records the table had not read ({gaps}); the contract says on_lost_records = \"stop\". \
+         Set it to \"continue\" to read on from the first record Kafka holds (the gap is recorded in the table)"
+    )]
+    LostRecords {
+        /// Table name.
+        table: String,
+        /// The gaps.
+        gaps: String,
+    },
+    /// The table's restore point is past the end of a partition: the topic was recreated or
+    /// truncated, and only a person can say which.
+    #[error(
+        "{table}: the table has read past the end of the topic ({what}); the topic was recreated or truncated \
+         (an unclean leader election), and calve cannot tell which: start a new table, or move its restore point by hand"
+    )]
+    PastEnd {
+        /// Table name.
+        table: String,
+        /// The partitions, with where the table reads next and where the broker ends.
+        what: String,
+    },
     /// The contract asks for behaviour this build does not have yet.
     #[error("{table}: {what} is not supported by this build yet")]
     Unsupported {
@@ -53,6 +76,15 @@ impl ServiceError {
     /// Whether a newer process took the table over (its writer epoch fenced this one out).
     pub fn is_fenced(&self) -> bool {
         matches!(self, ServiceError::Table(TableError::Fenced { .. }))
+    }
+
+    /// The storage fault behind this error (a full disk, a refused permission), if any.
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        match self {
+            ServiceError::Table(e) => e.storage_fault(),
+            ServiceError::Io(text) => StorageFault::of_text(text),
+            _ => None,
+        }
     }
 }
 

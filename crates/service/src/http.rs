@@ -65,6 +65,29 @@ pub fn install_exporter() -> Result<PrometheusHandle, ServiceError> {
     Ok(handle)
 }
 
+/// How long `calve status` waits for a running `calve run` to say how its tables are.
+const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks the `calve run` serving `cfg` for its `/readyz` page (`calve status` shows it beside
+/// what the tables hold: a failing table's reason lives only in the running process). `Err`
+/// says why no answer came.
+pub async fn ask_readiness(cfg: &HttpConfig) -> Result<String, String> {
+    let mut at = cfg.listen;
+    if at.ip().is_unspecified() {
+        at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(ASK_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let answer = client
+        .get(format!("http://{at}/readyz"))
+        .send()
+        .await
+        .map_err(|e| format!("no calve run answers at {at}: {e}"))?;
+    answer.text().await.map_err(|e| e.to_string())
+}
+
 /// Binds `cfg.listen` (so a taken port fails `calve run` at once, before any table starts).
 pub async fn bind(cfg: &HttpConfig) -> Result<TcpListener, ServiceError> {
     TcpListener::bind(cfg.listen)

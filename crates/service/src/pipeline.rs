@@ -27,6 +27,7 @@ use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
 use crate::faults::{crash_point, panic_if_poisoned, panic_message, CrashPoint};
 use crate::hold::{announce, changes_of, commit_approved, first_breaches, hold_for, promotion};
+use crate::lost_records;
 use crate::sink::Sink;
 use crate::size_trigger::SizeTrigger;
 use crate::stats::{Committed, TableStats};
@@ -243,6 +244,9 @@ impl Pipeline {
                     }
                     let idle = records.is_empty();
                     self.ingest(records)?;
+                    if self.source.take_out_of_range() {
+                        self.read_on_past_lost_records()?;
+                    }
                     if let Some(hold) = self.held.take() {
                         return self.hold(hold).await;
                     }
@@ -369,6 +373,25 @@ impl Pipeline {
         self.buffer.records += records.len() as u64;
         let newest = records.iter().filter_map(|r| r.timestamp_ms).max();
         self.buffer.newest_ms = self.buffer.newest_ms.max(newest);
+        Ok(())
+    }
+
+    /// A partition's next offset is outside what the broker holds, so librdkafka stopped
+    /// reading it: finds the gaps and follows the contract (see [`lost_records`]). Reading
+    /// on, the next commit's restore point passes the gap and records it.
+    fn read_on_past_lost_records(&mut self) -> Result<(), ServiceError> {
+        let held = self.source.watermarks(&self.partitions, METADATA_TIMEOUT)?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let found = lost_records::compare(&self.contract.table.topic, &self.positions(), &held, now_ms);
+        if found == lost_records::OutOfRange::default() {
+            tracing::warn!(table = %self.contract.table.name, ?held, "a partition's offset was out of range, yet every position is within the broker's range now; reading on");
+        }
+        for gap in lost_records::judge(&self.contract, found)? {
+            self.stats.record_lost(gap.partition, gap.len());
+            self.buffer.skip(gap);
+        }
+        // Assigning again is what makes librdkafka read the stopped partitions.
+        self.source.assign(&self.partitions, &self.positions())?;
         Ok(())
     }
 
@@ -622,10 +645,11 @@ impl Pipeline {
         let written = self.main.write().await?;
         crash_point(CrashPoint::FilesWritten);
         if !dead_files.is_empty() {
-            self.dlq.commit(dead_files, &to, &BTreeMap::new()).await?;
+            self.dlq.commit(dead_files, &to, &BTreeMap::new(), &[]).await?;
             crash_point(CrashPoint::DeadLettersCommitted);
         }
-        let report = self.main.commit(written, &to, &self.buffer.unknown_fields).await?;
+        let b = &self.buffer;
+        let report = self.main.commit(written, &to, &b.unknown_fields, &b.lost).await?;
         crash_point(CrashPoint::BothCommitted);
         self.size.learn(arrow, report.bytes);
         self.stats.record_unknown_fields(&self.buffer.unknown_fields);

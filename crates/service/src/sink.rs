@@ -12,6 +12,7 @@ use calve_contract::{ColumnType, Contract, ResolvedColumn};
 use calve_table::catalog::schema::column_type_of;
 use calve_table::catalog::schema::{columns_not_in, effective_columns, iceberg_type, nested_fields_added};
 use calve_table::commit::hold::{Action, Applied, HoldState, SetHoldState, CONTRACT_EDIT};
+use calve_table::commit::lost::LostRange;
 use calve_table::commit::restore::{self, Offsets};
 use calve_table::commit::{
     claim_epoch, Append, CommitOutcome, Committer, Evolve, RestoreUpdate, SchemaChange, UpdateSchema, ADDED_FROM_EVENTS,
@@ -126,12 +127,14 @@ impl Sink {
         &self.schema
     }
 
-    /// What a commit that consumed Kafka up to `to` tells the table.
-    pub fn restore_update(&self, to: &Offsets, unknown: &BTreeMap<String, u64>) -> RestoreUpdate {
+    /// What a commit that consumed Kafka up to `to` tells the table, `lost` being the records
+    /// Kafka deleted before they were read.
+    pub fn restore_update(&self, to: &Offsets, unknown: &BTreeMap<String, u64>, lost: &[LostRange]) -> RestoreUpdate {
         RestoreUpdate {
             from: self.offsets.clone(),
             to: to.clone(),
             unknown_fields: unknown.clone(),
+            lost_records: lost.to_vec(),
             evolve: self.pending.clone(),
         }
     }
@@ -308,15 +311,16 @@ impl Sink {
     }
 
     /// Commits `files` with the restore point `to`, adding `unknown` to the table's count of
-    /// fields it has no column for.
+    /// fields it has no column for and `lost` to its record of gaps.
     pub async fn commit(
         &mut self,
         files: Vec<DataFile>,
         to: &Offsets,
         unknown: &BTreeMap<String, u64>,
+        lost: &[LostRange],
     ) -> Result<CommitReport, ServiceError> {
         let report = CommitReport::of(&files, &[]);
-        let restore = self.restore_update(to, unknown);
+        let restore = self.restore_update(to, unknown, lost);
         let outcome = self.committer.commit(&Append::new(files), &restore).await?;
         if matches!(outcome, CommitOutcome::AlreadyCommitted { .. }) {
             tracing::info!(table = %self.committer.ident(), "commit had already landed");

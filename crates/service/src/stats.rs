@@ -135,6 +135,12 @@ impl TableStats {
         self.series.consumed_bytes.increment(bytes);
     }
 
+    /// Counts offsets of `partition` that Kafka deleted before the table read them.
+    pub(crate) fn record_lost(&self, partition: i32, offsets: u64) {
+        counter!("calve_lost_records_total", "table" => self.table.clone(), "partition" => partition.to_string())
+            .increment(offsets);
+    }
+
     /// Whether committed records already carried `path` (so it was reported once).
     pub(crate) fn knows_unknown_field(&self, path: &str) -> bool {
         self.unknown_fields.lock().is_ok_and(|u| u.contains_key(path))
@@ -293,6 +299,11 @@ pub fn describe() {
         "calve_records_consumed_total",
         Unit::Count,
         "Records read from Kafka, replays after a pipeline restart included."
+    );
+    describe_counter!(
+        "calve_lost_records_total",
+        Unit::Count,
+        "Offsets Kafka deleted (retention) before the table read them, found by this process."
     );
     describe_counter!(
         "calve_record_bytes_consumed_total",

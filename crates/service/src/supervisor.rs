@@ -12,7 +12,7 @@ use calve_ingest::registry::Registry;
 use calve_ingest::KafkaConfig;
 use calve_retry::{Classify, RetryClass};
 use calve_table::keyed::index::IndexSettings;
-use calve_table::Catalog;
+use calve_table::{Catalog, TableError};
 use tokio::sync::watch;
 
 use crate::config::{MaintenanceConfig, RunConfig};
@@ -53,6 +53,24 @@ pub struct Services {
 }
 
 impl Services {
+    /// Where the write that failed with `e` went: the key index's spill directory, or the
+    /// warehouse (and calve's state, when it lives elsewhere). The storage errors themselves
+    /// seldom name a path.
+    fn storage_written(&self, e: &ServiceError) -> String {
+        if matches!(e, ServiceError::Table(TableError::KeyIndexSpill(_))) {
+            return format!("the key index spill directory {}", self.key_index.spill_dir.display());
+        }
+        let storage = self.catalog.storage();
+        match storage.state_root() == storage.root() {
+            true => format!("the warehouse {}", storage.root()),
+            false => format!(
+                "the warehouse {} or calve's state {}",
+                storage.root(),
+                storage.state_root()
+            ),
+        }
+    }
+
     /// The services `cfg` describes, on an opened `catalog`.
     /// Fails when the registry's credentials cannot be read.
     pub fn new(cfg: &RunConfig, catalog: Catalog) -> Result<Self, ServiceError> {
@@ -182,15 +200,26 @@ async fn supervise(
                     (failures, backoff) = (0, MIN_BACKOFF);
                 }
                 failures += 1;
+                // A full disk or a refused permission needs a person from the first failure.
+                let fault = e.storage_fault();
+                let error = match fault {
+                    Some(fault) => format!("{fault} under {}: {e}", services.storage_written(&e)),
+                    None => e.to_string(),
+                };
                 stats.set_state(TableState::Failing {
                     failures,
-                    error: e.to_string(),
+                    error: error.clone(),
                 });
-                match failures {
-                    1 | 2 => {
+                match (fault, failures) {
+                    (Some(_), n) => tracing::error!(
+                        table = %name, failures = n,
+                        "{error}; the table reopens from its restore point in {backoff:?} (nothing is lost) and goes on once \
+                         the storage takes writes again"
+                    ),
+                    (None, 1 | 2) => {
                         tracing::warn!(table = %name, "pipeline failed, reopening from the table in {backoff:?}: {e}")
                     }
-                    n => tracing::error!(
+                    (None, n) => tracing::error!(
                         table = %name, failures = n,
                         "TABLE FAILING: {n} failures in a row, reopening from the table in {backoff:?}: {e}"
                     ),

@@ -10,6 +10,7 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 use calve_contract::{ColumnType, Contract};
 use calve_ingest::Routed;
+use calve_table::commit::lost::LostRange;
 use calve_table::commit::restore::Offsets;
 use calve_table::commit::CommitOutcome;
 use calve_table::keyed::{Changes, Prepared, Upserter};
@@ -177,15 +178,16 @@ impl Target {
     }
 
     /// Commits `written` with the restore point `to`, adding `unknown` to the table's count of
-    /// fields it has no column for.
+    /// fields it has no column for and `lost` to its record of gaps.
     pub async fn commit(
         &mut self,
         written: Written,
         to: &Offsets,
         unknown: &BTreeMap<String, u64>,
+        lost: &[LostRange],
     ) -> Result<CommitReport, ServiceError> {
         match (self, written) {
-            (Target::Append { sink, .. }, Written::Append(files)) => sink.commit(files, to, unknown).await,
+            (Target::Append { sink, .. }, Written::Append(files)) => sink.commit(files, to, unknown, lost).await,
             (
                 Target::Keyed {
                     sink,
@@ -195,7 +197,7 @@ impl Target {
                 Written::Changes(prepared),
             ) => {
                 tracing::debug!(table = %sink.ident(), stats = ?prepared.stats(), "resolved changes against the key index");
-                let restore = sink.restore_update(to, unknown);
+                let restore = sink.restore_update(to, unknown, lost);
                 let committed = upserter
                     .commit(sink.catalog(), sink.committer(), prepared, changes, &restore)
                     .await?;

@@ -2,6 +2,8 @@
 
 use calve_retry::{Classify, RetryClass};
 
+use crate::fault::StorageFault;
+
 /// Errors from catalog access, writing and committing.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -87,9 +89,22 @@ pub enum TableError {
     Unsupported(String),
 }
 
+impl TableError {
+    /// The storage fault behind this error (a full disk, a refused permission), if any.
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        match self {
+            TableError::Iceberg(e) => StorageFault::of(e),
+            TableError::KeyIndexSpill(text) | TableError::Catalog(text) => StorageFault::of_text(text),
+            _ => None,
+        }
+    }
+}
+
 impl Classify for TableError {
     fn class(&self) -> RetryClass {
         match self {
+            // A person frees space or fixes permissions; then the table goes on by itself.
+            e if e.storage_fault().is_some() => RetryClass::Temporary,
             TableError::Conflict { .. }
             | TableError::Catalog(_)
             | TableError::StaleDeletes { .. }

@@ -20,6 +20,7 @@
 pub mod catalog;
 pub mod commit;
 mod error;
+mod fault;
 pub mod keyed;
 pub mod ops;
 pub mod read;
@@ -28,3 +29,4 @@ pub mod write;
 
 pub use catalog::{Catalog, CatalogConfig, TableDefinition, TableState};
 pub use error::{Result, TableError};
+pub use fault::StorageFault;

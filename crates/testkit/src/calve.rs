@@ -154,12 +154,14 @@ impl Setup {
     /// Waits up to `timeout` until the target table's restore point differs from `before`
     /// (what [`Setup::restore_point`] said before the process started): the process has
     /// committed. Asks the table through `calve status` rather than reading logs; false if it
-    /// did not (or the process exited first without committing).
+    /// did not (or the process exited first without committing). A table that was only
+    /// created (`none`) has not committed.
     pub fn wait_for_commit(&self, bin: &Path, child: &mut Child, before: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let exited = child.try_wait().unwrap().is_some();
-            if self.restore_point(bin) != before {
+            let now = self.restore_point(bin);
+            if now != before && !now.is_empty() && now != "none" {
                 return true;
             }
             if exited {

@@ -14,6 +14,7 @@ mod delete_files;
 mod epoch;
 mod expire;
 pub mod hold;
+pub mod lost;
 pub mod restore;
 mod rewrite;
 mod rewrite_manifests;
@@ -198,6 +199,9 @@ pub struct RestoreUpdate {
     /// Fields the committed records carried that the table has no column for, by path, with
     /// how many records carried each: added to the table's running count in the summary.
     pub unknown_fields: BTreeMap<String, u64>,
+    /// Gaps the commit skips: records Kafka deleted before they were read (added to the
+    /// table's recorded gaps in the summary).
+    pub lost_records: Vec<lost::LostRange>,
     /// Columns the committed rows need that the table does not have yet: added in the same
     /// metadata update as the snapshot, so no reader and no restart ever sees one without
     /// the other.
@@ -244,6 +248,7 @@ impl RestoreUpdate {
             from,
             to,
             unknown_fields: BTreeMap::new(),
+            lost_records: Vec::new(),
             evolve: None,
         }
     }
@@ -418,9 +423,11 @@ impl Committer {
         }
         self.check_epoch(meta)?;
         let mut unknown = restore::unknown_fields(meta)?;
+        let mut lost_records = lost::lost_records(meta)?;
         let offsets = match restore {
             Restore::Advance(r) => {
                 restore::add_unknown_fields(&mut unknown, &r.unknown_fields);
+                lost::add_lost_records(&mut lost_records, &r.lost_records);
                 let moved = |e: &&Evolve| {
                     e.on_schema_id != meta.current_schema_id() || e.on_last_column_id != meta.last_column_id()
                 };
@@ -449,6 +456,12 @@ impl Committer {
         }
         if !unknown.is_empty() {
             extra.insert(UNKNOWN_FIELDS_KEY.to_string(), restore::format_unknown_fields(&unknown));
+        }
+        if !lost_records.is_empty() {
+            extra.insert(
+                lost::LOST_RECORDS_KEY.to_string(),
+                lost::format_lost_records(&lost_records),
+            );
         }
         let evolve = match restore {
             Restore::Advance(r) => r.evolve.as_ref(),

@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 use iceberg::TableIdent;
 
 use crate::catalog::Catalog;
+use crate::commit::lost::{self, LostRange};
 use crate::commit::restore::{self, Offsets};
 use crate::error::Result;
 
@@ -32,6 +33,8 @@ pub struct TableSummary {
     /// Fields records carried that the table has no column for, by path, with how many
     /// records carried each since the table began.
     pub unknown_fields: BTreeMap<String, u64>,
+    /// Records Kafka deleted before the table read them (the newest gaps).
+    pub lost_records: Vec<LostRange>,
 }
 
 /// Summarises `ident`.
@@ -59,6 +62,7 @@ pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSum
             .map(|f| f.name.clone())
             .collect(),
         unknown_fields: restore::unknown_fields(m)?,
+        lost_records: lost::lost_records(m)?,
     })
 }
 
