@@ -22,7 +22,7 @@ pub struct TableSection {
     /// deleted them while calve was stopped or behind): `"stop"` (the default) stops the
     /// table until a person decides; `"continue"` reads on from the first record Kafka still
     /// has and records the gap in the snapshot summary (`calve.lost-records`). Either way it
-    /// is logged as an error and counted in `calve_lost_records_total`.
+    /// is logged as an error; a gap read past is counted in `calve_lost_records_total`.
     #[serde(default)]
     pub on_lost_records: OnLostRecords,
 }

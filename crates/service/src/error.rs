@@ -94,7 +94,7 @@ impl Classify for ServiceError {
             ServiceError::Table(e) => e.class(),
             ServiceError::Ingest(e) => e.class(),
             ServiceError::Registry(e) => e.class(),
-            ServiceError::Io(_) | ServiceError::Panicked(_) => RetryClass::Temporary,
+            ServiceError::Io(_) | ServiceError::Panicked(_) | ServiceError::PastEnd { .. } => RetryClass::Temporary,
             _ => RetryClass::Permanent,
         }
     }

@@ -78,6 +78,7 @@ pub async fn ask_readiness(cfg: &HttpConfig) -> Result<String, String> {
     }
     let client = reqwest::Client::builder()
         .timeout(ASK_TIMEOUT)
+        .no_proxy()
         .build()
         .map_err(|e| e.to_string())?;
     let answer = client

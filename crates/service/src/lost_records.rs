@@ -5,9 +5,12 @@
 //! first offset the broker still holds. librdkafka would silently jump to the earliest
 //! offset; calve has it report the gap instead (`auto.offset.reset = error`) and follows the
 //! contract's `on_lost_records`: stop the table, or read on and record the gap in the table.
-//! Either way the gap is logged as an error and counted. A restore point *past* the end of
-//! a partition means the topic was recreated or truncated; calve cannot tell which (one means
-//! re-reading from the start, the other skipping to the end), so that always stops the table.
+//! Under "continue" the gap is logged as an error and counted once committed; under "stop"
+//! the stop names it. A restore point *past* the end of a partition means the topic was
+//! recreated or truncated; calve cannot tell which (one means re-reading from the start, the
+//! other skipping to the end), so it never reads on: the table fails loudly and is opened
+//! again with backoff (a broker that misreported its end for a moment does not stop a table
+//! for good), until a person decides.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +21,7 @@ use calve_table::commit::lost::LostRange;
 use crate::error::ServiceError;
 
 /// Partitions whose next offset is outside what the broker holds.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct OutOfRange {
     /// Below the first offset the broker holds: records lost to retention.
     pub gaps: Vec<LostRange>,
@@ -56,6 +59,11 @@ pub(crate) fn compare(
 /// past, or the error that stops the table.
 pub(crate) fn judge(contract: &Contract, found: OutOfRange) -> Result<Vec<LostRange>, ServiceError> {
     let table = &contract.table.name;
+    // librdkafka reports a reset for more than a gap (a failed offset lookup, a truncated
+    // prefetch); with every position in range there is nothing to decide.
+    if found == OutOfRange::default() {
+        return Ok(Vec::new());
+    }
     if !found.past_end.is_empty() {
         let what: Vec<String> = found
             .past_end
@@ -94,6 +102,41 @@ mod tests {
 
     fn ends(low: i64, end: i64) -> PartitionEnds {
         PartitionEnds { low, end }
+    }
+
+    fn contract(policy: &str) -> Contract {
+        let text = include_str!("../../../examples/contracts/orders.toml").replacen(
+            "format = \"json\"\n",
+            &format!("format = \"json\"\non_lost_records = \"{policy}\"\n"),
+            1,
+        );
+        Contract::parse(&text, "orders.toml").unwrap()
+    }
+
+    #[test]
+    fn nothing_out_of_range_is_nothing_to_decide_and_past_the_end_never_reads_on() {
+        for policy in ["stop", "continue"] {
+            assert_eq!(judge(&contract(policy), OutOfRange::default()).unwrap(), vec![]);
+            let past = OutOfRange {
+                gaps: Vec::new(),
+                past_end: vec![(1, 90, 80)],
+            };
+            assert!(matches!(
+                judge(&contract(policy), past),
+                Err(ServiceError::PastEnd { .. })
+            ));
+        }
+        let gap = compare(
+            "orders",
+            &BTreeMap::from([(0, 5)]),
+            &BTreeMap::from([(0, ends(9, 20))]),
+            0,
+        );
+        assert!(matches!(
+            judge(&contract("stop"), gap.clone()),
+            Err(ServiceError::LostRecords { .. })
+        ));
+        assert_eq!(judge(&contract("continue"), gap).unwrap().len(), 1);
     }
 
     #[test]

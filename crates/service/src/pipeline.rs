@@ -244,11 +244,11 @@ impl Pipeline {
                     }
                     let idle = records.is_empty();
                     self.ingest(records)?;
-                    if self.source.take_out_of_range() {
-                        self.read_on_past_lost_records()?;
-                    }
                     if let Some(hold) = self.held.take() {
                         return self.hold(hold).await;
+                    }
+                    if self.source.take_out_of_range() {
+                        self.read_on_past_lost_records()?;
                     }
                     idle
                 }
@@ -387,7 +387,6 @@ impl Pipeline {
             tracing::warn!(table = %self.contract.table.name, ?held, "a partition's offset was out of range, yet every position is within the broker's range now; reading on");
         }
         for gap in lost_records::judge(&self.contract, found)? {
-            self.stats.record_lost(gap.partition, gap.len());
             self.buffer.skip(gap);
         }
         // Assigning again is what makes librdkafka read the stopped partitions.
@@ -653,6 +652,9 @@ impl Pipeline {
         crash_point(CrashPoint::BothCommitted);
         self.size.learn(arrow, report.bytes);
         self.stats.record_unknown_fields(&self.buffer.unknown_fields);
+        for gap in &self.buffer.lost {
+            self.stats.record_lost(gap.partition, gap.len());
+        }
         self.dlq_covered = to[&topic].clone();
         self.source.report_progress(&to[&topic]);
         self.stats.record_commit(&Committed {

@@ -303,7 +303,7 @@ pub fn describe() {
     describe_counter!(
         "calve_lost_records_total",
         Unit::Count,
-        "Offsets Kafka deleted (retention) before the table read them, found by this process."
+        "Offsets Kafka deleted (retention) before the table read them, skipped by this process's commits."
     );
     describe_counter!(
         "calve_record_bytes_consumed_total",

@@ -57,8 +57,12 @@ impl Services {
     /// warehouse (and calve's state, when it lives elsewhere). The storage errors themselves
     /// seldom name a path.
     fn storage_written(&self, e: &ServiceError) -> String {
-        if matches!(e, ServiceError::Table(TableError::KeyIndexSpill(_))) {
-            return format!("the key index spill directory {}", self.key_index.spill_dir.display());
+        match e {
+            ServiceError::Table(TableError::KeyIndexSpill(_)) => {
+                return format!("the key index spill directory {}", self.key_index.spill_dir.display())
+            }
+            ServiceError::Table(TableError::Catalog(_)) => return "the catalog's database".into(),
+            _ => {}
         }
         let storage = self.catalog.storage();
         match storage.state_root() == storage.root() {

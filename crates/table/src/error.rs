@@ -94,7 +94,10 @@ impl TableError {
     pub fn storage_fault(&self) -> Option<StorageFault> {
         match self {
             TableError::Iceberg(e) => StorageFault::of(e),
-            TableError::KeyIndexSpill(text) | TableError::Catalog(text) => StorageFault::of_text(text),
+            TableError::KeyIndexSpill(text) => StorageFault::of_text(text),
+            // A catalog's refusals ("AccessDenied" from its own store, a socket's "Permission
+            // denied") are the catalog's business; only its full disk is read as storage.
+            TableError::Catalog(text) => StorageFault::of_text(text).filter(|f| *f == StorageFault::Full),
             _ => None,
         }
     }

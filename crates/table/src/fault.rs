@@ -37,6 +37,8 @@ const SIGNS: &[(&str, StorageFault)] = &[
     ("(os error 28)", StorageFault::Full),
     ("Disk quota exceeded", StorageFault::Full),
     ("(os error 122)", StorageFault::Full),
+    // SQLite, whose catalog database may share the full disk.
+    ("database or disk is full", StorageFault::Full),
     ("Read-only file system", StorageFault::ReadOnly),
     ("(os error 30)", StorageFault::ReadOnly),
     ("Permission denied", StorageFault::Denied),

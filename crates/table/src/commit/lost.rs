@@ -9,8 +9,8 @@
 use iceberg::spec::TableMetadata;
 use serde::{Deserialize, Serialize};
 
-use super::restore::{ancestry, OFFSETS_KEY};
-use crate::error::{Result, TableError};
+use super::restore::carried;
+use crate::error::Result;
 
 /// Summary key: a JSON array of [`LostRange`]s, oldest first.
 pub const LOST_RECORDS_KEY: &str = "calve.lost-records";
@@ -63,20 +63,7 @@ impl std::fmt::Display for LostRange {
 
 /// The table's recorded gaps, from the snapshot that holds the restore point.
 pub fn lost_records(metadata: &TableMetadata) -> Result<Vec<LostRange>> {
-    let Some(snapshot) = ancestry(metadata).find(|s| s.summary().additional_properties.contains_key(OFFSETS_KEY))
-    else {
-        return Ok(Vec::new());
-    };
-    match snapshot.summary().additional_properties.get(LOST_RECORDS_KEY) {
-        None => Ok(Vec::new()),
-        Some(raw) => serde_json::from_str(raw).map_err(|e| TableError::CorruptState {
-            table: metadata.location().to_string(),
-            reason: format!(
-                "snapshot {} has unreadable {LOST_RECORDS_KEY}: {e}",
-                snapshot.snapshot_id()
-            ),
-        }),
-    }
+    carried(metadata, LOST_RECORDS_KEY)
 }
 
 /// Appends `new` to `into`, keeping the newest [`LOST_RANGES_CAP`].

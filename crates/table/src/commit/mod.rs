@@ -370,10 +370,14 @@ impl Committer {
         // Whether an attempt may have landed without our knowing (the catalog did not answer):
         // then the operation's files may be in the table, and are never removed here.
         let mut maybe_landed = false;
+        // The last failure that was not a lost race: when no attempt conflicted, it is what
+        // the caller must hear (a full disk reported as a "conflict" would hide it).
+        let mut last_failure = None;
         for attempt in 1..=self.retry.attempts {
             match self.attempt(op, restore).await {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => {
+                    last_failure = None;
                     metrics::counter!("calve_commit_conflicts_total", "table" => self.ident.to_string()).increment(1);
                     tracing::debug!(table = %self.ident, attempt, "commit conflicted; retrying")
                 }
@@ -385,9 +389,15 @@ impl Committer {
                     }
                     return Err(e);
                 }
+                // A full disk or a refused permission needs a person, not eight quick retries;
+                // nothing landed (the catalog was not reached), so the caller may clean up.
+                Err(e) if !maybe_landed && e.storage_fault().is_some() && !matches!(e, TableError::Catalog(_)) => {
+                    return Err(e)
+                }
                 Err(e) if e.is_temporary() => {
                     maybe_landed |= matches!(e, TableError::Catalog(_));
-                    tracing::warn!(table = %self.ident, attempt, "commit attempt failed: {e}; retrying")
+                    tracing::warn!(table = %self.ident, attempt, "commit attempt failed: {e}; retrying");
+                    last_failure = Some(e);
                 }
                 Err(e) => return Err(e),
             }
@@ -402,10 +412,13 @@ impl Committer {
                 self.ident, self.retry.attempts
             )));
         }
-        Err(TableError::Conflict {
-            table: self.ident.to_string(),
-            attempts: self.retry.attempts,
-        })
+        match last_failure {
+            Some(e) => Err(e),
+            None => Err(TableError::Conflict {
+                table: self.ident.to_string(),
+                attempts: self.retry.attempts,
+            }),
+        }
     }
 
     /// One attempt; `Ok(None)` means another writer swapped first.

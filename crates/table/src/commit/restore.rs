@@ -51,18 +51,21 @@ pub const UNKNOWN_FIELDS_KEY: &str = "calve.unknown-fields";
 
 /// The running count of unknown fields, from the snapshot that holds the restore point.
 pub fn unknown_fields(metadata: &TableMetadata) -> Result<BTreeMap<String, u64>> {
+    carried(metadata, UNKNOWN_FIELDS_KEY)
+}
+
+/// The JSON value under `key` that calve carries forward with the restore point (from the
+/// snapshot that holds it; the default when none does).
+pub(crate) fn carried<T: serde::de::DeserializeOwned + Default>(metadata: &TableMetadata, key: &str) -> Result<T> {
     let Some(snapshot) = ancestry(metadata).find(|s| s.summary().additional_properties.contains_key(OFFSETS_KEY))
     else {
-        return Ok(BTreeMap::new());
+        return Ok(T::default());
     };
-    match snapshot.summary().additional_properties.get(UNKNOWN_FIELDS_KEY) {
-        None => Ok(BTreeMap::new()),
+    match snapshot.summary().additional_properties.get(key) {
+        None => Ok(T::default()),
         Some(raw) => serde_json::from_str(raw).map_err(|e| TableError::CorruptState {
             table: metadata.location().to_string(),
-            reason: format!(
-                "snapshot {} has unreadable {UNKNOWN_FIELDS_KEY}: {e}",
-                snapshot.snapshot_id()
-            ),
+            reason: format!("snapshot {} has unreadable {key}: {e}", snapshot.snapshot_id()),
         }),
     }
 }
