@@ -3,7 +3,9 @@
 //! and carries on once the broker is back, exactly once. The outage is tansu frozen with
 //! SIGSTOP for `CALVE_OUTAGE_SECS` (default 45 s): long enough that a partition refresh (every
 //! 30 s) is sent into it and times out (10 s) before the broker is back, which tore the
-//! pipeline down before the refresh learnt to ride it out.
+//! pipeline down before the refresh learnt to ride it out. The outage shows on `/metrics`:
+//! the table's freshness (age of the newest committed record) grows through it and falls
+//! back once the table catches up.
 
 mod common;
 
@@ -12,6 +14,8 @@ use std::time::{Duration, Instant};
 use calve_testkit::broker::Broker;
 use calve_testkit::calve::{terminate, Setup};
 use calve_testkit::kafka::{create_topic, produce, Message};
+use calve_testkit::ports::lease_port;
+use calve_testkit::prometheus::get;
 use calve_testkit::workload::order_json;
 use common::*;
 
@@ -25,6 +29,18 @@ fn a_frozen_broker_is_ridden_out_without_a_new_epoch() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", 2);
     let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "1s"));
+    let lease = lease_port();
+    let metrics = format!("http://127.0.0.1:{}/metrics", lease.port());
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{}\"\n", lease.port()));
+    std::fs::write(&s.config, cfg).unwrap();
+    let freshness = || {
+        let (_, page) = get(&metrics).expect("/metrics answers");
+        page.lines()
+            .find_map(|l| l.strip_prefix("calve_freshness_seconds{table=\"shop.orders\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no freshness on the page:\n{page}"))
+    };
     produce(&broker.bootstrap(), "orders", &orders(0..500));
     let before = s.restore_point(&calve_bin());
     let mut child = s.spawn(&calve_bin(), &["run"]);
@@ -36,6 +52,7 @@ fn a_frozen_broker_is_ridden_out_without_a_new_epoch() {
 
     broker.pause();
     std::thread::sleep(outage);
+    let during = freshness();
     broker.resume();
     produce(&broker.bootstrap(), "orders", &orders(500..1000));
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -47,6 +64,11 @@ fn a_frozen_broker_is_ridden_out_without_a_new_epoch() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+    let after = freshness();
+    assert!(
+        during >= outage.as_secs_f64() && after < outage.as_secs_f64() / 2.0,
+        "the outage does not show in calve_freshness_seconds: {during} s at its end, {after} s after catching up"
+    );
     assert!(terminate(&mut child, Duration::from_secs(60)).success(), "{}", s.logs());
 
     let logs = s.logs();
