@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use calve_testkit::calve::{kill9, wait_for, Setup};
 use calve_testkit::kafka::{produce, Message};
-use calve_testkit::ports::lease_port;
 use calve_testkit::prometheus::get;
 use common::*;
 
@@ -56,13 +55,8 @@ fn a_million_bad_records_stay_within_the_memory_bound_and_all_reach_the_dead_let
     let contract =
         orders_contract("orders", "10m").replace("target_file_size = \"256MB\"", "target_file_size = \"4MB\"");
     assert!(contract.contains("target_file_size = \"4MB\""));
-    let s = Setup::new(&bootstrap, &contract);
-    let lease = lease_port();
-    let listen = format!("127.0.0.1:{}", lease.port());
-    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
-    cfg.push_str(&format!("\n[http]\nlisten = \"{listen}\"\n"));
-    let cfg = cfg.replace("[maintenance]\n", "[maintenance]\nenabled = false\n");
-    std::fs::write(&s.config, cfg).unwrap();
+    let s = Setup::new(&bootstrap, &contract).without_maintenance();
+    let (_lease, listen) = s.serving_http();
 
     let started = Instant::now();
     let bad: Vec<Message> = (0..n)

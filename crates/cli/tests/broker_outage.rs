@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use calve_testkit::broker::Broker;
 use calve_testkit::calve::{terminate, Setup};
 use calve_testkit::kafka::{create_topic, produce, Message};
-use calve_testkit::ports::lease_port;
 use calve_testkit::prometheus::get;
 use calve_testkit::workload::order_json;
 use common::*;
@@ -29,11 +28,8 @@ fn a_frozen_broker_is_ridden_out_without_a_new_epoch() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", 2);
     let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "1s"));
-    let lease = lease_port();
-    let metrics = format!("http://127.0.0.1:{}/metrics", lease.port());
-    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
-    cfg.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{}\"\n", lease.port()));
-    std::fs::write(&s.config, cfg).unwrap();
+    let (_lease, listen) = s.serving_http();
+    let metrics = format!("http://{listen}/metrics");
     let freshness = || {
         let (_, page) = get(&metrics).expect("/metrics answers");
         page.lines()

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use calve_testkit::broker::Broker;
 use calve_testkit::calve::{terminate, Setup};
 use calve_testkit::kafka::{create_topic, produce, Message};
-use calve_testkit::ports::lease_port;
 use calve_testkit::prometheus::get;
 use calve_testkit::workload::order_json;
 use common::*;
@@ -78,16 +77,10 @@ fn until(what: &str, timeout: Duration, s: &Setup, mut check: impl FnMut() -> bo
 fn a_full_disk_is_reported_and_the_table_recovers_with_nothing_lost() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", 2);
-    let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "1s"));
-    let _tmpfs = Tmpfs::mount(&s.warehouse(), "16m");
-    let lease = lease_port();
-    let listen = format!("127.0.0.1:{}", lease.port());
-    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
-    cfg.push_str(&format!("\n[http]\nlisten = \"{listen}\"\n"));
     // Maintenance could free space under the test (a failed compaction removes its output).
-    let cfg = cfg.replace("[maintenance]\n", "[maintenance]\nenabled = false\n");
-    assert!(cfg.contains("enabled = false"));
-    std::fs::write(&s.config, cfg).unwrap();
+    let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "1s")).without_maintenance();
+    let _tmpfs = Tmpfs::mount(&s.warehouse(), "16m");
+    let (_lease, listen) = s.serving_http();
 
     produce(&broker.bootstrap(), "orders", &orders(0..500));
     let before = s.restore_point(&calve_bin());

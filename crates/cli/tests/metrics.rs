@@ -12,19 +12,11 @@ use std::time::Duration;
 use calve_testkit::broker::Broker;
 use calve_testkit::calve::{terminate, Setup};
 use calve_testkit::kafka::{create_topic, produce, Message};
-use calve_testkit::ports::lease_port;
 use calve_testkit::prometheus::{get, promtool_check, Prometheus};
 use calve_testkit::workload::{bad_values, mixed, order_json};
 use common::*;
 
 const TABLE: &str = "shop.orders";
-
-/// Adds `[http] listen = "<listen>"` to the setup's `calve.toml`.
-fn with_http(s: &Setup, listen: &str) {
-    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
-    cfg.push_str(&format!("\n[http]\nlisten = \"{listen}\"\n"));
-    std::fs::write(&s.config, cfg).unwrap();
-}
 
 /// Polls `/readyz` every 20 ms until `stop`, keeping each change of status.
 fn watch_readiness(url: String, stop: Arc<AtomicBool>) -> (Arc<Mutex<Vec<u16>>>, std::thread::JoinHandle<()>) {
@@ -54,9 +46,7 @@ fn prometheus_scrapes_rows_lag_dead_letters_and_readiness_follows_a_failure() {
     create_topic(&broker.bootstrap(), "orders", 2);
     // A 3 s band keeps consumed records uncommitted (lag > 0) for several scrapes.
     let s = Setup::new(&broker.bootstrap(), &orders_contract("orders", "3s"));
-    let lease = lease_port();
-    let listen = format!("127.0.0.1:{}", lease.port());
-    with_http(&s, &listen);
+    let (_lease, listen) = s.serving_http();
     let prom = Prometheus::start(&listen);
 
     // The first commit panics after its files are written (a bug, as the supervisor sees it):

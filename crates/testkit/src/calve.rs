@@ -91,6 +91,26 @@ impl Setup {
         self
     }
 
+    /// Turns background maintenance off (`[maintenance] enabled = false`).
+    pub fn without_maintenance(self) -> Setup {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replace("[maintenance]\n", "[maintenance]\nenabled = false\n");
+        assert!(text.contains("enabled = false"), "no [maintenance] section to turn off");
+        std::fs::write(&self.config, text).unwrap();
+        self
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` (`[http]`) on a leased loopback port: the
+    /// lease (keep it while calve runs) and the `host:port`.
+    pub fn serving_http(&self) -> (crate::ports::PortLease, String) {
+        let lease = crate::ports::lease_port();
+        let listen = format!("127.0.0.1:{}", lease.port());
+        let mut text = std::fs::read_to_string(&self.config).unwrap();
+        text.push_str(&format!("\n[http]\nlisten = \"{listen}\"\n"));
+        std::fs::write(&self.config, text).unwrap();
+        (lease, listen)
+    }
+
     /// The SQLite catalog file.
     pub fn catalog_db(&self) -> PathBuf {
         self.dir.path().join("catalog.db")
