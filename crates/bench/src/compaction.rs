@@ -18,7 +18,7 @@ use calve_table::write::data::DataWriter;
 use crate::cpu_seconds;
 use crate::day::{batch, offsets, Row, SimTable};
 
-const FILES: i64 = 40;
+pub(crate) const FILES: i64 = 40;
 /// 2026-11-24T05:00Z: every row falls in this hour.
 const HOUR_START_US: i64 = 1_795_496_400_000_000;
 const STATUSES: [&str; 4] = ["placed", "paid", "shipped", "returned"];
@@ -31,27 +31,7 @@ pub fn compaction(rows: i64) -> anyhow::Result<()> {
 async fn run(rows: i64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (t, contract) = SimTable::create(dir.path(), "compact").await?;
-    let per_file = rows / FILES;
-    for f in 0..FILES {
-        let meta = t.state().await?.metadata;
-        // Event times interleave across files, so the sort has real work to do.
-        let part: Vec<(i64, Row)> = (0..per_file)
-            .map(|i| {
-                let id = f * per_file + i;
-                let ts = HOUR_START_US + ((i * FILES + f) % 3_600_000) * 1_000;
-                (
-                    id,
-                    (id % 5000, (id % 997) as f64 * 1.25, STATUSES[(id % 4) as usize], ts),
-                )
-            })
-            .collect();
-        let files = DataWriter::new(&meta, t.catalog.file_io().clone(), 256 << 20)?
-            .write(&[batch(&meta, &part)?])
-            .await?;
-        t.committer
-            .commit(&Append::new(files), &RestoreUpdate::new(offsets(f), offsets(f + 1)))
-            .await?;
-    }
+    let per_file = small_files(&t, rows).await?;
     let meta = t.state().await?.metadata;
     let live = live_files(t.catalog.file_io(), &meta).await?;
     let on_disk: u64 = live.data.iter().map(|f| f.file.file_size_in_bytes()).sum();
@@ -103,6 +83,33 @@ async fn run(rows: i64) -> anyhow::Result<()> {
         peak as f64 / decompressed as f64
     );
     Ok(())
+}
+
+/// Commits `rows` order rows into `t` as [`FILES`] small files of one hour partition, whose
+/// event times interleave; returns the rows per file.
+pub(crate) async fn small_files(t: &SimTable, rows: i64) -> anyhow::Result<i64> {
+    let per_file = rows / FILES;
+    for f in 0..FILES {
+        let meta = t.state().await?.metadata;
+        // Event times interleave across files, so the sort has real work to do.
+        let part: Vec<(i64, Row)> = (0..per_file)
+            .map(|i| {
+                let id = f * per_file + i;
+                let ts = HOUR_START_US + ((i * FILES + f) % 3_600_000) * 1_000;
+                (
+                    id,
+                    (id % 5000, (id % 997) as f64 * 1.25, STATUSES[(id % 4) as usize], ts),
+                )
+            })
+            .collect();
+        let files = DataWriter::new(&meta, t.catalog.file_io().clone(), 256 << 20)?
+            .write(&[batch(&meta, &part)?])
+            .await?;
+        t.committer
+            .commit(&Append::new(files), &RestoreUpdate::new(offsets(f), offsets(f + 1)))
+            .await?;
+    }
+    Ok(per_file)
 }
 
 fn status_kib(field: &str) -> u64 {

@@ -132,7 +132,8 @@ impl ConsumerContext for SourceContext {}
 
 /// A consumer for one topic, positioned by the caller.
 pub struct KafkaSource {
-    consumer: StreamConsumer<SourceContext>,
+    /// Shared with the blocking pool for the requests that wait for the broker.
+    consumer: Arc<StreamConsumer<SourceContext>>,
     topic: String,
     ends: Arc<Mutex<BTreeMap<i32, PartitionEnds>>>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -176,7 +177,7 @@ impl KafkaSource {
         };
         let consumer: StreamConsumer<SourceContext> = c.create_with_context(context).map_err(refused_config)?;
         Ok(KafkaSource {
-            consumer,
+            consumer: Arc::new(consumer),
             topic: topic.to_string(),
             ends,
             last_error,
@@ -197,7 +198,7 @@ impl KafkaSource {
         loop {
             // Doubling, so a broker slow to answer metadata still gets the whole wait.
             let left = deadline.saturating_duration_since(Instant::now());
-            let result = self.partitions(attempt.min(left).max(METADATA_ATTEMPT));
+            let result = self.partitions(attempt.min(left).max(METADATA_ATTEMPT)).await;
             attempt *= 2;
             match result {
                 Err(IngestError::Kafka(e)) if Instant::now() < deadline => {
@@ -238,15 +239,36 @@ impl KafkaSource {
         self.ends.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
+    /// Runs a librdkafka request that blocks until the broker answers or `timeout` passes on
+    /// the blocking pool: a slow or unreachable broker then holds up this table's pipeline
+    /// only, never a runtime worker and the other tables' pipelines and `/metrics` on it.
+    async fn ask_broker<T: Send + 'static>(
+        &self,
+        request: impl FnOnce(&StreamConsumer<SourceContext>, &str) -> Result<T, KafkaError> + Send + 'static,
+    ) -> Result<T, IngestError> {
+        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        match tokio::task::spawn_blocking(move || request(&consumer, &topic)).await {
+            Ok(answer) => Ok(answer?),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels a blocking task.
+            Err(_) => Err(IngestError::Kafka(KafkaError::Canceled)),
+        }
+    }
+
     /// The topic's partition ids, from broker metadata.
-    pub fn partitions(&self, timeout: Duration) -> Result<Vec<i32>, IngestError> {
-        let md = self.consumer.fetch_metadata(Some(&self.topic), timeout)?;
-        let t = md.topics().iter().find(|t| t.name() == self.topic);
-        match t {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                Ok(t.partitions().iter().map(|p| p.id()).collect())
-            }
-            _ => Err(IngestError::TopicMissing(self.topic.clone())),
+    pub async fn partitions(&self, timeout: Duration) -> Result<Vec<i32>, IngestError> {
+        let ids = self
+            .ask_broker(move |c, topic| {
+                let md = c.fetch_metadata(Some(topic), timeout)?;
+                Ok(match md.topics().iter().find(|t| t.name() == topic) {
+                    Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
+                    _ => Vec::new(),
+                })
+            })
+            .await?;
+        match ids.is_empty() {
+            true => Err(IngestError::TopicMissing(self.topic.clone())),
+            false => Ok(ids),
         }
     }
 
@@ -311,9 +333,14 @@ impl KafkaSource {
     }
 
     /// High watermark (next offset to be written) per partition.
-    pub fn high_watermarks(&self, partitions: &[i32], timeout: Duration) -> Result<BTreeMap<i32, i64>, IngestError> {
+    pub async fn high_watermarks(
+        &self,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<BTreeMap<i32, i64>, IngestError> {
         Ok(self
-            .watermarks(partitions, timeout)?
+            .watermarks(partitions, timeout)
+            .await?
             .into_iter()
             .map(|(p, e)| (p, e.end))
             .collect())
@@ -321,18 +348,22 @@ impl KafkaSource {
 
     /// The first offset the broker holds and the high watermark, per partition, asked of the
     /// broker (one round trip per partition).
-    pub fn watermarks(
+    pub async fn watermarks(
         &self,
         partitions: &[i32],
         timeout: Duration,
     ) -> Result<BTreeMap<i32, PartitionEnds>, IngestError> {
-        partitions
-            .iter()
-            .map(|p| {
-                let (low, end) = self.consumer.fetch_watermarks(&self.topic, *p, timeout)?;
-                Ok((*p, PartitionEnds { low, end }))
-            })
-            .collect()
+        let partitions = partitions.to_vec();
+        self.ask_broker(move |c, topic| {
+            partitions
+                .iter()
+                .map(|p| {
+                    let (low, end) = c.fetch_watermarks(topic, *p, timeout)?;
+                    Ok((*p, PartitionEnds { low, end }))
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Whether a poll since the last call met a partition whose next offset the broker no

@@ -112,6 +112,10 @@ pub struct MaintenanceConfig {
     pub enabled: bool,
     /// Time between two cycles of one table (default "1m").
     pub interval: HumanDuration,
+    /// Worker threads maintenance runs on, apart from ingestion and at a lower CPU priority
+    /// (default: a quarter of the cores, at least one). At most this many cycles (of all
+    /// tables) run at once, which also bounds the memory compactions hold together.
+    pub threads: usize,
 }
 
 impl Default for MaintenanceConfig {
@@ -119,6 +123,7 @@ impl Default for MaintenanceConfig {
         MaintenanceConfig {
             enabled: true,
             interval: HumanDuration(std::time::Duration::from_secs(60)),
+            threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1)),
         }
     }
 }
@@ -145,6 +150,9 @@ impl RunConfig {
             if c.is_relative() {
                 *c = dir.join(&*c);
             }
+        }
+        if cfg.maintenance.threads == 0 {
+            return Err(fail("`[maintenance] threads` must be at least 1"));
         }
         if cfg.contracts.is_empty() {
             return Err(ServiceError::Config(format!(
@@ -250,6 +258,21 @@ mod tests {
         for secret in ["s3cr3t-Client-Secret", "k4fka-Password-Secret"] {
             assert!(!shown.contains(secret), "{shown}");
         }
+    }
+
+    #[test]
+    fn maintenance_needs_a_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calve.toml");
+        std::fs::write(&path, format!("{BASE}[maintenance]\nthreads = 0\n")).unwrap();
+        let e = RunConfig::load(&path).unwrap_err();
+        assert!(
+            e.to_string().contains("`[maintenance] threads` must be at least 1"),
+            "{e}"
+        );
+        std::fs::write(&path, format!("{BASE}[maintenance]\nthreads = 3\n")).unwrap();
+        assert_eq!(RunConfig::load(&path).unwrap().maintenance.threads, 3);
+        assert!(MaintenanceConfig::default().threads >= 1);
     }
 
     #[test]

@@ -13,12 +13,13 @@ use calve_contract::Contract;
 use calve_maintain::{CycleReport, Maintainer, MaintenancePolicy, NoProgress};
 use calve_retry::{Classify, RetryClass};
 use calve_table::Catalog;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::MaintenanceConfig;
 use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
 use crate::faults::panic_message;
+use crate::maintenance_threads::cycle_permit;
 use crate::stats::TableStats;
 
 /// [`maintain`] in a task of its own, started again after a panic (a bug in one cycle must
@@ -30,6 +31,7 @@ pub async fn maintain_supervised(
     cfg: MaintenanceConfig,
     stats: Arc<TableStats>,
     stop: watch::Receiver<bool>,
+    cycles: Arc<Semaphore>,
 ) {
     loop {
         let task = tokio::spawn(maintain(
@@ -39,6 +41,7 @@ pub async fn maintain_supervised(
             cfg.clone(),
             stats.clone(),
             stop.clone(),
+            cycles.clone(),
         ));
         match task.await {
             Ok(()) => return,
@@ -56,7 +59,8 @@ pub async fn maintain_supervised(
     }
 }
 
-/// Maintains `contract`'s tables every `cfg.interval` until `stop` turns true.
+/// Maintains `contract`'s tables every `cfg.interval` until `stop` turns true; each cycle
+/// first takes a permit from `cycles`, which bounds the cycles all tables run at once.
 pub async fn maintain(
     contract: Contract,
     catalog: Catalog,
@@ -64,6 +68,7 @@ pub async fn maintain(
     cfg: MaintenanceConfig,
     stats: Arc<TableStats>,
     mut stop: watch::Receiver<bool>,
+    cycles: Arc<Semaphore>,
 ) {
     let mut maintainers = match maintainers(&contract, &catalog, &warehouse) {
         Ok(m) => m,
@@ -81,6 +86,7 @@ pub async fn maintain(
             return;
         }
         for m in &mut maintainers {
+            let _permit = cycle_permit(&cycles).await;
             run_cycle(&catalog, m, &stats).await;
         }
     }

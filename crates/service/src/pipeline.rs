@@ -201,7 +201,7 @@ impl Pipeline {
                     hold_id: hold.id.clone(),
                     path: hold.path.clone(),
                     kind: hold.kind.clone(),
-                    through: self.source.high_watermarks(&self.partitions, METADATA_TIMEOUT)?,
+                    through: self.source.high_watermarks(&self.partitions, METADATA_TIMEOUT).await?,
                 });
                 let resolve = SetHoldState::resolve(&state, applied, &rejections);
                 sink.committer().update_metadata(&resolve).await?;
@@ -248,7 +248,7 @@ impl Pipeline {
                         return self.hold(hold).await;
                     }
                     if self.source.take_out_of_range() {
-                        self.read_on_past_lost_records()?;
+                        self.read_on_past_lost_records().await?;
                     }
                     idle
                 }
@@ -258,7 +258,7 @@ impl Pipeline {
             let full = self.size.full(arrow, self.buffer.dead_bytes as u64);
             // In batch mode a drained topic is reason enough to commit: nothing more will come.
             let drained =
-                stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up_riding_out()?;
+                stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up_riding_out().await?;
             let flushed = band_elapsed || full || drained;
             if flushed {
                 self.flush().await?;
@@ -269,9 +269,9 @@ impl Pipeline {
                 self.stats.mark_running();
             }
             if self.partitions_checked.elapsed() >= PARTITION_REFRESH {
-                self.refresh_partitions_riding_out()?;
+                self.refresh_partitions_riding_out().await?;
             }
-            if stop == StopWhen::CaughtUp && self.buffer.is_empty() && self.caught_up_riding_out()? {
+            if stop == StopWhen::CaughtUp && self.buffer.is_empty() && self.caught_up_riding_out().await? {
                 tracing::info!(table = %self.contract.table.name, "caught up with the topic");
                 return Ok(Ended::Done);
             }
@@ -379,8 +379,8 @@ impl Pipeline {
     /// A partition's next offset is outside what the broker holds, so librdkafka stopped
     /// reading it: finds the gaps and follows the contract (see [`lost_records`]). Reading
     /// on, the next commit's restore point passes the gap and records it.
-    fn read_on_past_lost_records(&mut self) -> Result<(), ServiceError> {
-        let held = self.source.watermarks(&self.partitions, METADATA_TIMEOUT)?;
+    async fn read_on_past_lost_records(&mut self) -> Result<(), ServiceError> {
+        let held = self.source.watermarks(&self.partitions, METADATA_TIMEOUT).await?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let found = lost_records::compare(&self.contract.table.topic, &self.positions(), &held, now_ms);
         if found == lost_records::OutOfRange::default() {
@@ -684,8 +684,8 @@ impl Pipeline {
     /// [`Pipeline::refresh_partitions`], riding out a broker that cannot answer: librdkafka
     /// reconnects by itself, and tearing the pipeline down for it would claim the table again
     /// (a new writer epoch) and rebuild a keyed table's index. Looked at again next interval.
-    fn refresh_partitions_riding_out(&mut self) -> Result<(), ServiceError> {
-        match self.refresh_partitions() {
+    async fn refresh_partitions_riding_out(&mut self) -> Result<(), ServiceError> {
+        match self.refresh_partitions().await {
             Err(e) if e.class() == RetryClass::Temporary => {
                 tracing::warn!(table = %self.contract.table.name, "cannot see the topic's partitions, reading on and looking again in {PARTITION_REFRESH:?}: {e}");
                 Ok(())
@@ -697,8 +697,8 @@ impl Pipeline {
     /// [`Pipeline::caught_up`], riding out a broker that cannot answer (not caught up yet) for
     /// [`ENDS_PATIENCE`]; past it the error ends the pipeline, and the supervisor's backoff
     /// and `TABLE FAILING` take over, rather than a batch run waiting in silence forever.
-    fn caught_up_riding_out(&mut self) -> Result<bool, ServiceError> {
-        match self.caught_up() {
+    async fn caught_up_riding_out(&mut self) -> Result<bool, ServiceError> {
+        match self.caught_up().await {
             Err(e) if e.class() == RetryClass::Temporary => {
                 let since = *self.ends_unknown_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= ENDS_PATIENCE {
@@ -715,9 +715,9 @@ impl Pipeline {
     }
 
     /// Adds partitions created since the last look; known partitions keep their position.
-    fn refresh_partitions(&mut self) -> Result<(), ServiceError> {
+    async fn refresh_partitions(&mut self) -> Result<(), ServiceError> {
         self.partitions_checked = Instant::now();
-        let now = self.source.partitions(METADATA_TIMEOUT)?;
+        let now = self.source.partitions(METADATA_TIMEOUT).await?;
         if now.iter().all(|p| self.partitions.contains(p)) {
             return Ok(());
         }
@@ -742,8 +742,8 @@ impl Pipeline {
     }
 
     /// Whether everything up to each partition's high watermark is committed or buffered.
-    fn caught_up(&self) -> Result<bool, ServiceError> {
-        let hw = self.source.high_watermarks(&self.partitions, METADATA_TIMEOUT)?;
+    async fn caught_up(&self) -> Result<bool, ServiceError> {
+        let hw = self.source.high_watermarks(&self.partitions, METADATA_TIMEOUT).await?;
         let next = self.positions();
         Ok(hw.iter().all(|(p, h)| *h <= next.get(p).copied().unwrap_or(0)))
     }

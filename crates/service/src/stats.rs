@@ -280,10 +280,14 @@ impl TableStats {
         }
     }
 
+    /// The Kafka timestamp (ms) of the newest record committed to the table by this process.
+    pub fn newest_committed_ms(&self) -> Option<i64> {
+        Some(self.newest_committed_ms.load(Relaxed)).filter(|ms| *ms != i64::MIN)
+    }
+
     /// Brings the series that age on their own up to `now_ms` (called before each scrape).
     pub fn refresh(&self, now_ms: i64) {
-        let newest = self.newest_committed_ms.load(Relaxed);
-        if newest != i64::MIN {
+        if let Some(newest) = self.newest_committed_ms() {
             self.series.freshness.set((now_ms - newest).max(0) as f64 / 1000.0);
         }
     }

@@ -22,6 +22,7 @@ use crate::faults::panic_message;
 use crate::health::TableState;
 use crate::hold::{announce, schema_holds, wait_for_decision, waiting_on};
 use crate::maintenance::maintain_supervised;
+use crate::maintenance_threads::MaintenanceThreads;
 use crate::pipeline::{Ended, Pipeline, StopWhen};
 use crate::stats::{Observed, TableStats};
 
@@ -129,22 +130,41 @@ async fn table_tasks(
     stats: Arc<TableStats>,
 ) -> Result<(), ServiceError> {
     let (maintenance_stop, maintenance_rx) = watch::channel(false);
-    let maintenance = services.maintenance.enabled.then(|| {
-        tokio::spawn(maintain_supervised(
-            c.clone(),
-            services.catalog.clone(),
-            services.warehouse.clone(),
-            services.maintenance.clone(),
-            stats.clone(),
-            maintenance_rx,
-        ))
-    });
+    let maintenance = match services.maintenance.enabled {
+        true => start_maintenance(&c, &services, &stats, maintenance_rx),
+        false => None,
+    };
     let result = supervise(c, &services, shutdown, stop, stats).await;
     let _ = maintenance_stop.send(true);
     if let Some(m) = maintenance {
         let _ = m.await;
     }
     result
+}
+
+/// The table's maintenance, on the maintenance threads (see [`MaintenanceThreads`]).
+fn start_maintenance(
+    c: &Contract,
+    services: &Services,
+    stats: &Arc<TableStats>,
+    stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let threads = match MaintenanceThreads::get(services.maintenance.threads) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(table = %c.table.name, "maintenance not started: {e}");
+            return None;
+        }
+    };
+    Some(threads.spawn(maintain_supervised(
+        c.clone(),
+        services.catalog.clone(),
+        services.warehouse.clone(),
+        services.maintenance.clone(),
+        stats.clone(),
+        stop,
+        threads.cycles(),
+    )))
 }
 
 async fn supervise(

@@ -1,5 +1,8 @@
 //! Topic creation and producing through librdkafka.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -93,4 +96,31 @@ pub fn produce_bytes_with(bootstrap: &str, properties: &Properties, topic: &str,
         }
     }
     p.flush(Duration::from_secs(60)).expect("all messages delivered");
+}
+
+/// Produces `value(n)` for n = 0, 1, … to `topic`, one every `every` (a steady trickle, each
+/// stamped with its send time), until `stop` turns true; the thread returns how many it sent
+/// (all acknowledged).
+pub fn produce_steadily(
+    bootstrap: &str,
+    topic: &str,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    value: impl Fn(u64) -> String + Send + 'static,
+) -> JoinHandle<u64> {
+    let p: ThreadedProducer<DefaultProducerContext> = client(bootstrap, &[]).set("linger.ms", "0").create().unwrap();
+    let topic = topic.to_string();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let (key, v) = (format!("k{n}"), value(n));
+            p.send(BaseRecord::to(&topic).key(&key).payload(&v))
+                .map_err(|(e, _)| e)
+                .expect("the producer queue has room for a trickle");
+            n += 1;
+            std::thread::sleep(every);
+        }
+        p.flush(Duration::from_secs(30)).expect("all messages delivered");
+        n
+    })
 }
