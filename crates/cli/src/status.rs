@@ -36,7 +36,10 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
             println!("  metadata: {}", s.metadata_location);
             println!(
                 "  restore point: {}",
-                s.restore.map(|o| format!("{o:?}")).unwrap_or_else(|| "none".into())
+                s.restore
+                    .as_ref()
+                    .map(|o| format!("{o:?}"))
+                    .unwrap_or_else(|| "none".into())
             );
             let in_contract =
                 |name: &str| def.ident.name().ends_with("__dlq") || c.columns().iter().any(|col| col.name == name);
@@ -67,6 +70,9 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
             if let (Some(line), true) = (live_line, def.ident == table_definition(&c)?.ident) {
                 println!("  now (calve run): {line}");
             }
+            if def.ident == table_definition(&c)?.ident {
+                print_event_time(&s);
+            }
             for gap in &s.lost_records {
                 println!(
                     "  RECORDS LOST (Kafka deleted them before calve read them; found {}): {gap}",
@@ -80,6 +86,25 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The table's event-time watermark, what it has declared complete, and the last reopening.
+fn print_event_time(s: &calve_service::TableSummary) {
+    use calve_service::format_instant;
+    let e = &s.event_time;
+    let Some(w) = e.watermark_us else { return };
+    let through = match e.complete_through_us {
+        Some(c) => format!(", complete through {}", format_instant(c)),
+        None => String::new(),
+    };
+    println!("  event time: watermark {}{through}", format_instant(w));
+    if let Some(at) = s.reopened_at_ms {
+        println!(
+            "  reopened by late events (latest, {}): {}",
+            time(at),
+            e.reopened.join(", ")
+        );
+    }
 }
 
 /// The table's hold, if it is held, and the approvers' decisions so far.

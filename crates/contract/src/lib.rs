@@ -8,6 +8,7 @@
 
 mod column_type;
 pub mod dead_letter;
+mod grain;
 mod secret;
 mod types;
 mod units;

@@ -231,7 +231,9 @@ pub enum PartitionGrain {
 pub struct LateDataSection {
     /// The policy for late events.
     pub policy: LatePolicy,
-    /// How far behind wall-clock time an event may be before it counts as late.
+    /// How far an event may be behind the table's event-time watermark (the event time all
+    /// partitions read have reached) before it counts as late; also how long past a
+    /// partition's end the watermark must get before the partition is declared complete.
     pub allowed_lateness: HumanDuration,
 }
 
@@ -239,7 +241,8 @@ pub struct LateDataSection {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum LatePolicy {
-    /// Write the event into the (old) partition its event time belongs to.
+    /// Write the event into the (old) partition its event time belongs to; a partition already
+    /// declared complete is reported reopened.
     Rewrite,
     /// Accepted by the format, refused by validation: see `validate`.
     CurrentPartition,
@@ -348,6 +351,7 @@ pub struct SlaSection {
 pub enum Completeness {
     /// No completeness promise: readers see what has arrived.
     None,
-    /// A per-snapshot event-time watermark (the oldest event time still possibly in flight).
+    /// Every snapshot says `calve.complete-through`: each event-time partition ending at or
+    /// before it is complete (the watermark has passed its end by the allowed lateness).
     Watermark,
 }

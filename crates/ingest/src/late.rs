@@ -1,6 +1,7 @@
-//! The contract's late-data rule: events whose event time is older than the allowed lateness
-//! (measured against wall-clock time, which only moves forward, so a replay after a crash routes
-//! a late record the same way) are split off for the dead-letter table.
+//! The contract's event-time rules on a decoded batch: the event time of each row, and the
+//! split of late rows from on-time ones. Lateness is judged against the table's event-time
+//! watermark (see the service's watermark), not the wall clock, so a new table reading a
+//! topic's history, or a table hours behind, does not dead-letter what it catches up on.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, TimestampMicrosecondType};
@@ -10,39 +11,45 @@ use arrow_select::filter::filter_record_batch;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// Splits `batch` into on-time rows and the indices (into `batch`) of late rows. Rows with no
-/// event time are on time: lateness cannot be judged without one.
-pub fn split_late(batch: &RecordBatch, column: &str, cutoff_us: i64) -> Result<(RecordBatch, Vec<usize>), ArrowError> {
+/// Each row's event time (µs since the epoch) from `column`, a timestamp or date column;
+/// `None` where it is null.
+pub fn event_micros(batch: &RecordBatch, column: &str) -> Result<Vec<Option<i64>>, ArrowError> {
     let idx = batch.schema().index_of(column)?;
     let col = batch.column(idx);
-    let micros: Vec<Option<i64>> = match col.data_type() {
+    match col.data_type() {
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            col.as_primitive::<TimestampMicrosecondType>().iter().collect()
+            Ok(col.as_primitive::<TimestampMicrosecondType>().iter().collect())
         }
-        DataType::Date32 => col
+        DataType::Date32 => Ok(col
             .as_primitive::<Date32Type>()
             .iter()
             .map(|d| d.map(|d| d as i64 * MICROS_PER_DAY))
-            .collect(),
-        other => {
-            return Err(ArrowError::SchemaError(format!(
-                "event time column {column} has type {other}"
-            )))
-        }
-    };
+            .collect()),
+        other => Err(ArrowError::SchemaError(format!(
+            "event time column {column} has type {other}"
+        ))),
+    }
+}
+
+/// Splits `batch` (whose event times are `micros`) into on-time rows and the indices (into
+/// `batch`) of late rows, those before `cutoff_us`. Rows with no event time are on time:
+/// lateness cannot be judged without one.
+pub fn split_late(
+    batch: &RecordBatch,
+    micros: &[Option<i64>],
+    cutoff_us: i64,
+) -> Result<(RecordBatch, Vec<usize>), ArrowError> {
+    let is_late = |t: &Option<i64>| matches!(t, Some(t) if *t < cutoff_us);
     let late: Vec<usize> = micros
         .iter()
         .enumerate()
-        .filter(|(_, t)| matches!(t, Some(t) if *t < cutoff_us))
+        .filter(|(_, t)| is_late(t))
         .map(|(i, _)| i)
         .collect();
     if late.is_empty() {
         return Ok((batch.clone(), late));
     }
-    let keep: BooleanArray = micros
-        .iter()
-        .map(|t| Some(!matches!(t, Some(t) if *t < cutoff_us)))
-        .collect();
+    let keep: BooleanArray = micros.iter().map(|t| Some(!is_late(t))).collect();
     Ok((filter_record_batch(batch, &keep)?, late))
 }
 
@@ -64,7 +71,9 @@ mod tests {
         )]));
         let ts = TimestampMicrosecondArray::from(vec![Some(100), Some(5), None, Some(50)]).with_timezone("+00:00");
         let batch = RecordBatch::try_new(schema, vec![Arc::new(ts)]).unwrap();
-        let (kept, late) = split_late(&batch, "ts", 50).unwrap();
+        let micros = event_micros(&batch, "ts").unwrap();
+        assert_eq!(micros, vec![Some(100), Some(5), None, Some(50)]);
+        let (kept, late) = split_late(&batch, &micros, 50).unwrap();
         assert_eq!(late, vec![1]);
         assert_eq!(kept.num_rows(), 3);
     }

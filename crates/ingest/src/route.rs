@@ -3,13 +3,14 @@
 //! `rows`, `deletes`, `dead` or the `ignored` count, so
 //! `in = table changes + dead-letter (+ ignored)` holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
 use calve_contract::{
-    ColumnType, Contract, Evolution, Format, KafkaKeyFormat, LatePolicy, ResolvedColumn, TombstonePolicy,
+    ColumnType, Contract, Evolution, Format, KafkaKeyFormat, LatePolicy, PartitionGrain, ResolvedColumn,
+    TombstonePolicy,
 };
 
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
@@ -17,7 +18,7 @@ use crate::debezium::{self, Change};
 use crate::decode::{AvroDecoder, Decoded, Inferred, JsonDecoder, JsonSchemaDecoder, ProtobufDecoder};
 use crate::error::IngestError;
 use crate::key::KeyDecoder;
-use crate::late::split_late;
+use crate::late::{event_micros, split_late};
 use crate::record::KafkaRecord;
 use crate::registry::Fetched;
 
@@ -43,6 +44,25 @@ pub struct Routed {
     /// Under `evolution = "additive"`: the types the unknown fields of these rows show, by
     /// path.
     pub inferred: BTreeMap<String, Inferred>,
+    /// Per Kafka partition, the newest event time (µs) of the rows for the table: what moves
+    /// the table's watermark.
+    pub newest_event: BTreeMap<i32, i64>,
+    /// Event-time partitions (named as engines show them, `ts_day=2026-01-01`) that rows land
+    /// in although the table had declared them complete.
+    pub reopened: BTreeSet<String>,
+}
+
+/// What routing judges event times against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventClock {
+    /// Wall-clock time (µs since the epoch): when dead letters were received.
+    pub now_us: i64,
+    /// The table's event-time watermark, once it has one: under `late_data.policy =
+    /// "dead-letter"`, rows older than it by more than the allowed lateness are late.
+    pub watermark_us: Option<i64>,
+    /// What the table last published as complete through: rows before it reopen their
+    /// partition.
+    pub complete_through_us: Option<i64>,
 }
 
 impl Routed {
@@ -65,6 +85,11 @@ impl Routed {
             for (path, ty) in part.inferred {
                 Inferred::merge_into(&mut out.inferred, path, ty);
             }
+            for (p, t) in part.newest_event {
+                let newest = out.newest_event.entry(p).or_insert(t);
+                *newest = (*newest).max(t);
+            }
+            out.reopened.extend(part.reopened);
         }
         out.rows = concat_all(rows)?;
         out.deletes = concat_all(deletes)?;
@@ -117,7 +142,18 @@ pub struct Router {
     format: Format,
     /// Kafka keys carry the business key (tombstones can say which row they delete).
     key_in_kafka_key: bool,
-    late: Option<(String, i64)>,
+    event: EventRule,
+}
+
+/// The contract's event-time rules.
+#[derive(Debug, Clone)]
+struct EventRule {
+    /// The event-time column.
+    column: String,
+    /// The table's partition transform on it.
+    grain: PartitionGrain,
+    /// Under `late_data.policy = "dead-letter"`, the allowed lateness (µs).
+    dead_letter_after: Option<i64>,
 }
 
 impl Router {
@@ -127,12 +163,12 @@ impl Router {
     pub fn new(contract: &Contract, schema: SchemaRef, columns: &[ResolvedColumn]) -> Result<Self, IngestError> {
         let evolve = contract.schema.evolution == Evolution::Additive;
         let frozen = contract.schema.evolution == Evolution::Frozen;
-        let late = (contract.late_data.policy == LatePolicy::DeadLetter).then(|| {
-            (
-                contract.event_time.column.clone(),
-                contract.late_data.allowed_lateness.0.as_micros() as i64,
-            )
-        });
+        let event = EventRule {
+            column: contract.event_time.column.clone(),
+            grain: contract.event_time.partition,
+            dead_letter_after: (contract.late_data.policy == LatePolicy::DeadLetter)
+                .then_some(contract.late_data.allowed_lateness.0.as_micros() as i64),
+        };
         let keys = match contract.deletes.tombstone {
             TombstonePolicy::DeleteRow => {
                 let keys = KeyDecoder::new(&schema, &contract.keys.columns, columns)?;
@@ -177,7 +213,7 @@ impl Router {
             tombstone: contract.deletes.tombstone,
             format: contract.table.format,
             key_in_kafka_key: contract.keys.from_kafka_key,
-            late,
+            event,
         })
     }
 
@@ -252,8 +288,9 @@ impl Router {
         !matches!(self.decoder, Values::Json(_))
     }
 
-    /// Routes `records`, judging lateness against `now_us` (microseconds since the epoch).
-    pub fn route(&self, records: &[KafkaRecord], now_us: i64) -> Result<Routed, IngestError> {
+    /// Routes `records`, judging event times by `clock`.
+    pub fn route(&self, records: &[KafkaRecord], clock: EventClock) -> Result<Routed, IngestError> {
+        let now_us = clock.now_us;
         let mut poll = Poll {
             records,
             now_us,
@@ -306,33 +343,73 @@ impl Router {
             out.dead.push(d);
         }
         let Some(batch) = decoded.batch else { return Ok(out) };
-        let mut row_origin: Vec<usize> = decoded.kept.iter().map(|k| origin[*k]).collect();
-        out.rows = Some(match &self.late {
-            None => batch,
-            Some((column, lateness)) => {
-                let (kept, late) = split_late(&batch, column, now_us - lateness)?;
-                for row in &late {
-                    let r = &records[row_origin[*row]];
-                    out.dead.push(dead(
-                        r,
-                        DeadLetterKind::Late,
-                        column.clone(),
-                        format!("event time older than allowed lateness on column {column}"),
-                        now_us,
-                    ));
-                }
-                let late: std::collections::HashSet<usize> = late.into_iter().collect();
+        let row_origin: Vec<usize> = decoded.kept.iter().map(|k| origin[*k]).collect();
+        self.place_in_time(&mut out, batch, row_origin, records, clock)?;
+        Ok(out)
+    }
+
+    /// The event-time rules on the decoded rows `batch` (record `row_origin[i]` gave row
+    /// `i`): late rows go to the dead-letter table when the contract says so; the rows kept
+    /// become `out`'s rows, with the newest event time per Kafka partition and the complete
+    /// partitions they reopen.
+    fn place_in_time(
+        &self,
+        out: &mut Routed,
+        mut batch: RecordBatch,
+        mut row_origin: Vec<usize>,
+        records: &[KafkaRecord],
+        clock: EventClock,
+    ) -> Result<(), ArrowError> {
+        let rule = &self.event;
+        let mut micros = event_micros(&batch, &rule.column)?;
+        if let (Some(lateness), Some(watermark)) = (rule.dead_letter_after, clock.watermark_us) {
+            let cutoff = watermark.saturating_sub(lateness);
+            let (kept, late) = split_late(&batch, &micros, cutoff)?;
+            for row in &late {
+                let t = micros[*row].unwrap_or_default();
+                out.dead.push(dead(
+                    &records[row_origin[*row]],
+                    DeadLetterKind::Late,
+                    rule.column.clone(),
+                    format!(
+                        "event time {} on column {} is older than the table's watermark {} minus the allowed lateness",
+                        instant(t),
+                        rule.column,
+                        instant(watermark)
+                    ),
+                    clock.now_us,
+                ));
+            }
+            if !late.is_empty() {
+                let late: HashSet<usize> = late.into_iter().collect();
+                let on_time = |i: &usize| !late.contains(i);
                 row_origin = row_origin
                     .into_iter()
                     .enumerate()
-                    .filter(|(i, _)| !late.contains(i))
+                    .filter(|(i, _)| on_time(i))
                     .map(|(_, o)| o)
                     .collect();
-                kept
+                micros = micros
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| on_time(i))
+                    .map(|(_, t)| t)
+                    .collect();
+                batch = kept;
             }
-        });
+        }
+        for (t, o) in micros.iter().zip(&row_origin) {
+            let Some(t) = *t else { continue };
+            let newest = out.newest_event.entry(records[*o].partition).or_insert(t);
+            *newest = (*newest).max(t);
+            if clock.complete_through_us.is_some_and(|c| t < c) {
+                out.reopened
+                    .insert(rule.grain.label(&rule.column, rule.grain.start_of(t)));
+            }
+        }
+        out.rows = Some(batch);
         out.row_origin = row_origin;
-        Ok(out)
+        Ok(())
     }
 
     /// A delete request (a tombstone or a Debezium delete) of record `i`, handled per the
@@ -405,6 +482,11 @@ impl Poll<'_> {
     fn dead(&mut self, i: usize, kind: DeadLetterKind, reason: String) {
         self.out.dead_letter(&self.records[i], kind, reason, self.now_us);
     }
+}
+
+/// An instant as RFC 3339 text, for messages.
+fn instant(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).map_or_else(|| us.to_string(), |t| t.to_rfc3339())
 }
 
 fn dead(r: &KafkaRecord, kind: DeadLetterKind, path: String, error: String, now_us: i64) -> DeadLetter {

@@ -24,6 +24,7 @@ mod size_trigger;
 mod stats;
 mod supervisor;
 mod target;
+mod watermark;
 
 pub use config::{MaintenanceConfig, RunConfig};
 pub use definition::{dead_letter_definition, table_definition};
@@ -47,6 +48,7 @@ pub use calve_ingest::registry::Registry;
 pub use calve_maintain::{
     human_bytes, status as maintenance_status, CycleReport, Maintainer, MaintenancePolicy, Progress,
 };
+pub use calve_table::commit::event_time::format_instant;
 pub use calve_table::commit::hold::{Action, Applied, Hold, HoldState, Proposed};
 pub use calve_table::ops::erase::ErasureReport;
 pub use calve_table::read::inspect::{scan_all, summarize, TableSummary};

@@ -11,6 +11,7 @@ use arrow_schema::SchemaRef;
 use calve_contract::{ColumnType, Contract, ResolvedColumn};
 use calve_table::catalog::schema::column_type_of;
 use calve_table::catalog::schema::{columns_not_in, effective_columns, iceberg_type, nested_fields_added};
+use calve_table::commit::event_time::EventTimeMarks;
 use calve_table::commit::hold::{Action, Applied, HoldState, SetHoldState, CONTRACT_EDIT};
 use calve_table::commit::lost::LostRange;
 use calve_table::commit::restore::{self, Offsets};
@@ -127,15 +128,15 @@ impl Sink {
         &self.schema
     }
 
-    /// What a commit that consumed Kafka up to `to` tells the table, `lost` being the records
-    /// Kafka deleted before they were read.
-    pub fn restore_update(&self, to: &Offsets, unknown: &BTreeMap<String, u64>, lost: &[LostRange]) -> RestoreUpdate {
+    /// What a commit that consumed Kafka up to `progress.to` tells the table.
+    pub fn restore_update(&self, progress: &Progress<'_>) -> RestoreUpdate {
         RestoreUpdate {
             from: self.offsets.clone(),
-            to: to.clone(),
-            unknown_fields: unknown.clone(),
-            lost_records: lost.to_vec(),
+            to: progress.to.clone(),
+            unknown_fields: progress.unknown.clone(),
+            lost_records: progress.lost.to_vec(),
             evolve: self.pending.clone(),
+            event_time: progress.event_time.cloned(),
         }
     }
 
@@ -310,17 +311,15 @@ impl Sink {
         Ok(self.writer.write(batches).await?)
     }
 
-    /// Commits `files` with the restore point `to`, adding `unknown` to the table's count of
-    /// fields it has no column for and `lost` to its record of gaps.
+    /// Commits `files` with what `progress` says.
     pub async fn commit(
         &mut self,
         files: Vec<DataFile>,
-        to: &Offsets,
-        unknown: &BTreeMap<String, u64>,
-        lost: &[LostRange],
+        progress: &Progress<'_>,
     ) -> Result<CommitReport, ServiceError> {
         let report = CommitReport::of(&files, &[]);
-        let restore = self.restore_update(to, unknown, lost);
+        let restore = self.restore_update(progress);
+        let to = progress.to;
         let outcome = self.committer.commit(&Append::new(files), &restore).await?;
         if matches!(outcome, CommitOutcome::AlreadyCommitted { .. }) {
             tracing::info!(table = %self.committer.ident(), "commit had already landed");
@@ -330,6 +329,34 @@ impl Sink {
         Ok(report)
     }
 }
+
+/// What a commit tells the table besides its files.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The restore point: next offsets to read.
+    pub to: &'a Offsets,
+    /// Fields the committed records carried that the table has no column for (added to the
+    /// table's count).
+    pub unknown: &'a BTreeMap<String, u64>,
+    /// Records Kafka deleted before they were read (added to the table's record of gaps).
+    pub lost: &'a [LostRange],
+    /// The table's event-time progress (`None`: carried forward).
+    pub event_time: Option<&'a EventTimeMarks>,
+}
+
+impl<'a> Progress<'a> {
+    /// Only a restore point (the dead-letter table's commits).
+    pub fn to(to: &'a Offsets) -> Self {
+        Progress {
+            to,
+            unknown: EMPTY_COUNTS,
+            lost: &[],
+            event_time: None,
+        }
+    }
+}
+
+static EMPTY_COUNTS: &BTreeMap<String, u64> = &BTreeMap::new();
 
 /// What a commit wrote.
 #[derive(Debug, Default, Clone, Copy)]

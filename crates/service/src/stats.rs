@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
 use calve_maintain::CycleReport;
+use calve_table::commit::event_time::EventTimeMarks;
 use calve_table::commit::restore::{add_unknown_fields, OTHER_UNKNOWN_FIELDS};
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
@@ -223,6 +224,19 @@ impl TableStats {
         gauge!("calve_maintenance_small_files", &labels).set(r.after.small_files as f64);
     }
 
+    /// Records the event-time progress a commit published.
+    pub(crate) fn record_event_time(&self, marks: &EventTimeMarks) {
+        let t = self.table.clone();
+        let seconds = |us: i64| us as f64 / 1e6;
+        if let Some(w) = marks.watermark_us {
+            gauge!("calve_event_time_watermark_seconds", "table" => t.clone()).set(seconds(w));
+        }
+        if let Some(c) = marks.complete_through_us {
+            gauge!("calve_complete_through_seconds", "table" => t.clone()).set(seconds(c));
+        }
+        counter!("calve_partitions_reopened_total", "table" => t).increment(marks.reopened.len() as u64);
+    }
+
     /// Records the key index's size after a commit of a keyed table.
     pub(crate) fn record_key_index(&self, keys: usize, memory_bytes: usize, spill_bytes: u64) {
         let t = self.table.clone();
@@ -303,6 +317,21 @@ pub fn describe() {
         "calve_records_consumed_total",
         Unit::Count,
         "Records read from Kafka, replays after a pipeline restart included."
+    );
+    describe_gauge!(
+        "calve_event_time_watermark_seconds",
+        Unit::Seconds,
+        "The table's event-time watermark as last committed (seconds since the epoch)."
+    );
+    describe_gauge!(
+        "calve_complete_through_seconds",
+        Unit::Seconds,
+        "Every event-time partition ending at or before this instant is complete (sla.completeness = \"watermark\")."
+    );
+    describe_counter!(
+        "calve_partitions_reopened_total",
+        Unit::Count,
+        "Event-time partitions declared complete that late events landed in afterwards."
     );
     describe_counter!(
         "calve_lost_records_total",

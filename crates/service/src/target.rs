@@ -4,14 +4,11 @@
 //! position delete (never an equality delete). The rows waiting for a commit live here too,
 //! in the shape the mode needs.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use calve_contract::{ColumnType, Contract};
 use calve_ingest::Routed;
-use calve_table::commit::lost::LostRange;
-use calve_table::commit::restore::Offsets;
 use calve_table::commit::CommitOutcome;
 use calve_table::keyed::{Changes, Prepared, Upserter};
 use calve_table::write::conform::conform;
@@ -19,7 +16,7 @@ use calve_table::TableDefinition;
 use iceberg::spec::DataFile;
 
 use crate::error::ServiceError;
-use crate::sink::{CommitReport, Sink};
+use crate::sink::{CommitReport, Progress, Sink};
 use crate::supervisor::Services;
 
 /// The target table and its uncommitted rows.
@@ -177,17 +174,10 @@ impl Target {
         }
     }
 
-    /// Commits `written` with the restore point `to`, adding `unknown` to the table's count of
-    /// fields it has no column for and `lost` to its record of gaps.
-    pub async fn commit(
-        &mut self,
-        written: Written,
-        to: &Offsets,
-        unknown: &BTreeMap<String, u64>,
-        lost: &[LostRange],
-    ) -> Result<CommitReport, ServiceError> {
+    /// Commits `written` with what `progress` says.
+    pub async fn commit(&mut self, written: Written, progress: &Progress<'_>) -> Result<CommitReport, ServiceError> {
         match (self, written) {
-            (Target::Append { sink, .. }, Written::Append(files)) => sink.commit(files, to, unknown, lost).await,
+            (Target::Append { sink, .. }, Written::Append(files)) => sink.commit(files, progress).await,
             (
                 Target::Keyed {
                     sink,
@@ -197,14 +187,14 @@ impl Target {
                 Written::Changes(prepared),
             ) => {
                 tracing::debug!(table = %sink.ident(), stats = ?prepared.stats(), "resolved changes against the key index");
-                let restore = sink.restore_update(to, unknown, lost);
+                let restore = sink.restore_update(progress);
                 let committed = upserter
                     .commit(sink.catalog(), sink.committer(), prepared, changes, &restore)
                     .await?;
                 if matches!(committed.outcome, CommitOutcome::AlreadyCommitted { .. }) {
                     tracing::info!(table = %sink.ident(), "commit had already landed");
                 }
-                sink.offsets = to.clone();
+                sink.offsets = progress.to.clone();
                 sink.committed().await?;
                 *changes = Changes::default();
                 Ok(CommitReport::of(&committed.data_files, &committed.delete_files))

@@ -196,6 +196,24 @@ pub fn produce_compressed(bootstrap: &str, topic: &str, lines: &[(String, String
     String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
 }
 
+/// Runs `sql` (statements split at `;`) in DuckDB with its iceberg extension, `$name`
+/// placeholders replaced by `values`; the rows of the last statement, values as text.
+pub fn duckdb_sql(sql: &str, values: &[(&str, &str)]) -> Vec<Vec<Option<String>>> {
+    use std::io::Write;
+    let mut child = Command::new(python())
+        .arg(script("duckdb_sql.py"))
+        .args(values.iter().map(|(k, v)| format!("{k}={v}")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "duckdb_sql.py failed on:\n{sql}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Runs `query_bench.py` with `spec` (see the script) and returns its JSON answer.
 pub fn query_bench(spec: &serde_json::Value) -> serde_json::Value {
     use std::io::Write;

@@ -12,6 +12,7 @@
 mod append;
 mod delete_files;
 mod epoch;
+pub mod event_time;
 mod expire;
 pub mod hold;
 pub mod lost;
@@ -206,6 +207,9 @@ pub struct RestoreUpdate {
     /// metadata update as the snapshot, so no reader and no restart ever sees one without
     /// the other.
     pub evolve: Option<Evolve>,
+    /// The table's event-time progress as of this commit; `None` carries the last one
+    /// forward (see [`event_time`]).
+    pub event_time: Option<event_time::EventTimeMarks>,
 }
 
 /// A schema change made together with the rows that need it.
@@ -250,6 +254,7 @@ impl RestoreUpdate {
             unknown_fields: BTreeMap::new(),
             lost_records: Vec::new(),
             evolve: None,
+            event_time: None,
         }
     }
 }
@@ -476,6 +481,14 @@ impl Committer {
                 lost::format_lost_records(&lost_records),
             );
         }
+        let marks = match restore {
+            Restore::Advance(RestoreUpdate {
+                event_time: Some(marks),
+                ..
+            }) => marks.clone(),
+            _ => event_time::EventTimeMarks::carried(meta),
+        };
+        marks.write_into(&mut extra);
         let evolve = match restore {
             Restore::Advance(r) => r.evolve.as_ref(),
             Restore::CarryForward(_) => None,

@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 use iceberg::TableIdent;
 
 use crate::catalog::Catalog;
+use crate::commit::event_time::{EventTimeMarks, REOPENED_KEY};
 use crate::commit::lost::{self, LostRange};
 use crate::commit::restore::{self, Offsets};
 use crate::error::Result;
@@ -35,6 +36,11 @@ pub struct TableSummary {
     pub unknown_fields: BTreeMap<String, u64>,
     /// Records Kafka deleted before the table read them (the newest gaps).
     pub lost_records: Vec<LostRange>,
+    /// The event-time watermark and complete-through the table last published, with the
+    /// partitions its latest reopening commit reopened.
+    pub event_time: EventTimeMarks,
+    /// When that reopening commit was made (ms since the epoch).
+    pub reopened_at_ms: Option<i64>,
 }
 
 /// Summarises `ident`.
@@ -46,6 +52,10 @@ pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSum
             .and_then(|s| s.summary().additional_properties.get(k).and_then(|v| v.parse().ok()))
             .unwrap_or(0)
     };
+    let reopening = restore::ancestry(m).find_map(|s| {
+        let reopened = s.summary().additional_properties.get(REOPENED_KEY)?;
+        Some((s.timestamp_ms(), reopened.as_str()))
+    });
     Ok(TableSummary {
         metadata_location: st.metadata_location.clone(),
         location: m.location().to_string(),
@@ -63,6 +73,13 @@ pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSum
             .collect(),
         unknown_fields: restore::unknown_fields(m)?,
         lost_records: lost::lost_records(m)?,
+        event_time: EventTimeMarks {
+            reopened: reopening
+                .map(|(_, r)| r.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
+            ..EventTimeMarks::carried(m)
+        },
+        reopened_at_ms: reopening.map(|(at, _)| at),
     })
 }
 

@@ -7,6 +7,8 @@
 //! resume, and dead letters below the dead-letter table's restore point are recognised as
 //! already stored and skipped, so neither table gets a duplicate.
 
+mod event_time;
+
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -15,9 +17,11 @@ use std::time::{Duration, Instant};
 use calve_contract::{ColumnType, Contract, Evolution, OnBreaking};
 use calve_ingest::registry::{Fetched, Registry};
 use calve_ingest::{
-    dead_letters_to_batch, DeadLetter, DeadLetterKind, Inferred, IngestError, KafkaRecord, KafkaSource, Routed, Router,
+    dead_letters_to_batch, DeadLetter, DeadLetterKind, EventClock, Inferred, IngestError, KafkaRecord, KafkaSource,
+    Routed, Router,
 };
 use calve_retry::{Classify, RetryClass};
+use calve_table::commit::event_time::EventTimeMarks;
 use calve_table::commit::hold::{Action, Applied, Hold, Rejection, SetHoldState};
 use calve_table::commit::restore::{add_unknown_fields, Offsets, UNKNOWN_FIELDS_CAP};
 use tokio::sync::watch;
@@ -28,11 +32,12 @@ use crate::error::ServiceError;
 use crate::faults::{crash_point, panic_if_poisoned, panic_message, CrashPoint};
 use crate::hold::{announce, changes_of, commit_approved, first_breaches, hold_for, promotion};
 use crate::lost_records;
-use crate::sink::Sink;
+use crate::sink::{Progress, Sink};
 use crate::size_trigger::SizeTrigger;
 use crate::stats::{Committed, TableStats};
 use crate::supervisor::Services;
 use crate::target::Target;
+use crate::watermark::Watermark;
 
 /// Most records taken from the consumer per poll.
 const POLL_MAX: usize = 10_000;
@@ -96,6 +101,8 @@ pub struct Pipeline {
     held: Option<Hold>,
     /// Where writer schemas come from (formats that need one).
     registry: Option<Arc<Registry>>,
+    /// The table's event-time progress.
+    watermark: Watermark,
 }
 
 impl Pipeline {
@@ -125,6 +132,13 @@ impl Pipeline {
             )));
         }
         let rejections = main.sink().holds().rejections.clone();
+        let committed = main.sink().offsets.get(&topic).cloned().unwrap_or_default();
+        let replay = replaying(&dlq_covered, &committed).then(|| EventTimeMarks::carried(dlq.metadata()));
+        let watermark = Watermark::resume(
+            &contract,
+            &EventTimeMarks::carried(main.sink().metadata()),
+            replay.as_ref(),
+        );
         Ok(Pipeline {
             contract,
             source,
@@ -142,6 +156,7 @@ impl Pipeline {
             rejections,
             held: None,
             registry: services.registry.clone(),
+            watermark,
         })
     }
 
@@ -253,6 +268,7 @@ impl Pipeline {
                     idle
                 }
             };
+            self.advance_watermark();
             let band_elapsed = self.buffer.since.is_some_and(|t| t.elapsed() >= band);
             let arrow = self.record_buffered();
             let full = self.size.full(arrow, self.buffer.dead_bytes as u64);
@@ -300,7 +316,7 @@ impl Pipeline {
         &mut self,
         records: &mut Vec<KafkaRecord>,
         routed: &mut Routed,
-        now_us: i64,
+        clock: EventClock,
     ) -> Result<(), ServiceError> {
         if self.contract.schema.on_breaking != OnBreaking::Hold {
             return Ok(());
@@ -317,7 +333,7 @@ impl Pipeline {
         self.held = Some(hold_for(at, &self.contract, sink.schema(), &sink.columns()));
         let cut: BTreeMap<i32, i64> = first.iter().map(|(p, d)| (*p, d.record.offset)).collect();
         records.retain(|r| cut.get(&r.partition).is_none_or(|c| r.offset < *c));
-        *routed = self.route(records, now_us)?;
+        *routed = self.route(records, clock)?;
         Ok(())
     }
 
@@ -329,16 +345,18 @@ impl Pipeline {
             tracing::info!(table = %self.contract.table.name, band = %self.contract.sla.freshness, "buffering records; the freshness band starts");
         }
         let now_us = chrono::Utc::now().timestamp_micros();
-        let mut routed = self.route(&records, now_us)?;
+        let clock = self.watermark.clock(now_us);
+        let mut routed = self.route(&records, clock)?;
         if self.evolve_for(&routed)? {
             // This poll is routed again so its rows have the new columns and types.
             let schema = self.main.sink().schema().clone();
             let mut router = Router::new(&self.contract, schema, &self.main.sink().columns())?;
             router.learn_schemas_of(&self.router);
             self.router = router;
-            routed = self.route(&records, now_us)?;
+            routed = self.route(&records, clock)?;
         }
-        self.cut_at_breach(&mut records, &mut routed, now_us)?;
+        self.cut_at_breach(&mut records, &mut routed, clock)?;
+        self.watermark.observe(&routed.newest_event, &routed.reopened, now_us);
         for r in &records {
             self.buffer.advance(r.partition, r.offset);
         }
@@ -485,8 +503,8 @@ impl Pipeline {
     /// record at a time so that only the records that panic go to the dead-letter table (with
     /// the panic message) and everything else lands as usual. A panic is deterministic in
     /// the record, so a restart would only meet it again.
-    fn route(&self, records: &[KafkaRecord], now_us: i64) -> Result<Routed, ServiceError> {
-        let message = match self.try_route(records, now_us) {
+    fn route(&self, records: &[KafkaRecord], clock: EventClock) -> Result<Routed, ServiceError> {
+        let message = match self.try_route(records, clock) {
             Ok(routed) => return Ok(routed?),
             Err(panic) => panic_message(&*panic),
         };
@@ -496,7 +514,7 @@ impl Pipeline {
         );
         let mut parts = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
-            match self.try_route(std::slice::from_ref(record), now_us) {
+            match self.try_route(std::slice::from_ref(record), clock) {
                 Ok(routed) => parts.push((routed?, i)),
                 Err(panic) => {
                     let message = panic_message(&*panic);
@@ -506,7 +524,7 @@ impl Pipeline {
                     );
                     let mut dead = Routed::default();
                     let reason = format!("routing this record panicked: {message}");
-                    dead.dead_letter(record, DeadLetterKind::Panicked, reason, now_us);
+                    dead.dead_letter(record, DeadLetterKind::Panicked, reason, clock.now_us);
                     parts.push((dead, i));
                 }
             }
@@ -515,10 +533,14 @@ impl Pipeline {
     }
 
     /// Routes `records` with a panic caught rather than unwound through the pipeline.
-    fn try_route(&self, records: &[KafkaRecord], now_us: i64) -> std::thread::Result<Result<Routed, IngestError>> {
+    fn try_route(
+        &self,
+        records: &[KafkaRecord],
+        clock: EventClock,
+    ) -> std::thread::Result<Result<Routed, IngestError>> {
         catch_unwind(AssertUnwindSafe(|| {
             panic_if_poisoned(records);
-            self.router.route(records, now_us)
+            self.router.route(records, clock)
         }))
     }
 
@@ -631,6 +653,14 @@ impl Pipeline {
         let topic = self.contract.table.topic.clone();
         let mut to: Offsets = self.main.sink().offsets.clone();
         to.insert(topic.clone(), self.positions());
+        // The dead-letter table's restore point never goes back: a replay that commits before
+        // it has passed what that table holds must not make it take those dead letters again.
+        let mut dlq_to = to.clone();
+        let covered = dlq_to.entry(topic.clone()).or_default();
+        for (p, o) in &self.dlq_covered {
+            let at = covered.entry(*p).or_insert(*o);
+            *at = (*at).max(*o);
+        }
         let dead = std::mem::take(&mut self.buffer.dead);
         let dead_files = match dead.is_empty() {
             true => Vec::new(),
@@ -644,18 +674,30 @@ impl Pipeline {
         let written = self.main.write().await?;
         crash_point(CrashPoint::FilesWritten);
         if !dead_files.is_empty() {
-            self.dlq.commit(dead_files, &to, &BTreeMap::new(), &[]).await?;
+            let mut progress = Progress::to(&dlq_to);
+            let judged = self.watermark.judged_against();
+            progress.event_time = Some(&judged);
+            self.dlq.commit(dead_files, &progress).await?;
             crash_point(CrashPoint::DeadLettersCommitted);
         }
+        self.advance_watermark_for_commit().await;
         let b = &self.buffer;
-        let report = self.main.commit(written, &to, &b.unknown_fields, &b.lost).await?;
+        let marks = self.watermark.marks();
+        let progress = Progress {
+            to: &to,
+            unknown: &b.unknown_fields,
+            lost: &b.lost,
+            event_time: Some(&marks),
+        };
+        let report = self.main.commit(written, &progress).await?;
         crash_point(CrashPoint::BothCommitted);
         self.size.learn(arrow, report.bytes);
         self.stats.record_unknown_fields(&self.buffer.unknown_fields);
         for gap in &self.buffer.lost {
             self.stats.record_lost(gap.partition, gap.len());
         }
-        self.dlq_covered = to[&topic].clone();
+        self.dlq_covered = dlq_to[&topic].clone();
+        self.published(&marks);
         self.source.report_progress(&to[&topic]);
         self.stats.record_commit(&Committed {
             rows: report.rows,
@@ -747,6 +789,12 @@ impl Pipeline {
         let next = self.positions();
         Ok(hw.iter().all(|(p, h)| *h <= next.get(p).copied().unwrap_or(0)))
     }
+}
+
+/// Whether the dead-letter table holds records past the table's restore point `committed`
+/// (`covered`, its own restore point): a crash came between the two commits of a flush.
+fn replaying(covered: &BTreeMap<i32, i64>, committed: &BTreeMap<i32, i64>) -> bool {
+    covered.iter().any(|(p, o)| *o > committed.get(p).copied().unwrap_or(0))
 }
 
 /// The new columns (and, by dotted path, new fields of struct columns) a routed poll's
