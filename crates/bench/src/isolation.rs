@@ -214,26 +214,23 @@ fn start_maintenance(
         .map(|(t, contract)| {
             let stats = Arc::new(TableStats::new(&contract.table.name, contract.sla.freshness.0));
             let warehouse = dir.join(contract.table.name.replace('.', "_")).display().to_string();
-            match placement {
+            let cycles = match placement {
                 // As before: every table's maintenance a task beside the pipelines, unbounded.
-                Placement::IngestRuntime => tokio::spawn(maintain(
-                    contract.clone(),
-                    t.catalog.clone(),
-                    warehouse,
-                    cfg.clone(),
-                    stats,
-                    rx.clone(),
-                    Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
-                )),
-                Placement::OwnThreads => threads.spawn(maintain(
-                    contract.clone(),
-                    t.catalog.clone(),
-                    warehouse,
-                    cfg.clone(),
-                    stats,
-                    rx.clone(),
-                    threads.cycles(),
-                )),
+                Placement::IngestRuntime => Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+                Placement::OwnThreads => threads.cycles(),
+            };
+            let task = maintain(
+                contract.clone(),
+                t.catalog.clone(),
+                warehouse,
+                cfg.clone(),
+                stats,
+                rx.clone(),
+                cycles,
+            );
+            match placement {
+                Placement::IngestRuntime => tokio::spawn(task),
+                Placement::OwnThreads => threads.spawn(task),
             }
         })
         .collect();

@@ -9,14 +9,18 @@ use std::process::ExitCode;
 
 use calve_contract::{Contract, Evolution, OnBreaking};
 use calve_service::{
-    check_registry_schema, check_schema_against_table, Catalog, Registry, RegistryCheck, RegistryVerdict, RunConfig,
+    check_registry_schema, check_schema_against_table, human_bytes, Catalog, MetadataBudget, Registry, RegistryCheck,
+    RegistryVerdict, RunConfig,
 };
 
 pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for p in paths {
         match Contract::from_file(p) {
-            Ok(c) => println!("ok: {} (table {}, topic {})", p.display(), c.table.name, c.table.topic),
+            Ok(c) => {
+                println!("ok: {} (table {}, topic {})", p.display(), c.table.name, c.table.topic);
+                print_metadata_budget(&c);
+            }
             Err(e) => {
                 failed = true;
                 println!("{e}");
@@ -35,6 +39,7 @@ pub async fn run_config(config: &Path) -> anyhow::Result<ExitCode> {
     let mut breaking = false;
     for c in &contracts {
         println!("ok: contract of table {} (topic {})", c.table.name, c.table.topic);
+        print_metadata_budget(c);
         let check = check_schema_against_table(&catalog, c).await?;
         if check.new_table {
             println!("  the table does not exist yet: the first start creates it");
@@ -78,6 +83,33 @@ pub async fn run_config(config: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if breaking { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// What the contract's band and retention imply for the table's metadata, with a warning when
+/// it is more than readers and commits should pay.
+fn print_metadata_budget(c: &Contract) {
+    let b = MetadataBudget::of(c);
+    let keep = &c.maintenance.keep_snapshots;
+    let why = match b.capped {
+        true => format!("capped by keep_snapshots.max = {}", b.snapshots),
+        false => format!(
+            "a commit per {} band for {}, at least {}",
+            c.sla.freshness, keep.max_age, keep.min
+        ),
+    };
+    println!(
+        "  metadata: about {} snapshots retained ({why}); metadata.json about {}, each commit about {:.0} ms",
+        b.snapshots,
+        human_bytes(b.metadata_bytes),
+        b.commit_ms
+    );
+    if b.too_big() {
+        println!(
+            "  WARNING: every reader parses that metadata before its first row and every commit rewrites it; \
+             cap it with maintenance.keep_snapshots.max (e.g. max = {}) or shorten max_age",
+            calve_service::WARN_SNAPSHOTS
+        );
+    }
 }
 
 /// Prints what the latest registered schema would do; whether its records would not enter.

@@ -30,8 +30,13 @@ pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
             }
             let s = summarize(&catalog, &def.ident).await?;
             println!(
-                "{}: {} rows in {} data files, {} delete files, {} snapshots",
-                def.ident, s.records, s.data_files, s.delete_files, s.snapshots
+                "{}: {} rows in {} data files, {} delete files, {} snapshots (metadata.json {})",
+                def.ident,
+                s.records,
+                s.data_files,
+                s.delete_files,
+                s.snapshots,
+                human_bytes(s.metadata_bytes)
             );
             println!("  metadata: {}", s.metadata_location);
             println!(

@@ -18,6 +18,37 @@ fn valid_contract_prints_ok() {
     );
 }
 
+/// A 1-second band kept for a day is 86,400 snapshots: the check says what that costs and
+/// warns; the example's cap keeps it to 1,000 and quiet.
+#[test]
+fn the_metadata_a_band_and_retention_imply_is_shown_and_warned_about() {
+    let example = include_str!("../../../examples/contracts/orders.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.toml");
+    let check = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        calve(&["check", path.to_str().unwrap()])
+    };
+    let (ok, out) = check(example);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("metadata: about 1000 snapshots retained (capped by keep_snapshots.max = 1000)"),
+        "{out}"
+    );
+    assert!(!out.contains("WARNING"), "{out}");
+    let second = example
+        .replace(", max = 1000 }", " }")
+        .replace("freshness = \"1m\"", "freshness = \"1s\"");
+    assert!(second.contains("freshness = \"1s\"") && !second.contains("max = 1000"));
+    let (ok, out) = check(&second);
+    assert!(ok, "a warning does not fail the check: {out}");
+    assert!(
+        out.contains("metadata: about 86400 snapshots retained (a commit per 1s band for 1day, at least 5)"),
+        "{out}"
+    );
+    assert!(out.contains("WARNING") && out.contains("keep_snapshots.max"), "{out}");
+}
+
 #[test]
 fn invalid_contract_lists_every_problem_and_fails() {
     let dir = tempfile::tempdir().unwrap();

@@ -237,4 +237,5 @@ fn watermark_completeness_and_late_data_on_a_real_broker() {
         status.contains("reopened by late events") && status.contains("ts_day=2026-01-01"),
         "{status}"
     );
+    assert!(status.contains(" snapshots (metadata.json "), "{status}");
 }

@@ -40,7 +40,7 @@ fn restore_point_survives_compaction_and_expiry() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "orders", 3);
     let contract = orders_contract("orders", "1s").replace(
-        "keep_snapshots = { min = 5, max_age = \"24h\" }",
+        "keep_snapshots = { min = 5, max_age = \"24h\", max = 1000 }",
         "keep_snapshots = { min = 1, max_age = \"1s\" }",
     );
     assert!(contract.contains("max_age = \"1s\""));

@@ -91,7 +91,7 @@ fn upserts_deletes_and_kills_end_in_exactly_the_model() {
     let broker = Broker::start();
     create_topic(&broker.bootstrap(), "customers", PARTITIONS);
     let contract = CUSTOMERS.replace("freshness = \"1m\"", "freshness = \"1s\"").replace(
-        "keep_snapshots = { min = 5, max_age = \"24h\" }",
+        "keep_snapshots = { min = 5, max_age = \"24h\", max = 1000 }",
         "keep_snapshots = { min = 1, max_age = \"1s\" }",
     );
     assert!(contract.contains("max_age = \"1s\"") && contract.contains("freshness = \"1s\""));

@@ -315,7 +315,8 @@ fn one() -> u32 {
     1
 }
 
-/// Snapshot retention: keep at least `min`, and every snapshot younger than `max_age`.
+/// Snapshot retention: keep at least `min`, and every snapshot younger than `max_age`, but no
+/// more than `max`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KeepSnapshots {
@@ -323,6 +324,11 @@ pub struct KeepSnapshots {
     pub min: u32,
     /// Snapshots older than this (beyond `min`) are expired.
     pub max_age: HumanDuration,
+    /// At most this many snapshots are kept, however young (optional): every retained
+    /// snapshot is read by every reader and makes each commit dearer, so a short band with a
+    /// long `max_age` needs a cap. `calve check` shows what a band and a retention imply.
+    #[serde(default)]
+    pub max: Option<u32>,
 }
 
 /// `[owner]`: who answers for the table.

@@ -482,6 +482,12 @@ fn check_maintenance(m: &MaintenanceSection, p: &mut Problems) {
             "at least one snapshot must be kept (it carries the restore point)",
         );
     }
+    if let Some(max) = m.keep_snapshots.max.filter(|max| *max < m.keep_snapshots.min) {
+        p.push(
+            "maintenance.keep_snapshots.max",
+            format!("{max} is below min = {}", m.keep_snapshots.min),
+        );
+    }
     if m.orphan_min_age.0 < Duration::from_secs(3600) {
         p.push(
             "maintenance.orphan_min_age",

@@ -113,6 +113,7 @@ fn semantic_rules_point_at_the_field() {
             "maintenance.target_file_size",
         ),
         ("min = 5", "min = 0", "maintenance.keep_snapshots.min"),
+        ("max = 1000", "max = 3", "maintenance.keep_snapshots.max"),
         ("team = \"checkout-data\"", "team = \" \"", "owner.team"),
         ("name = \"shop.orders\"", "name = \"orders\"", "table.name"),
         ("type = \"double\"", "type = \"money\"", "schema.columns[2].type"),

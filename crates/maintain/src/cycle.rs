@@ -67,6 +67,7 @@ impl MaintenancePolicy {
             keep: ExpirePolicy {
                 max_age: m.keep_snapshots.max_age.0,
                 retain_last: m.keep_snapshots.min as usize,
+                retain_at_most: m.keep_snapshots.max.map(|most| most as usize),
             },
             orphan_min_age: m.orphan_min_age.0,
             orphan_every: Duration::from_secs(3600),

@@ -25,9 +25,11 @@ pub mod compact;
 mod cycle;
 mod error;
 pub mod merge_deletes;
+pub mod metadata_budget;
 pub mod plan;
 pub mod signal;
 pub mod status;
 
 pub use cycle::{human_bytes, CycleReport, Maintainer, MaintenancePolicy, NoProgress, Progress};
 pub use error::{MaintainError, Result};
+pub use metadata_budget::MetadataBudget;

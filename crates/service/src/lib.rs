@@ -45,8 +45,9 @@ pub use supervisor::{run_tables, Outcomes, Services};
 // What the `calve` binary needs of the crates below, so that it depends on this crate (and on
 // `contract` for `calve check`) and the dependency graph keeps pointing one way.
 pub use calve_ingest::registry::Registry;
+pub use calve_maintain::metadata_budget::WARN_SNAPSHOTS;
 pub use calve_maintain::{
-    human_bytes, status as maintenance_status, CycleReport, Maintainer, MaintenancePolicy, Progress,
+    human_bytes, status as maintenance_status, CycleReport, Maintainer, MaintenancePolicy, MetadataBudget, Progress,
 };
 pub use calve_table::commit::event_time::format_instant;
 pub use calve_table::commit::hold::{Action, Applied, Hold, HoldState, Proposed};

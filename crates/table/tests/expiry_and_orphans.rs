@@ -24,6 +24,7 @@ async fn expiring_all_but_the_head_keeps_exactly_the_needed_files_and_the_restor
             ExpirePolicy {
                 max_age: Duration::ZERO,
                 retain_last: 1,
+                retain_at_most: None,
             },
             i64::MAX / 2,
         )
@@ -63,11 +64,10 @@ async fn expiring_all_but_the_head_keeps_exactly_the_needed_files_and_the_restor
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn expiry_keeps_young_and_last_n_snapshots() {
-    let f = Fixture::new().await;
-    let c = committer(&f).await;
-    for i in 0..5 {
+/// `n` commits of one file with one row each (ids 0..n): `n` snapshots. The committer.
+async fn commits_of_one_row(f: &Fixture, n: i64) -> calve_table::commit::Committer {
+    let c = committer(f).await;
+    for i in 0..n {
         c.commit(
             &Append::new(f.files(i..i + 1).await),
             &RestoreUpdate::new(offsets(i), offsets(i + 1)),
@@ -75,6 +75,13 @@ async fn expiry_keeps_young_and_last_n_snapshots() {
         .await
         .unwrap();
     }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_keeps_young_and_last_n_snapshots() {
+    let f = Fixture::new().await;
+    let c = commits_of_one_row(&f, 5).await;
     let now = chrono::Utc::now().timestamp_millis();
     // Everything is younger than an hour: nothing goes.
     let r = c
@@ -82,6 +89,7 @@ async fn expiry_keeps_young_and_last_n_snapshots() {
             ExpirePolicy {
                 max_age: Duration::from_secs(3600),
                 retain_last: 1,
+                retain_at_most: None,
             },
             now,
         )
@@ -94,6 +102,7 @@ async fn expiry_keeps_young_and_last_n_snapshots() {
             ExpirePolicy {
                 max_age: Duration::from_secs(60),
                 retain_last: 3,
+                retain_at_most: None,
             },
             now + 3_600_000,
         )
@@ -101,6 +110,35 @@ async fn expiry_keeps_young_and_last_n_snapshots() {
         .unwrap();
     assert_eq!(r.expired_snapshots.len(), 2);
     assert_eq!(f.catalog.load(&f.ident).await.unwrap().metadata.snapshots().count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_count_cap_expires_young_snapshots_too() {
+    let f = Fixture::new().await;
+    let c = commits_of_one_row(&f, 6).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let policy = |most| ExpirePolicy {
+        max_age: Duration::from_secs(3600),
+        retain_last: 2,
+        retain_at_most: Some(most),
+    };
+    // All six are younger than an hour; the cap keeps the newest four.
+    let r = c.expire_snapshots(policy(4), now).await.unwrap();
+    assert_eq!(r.expired_snapshots.len(), 2);
+    let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
+    assert_eq!(meta.snapshots().count(), 4);
+    // Never below `retain_last`.
+    c.expire_snapshots(policy(1), now).await.unwrap();
+    let meta = f.catalog.load(&f.ident).await.unwrap().metadata;
+    assert_eq!(meta.snapshots().count(), 2);
+    let view = f.read();
+    for reader in ["pyiceberg", "duckdb"] {
+        assert_eq!(
+            ids_of(&view, reader),
+            (0..6).collect::<Vec<_>>(),
+            "{reader}: expiry drops no row"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

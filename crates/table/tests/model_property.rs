@@ -191,6 +191,7 @@ async fn random_operation_sequences_match_the_model() {
                     ExpirePolicy {
                         max_age: Duration::ZERO,
                         retain_last: keep,
+                        retain_at_most: None,
                     },
                     i64::MAX / 2,
                 )

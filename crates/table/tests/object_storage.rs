@@ -75,6 +75,7 @@ async fn orphans_and_expired_files_leave_the_bucket_and_referenced_ones_stay() {
             ExpirePolicy {
                 max_age: Duration::ZERO,
                 retain_last: 1,
+                retain_at_most: None,
             },
             i64::MAX / 2,
         )

@@ -297,6 +297,7 @@ async fn conflicts_unknown_outcomes_and_foreign_writers() {
             ExpirePolicy {
                 max_age: Duration::ZERO,
                 retain_last: 1,
+                retain_at_most: None,
             },
             i64::MAX / 2,
         )

@@ -34,7 +34,7 @@ const CRASH_POINTS: [&str; 3] = ["after-files-written", "after-dead-letter-commi
 /// snapshot older than a second.
 pub fn chaos_contract() -> String {
     let contract = orders_contract("orders", "1s").replace(
-        "keep_snapshots = { min = 5, max_age = \"24h\" }",
+        "keep_snapshots = { min = 5, max_age = \"24h\", max = 1000 }",
         "keep_snapshots = { min = 1, max_age = \"1s\" }",
     );
     assert!(contract.contains("max_age = \"1s\""));

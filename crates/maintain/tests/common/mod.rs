@@ -200,6 +200,7 @@ pub fn policy() -> MaintenancePolicy {
         keep: ExpirePolicy {
             max_age: Duration::ZERO,
             retain_last: 1,
+            retain_at_most: None,
         },
         orphan_min_age: Duration::from_secs(3600),
         orphan_every: Duration::ZERO,

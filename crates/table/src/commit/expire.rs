@@ -22,6 +22,9 @@ pub struct ExpirePolicy {
     pub max_age: Duration,
     /// The newest `retain_last` snapshots of the main branch are kept whatever their age.
     pub retain_last: usize,
+    /// At most this many snapshots of the main branch are kept however young (never fewer
+    /// than `retain_last`, and never the restore point's).
+    pub retain_at_most: Option<usize>,
 }
 
 /// What an expiry did.
@@ -88,8 +91,9 @@ fn select_expired(meta: &iceberg::spec::TableMetadata, policy: ExpirePolicy, now
             break;
         }
     }
+    let capped = |i: usize| policy.retain_at_most.is_some_and(|most| i >= most);
     for (i, s) in main.iter().enumerate() {
-        if i < policy.retain_last || s.timestamp_ms() >= cutoff {
+        if i < policy.retain_last || (s.timestamp_ms() >= cutoff && !capped(i)) {
             keep.insert(s.snapshot_id());
         }
     }

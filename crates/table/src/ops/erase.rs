@@ -210,6 +210,7 @@ pub async fn erase_rows(
             ExpirePolicy {
                 max_age: std::time::Duration::ZERO,
                 retain_last: 1,
+                retain_at_most: None,
             },
             i64::MAX / 2,
         )

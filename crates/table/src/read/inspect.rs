@@ -21,6 +21,8 @@ pub struct TableSummary {
     pub location: String,
     /// Snapshots retained.
     pub snapshots: usize,
+    /// Size of the current metadata file, which every commit rewrites and every reader parses.
+    pub metadata_bytes: u64,
     /// `total-records` of the current snapshot.
     pub records: u64,
     /// `total-data-files` of the current snapshot.
@@ -60,6 +62,12 @@ pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSum
         metadata_location: st.metadata_location.clone(),
         location: m.location().to_string(),
         snapshots: m.snapshots().count(),
+        metadata_bytes: catalog
+            .file_io()
+            .new_input(&st.metadata_location)?
+            .metadata()
+            .await?
+            .size,
         records: total("total-records"),
         data_files: total("total-data-files"),
         delete_files: total("total-delete-files"),

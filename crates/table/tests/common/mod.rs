@@ -289,6 +289,7 @@ pub async fn expire_to_head(c: &calve_table::commit::Committer) -> calve_table::
         calve_table::commit::ExpirePolicy {
             max_age: std::time::Duration::ZERO,
             retain_last: 1,
+            retain_at_most: None,
         },
         i64::MAX / 2,
     )
