@@ -43,15 +43,17 @@ fn summaries(s: &Setup, table: &str) -> (Value, Vec<Value>) {
     (view.current_summary(), all)
 }
 
-fn marks(s: &Setup, table: &str) -> (String, String) {
-    let (summary, _) = summaries(s, table);
-    let get = |k: &str| {
-        summary[k]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {k} in {summary}"))
-            .to_string()
-    };
-    (get("calve.watermark"), get("calve.complete-through"))
+/// Asserts the current snapshot of each of `tables` says `watermark` and `complete_through`.
+fn assert_marks(s: &Setup, tables: &[&str], watermark: &str, complete_through: &str, why: &str) {
+    for table in tables {
+        let (summary, _) = summaries(s, table);
+        let get = |k: &str| summary[k].as_str().unwrap_or_else(|| panic!("no {k} in {summary}"));
+        assert_eq!(
+            (get("calve.watermark"), get("calve.complete-through")),
+            (watermark, complete_through),
+            "{table}: {why}"
+        );
+    }
 }
 
 fn order_ids(s: &Setup, table: &str) -> Vec<u64> {
@@ -112,44 +114,37 @@ fn watermark_completeness_and_late_data_on_a_real_broker() {
         .collect();
     produce(&bootstrap, TOPIC, &day);
     run();
-    for table in [DEAD_LETTERING, REWRITING] {
-        // The quiet partition's 09:00 does not hold the watermark back.
-        assert_eq!(
-            marks(&s, table),
-            (
-                "2026-01-01T22:00:00.000000Z".to_string(),
-                "2026-01-01T00:00:00.000000Z".to_string()
-            ),
-            "{table}: watermark at the newest event, 1 January not complete"
-        );
-    }
+    // The quiet partition's 09:00 does not hold the watermark back.
+    assert_marks(
+        &s,
+        &[DEAD_LETTERING, REWRITING],
+        "2026-01-01T22:00:00.000000Z",
+        "2026-01-01T00:00:00.000000Z",
+        "watermark at the newest event, 1 January not complete",
+    );
 
     // 00:30 on 2 January: within the hour of lateness 1 January may still get events.
     produce(&bootstrap, TOPIC, &[order(6, "2026-01-02T00:30:00Z", 0)]);
     run();
-    assert_eq!(
-        marks(&s, DEAD_LETTERING),
-        (
-            "2026-01-02T00:30:00.000000Z".to_string(),
-            "2026-01-01T00:00:00.000000Z".to_string()
-        ),
-        "1 January is not complete before the watermark passes its end by the lateness"
+    assert_marks(
+        &s,
+        &[DEAD_LETTERING],
+        "2026-01-02T00:30:00.000000Z",
+        "2026-01-01T00:00:00.000000Z",
+        "1 January is not complete before the watermark passes its end by the lateness",
     );
     assert_eq!(complete_day_snapshot(&s), None, "DuckDB's recipe waits");
 
     // 01:30: the watermark has passed 1 January's end by the hour: it is complete.
     produce(&bootstrap, TOPIC, &[order(7, "2026-01-02T01:30:00Z", 0)]);
     run();
-    for table in [DEAD_LETTERING, REWRITING] {
-        assert_eq!(
-            marks(&s, table),
-            (
-                "2026-01-02T01:30:00.000000Z".to_string(),
-                "2026-01-02T00:00:00.000000Z".to_string()
-            ),
-            "{table}: 1 January complete"
-        );
-    }
+    assert_marks(
+        &s,
+        &[DEAD_LETTERING, REWRITING],
+        "2026-01-02T01:30:00.000000Z",
+        "2026-01-02T00:00:00.000000Z",
+        "1 January complete",
+    );
     let snapshot = complete_day_snapshot(&s).expect("DuckDB's recipe sees 1 January complete");
     let metadata = metadata_file(&s);
     let count = duckdb_sql(

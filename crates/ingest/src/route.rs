@@ -382,19 +382,13 @@ impl Router {
             }
             if !late.is_empty() {
                 let late: HashSet<usize> = late.into_iter().collect();
-                let on_time = |i: &usize| !late.contains(i);
-                row_origin = row_origin
+                (row_origin, micros) = row_origin
                     .into_iter()
+                    .zip(micros)
                     .enumerate()
-                    .filter(|(i, _)| on_time(i))
-                    .map(|(_, o)| o)
-                    .collect();
-                micros = micros
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| on_time(i))
-                    .map(|(_, t)| t)
-                    .collect();
+                    .filter(|(i, _)| !late.contains(i))
+                    .map(|(_, kept)| kept)
+                    .unzip();
                 batch = kept;
             }
         }

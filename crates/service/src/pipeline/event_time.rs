@@ -16,13 +16,17 @@ impl Pipeline {
     /// Moves the table's watermark on: a partition read up to the end librdkafka last
     /// reported is idle.
     pub(super) fn advance_watermark(&mut self) {
-        let ends = self
-            .source
+        let ends = self.reported_ends();
+        self.advance_watermark_to(&ends);
+    }
+
+    /// Each partition's end as librdkafka last reported it.
+    fn reported_ends(&self) -> BTreeMap<i32, i64> {
+        self.source
             .partition_ends()
             .into_iter()
             .map(|(p, e)| (p, e.end))
-            .collect();
-        self.advance_watermark_to(&ends);
+            .collect()
     }
 
     /// [`Pipeline::advance_watermark`] before a commit, so it publishes the watermark the table
@@ -30,12 +34,7 @@ impl Pipeline {
     /// a second after the first fetch) are asked of the broker. A broker that cannot answer
     /// soon leaves them to the next commit.
     pub(super) async fn advance_watermark_for_commit(&mut self) {
-        let mut ends: BTreeMap<i32, i64> = self
-            .source
-            .partition_ends()
-            .into_iter()
-            .map(|(p, e)| (p, e.end))
-            .collect();
+        let mut ends = self.reported_ends();
         let unknown: Vec<i32> = self
             .partitions
             .iter()

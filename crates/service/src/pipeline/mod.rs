@@ -132,8 +132,7 @@ impl Pipeline {
             )));
         }
         let rejections = main.sink().holds().rejections.clone();
-        let committed = main.sink().offsets.get(&topic).cloned().unwrap_or_default();
-        let replay = replaying(&dlq_covered, &committed).then(|| EventTimeMarks::carried(dlq.metadata()));
+        let replay = replaying(&dlq_covered, &start).then(|| EventTimeMarks::carried(dlq.metadata()));
         let watermark = Watermark::resume(
             &contract,
             &EventTimeMarks::carried(main.sink().metadata()),

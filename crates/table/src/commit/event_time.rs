@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, SecondsFormat};
 use iceberg::spec::TableMetadata;
 
-use super::restore::{ancestry, OFFSETS_KEY};
+use super::restore::restore_snapshot;
 
 /// Summary key: the table's event-time watermark.
 pub const WATERMARK_KEY: &str = "calve.watermark";
@@ -42,8 +42,7 @@ impl EventTimeMarks {
     /// from, and what maintenance commits carry forward). Never a reopening: that belongs to
     /// the one commit that did it.
     pub fn carried(metadata: &TableMetadata) -> Self {
-        let Some(snapshot) = ancestry(metadata).find(|s| s.summary().additional_properties.contains_key(OFFSETS_KEY))
-        else {
+        let Some(snapshot) = restore_snapshot(metadata) else {
             return Self::default();
         };
         let props = &snapshot.summary().additional_properties;

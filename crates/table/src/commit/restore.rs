@@ -54,11 +54,16 @@ pub fn unknown_fields(metadata: &TableMetadata) -> Result<BTreeMap<String, u64>>
     carried(metadata, UNKNOWN_FIELDS_KEY)
 }
 
+/// The newest main-branch snapshot that holds a restore point: what calve carries forward
+/// with it lives in its summary.
+pub(crate) fn restore_snapshot(metadata: &TableMetadata) -> Option<&Snapshot> {
+    ancestry(metadata).find(|s| s.summary().additional_properties.contains_key(OFFSETS_KEY))
+}
+
 /// The JSON value under `key` that calve carries forward with the restore point (from the
 /// snapshot that holds it; the default when none does).
 pub(crate) fn carried<T: serde::de::DeserializeOwned + Default>(metadata: &TableMetadata, key: &str) -> Result<T> {
-    let Some(snapshot) = ancestry(metadata).find(|s| s.summary().additional_properties.contains_key(OFFSETS_KEY))
-    else {
+    let Some(snapshot) = restore_snapshot(metadata) else {
         return Ok(T::default());
     };
     match snapshot.summary().additional_properties.get(key) {
