@@ -9,6 +9,7 @@ mod maintain;
 mod run;
 mod schema;
 mod status;
+mod status_print;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,11 +47,16 @@ enum Command {
         #[arg(long)]
         until_caught_up: bool,
     },
-    /// Show each table's snapshots, rows, files, dead letters and restore point.
+    /// The on-call page: per table its state (running, behind, held, failing, stopped),
+    /// freshness and completeness against the SLA, lag per partition, dead-letter rate, commit
+    /// latency, schema version, rows, files, snapshots, restore point and maintenance backlog.
     Status {
         /// Path to calve.toml.
         #[arg(long, short)]
         config: PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove every version of some keys from a table's storage (files rewritten, old
     /// snapshots expired, then checked), and log the request.
@@ -152,7 +158,7 @@ fn main() -> ExitCode {
                 config,
                 until_caught_up,
             } => run::run(&config, until_caught_up).await,
-            Command::Status { config } => status::run(&config).await,
+            Command::Status { config, json } => status::run(&config, json).await,
             Command::Maintain {
                 config,
                 table,

@@ -1,177 +1,256 @@
-//! `calve status`: what each table holds and where its restore point is.
+//! `calve status`: the page an on-call person opens. Per table: its state (running, behind,
+//! held, failing, stopped), freshness against the SLA, completeness, lag per partition,
+//! dead-letter rate, commit latency, schema version and maintenance backlog — what the
+//! running process measures (asked at its `/status`) beside what the table records (read from
+//! the catalog, so the page works with calve down too). `--json` prints the same as one
+//! document for tooling.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use calve_contract::Contract;
-use calve_service::{ask_readiness, schema_holds, summarize, Action};
+use calve_service::maintenance_status::{self as status, TableStatus};
+use calve_service::{ask_status, dead_letter_definition, schema_holds, summarize, table_definition};
+use calve_service::{format_instant, Action, Catalog, Hold, LiveTable, RunConfig, TableDefinition, TableSummary};
+use serde::Serialize;
 
-use crate::schema::{print_hold, time};
-use calve_service::Catalog;
-use calve_service::{dead_letter_definition, table_definition, RunConfig};
-use calve_service::{human_bytes, maintenance_status as status};
+use crate::schema::time;
+use crate::status_print::print_table;
 
-pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
+/// Everything the page says about one contract's table.
+#[derive(Debug, Serialize)]
+pub struct TablePage {
+    /// The contract's table.
+    pub table: String,
+    /// `owner.team`.
+    pub team: String,
+    /// `owner.contact`.
+    pub contact: String,
+    /// The running process's state for it (`behind` when its freshness SLA is breached);
+    /// without an answer, `held` when the table records a hold, else `not running` (or
+    /// `unknown` without `[http]` to ask).
+    pub state: String,
+    /// What the running process says, when it answered.
+    pub live: Option<LiveTable>,
+    /// The table (`None`: not created yet).
+    pub facts: Option<TableFacts>,
+    /// The hold it is under, if any.
+    pub hold: Option<Hold>,
+    /// The approvers' decisions so far.
+    pub schema_history: Vec<Decision>,
+    /// The dead-letter table's name.
+    pub dead_letter_name: String,
+    /// The dead-letter table.
+    pub dead_letter_table: Option<TableFacts>,
+}
+
+/// What a table records (the current snapshot's totals and calve's summary keys).
+#[derive(Debug, Serialize)]
+pub struct TableFacts {
+    /// `namespace.table`.
+    pub name: String,
+    /// Live rows.
+    pub rows: u64,
+    /// Live data files.
+    pub data_files: u64,
+    /// Live delete files.
+    pub delete_files: u64,
+    /// Snapshots retained.
+    pub snapshots: usize,
+    /// Size of the current metadata.json, which every reader parses.
+    pub metadata_bytes: u64,
+    /// Where it is (what DuckDB's `iceberg_scan` takes).
+    pub metadata_location: String,
+    /// The current schema's id: it changes with every schema change.
+    pub schema_id: i32,
+    /// When the current snapshot was committed.
+    pub last_commit: Option<String>,
+    /// Next Kafka offset per topic and partition the table holds everything before.
+    pub restore_point: Option<BTreeMap<String, BTreeMap<i32, i64>>>,
+    /// `calve.watermark`.
+    pub watermark: Option<String>,
+    /// `calve.complete-through`.
+    pub complete_through: Option<String>,
+    /// Partitions the latest reopening commit reopened.
+    pub reopened: Vec<String>,
+    /// When it was made.
+    pub reopened_at: Option<String>,
+    /// Offset ranges Kafka deleted before the table read them.
+    pub lost_records: Vec<String>,
+    /// Columns the table has that the contract lacks (added from events).
+    pub added_columns: Vec<String>,
+    /// Fields records carried without a column, with how many records carried each.
+    pub unknown_fields: BTreeMap<String, u64>,
+    /// The last maintenance cycle's view.
+    pub maintenance: Option<TableStatus>,
+    /// Why it cannot be read, when it cannot.
+    pub maintenance_error: Option<String>,
+}
+
+/// One approver decision.
+#[derive(Debug, Serialize)]
+pub struct Decision {
+    /// When.
+    pub at: String,
+    /// `Approve` or `Reject`.
+    pub action: String,
+    /// Who.
+    pub by: String,
+    /// What it did to the table.
+    pub what: String,
+    /// The schema it left the table at.
+    pub schema_id: i32,
+    /// Why the table was held.
+    pub because: String,
+}
+
+pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::load(config)?;
     let catalog = Catalog::open(&cfg.catalog).await?;
-    // How each table is right now (a failing table's reason lives only in the running process).
     let live = match &cfg.http {
-        Some(http) => Some(ask_readiness(http).await),
-        None => None,
+        Some(http) => ask_status(http).await,
+        None => Err("calve.toml has no [http], so the running process cannot be asked".into()),
     };
-    if let Some(Err(why)) = &live {
-        println!("live state: {why}");
-    }
+    let mut pages = Vec::new();
     for c in cfg.contracts()? {
-        for def in [table_definition(&c)?, dead_letter_definition(&c)?] {
-            if !catalog.exists(&def.ident).await? {
-                println!("{}: not created yet", def.ident);
-                continue;
-            }
-            let s = summarize(&catalog, &def.ident).await?;
-            println!(
-                "{}: {} rows in {} data files, {} delete files, {} snapshots (metadata.json {})",
-                def.ident,
-                s.records,
-                s.data_files,
-                s.delete_files,
-                s.snapshots,
-                human_bytes(s.metadata_bytes)
-            );
-            println!("  metadata: {}", s.metadata_location);
-            println!(
-                "  restore point: {}",
-                s.restore
-                    .as_ref()
-                    .map(|o| format!("{o:?}"))
-                    .unwrap_or_else(|| "none".into())
-            );
-            let in_contract =
-                |name: &str| def.ident.name().ends_with("__dlq") || c.columns().iter().any(|col| col.name == name);
-            let added: Vec<&str> = s
-                .columns
-                .iter()
-                .map(String::as_str)
-                .filter(|n| !in_contract(n))
-                .collect();
-            if !added.is_empty() {
-                println!(
-                    "  in the table, not in the contract (added from events; adopt them in the contract): {}",
-                    added.join(", ")
-                );
-            }
-            if !s.unknown_fields.is_empty() {
-                let fields: Vec<String> = s
-                    .unknown_fields
-                    .iter()
-                    .map(|(f, n)| format!("{f} ({n} records)"))
-                    .collect();
-                println!("  in records, not in the table (not stored): {}", fields.join(", "));
-            }
-            let live_line = live.as_ref().and_then(|l| l.as_ref().ok()).and_then(|page| {
-                page.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{}: ", c.table.name)))
+        let mine = live
+            .as_ref()
+            .ok()
+            .and_then(|l| l.iter().find(|t| t.table == c.table.name));
+        pages.push(table_page(&catalog, &c, mine.cloned(), cfg.http.is_some()).await?);
+    }
+    match json {
+        true => {
+            let doc = serde_json::json!({
+                "live": live.as_ref().err().map_or_else(|| serde_json::json!({"answered": true}), |why| serde_json::json!({"answered": false, "why": why})),
+                "tables": pages,
             });
-            if let (Some(line), true) = (live_line, def.ident == table_definition(&c)?.ident) {
-                println!("  now (calve run): {line}");
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        false => {
+            if let Err(why) = &live {
+                println!("live state: {why}");
             }
-            if def.ident == table_definition(&c)?.ident {
-                print_event_time(&s);
+            for page in &pages {
+                print_table(page);
             }
-            for gap in &s.lost_records {
-                println!(
-                    "  RECORDS LOST (Kafka deleted them before calve read them; found {}): {gap}",
-                    time(gap.found_ms)
-                );
-            }
-            if def.ident == table_definition(&c)?.ident {
-                print_schema_holds(&catalog, &c).await?;
-            }
-            print_maintenance(&catalog, catalog.storage().state_root(), &def.ident.to_string()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The table's event-time watermark, what it has declared complete, and the last reopening.
-fn print_event_time(s: &calve_service::TableSummary) {
-    use calve_service::format_instant;
-    let e = &s.event_time;
-    let Some(w) = e.watermark_us else { return };
-    let through = match e.complete_through_us {
-        Some(c) => format!(", complete through {}", format_instant(c)),
-        None => String::new(),
+async fn table_page(
+    catalog: &Catalog,
+    c: &Contract,
+    live: Option<LiveTable>,
+    asked: bool,
+) -> anyhow::Result<TablePage> {
+    let facts = facts_of(catalog, &table_definition(c)?, Some(c)).await?;
+    let dead_letters = dead_letter_definition(c)?;
+    let dead_letter_table = facts_of(catalog, &dead_letters, None).await?;
+    let (hold, schema_history) = match facts {
+        Some(_) => {
+            let state = schema_holds(catalog, c).await?;
+            let history = state.applied.iter().map(decision).collect();
+            (state.hold, history)
+        }
+        None => (None, Vec::new()),
     };
-    println!("  event time: watermark {}{through}", format_instant(w));
-    if let Some(at) = s.reopened_at_ms {
-        println!(
-            "  reopened by late events (latest, {}): {}",
-            time(at),
-            e.reopened.join(", ")
-        );
-    }
+    let state = match (&live, &hold) {
+        (Some(l), _) => l.state.clone(),
+        (None, Some(_)) => "held".into(),
+        (None, None) if asked => "not running".into(),
+        (None, None) => "unknown".into(),
+    };
+    Ok(TablePage {
+        table: c.table.name.clone(),
+        team: c.owner.team.clone(),
+        contact: c.owner.contact.clone(),
+        state,
+        live,
+        facts,
+        hold,
+        schema_history,
+        dead_letter_name: dead_letters.ident.to_string(),
+        dead_letter_table,
+    })
 }
 
-/// The table's hold, if it is held, and the approvers' decisions so far.
-async fn print_schema_holds(catalog: &Catalog, contract: &Contract) -> anyhow::Result<()> {
-    let state = schema_holds(catalog, contract).await?;
-    if let Some(hold) = &state.hold {
-        print_hold(&contract.table.name, hold);
+/// What `def`'s table records (`contract`: the table's own, to tell columns added from events).
+async fn facts_of(
+    catalog: &Catalog,
+    def: &TableDefinition,
+    contract: Option<&Contract>,
+) -> anyhow::Result<Option<TableFacts>> {
+    let ident = &def.ident;
+    if !catalog.exists(ident).await? {
+        return Ok(None);
     }
-    for a in &state.applied {
-        let d = &a.decision;
-        let what = match d.action {
-            Action::Approve => a
-                .hold
-                .proposal
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            Action::Reject => format!(
-                "held records breaking `{}` ({}) sent to the dead-letter table",
-                a.hold.path, a.hold.kind
-            ),
-        };
-        println!(
-            "  schema history: {} {:?} by {}: {what} (schema {}; because: {})",
-            time(d.at_ms),
-            d.action,
-            d.by,
-            a.schema_id,
-            a.hold.reason
-        );
-    }
-    Ok(())
-}
-
-/// The last maintenance cycle's view, and the falls-behind signal if it is up.
-async fn print_maintenance(catalog: &Catalog, warehouse: &str, table: &str) -> anyhow::Result<()> {
+    let s: TableSummary = summarize(catalog, ident).await?;
+    let added_columns = match contract {
+        Some(c) => s
+            .columns
+            .iter()
+            .filter(|n| !c.columns().iter().any(|col| &col.name == *n))
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
     // A status torn by a full disk must not hide the rest of the page.
-    let st = match status::read(catalog.file_io(), warehouse, table).await {
-        Ok(Some(st)) => st,
-        Ok(None) => {
-            println!("  maintenance: no cycle yet");
-            return Ok(());
-        }
-        Err(e) => {
-            println!("  maintenance: its last status cannot be read ({e})");
-            return Ok(());
-        }
+    let (maintenance, maintenance_error) =
+        match status::read(catalog.file_io(), catalog.storage().state_root(), &ident.to_string()).await {
+            Ok(st) => (st, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+    Ok(Some(TableFacts {
+        name: ident.to_string(),
+        rows: s.records,
+        data_files: s.data_files,
+        delete_files: s.delete_files,
+        snapshots: s.snapshots,
+        metadata_bytes: s.metadata_bytes,
+        metadata_location: s.metadata_location,
+        schema_id: s.schema_id,
+        last_commit: s.last_commit_ms.map(time),
+        restore_point: s.restore,
+        watermark: s.event_time.watermark_us.map(format_instant),
+        complete_through: s.event_time.complete_through_us.map(format_instant),
+        reopened: s.event_time.reopened,
+        reopened_at: s.reopened_at_ms.map(time),
+        lost_records: s
+            .lost_records
+            .iter()
+            .map(|gap| format!("{gap} (found {})", time(gap.found_ms)))
+            .collect(),
+        added_columns,
+        unknown_fields: s.unknown_fields,
+        maintenance,
+        maintenance_error,
+    }))
+}
+
+fn decision(a: &calve_service::Applied) -> Decision {
+    let d = &a.decision;
+    let what = match d.action {
+        Action::Approve => a
+            .hold
+            .proposal
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Action::Reject => format!(
+            "held records breaking `{}` ({}) sent to the dead-letter table",
+            a.hold.path, a.hold.kind
+        ),
     };
-    let b = &st.backlog;
-    println!(
-        "  maintenance (as of {}): backlog {} in {} compaction jobs, {} small files, {} delete files, {} snapshots past retention; budget {}",
-        st.at, human_bytes(b.compaction_bytes), b.compaction_jobs, b.small_files, b.delete_files, b.expirable_snapshots, st.budget
-    );
-    if let Some(behind) = &st.behind {
-        println!(
-            "  FALLS BEHIND: backlog grew {}/h for {} cycles; the budget is {}/h, it needs about {}/h",
-            human_bytes(behind.growth_bytes_per_hour),
-            behind.cycles,
-            human_bytes(behind.budget_bytes_per_hour),
-            human_bytes(behind.needed_bytes_per_hour)
-        );
+    Decision {
+        at: time(d.at_ms),
+        action: format!("{:?}", d.action),
+        by: d.by.clone(),
+        what,
+        schema_id: a.schema_id,
+        because: a.hold.reason.clone(),
     }
-    Ok(())
 }

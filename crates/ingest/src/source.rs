@@ -77,6 +77,11 @@ pub struct PartitionEnds {
     /// The offset a read-committed consumer reads up to (the last stable offset, else the
     /// high watermark).
     pub end: i64,
+    /// When the broker leading the partition was last heard from (ms since the epoch): the
+    /// ends are what the topic held then. `None` while librdkafka cannot say (no connection
+    /// up, nothing received yet). Freshness is judged from it: a broker that stopped
+    /// answering cannot show that the table holds everything the topic has.
+    pub heard_ms: Option<i64>,
 }
 
 /// Keeps the partition ends librdkafka's statistics report, so lag is known without asking
@@ -108,6 +113,7 @@ impl ClientContext for SourceContext {
         let Ok(mut ends) = self.ends.lock() else {
             return;
         };
+        let now_ms = chrono::Utc::now().timestamp_millis();
         for (p, part) in &topic.partitions {
             // librdkafka lists an internal partition -1; offsets it has not learnt are -1.
             let end = if part.ls_offset >= 0 {
@@ -116,16 +122,31 @@ impl ClientContext for SourceContext {
                 part.hi_offset
             };
             if *p >= 0 && end >= 0 {
+                let heard_ms =
+                    leader_heard_ms(&statistics, part.leader, now_ms).or_else(|| ends.get(p).and_then(|e| e.heard_ms));
                 ends.insert(
                     *p,
                     PartitionEnds {
                         low: part.lo_offset.max(0),
                         end,
+                        heard_ms,
                     },
                 );
             }
         }
     }
+}
+
+/// When the connection to broker `leader` last received anything (ms since the epoch), if it
+/// is up. A live broker answers a fetch at least every `fetch.wait.max.ms`, so this stays
+/// within about a second of `now_ms`; a frozen or unreachable one falls behind.
+fn leader_heard_ms(statistics: &rdkafka::Statistics, leader: i32, now_ms: i64) -> Option<i64> {
+    // No leader known: bootstrap and internal brokers carry node id -1 too, and say nothing of it.
+    if leader < 0 {
+        return None;
+    }
+    let broker = statistics.brokers.values().find(|b| b.nodeid == leader)?;
+    (broker.state == "UP" && broker.rxidle >= 0).then(|| now_ms - broker.rxidle / 1000)
 }
 
 impl ConsumerContext for SourceContext {}
@@ -147,6 +168,13 @@ impl KafkaSource {
     pub fn new(cfg: &KafkaConfig, topic: &str) -> Result<Self, IngestError> {
         let mut c = ClientConfig::new();
         c.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        if let Some(every) = cfg.properties.get("statistics.interval.ms") {
+            tracing::warn!(
+                %topic, every_ms = %every,
+                "[kafka] properties sets statistics.interval.ms: lag and SLA freshness are measured only that often \
+                 (0 turns the measurement off, and every table then counts as behind its freshness SLA)"
+            );
+        }
         for (k, v) in &cfg.properties {
             c.set(k, v);
         }
@@ -359,7 +387,8 @@ impl KafkaSource {
                 .iter()
                 .map(|p| {
                     let (low, end) = c.fetch_watermarks(topic, *p, timeout)?;
-                    Ok((*p, PartitionEnds { low, end }))
+                    let heard_ms = Some(chrono::Utc::now().timestamp_millis());
+                    Ok((*p, PartitionEnds { low, end, heard_ms }))
                 })
                 .collect()
         })

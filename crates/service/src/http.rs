@@ -1,5 +1,6 @@
 //! The one HTTP endpoint of `calve run` (`[http]` in `calve.toml`): `/metrics` for Prometheus,
-//! `/healthz` (the process answers) and `/readyz` (every table is doing its job), so an
+//! `/healthz` (the process answers), `/readyz` (every table is doing its job) and `/status`
+//! (each table's state and SLA measurements as JSON, see [`crate::status_page`]), so an
 //! operator sees calve without reading its log and an orchestrator can probe it.
 //!
 //! The series are recorded through the `metrics` facade where things happen (see
@@ -22,6 +23,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::error::ServiceError;
 use crate::stats::{describe, Observed, COMMIT_SECONDS_BUCKETS};
+use crate::status_page::{live_tables, LiveTable};
 
 /// How often histograms are folded even when nobody scrapes, so their samples never pile up.
 const UPKEEP: Duration = Duration::from_secs(5);
@@ -68,10 +70,10 @@ pub fn install_exporter() -> Result<PrometheusHandle, ServiceError> {
 /// How long `calve status` waits for a running `calve run` to say how its tables are.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Asks the `calve run` serving `cfg` for its `/readyz` page (`calve status` shows it beside
-/// what the tables hold: a failing table's reason lives only in the running process). `Err`
-/// says why no answer came.
-pub async fn ask_readiness(cfg: &HttpConfig) -> Result<String, String> {
+/// Asks the `calve run` serving `cfg` for its `/status` page (`calve status` shows it beside
+/// what the tables hold: a failing table's reason and the SLA measurements live only in the
+/// running process). `Err` says why no answer came.
+pub async fn ask_status(cfg: &HttpConfig) -> Result<Vec<LiveTable>, String> {
     let mut at = cfg.listen;
     if at.ip().is_unspecified() {
         at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -82,11 +84,16 @@ pub async fn ask_readiness(cfg: &HttpConfig) -> Result<String, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let answer = client
-        .get(format!("http://{at}/readyz"))
+        .get(format!("http://{at}/status"))
         .send()
         .await
         .map_err(|e| format!("no calve run answers at {at}: {e}"))?;
-    answer.text().await.map_err(|e| e.to_string())
+    answer
+        .error_for_status()
+        .map_err(|e| format!("the calve run at {at} refused /status: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("the calve run at {at} answered /status with something else: {e}"))
 }
 
 /// Binds `cfg.listen` (so a taken port fails `calve run` at once, before any table starts).
@@ -104,7 +111,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz and /status");
     }
     let mut upkeep = tokio::time::interval(UPKEEP);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -164,6 +171,17 @@ fn answer(req: &Request<Incoming>, tables: &Observed, metrics: &PrometheusHandle
             )
         }
         "/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+        "/status" => {
+            let page = live_tables(tables, chrono::Utc::now().timestamp_millis());
+            match serde_json::to_string_pretty(&page) {
+                Ok(json) => reply(StatusCode::OK, "application/json", json),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    e.to_string(),
+                ),
+            }
+        }
         "/readyz" => {
             let (ready, body) = readiness(tables);
             let status = match ready {
@@ -175,7 +193,7 @@ fn answer(req: &Request<Incoming>, tables: &Observed, metrics: &PrometheusHandle
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "calve serves /metrics, /healthz and /readyz\n".into(),
+            "calve serves /metrics, /healthz, /readyz and /status\n".into(),
         ),
     }
 }

@@ -101,7 +101,11 @@ mod tests {
     use super::*;
 
     fn ends(low: i64, end: i64) -> PartitionEnds {
-        PartitionEnds { low, end }
+        PartitionEnds {
+            low,
+            end,
+            heard_ms: None,
+        }
     }
 
     fn contract(policy: &str) -> Contract {

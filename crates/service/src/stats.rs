@@ -14,6 +14,7 @@ use calve_table::commit::restore::{add_unknown_fields, OTHER_UNKNOWN_FIELDS};
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 use crate::health::TableState;
+use crate::sla::{SlaTerms, SlaTracker};
 
 /// Every table's statistics, shared by the tables' tasks and the HTTP endpoint.
 #[derive(Debug, Clone, Default)]
@@ -25,10 +26,7 @@ impl Observed {
         Observed(Arc::new(
             contracts
                 .iter()
-                .map(|c| {
-                    let stats = TableStats::new(&c.table.name, c.sla.freshness.0);
-                    (c.table.name.clone(), Arc::new(stats))
-                })
+                .map(|c| (c.table.name.clone(), Arc::new(TableStats::of(c))))
                 .collect(),
         ))
     }
@@ -55,6 +53,8 @@ pub struct TableStats {
     pub unknown_fields: Mutex<BTreeMap<String, u64>>,
     /// Kafka timestamp (ms) of the newest record committed by this process (`i64::MIN`: none).
     newest_committed_ms: AtomicI64,
+    /// The SLA measurements and breach state.
+    pub sla: SlaTracker,
     state: Mutex<(TableState, Instant)>,
     series: Series,
 }
@@ -105,6 +105,8 @@ impl Series {
 /// What a commit committed, for [`TableStats::record_commit`].
 #[derive(Debug, Default)]
 pub(crate) struct Committed<'a> {
+    /// Records consumed that it made visible (rows, dead letters, ignored tombstones).
+    pub records: u64,
     pub rows: u64,
     /// Dead-letter kinds of the dead letters committed with it.
     pub dead_letter_kinds: Vec<&'a str>,
@@ -119,11 +121,21 @@ impl TableStats {
     /// The statistics of `table`, whose contract's freshness band is `freshness`; its state
     /// starts as [`TableState::Starting`].
     pub fn new(table: &str, freshness: Duration) -> Self {
+        Self::with_terms(table, SlaTerms::freshness_only(freshness))
+    }
+
+    /// The statistics of `contract`'s table, judged against its `[sla]` with its owner named.
+    pub fn of(contract: &Contract) -> Self {
+        Self::with_terms(&contract.table.name, SlaTerms::of(contract))
+    }
+
+    fn with_terms(table: &str, terms: SlaTerms) -> Self {
         let stats = TableStats {
             table: table.to_string(),
-            freshness,
+            freshness: terms.freshness,
             unknown_fields: Mutex::new(BTreeMap::new()),
             newest_committed_ms: AtomicI64::new(i64::MIN),
+            sla: SlaTracker::new(table, terms, chrono::Utc::now().timestamp_millis()),
             state: Mutex::new((TableState::Starting, Instant::now())),
             series: Series::new(table),
         };
@@ -184,7 +196,10 @@ impl TableStats {
             let newest = self.newest_committed_ms.fetch_max(ms, Relaxed).max(ms);
             s.newest_committed.set(newest as f64 / 1000.0);
         }
-        self.refresh(chrono::Utc::now().timestamp_millis());
+        let now = chrono::Utc::now().timestamp_millis();
+        let dead = c.dead_letter_kinds.len() as u64;
+        self.sla.committed(now, c.records, dead, c.took, c.newest_ms);
+        self.refresh(now);
     }
 
     /// What waits for the next commit: records consumed, the dead letters among them, and the
@@ -234,6 +249,7 @@ impl TableStats {
         if let Some(c) = marks.complete_through_us {
             gauge!("calve_complete_through_seconds", "table" => t.clone()).set(seconds(c));
         }
+        self.sla.event_time(marks.complete_through_us, marks.watermark_us);
         counter!("calve_partitions_reopened_total", "table" => t).increment(marks.reopened.len() as u64);
     }
 
@@ -332,6 +348,26 @@ pub fn describe() {
         "calve_partitions_reopened_total",
         Unit::Count,
         "Event-time partitions declared complete that late events landed in afterwards."
+    );
+    describe_gauge!(
+        "calve_sla_freshness_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest thing consumers cannot see yet: now minus the instant through which the table holds everything the topic held."
+    );
+    describe_gauge!(
+        "calve_sla_freshness_breached",
+        Unit::Count,
+        "1 while the freshness lag is past sla.freshness plus its tolerance (max(2 s, SLA/10))."
+    );
+    describe_gauge!(
+        "calve_sla_completeness_lag_seconds",
+        Unit::Seconds,
+        "Now minus calve.complete-through (sla.completeness = \"watermark\")."
+    );
+    describe_gauge!(
+        "calve_sla_completeness_breached",
+        Unit::Count,
+        "1 while complete-through is short of where on-time events would have brought it."
     );
     describe_counter!(
         "calve_lost_records_total",
@@ -490,6 +526,7 @@ mod tests {
             let t = TableStats::new("shop.orders", Duration::from_secs(60));
             t.record_consumed(12, 1_200);
             t.record_commit(&Committed {
+                records: 12,
                 rows: 9,
                 dead_letter_kinds: vec!["malformed-json", "tombstone", "malformed-json"],
                 ignored: 0,

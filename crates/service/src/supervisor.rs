@@ -24,6 +24,7 @@ use crate::hold::{announce, schema_holds, wait_for_decision, waiting_on};
 use crate::maintenance::maintain_supervised;
 use crate::maintenance_threads::MaintenanceThreads;
 use crate::pipeline::{Ended, Pipeline, StopWhen};
+use crate::sla_watch::watch_slas;
 use crate::stats::{Observed, TableStats};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -101,11 +102,13 @@ pub async fn run_tables(
     shutdown: watch::Receiver<bool>,
     stop: StopWhen,
 ) -> Outcomes {
+    // A batch run (until caught up) is judged by its schedule, not by the band.
+    let slas = (stop == StopWhen::Shutdown).then(|| tokio::spawn(watch_slas(observed.clone(), shutdown.clone())));
     let mut tasks = Vec::new();
     for c in contracts {
         let s = match observed.get(&c.table.name) {
             Some(s) => s.clone(),
-            None => Arc::new(TableStats::new(&c.table.name, c.sla.freshness.0)),
+            None => Arc::new(TableStats::of(&c)),
         };
         let services = services.clone();
         let shutdown = shutdown.clone();
@@ -118,6 +121,9 @@ pub async fn run_tables(
             .await
             .unwrap_or_else(|e| Err(ServiceError::Config(format!("pipeline task panicked: {e}"))));
         outcomes.insert(name, r);
+    }
+    if let Some(slas) = slas {
+        slas.abort();
     }
     outcomes
 }

@@ -8,6 +8,7 @@
 //! already stored and skipped, so neither table gets a duplicate.
 
 mod event_time;
+mod observe;
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -133,11 +134,10 @@ impl Pipeline {
         }
         let rejections = main.sink().holds().rejections.clone();
         let replay = replaying(&dlq_covered, &start).then(|| EventTimeMarks::carried(dlq.metadata()));
-        let watermark = Watermark::resume(
-            &contract,
-            &EventTimeMarks::carried(main.sink().metadata()),
-            replay.as_ref(),
-        );
+        let carried = EventTimeMarks::carried(main.sink().metadata());
+        stats.sla.event_time(carried.complete_through_us, carried.watermark_us);
+        stats.sla.reopened();
+        let watermark = Watermark::resume(&contract, &carried, replay.as_ref());
         Ok(Pipeline {
             contract,
             source,
@@ -344,6 +344,7 @@ impl Pipeline {
             tracing::info!(table = %self.contract.table.name, band = %self.contract.sla.freshness, "buffering records; the freshness band starts");
         }
         let now_us = chrono::Utc::now().timestamp_micros();
+        self.stats.sla.consumed(now_us / 1000);
         let clock = self.watermark.clock(now_us);
         let mut routed = self.route(&records, clock)?;
         if self.evolve_for(&routed)? {
@@ -409,42 +410,6 @@ impl Pipeline {
         // Assigning again is what makes librdkafka read the stopped partitions.
         self.source.assign(&self.partitions, &self.positions())?;
         Ok(())
-    }
-
-    /// Publishes what waits for the next commit (rows and dead letters, and the memory they
-    /// hold); returns the rows' Arrow bytes, which the size trigger weighs (summed once per
-    /// poll).
-    fn record_buffered(&self) -> u64 {
-        let b = &self.buffer;
-        let arrow = self.main.bytes() as u64;
-        self.stats
-            .record_buffered(b.records, b.dead.len() as u64, arrow + b.dead_bytes as u64);
-        arrow
-    }
-
-    /// Per partition, how far the table is behind the end of the topic (at most every
-    /// [`LAG_EVERY`]: librdkafka reports the ends only that often anyway).
-    fn record_lag(&mut self, now: bool) {
-        if !now && self.lag_recorded.elapsed() < LAG_EVERY {
-            return;
-        }
-        self.lag_recorded = Instant::now();
-        let ends = self.source.partition_ends();
-        if ends.is_empty() {
-            return;
-        }
-        let read = self.source.positions();
-        let held = self.main.sink().offsets.get(&self.contract.table.topic);
-        self.stats.record_lag(ends.iter().map(|(p, e)| {
-            // Records that retention removed are not lag: nobody can read them any more.
-            let mut next = held.and_then(|h| h.get(p)).copied().unwrap_or(0).max(e.low);
-            // With nothing of `p` waiting for a commit, what the consumer has passed is in the
-            // table or was never data (transaction markers, aborted records).
-            if !self.buffer.next.contains_key(p) {
-                next = next.max(read.get(p).copied().unwrap_or(0));
-            }
-            (*p, e.end - next)
-        }));
     }
 
     /// `evolution = "additive"`: plans the schema changes `routed` asks for —
@@ -699,6 +664,7 @@ impl Pipeline {
         self.published(&marks);
         self.source.report_progress(&to[&topic]);
         self.stats.record_commit(&Committed {
+            records: self.buffer.records,
             rows: report.rows,
             dead_letter_kinds: dead.iter().map(|d| d.kind.as_str()).collect(),
             ignored: self.buffer.ignored,

@@ -33,6 +33,10 @@ pub struct TableSummary {
     pub restore: Option<Offsets>,
     /// Names of the current schema's top-level columns.
     pub columns: Vec<String>,
+    /// The current schema's id (it changes with every schema change).
+    pub schema_id: i32,
+    /// When the current snapshot was committed (ms since the epoch).
+    pub last_commit_ms: Option<i64>,
     /// Fields records carried that the table has no column for, by path, with how many
     /// records carried each since the table began.
     pub unknown_fields: BTreeMap<String, u64>,
@@ -79,6 +83,8 @@ pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSum
             .iter()
             .map(|f| f.name.clone())
             .collect(),
+        schema_id: m.current_schema_id(),
+        last_commit_ms: m.current_snapshot().map(|s| s.timestamp_ms()),
         unknown_fields: restore::unknown_fields(m)?,
         lost_records: lost::lost_records(m)?,
         event_time: EventTimeMarks {
