@@ -44,6 +44,10 @@ pub async fn run_config(config: &Path) -> anyhow::Result<ExitCode> {
         if check.new_table {
             println!("  the table does not exist yet: the first start creates it");
         }
+        if let Some(refusal) = &check.partitioning {
+            breaking = true;
+            println!("  WOULD NOT START: {refusal}");
+        }
         if check.breaking.is_empty() {
             for change in &check.additive {
                 println!("  the next start applies: {change}");

@@ -235,7 +235,15 @@ pub struct LateDataSection {
     /// partitions read have reached) before it counts as late; also how long past a
     /// partition's end the watermark must get before the partition is declared complete.
     pub allowed_lateness: HumanDuration,
+    /// Under `current-partition`: the column calve adds to the table and fills with each
+    /// record's Kafka timestamp (when it reached Kafka), which the table is partitioned by
+    /// (default [`DEFAULT_ARRIVAL_COLUMN`]). Not allowed under the other policies.
+    #[serde(default)]
+    pub arrival_column: Option<String>,
 }
+
+/// The arrival column's name when `late_data.arrival_column` does not give one.
+pub const DEFAULT_ARRIVAL_COLUMN: &str = "arrived_at";
 
 /// Late-data policies.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -244,7 +252,11 @@ pub enum LatePolicy {
     /// Write the event into the (old) partition its event time belongs to; a partition already
     /// declared complete is reported reopened.
     Rewrite,
-    /// Accepted by the format, refused by validation: see `validate`.
+    /// Partition the table by arrival time (a column calve adds, `arrival_column`, holding
+    /// each record's Kafka timestamp) and keep the event time as a plain column, which
+    /// readers still prune on through its column statistics: every event, however late,
+    /// lands in the partition of the time it arrived, and no complete partition is ever
+    /// reopened.
     CurrentPartition,
     /// Send the event to the dead-letter table with error kind `late`.
     DeadLetter,

@@ -187,7 +187,7 @@ impl Contract {
         };
         contract.check_rules(&mut p);
         if p.0.is_empty() {
-            Ok(contract)
+            Ok(contract.with_arrival_column())
         } else {
             Err(fail(p.0))
         }
@@ -206,9 +206,46 @@ impl Contract {
         Contract::parse(&text, &name)
     }
 
-    /// The resolved columns, in contract order.
+    /// The resolved columns, in contract order (under `late_data.policy =
+    /// "current-partition"`, the arrival column calve adds comes last).
     pub fn columns(&self) -> &[ResolvedColumn] {
         &self.columns
+    }
+
+    /// Under `late_data.policy = "current-partition"`, the arrival column's name.
+    pub fn arrival_column(&self) -> Option<&str> {
+        (self.late_data.policy == LatePolicy::CurrentPartition).then(|| {
+            self.late_data
+                .arrival_column
+                .as_deref()
+                .unwrap_or(DEFAULT_ARRIVAL_COLUMN)
+        })
+    }
+
+    /// The column the table is partitioned by (with `event_time.partition`): the arrival
+    /// column under `current-partition`, else the event-time column.
+    pub fn partition_column(&self) -> &str {
+        self.arrival_column().unwrap_or(&self.event_time.column)
+    }
+
+    /// Adds the arrival column `current-partition` needs: optional, so that no decoder asks
+    /// records for it; calve fills every row's from its Kafka record.
+    fn with_arrival_column(mut self) -> Self {
+        if let Some(name) = self.arrival_column().map(str::to_string) {
+            self.columns.push(ResolvedColumn {
+                name,
+                ty: ColumnType::Timestamptz,
+                required: false,
+                doc: Some(
+                    "when the record reached Kafka (its Kafka timestamp), filled by calve; the table is \
+                     partitioned by it (late_data.policy = current-partition)"
+                        .into(),
+                ),
+                unit: None,
+                decimal_bytes: false,
+            });
+        }
+        self
     }
 
     /// Declared renames, as (old name, new name).
@@ -437,21 +474,54 @@ fn check_event_time(c: &Contract, p: &mut Problems) {
                 col.name, col.ty
             ),
         ),
-        Some(col) if col.ty == ColumnType::Date && et.partition == PartitionGrain::Hour => p.push(
-            "event_time.partition",
-            format!("`{}` is a date, it cannot be partitioned by hour", col.name),
-        ),
+        // Under `current-partition` the grain applies to the (timestamptz) arrival column.
+        Some(col)
+            if col.ty == ColumnType::Date
+                && et.partition == PartitionGrain::Hour
+                && c.late_data.policy != LatePolicy::CurrentPartition =>
+        {
+            p.push(
+                "event_time.partition",
+                format!("`{}` is a date, it cannot be partitioned by hour", col.name),
+            )
+        }
         Some(_) => {}
     }
 }
 
 fn check_policies(c: &Contract, p: &mut Problems) {
-    if c.late_data.policy == LatePolicy::CurrentPartition {
-        p.push(
-            "late_data.policy",
-            "`current-partition` would store rows in a partition that does not match their event \
-             time, which Iceberg readers prune on and would then miss; use `rewrite` or `dead-letter`",
-        );
+    match (c.late_data.policy, &c.late_data.arrival_column) {
+        (LatePolicy::CurrentPartition, _) => {
+            let arrival = c.arrival_column().unwrap_or(DEFAULT_ARRIVAL_COLUMN);
+            // Column names are compared as readers compare them: without case.
+            let clash = c.schema.columns.iter().find(|col| {
+                col.name.eq_ignore_ascii_case(arrival)
+                    || col
+                        .renamed_from
+                        .as_deref()
+                        .is_some_and(|old| old.eq_ignore_ascii_case(arrival))
+            });
+            if !is_identifier(arrival) {
+                p.push(
+                    "late_data.arrival_column",
+                    format!("`{arrival}` is not a column name (letters, digits and _, not starting with a digit)"),
+                );
+            } else if let Some(col) = clash {
+                p.push(
+                    "late_data.arrival_column",
+                    format!(
+                        "`{}` is (or was) a column of [schema]; calve adds the arrival column itself, \
+                         so name it something else (late_data.arrival_column)",
+                        col.name
+                    ),
+                );
+            }
+        }
+        (_, Some(_)) => p.push(
+            "late_data.arrival_column",
+            "only `policy = \"current-partition\"` partitions by arrival time; remove it",
+        ),
+        (_, None) => {}
     }
     if c.deletes.tombstone == TombstonePolicy::DeleteRow && !c.is_keyed() {
         p.push(
@@ -519,7 +589,8 @@ fn check_maintenance(m: &MaintenanceSection, p: &mut Problems) {
 
 fn check_sort_by(c: &Contract, p: &mut Problems) {
     for (i, col) in c.maintenance.sort_by.iter().enumerate() {
-        if !c.schema.columns.iter().any(|s| &s.name == col) {
+        let arrival = c.arrival_column() == Some(col.as_str());
+        if !arrival && !c.schema.columns.iter().any(|s| &s.name == col) {
             p.push(
                 format!("maintenance.sort_by[{i}]"),
                 format!("`{col}` is not a column of [schema]"),

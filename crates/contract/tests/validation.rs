@@ -98,8 +98,23 @@ fn semantic_rules_point_at_the_field() {
         ),
         (
             "policy = \"rewrite\"",
-            "policy = \"current-partition\"",
-            "late_data.policy",
+            "policy = \"current-partition\"\narrival_column = \"ts\"",
+            "late_data.arrival_column",
+        ),
+        (
+            "policy = \"rewrite\"",
+            "policy = \"rewrite\"\narrival_column = \"arrived\"",
+            "late_data.arrival_column",
+        ),
+        (
+            "policy = \"rewrite\"",
+            "policy = \"current-partition\"\narrival_column = \"TS\"",
+            "late_data.arrival_column",
+        ),
+        (
+            "policy = \"rewrite\"",
+            "policy = \"current-partition\"\narrival_column = \"arrived.at\"",
+            "late_data.arrival_column",
         ),
         ("freshness = \"1m\"", "freshness = \"2d\"", "sla.freshness"),
         (
@@ -246,4 +261,32 @@ fn a_rename_names_an_old_column_no_declared_column_has() {
         p.iter().any(|m| m.contains("expected `hold` or `dead-letter`")),
         "{p:?}"
     );
+}
+
+#[test]
+fn current_partition_partitions_by_an_arrival_column_calve_adds() {
+    let c = Contract::parse(
+        &ORDERS.replace("policy = \"rewrite\"", "policy = \"current-partition\""),
+        "o.toml",
+    )
+    .unwrap();
+    assert_eq!(c.arrival_column(), Some("arrived_at"));
+    assert_eq!(c.partition_column(), "arrived_at");
+    let last = c.columns().last().unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.ty.to_string(), last.required),
+        ("arrived_at", "timestamptz".into(), false)
+    );
+    let named = Contract::parse(
+        &ORDERS.replace(
+            "policy = \"rewrite\"",
+            "policy = \"current-partition\"\narrival_column = \"received\"",
+        ),
+        "o.toml",
+    )
+    .unwrap();
+    assert_eq!(named.partition_column(), "received");
+    let plain = Contract::parse(ORDERS, "o.toml").unwrap();
+    assert_eq!((plain.arrival_column(), plain.partition_column()), (None, "ts"));
+    assert!(plain.columns().iter().all(|c| c.name != "arrived_at"));
 }

@@ -18,7 +18,7 @@ use crate::debezium::{self, Change};
 use crate::decode::{AvroDecoder, Decoded, Inferred, JsonDecoder, JsonSchemaDecoder, ProtobufDecoder};
 use crate::error::IngestError;
 use crate::key::KeyDecoder;
-use crate::late::{event_micros, split_late};
+use crate::late::{event_micros, split_late, stamp_arrival, without_column};
 use crate::record::KafkaRecord;
 use crate::registry::Fetched;
 
@@ -154,6 +154,12 @@ struct EventRule {
     grain: PartitionGrain,
     /// Under `late_data.policy = "dead-letter"`, the allowed lateness (µs).
     dead_letter_after: Option<i64>,
+    /// Under `late_data.policy = "current-partition"`, the arrival column and the table's
+    /// schema holding it: decoders never see the column (what a record carries under its
+    /// name is not calve's arrival time), it is filled from each record's Kafka timestamp, and
+    /// it is what the table is partitioned by, so it (not the event time) moves the watermark
+    /// and names partitions.
+    arrival: Option<(String, SchemaRef)>,
 }
 
 impl Router {
@@ -168,7 +174,13 @@ impl Router {
             grain: contract.event_time.partition,
             dead_letter_after: (contract.late_data.policy == LatePolicy::DeadLetter)
                 .then_some(contract.late_data.allowed_lateness.0.as_micros() as i64),
+            arrival: contract.arrival_column().map(|a| (a.to_string(), schema.clone())),
         };
+        let (schema, columns) = match contract.arrival_column() {
+            Some(arrival) => without_column(&schema, columns, arrival),
+            None => (schema, columns.to_vec()),
+        };
+        let columns = columns.as_slice();
         let keys = match contract.deletes.tombstone {
             TombstonePolicy::DeleteRow => {
                 let keys = KeyDecoder::new(&schema, &contract.keys.columns, columns)?;
@@ -337,6 +349,11 @@ impl Router {
         }
         out.unknown_fields = std::mem::take(&mut decoded.unknown_fields);
         out.inferred = std::mem::take(&mut decoded.inferred);
+        if let Some((arrival, _)) = &self.event.arrival {
+            // The table has the column: a field of that name is replaced, not unknown.
+            out.unknown_fields.remove(arrival);
+            out.inferred.remove(arrival);
+        }
         for r in decoded.rejected {
             let mut d = dead(&records[origin[r.index]], r.kind, r.path, r.reason, now_us);
             d.shows = r.shows;
@@ -351,7 +368,8 @@ impl Router {
     /// The event-time rules on the decoded rows `batch` (record `row_origin[i]` gave row
     /// `i`): late rows go to the dead-letter table when the contract says so; the rows kept
     /// become `out`'s rows, with the newest event time per Kafka partition and the complete
-    /// partitions they reopen.
+    /// partitions they reopen. Under `current-partition` each row's arrival time is stamped
+    /// and stands in for the event time in both (nothing is late by arrival).
     fn place_in_time(
         &self,
         out: &mut Routed,
@@ -361,7 +379,20 @@ impl Router {
         clock: EventClock,
     ) -> Result<(), ArrowError> {
         let rule = &self.event;
-        let mut micros = event_micros(&batch, &rule.column)?;
+        if let Some((arrival, schema)) = &rule.arrival {
+            // A record without a timestamp (a pre-0.10 message format) arrived when read.
+            let arrivals = row_origin
+                .iter()
+                .map(|o| {
+                    records[*o]
+                        .timestamp_ms
+                        .map_or(clock.now_us, |ms| ms.saturating_mul(1000))
+                })
+                .collect();
+            batch = stamp_arrival(batch, schema, arrival, arrivals)?;
+        }
+        let time_column = rule.arrival.as_ref().map_or(rule.column.as_str(), |(a, _)| a.as_str());
+        let mut micros = event_micros(&batch, time_column)?;
         if let (Some(lateness), Some(watermark)) = (rule.dead_letter_after, clock.watermark_us) {
             let cutoff = watermark.saturating_sub(lateness);
             let (kept, late) = split_late(&batch, &micros, cutoff)?;
@@ -398,7 +429,7 @@ impl Router {
             *newest = (*newest).max(t);
             if clock.complete_through_us.is_some_and(|c| t < c) {
                 out.reopened
-                    .insert(rule.grain.label(&rule.column, rule.grain.start_of(t)));
+                    .insert(rule.grain.label(time_column, rule.grain.start_of(t)));
             }
         }
         out.rows = Some(batch);

@@ -16,6 +16,7 @@ mod interpolate;
 mod lost_records;
 mod maintenance;
 mod maintenance_threads;
+mod partitioning;
 mod pipeline;
 mod preflight;
 mod registry_check;

@@ -12,12 +12,16 @@ use iceberg::spec::TableMetadata;
 use crate::definition::table_definition;
 use crate::error::ServiceError;
 use crate::hold::proposed_of;
+use crate::partitioning::partitioning_differs;
 
 /// How a contract and its table's current schema compare.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SchemaCheck {
     /// The table does not exist yet (the first start creates it from the contract).
     pub new_table: bool,
+    /// The contract partitions otherwise than the table, in words: `calve run` refuses the
+    /// table (no approval can change a partitioning).
+    pub partitioning: Option<String>,
     /// Changes the next start applies on its own.
     pub additive: Vec<String>,
     /// Changes that would hold the table at start for its approver, in words.
@@ -34,7 +38,8 @@ pub struct SchemaCheck {
 
 /// Compares `contract` with its table in `catalog`.
 pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) -> Result<SchemaCheck, ServiceError> {
-    let ident = table_definition(contract)?.ident;
+    let def = table_definition(contract)?;
+    let ident = def.ident.clone();
     if !catalog.exists(&ident).await? {
         return Ok(SchemaCheck {
             new_table: true,
@@ -44,9 +49,16 @@ pub async fn check_schema_against_table(catalog: &Catalog, contract: &Contract) 
     let state = catalog.load(&ident).await?;
     let schema = state.metadata.current_schema();
     let diff = contract_diff(&state.metadata, contract);
+    let partitioning = partitioning_differs(&def, &state.metadata, &contract.renames()).map(|(has, wanted)| {
+        format!(
+            "the contract partitions by {wanted}, the table by {has}: a table's partitioning is fixed when it \
+             is created, so `calve run` refuses it; restore the contract, or give the table a new name"
+        )
+    });
     let added = columns_not_in(schema, contract.columns());
     Ok(SchemaCheck {
         new_table: false,
+        partitioning,
         additive: diff.additive.iter().map(describe).collect(),
         approving: diff.fixes.iter().flatten().map(describe).collect(),
         breaking: diff.breaking,

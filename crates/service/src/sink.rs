@@ -25,6 +25,7 @@ use iceberg::TableIdent;
 
 use crate::error::ServiceError;
 use crate::hold::{announce, commit_approved, contract_hold, update_unclaimed};
+use crate::partitioning::check_partitioning;
 use crate::preflight::contract_diff;
 
 /// The most columns calve adds to a table from events on its own: past them (a producer using
@@ -69,6 +70,10 @@ impl Sink {
         target_file_size: u64,
     ) -> Result<Self, ServiceError> {
         let state = catalog.ensure_table(def).await?;
+        // Before schema differences: no approval could make a table partitioned otherwise.
+        if let Some(c) = contract {
+            check_partitioning(def, &state.metadata, &c.renames())?;
+        }
         // Breaking differences are held before the table is claimed: a held pipeline must not
         // fence the one that may still be running with the old contract.
         match contract {

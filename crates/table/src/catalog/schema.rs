@@ -209,7 +209,8 @@ fn schema_of(columns: &[ResolvedColumn], keys: &[String]) -> iceberg::Result<Sch
         .build()
 }
 
-/// The partition spec for the contract's event-time column and grain.
+/// The partition spec for the contract's grain on its partition column: the event-time
+/// column, or the arrival column under `late_data.policy = "current-partition"`.
 pub fn partition_spec(contract: &Contract, schema: &Schema) -> Result<UnboundPartitionSpec> {
     let et = &contract.event_time;
     let transform = match et.partition {
@@ -218,7 +219,7 @@ pub fn partition_spec(contract: &Contract, schema: &Schema) -> Result<UnboundPar
         PartitionGrain::Month => Transform::Month,
         PartitionGrain::None => return Ok(UnboundPartitionSpec::builder().build()),
     };
-    partition_by(schema, &et.column, transform, &contract.table.name)
+    partition_by(schema, contract.partition_column(), transform, &contract.table.name)
 }
 
 fn partition_by(schema: &Schema, column: &str, transform: Transform, table: &str) -> Result<UnboundPartitionSpec> {
