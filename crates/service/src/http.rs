@@ -204,7 +204,7 @@ pub fn readiness(tables: &Observed) -> (bool, String) {
     let mut body = String::new();
     for (name, t) in tables.iter() {
         let (state, for_) = t.state();
-        let ok = state.ready(for_, t.freshness);
+        let ok = state.ready(for_, t.freshness());
         ready &= ok;
         let verdict = if ok { "ready" } else { "NOT READY" };
         let mut state = state.to_string();

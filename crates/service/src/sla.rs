@@ -248,8 +248,8 @@ impl SlaTracker {
 
     /// Takes in a look at the topic: each partition's ends as librdkafka last saw them, how
     /// far calve has read it (`read`, next offsets) and how many records of it the table lacks
-    /// (`lag`).
-    /// A partition of `partitions` librdkafka reports nothing of counts as not heard from.
+    /// (`lag`). A partition of `partitions` librdkafka reports nothing of counts as not heard
+    /// from.
     pub fn observe_read(
         &self,
         partitions: &[i32],
@@ -261,19 +261,17 @@ impl SlaTracker {
         for p in partitions {
             s.heard_ms.entry(*p).or_insert(None);
         }
-        {
-            for (p, e) in ends {
-                s.heard_ms.insert(*p, e.heard_ms);
-                let (Some(heard), Some(at)) = (e.heard_ms, read.get(p)) else {
-                    continue;
-                };
-                if *at >= e.end {
-                    let through = s.read_through_ms.entry(*p).or_insert(heard);
-                    *through = (*through).max(heard);
-                }
+        for (p, e) in ends {
+            s.heard_ms.insert(*p, e.heard_ms);
+            let (Some(heard), Some(at)) = (e.heard_ms, read.get(p)) else {
+                continue;
+            };
+            if *at >= e.end {
+                let through = s.read_through_ms.entry(*p).or_insert(heard);
+                *through = (*through).max(heard);
             }
-            s.lag.extend(lag.iter().map(|(p, n)| (*p, (*n).max(0))));
         }
+        s.lag.extend(lag.iter().map(|(p, n)| (*p, (*n).max(0))));
     }
 
     /// The table's pipeline opens again (after a failure or an approval): what the last one
@@ -310,6 +308,11 @@ impl SlaTracker {
         while s.commits.front().is_some_and(|c| c.at_ms < now_ms - WINDOW_MS) {
             s.commits.pop_front();
         }
+    }
+
+    /// The Kafka timestamp (ms) of the newest record committed by this process.
+    pub fn newest_committed_ms(&self) -> Option<i64> {
+        self.seen().newest_committed_ms
     }
 
     /// The table published event-time marks: complete through `complete_us`, derived from

@@ -3,7 +3,6 @@
 //! records each event, so the metrics and the health endpoint cannot disagree.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,13 +46,9 @@ impl Observed {
 pub struct TableStats {
     /// The table's name (the `table` label of its series).
     pub table: String,
-    /// The contract's freshness band: how long a hold may last before the table is unready.
-    pub freshness: Duration,
     /// Fields committed records carried that the table has no column for, by path.
     pub unknown_fields: Mutex<BTreeMap<String, u64>>,
-    /// Kafka timestamp (ms) of the newest record committed by this process (`i64::MIN`: none).
-    newest_committed_ms: AtomicI64,
-    /// The SLA measurements and breach state.
+    /// The SLA measurements and breach state (the newest committed record's timestamp too).
     pub sla: SlaTracker,
     state: Mutex<(TableState, Instant)>,
     series: Series,
@@ -132,9 +127,7 @@ impl TableStats {
     fn with_terms(table: &str, terms: SlaTerms) -> Self {
         let stats = TableStats {
             table: table.to_string(),
-            freshness: terms.freshness,
             unknown_fields: Mutex::new(BTreeMap::new()),
-            newest_committed_ms: AtomicI64::new(i64::MIN),
             sla: SlaTracker::new(table, terms, chrono::Utc::now().timestamp_millis()),
             state: Mutex::new((TableState::Starting, Instant::now())),
             series: Series::new(table),
@@ -192,13 +185,12 @@ impl TableStats {
             counter!("calve_dead_letters_total", "table" => self.table.clone(), "kind" => kind.to_string())
                 .increment(n);
         }
-        if let Some(ms) = c.newest_ms {
-            let newest = self.newest_committed_ms.fetch_max(ms, Relaxed).max(ms);
-            s.newest_committed.set(newest as f64 / 1000.0);
-        }
         let now = chrono::Utc::now().timestamp_millis();
         let dead = c.dead_letter_kinds.len() as u64;
         self.sla.committed(now, c.records, dead, c.took, c.newest_ms);
+        if let (Some(_), Some(newest)) = (c.newest_ms, self.newest_committed_ms()) {
+            s.newest_committed.set(newest as f64 / 1000.0);
+        }
         self.refresh(now);
     }
 
@@ -312,7 +304,12 @@ impl TableStats {
 
     /// The Kafka timestamp (ms) of the newest record committed to the table by this process.
     pub fn newest_committed_ms(&self) -> Option<i64> {
-        Some(self.newest_committed_ms.load(Relaxed)).filter(|ms| *ms != i64::MIN)
+        self.sla.newest_committed_ms()
+    }
+
+    /// The contract's freshness band: how long a hold may last before the table is unready.
+    pub fn freshness(&self) -> Duration {
+        self.sla.terms().freshness
     }
 
     /// Brings the series that age on their own up to `now_ms` (called before each scrape).

@@ -43,7 +43,7 @@ pub fn live_tables(observed: &Observed, now_ms: i64) -> Vec<LiveTable> {
                 state: name_of.to_string(),
                 detail: state.to_string(),
                 for_seconds: for_.as_secs(),
-                ready: state.ready(for_, t.freshness),
+                ready: state.ready(for_, t.freshness()),
                 sla,
             }
         })
