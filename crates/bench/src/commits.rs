@@ -39,6 +39,7 @@ pub async fn run(marks: &[usize]) -> anyhow::Result<()> {
             schema,
             partition_spec: spec,
             properties: HashMap::new(),
+            location: None,
         })
         .await?;
     let committer = Committer::new(catalog.clone(), ident.clone(), claim_epoch(&catalog, &ident).await?);

@@ -20,11 +20,7 @@ pub struct Request {
 
 pub async fn run(req: Request) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::load(&req.config)?;
-    let contract = cfg
-        .contracts()?
-        .into_iter()
-        .find(|c| c.table.name == req.table)
-        .with_context(|| format!("no contract for table `{}` in {}", req.table, req.config.display()))?;
+    let contract = crate::contract_for(&cfg, &req.config, &req.table)?;
     let keys = collect_keys(&req.keys, req.key_file.as_deref())?;
     // Opened first: an erasure that could not be recorded must not happen.
     let catalog = Catalog::open(&cfg.catalog).await.context("opening the catalog")?;

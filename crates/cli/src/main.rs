@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod erase;
 mod maintain;
+mod rebuild;
 mod run;
 mod schema;
 mod status;
@@ -93,6 +94,10 @@ enum Command {
         #[arg(long)]
         respect_budget: bool,
     },
+    /// Re-read a table's topic under its current contract into a shadow table while the live
+    /// table keeps ingesting, then swap it in with one commit (the running `calve run`
+    /// pauses for it). Running it again resumes an interrupted rebuild.
+    Rebuild(rebuild::Request),
     /// Breaking schema changes held for the approver (`on_breaking = "hold"`): show, approve,
     /// reject.
     Schema {
@@ -139,6 +144,19 @@ struct Decide {
     by: String,
 }
 
+/// `table`'s contract among those `cfg` (read from `config`) lists.
+fn contract_for(
+    cfg: &calve_service::RunConfig,
+    config: &std::path::Path,
+    table: &str,
+) -> anyhow::Result<calve_contract::Contract> {
+    use anyhow::Context;
+    cfg.contracts()?
+        .into_iter()
+        .find(|c| c.table.name == table)
+        .with_context(|| format!("no contract for table `{table}` in {}", config.display()))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -174,6 +192,7 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Demo { dir, events } => demo::run(dir, events).await,
+            Command::Rebuild(req) => rebuild::run(req).await,
             Command::Schema { action } => match action {
                 SchemaCommand::Pending { config } => schema::pending(&config).await,
                 SchemaCommand::Approve(d) => {

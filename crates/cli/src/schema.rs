@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use calve_contract::Contract;
 use calve_service::{decide_hold, schema_holds, Action, Catalog, Hold, RunConfig};
 
 /// Prints every held table's hold, or that none is held.
@@ -38,12 +36,8 @@ pub async fn pending(config: &Path) -> anyhow::Result<ExitCode> {
 pub async fn decide(config: &Path, table: &str, action: Action, by: &str) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::load(config)?;
     let catalog = Catalog::open(&cfg.catalog).await?;
-    let contracts = cfg.contracts()?;
-    let contract: &Contract = contracts
-        .iter()
-        .find(|c| c.table.name == table)
-        .with_context(|| format!("no contract in {} is for table {table}", config.display()))?;
-    let hold = decide_hold(&catalog, contract, action, by).await?;
+    let contract = crate::contract_for(&cfg, config, table)?;
+    let hold = decide_hold(&catalog, &contract, action, by).await?;
     let what = match action {
         Action::Approve => format!(
             "approved: {}",

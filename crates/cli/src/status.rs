@@ -78,6 +78,8 @@ pub struct TableFacts {
     pub reopened_at: Option<String>,
     /// Offset ranges Kafka deleted before the table read them.
     pub lost_records: Vec<String>,
+    /// The rebuild under way (`calve rebuild`), described.
+    pub rebuild: Option<String>,
     /// Columns the table has that the contract lacks (added from events).
     pub added_columns: Vec<String>,
     /// Fields records carried without a column, with how many records carried each.
@@ -223,11 +225,29 @@ async fn facts_of(
             .iter()
             .map(|gap| format!("{gap} (found {})", time(gap.found_ms)))
             .collect(),
+        rebuild: s.rebuild.as_ref().map(|r| rebuild_line(r, &s.location)),
         added_columns,
         unknown_fields: s.unknown_fields,
         maintenance,
         maintenance_error,
     }))
+}
+
+/// `calve rebuild`'s progress as the live table records it.
+fn rebuild_line(r: &calve_service::RebuildMark, location: &str) -> String {
+    let now = chrono::Utc::now().timestamp_millis();
+    let stage = match (r.swapping, r.pause_until_ms) {
+        (true, _) => "swapping in (the table is paused until it is done)".to_string(),
+        (false, Some(t)) if t > now => format!("caught up; the table is paused for the swap until {}", time(t)),
+        _ => "catching up with the table".to_string(),
+    };
+    format!(
+        "{} from {}, started {}: {stage}; staged under {}",
+        r.id,
+        r.from,
+        time(r.started_ms),
+        r.location(location)
+    )
 }
 
 fn decision(a: &calve_service::Applied) -> Decision {

@@ -36,6 +36,7 @@ fn print_main(page: &TablePage, facts: &TableFacts) {
         );
     }
     print_event_time(facts);
+    print_rebuild(facts);
     print_records(facts);
     if let Some(hold) = &page.hold {
         print_hold(&page.table, hold);
@@ -146,6 +147,13 @@ fn print_event_time(f: &TableFacts) {
     println!("  event time: watermark {w}{through}");
     if let Some(at) = &f.reopened_at {
         println!("  reopened by late events (latest, {at}): {}", f.reopened.join(", "));
+    }
+}
+
+/// A rebuild under way (`calve rebuild`).
+fn print_rebuild(f: &TableFacts) {
+    if let Some(r) = &f.rebuild {
+        println!("  rebuild: {r}");
     }
 }
 

@@ -395,6 +395,41 @@ impl KafkaSource {
         .await
     }
 
+    /// Per partition, the first offset whose record was written at or after `at_ms` (ms since
+    /// the epoch); the high watermark when none was.
+    pub async fn offsets_at(
+        &self,
+        partitions: &[i32],
+        at_ms: i64,
+        timeout: Duration,
+    ) -> Result<BTreeMap<i32, i64>, IngestError> {
+        let ends = self.high_watermarks(partitions, timeout).await?;
+        // Nothing is written in the future; some brokers answer such a question with offset 0.
+        if at_ms > chrono::Utc::now().timestamp_millis() {
+            return Ok(ends);
+        }
+        let partitions = partitions.to_vec();
+        let found = self
+            .ask_broker(move |c, topic| {
+                let mut tpl = TopicPartitionList::new();
+                for p in &partitions {
+                    tpl.add_partition_offset(topic, *p, Offset::Offset(at_ms))?;
+                }
+                c.offsets_for_times(tpl, timeout)
+            })
+            .await?;
+        let mut out = BTreeMap::new();
+        for e in found.elements() {
+            let end = ends.get(&e.partition()).copied().unwrap_or(0);
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => end,
+            };
+            out.insert(e.partition(), at);
+        }
+        Ok(out)
+    }
+
     /// Whether a poll since the last call met a partition whose next offset the broker no
     /// longer (or not yet) holds: that partition reads nothing until it is assigned again.
     pub fn take_out_of_range(&self) -> bool {

@@ -31,6 +31,7 @@ pub fn table_definition(c: &Contract) -> Result<TableDefinition, ServiceError> {
         schema,
         partition_spec,
         properties: contract_properties(c),
+        location: None,
     })
 }
 
@@ -45,5 +46,6 @@ pub fn dead_letter_definition(c: &Contract) -> Result<TableDefinition, ServiceEr
         schema,
         partition_spec,
         properties,
+        location: None,
     })
 }

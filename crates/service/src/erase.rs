@@ -63,6 +63,17 @@ pub async fn erase_keys(
     let ident = table_definition(contract)?.ident;
     let orphan_min_age = contract.maintenance.orphan_min_age.0;
     let state = catalog.load(&ident).await?;
+    // The shadow would keep the keys' rows and its swap bring them back.
+    if let Some(mark) = calve_table::commit::swap::RebuildMark::of(&state.metadata)? {
+        return Err(refused(
+            table,
+            &format!(
+                "rebuild {} is under way; its shadow table would bring the keys' rows back. Finish it (or abandon it: \
+                 calve rebuild --abandon), then erase",
+                mark.id
+            ),
+        ));
+    }
     let decoder = KeyDecoder::new(
         &arrow_schema(&state.metadata)?,
         &contract.keys.columns,

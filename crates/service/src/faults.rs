@@ -26,6 +26,8 @@ pub enum CrashPoint {
     BeforeHold,
     /// An approved schema change committed, no row after it yet.
     AfterApproval,
+    /// A rebuild swapped the dead-letter table in, not the target table yet.
+    BetweenSwaps,
 }
 
 impl CrashPoint {
@@ -36,6 +38,7 @@ impl CrashPoint {
             CrashPoint::BothCommitted => "after-commit",
             CrashPoint::BeforeHold => "before-hold",
             CrashPoint::AfterApproval => "after-approval",
+            CrashPoint::BetweenSwaps => "between-swaps",
         }
     }
 }

@@ -28,6 +28,12 @@ pub enum TableState {
         /// When the hold began (ms since the epoch; it may predate this process).
         since_ms: i64,
     },
+    /// Paused while a rebuild swaps itself in (everything read is committed; the table goes
+    /// on from the swapped-in table afterwards).
+    Paused {
+        /// The rebuild's id.
+        rebuild: String,
+    },
     /// Stopped for good (a permanent error: the contract, the table or the format needs a
     /// person).
     Stopped {
@@ -40,7 +46,7 @@ pub enum TableState {
 
 impl TableState {
     /// Every state's name, as the `state` label of `calve_table_state`.
-    pub const NAMES: [&'static str; 6] = ["starting", "running", "failing", "held", "stopped", "done"];
+    pub const NAMES: [&'static str; 7] = ["starting", "running", "failing", "held", "paused", "stopped", "done"];
 
     /// This state's name.
     pub fn name(&self) -> &'static str {
@@ -49,6 +55,7 @@ impl TableState {
             TableState::Running => "running",
             TableState::Failing { .. } => "failing",
             TableState::Held { .. } => "held",
+            TableState::Paused { .. } => "paused",
             TableState::Stopped { .. } => "stopped",
             TableState::Done => "done",
         }
@@ -59,7 +66,7 @@ impl TableState {
     pub fn ready(&self, for_: Duration, freshness: Duration) -> bool {
         match self {
             TableState::Running => true,
-            TableState::Held { .. } => for_ <= freshness,
+            TableState::Held { .. } | TableState::Paused { .. } => for_ <= freshness,
             _ => false,
         }
     }
@@ -70,6 +77,7 @@ impl fmt::Display for TableState {
         match self {
             TableState::Failing { failures, error } => write!(f, "failing ({failures} in a row): {error}"),
             TableState::Held { hold, .. } => write!(f, "held at {hold} for the approver"),
+            TableState::Paused { rebuild } => write!(f, "paused for the swap of rebuild {rebuild}"),
             TableState::Stopped { error } => write!(f, "stopped: {error}"),
             other => f.write_str(other.name()),
         }

@@ -20,7 +20,9 @@ use calve_table::catalog::schema::{column_type_of, iceberg_type};
 use calve_table::commit::hold::{
     Action, Applied, Decision, Hold, HoldState, Proposed, Rejection, SetHoldState, CONTRACT_EDIT,
 };
-use calve_table::commit::{Committer, ContractDiff, Evolve, SchemaChange, UpdateSchema, ADDED_FROM_EVENTS};
+use calve_table::commit::{
+    Committer, ContractDiff, Evolve, MetadataUpdate, SchemaChange, UpdateSchema, ADDED_FROM_EVENTS,
+};
 use calve_table::{Catalog, TableError};
 use iceberg::spec::{TableMetadata, Type};
 use iceberg::TableIdent;
@@ -463,10 +465,10 @@ pub async fn decide_hold(
 
 /// Commits `update` to a table this process does not own, under its owner's epoch, so the
 /// owner is not fenced; re-read when an owner reopens meanwhile (and bumps it).
-pub(crate) async fn update_unclaimed(
+pub(crate) async fn update_unclaimed<U: MetadataUpdate>(
     catalog: &Catalog,
     ident: &TableIdent,
-    update: &SetHoldState,
+    update: &U,
 ) -> Result<(), ServiceError> {
     let mut last = None;
     for _ in 0..DECIDE_ATTEMPTS {

@@ -24,6 +24,7 @@ use crate::hold::{announce, schema_holds, wait_for_decision, waiting_on};
 use crate::maintenance::maintain_supervised;
 use crate::maintenance_threads::MaintenanceThreads;
 use crate::pipeline::{Ended, Pipeline, StopWhen};
+use crate::rebuild::{fenced_by_rebuild, pause_at_open, wait_for_swap};
 use crate::sla_watch::watch_slas;
 use crate::stats::{Observed, TableStats};
 
@@ -219,6 +220,34 @@ async fn supervise(
                     }
                 }
             }
+            Ok(Ended::Paused(rebuild)) => {
+                stats.set_state(TableState::Paused { rebuild });
+                let ident = table_definition(&contract)?.ident;
+                // Reopening before the rebuild lets go would commit under it: ask again.
+                loop {
+                    match wait_for_swap(&services.catalog, &ident, &mut shutdown).await {
+                        Ok(true) => break,
+                        Ok(false) => {
+                            stats.set_state(TableState::Done);
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            tracing::warn!(table = %name, "reading the rebuild's state failed; asking again: {e}");
+                            tokio::time::sleep(MIN_BACKOFF).await;
+                        }
+                    }
+                }
+                stats.set_state(TableState::Starting);
+                (failures, backoff) = (0, MIN_BACKOFF);
+                continue;
+            }
+            Err(e)
+                if e.is_fenced() && fenced_by_rebuild(&services.catalog, &table_definition(&contract)?.ident).await =>
+            {
+                tracing::info!(table = %name, "a rebuild swapped itself in under the table; reopening on the swapped-in table: {e}");
+                stats.set_state(TableState::Starting);
+                continue;
+            }
             Err(e) if e.class() == RetryClass::Permanent => {
                 tracing::error!(table = %name, "table stopped: {e}");
                 stats.set_state(TableState::Stopped { error: e.to_string() });
@@ -293,6 +322,10 @@ async fn attempt(
         if let Some(hold) = waiting_on(&holds, &contract) {
             announce(&contract.table.name, hold);
             return Ok(Ended::Held(hold.id.clone()));
+        }
+        // A process started while a rebuild swaps (or holds the table paused) waits for it.
+        if let Some(rebuild) = pause_at_open(&services.catalog, &table_definition(&contract)?.ident).await? {
+            return Ok(Ended::Paused(rebuild));
         }
         loop {
             let mut pipeline = Pipeline::open(contract.clone(), &services, stats.clone()).await?;

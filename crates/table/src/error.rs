@@ -42,6 +42,24 @@ pub enum TableError {
         /// What changed.
         reason: String,
     },
+    /// A rebuild's swap found the live table past the restore point the rebuild was brought
+    /// to (its owner committed meanwhile): the rebuild catches up again and retries.
+    #[error("{table}: the live table moved on before the rebuild could be swapped in ({reason})")]
+    RebuildOvertaken {
+        /// The table.
+        table: String,
+        /// Where it is now.
+        reason: String,
+    },
+    /// The table's rebuild is not in the state a rebuild command expected (another rebuild
+    /// is under way, it was abandoned meanwhile, its swap has begun).
+    #[error("{table}: {reason}")]
+    RebuildChanged {
+        /// The table.
+        table: String,
+        /// What it found.
+        reason: String,
+    },
     /// A newer owner claimed the table; this process must stop writing it.
     #[error("fenced: {table} is owned by writer epoch {current}, this process holds epoch {ours}")]
     Fenced {
@@ -111,6 +129,7 @@ impl Classify for TableError {
             TableError::Conflict { .. }
             | TableError::Catalog(_)
             | TableError::StaleDeletes { .. }
+            | TableError::RebuildOvertaken { .. }
             | TableError::SchemaMoved { .. } => RetryClass::Temporary,
             // A full or failing local disk: the pipeline reopens and rebuilds when it clears.
             TableError::KeyIndexSpill(_) => RetryClass::Temporary,

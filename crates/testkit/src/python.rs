@@ -234,3 +234,63 @@ pub fn query_bench(spec: &serde_json::Value) -> serde_json::Value {
     assert!(out.status.success(), "query_bench.py failed");
     serde_json::from_slice(&out.stdout).expect("query_bench.py printed JSON")
 }
+
+/// A PyIceberg reader polling a table (see `python/watch_table.py`): started by
+/// [`watch_table`], stopped and read by [`TableWatch::finish`].
+pub struct TableWatch {
+    child: std::process::Child,
+    stop: PathBuf,
+}
+
+/// What a [`TableWatch`] saw: each new current snapshot with its rows, and the namespace's
+/// tables at the end.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// One JSON object per snapshot seen: `snapshot_id`, `summary`, `rows`.
+    pub snapshots: Vec<serde_json::Value>,
+    /// The namespace's tables when the watch stopped.
+    pub tables: Vec<String>,
+}
+
+/// Starts watching `table` (`ns.name`) of the SQLite catalog at `catalog_db`, reading
+/// `columns` of every snapshot that becomes current.
+pub fn watch_table(catalog_db: &Path, warehouse: &Path, table: &str, columns: &[&str], dir: &Path) -> TableWatch {
+    let stop = dir.join("watch.stop");
+    let out = std::fs::File::create(dir.join("watch.jsonl")).expect("the watch's output file");
+    let child = Command::new(python())
+        .arg(script("watch_table.py"))
+        .args(["--catalog-db", &catalog_db.display().to_string()])
+        .arg("--warehouse")
+        .arg(warehouse)
+        .args(["--table", table, "--columns", &columns.join(",")])
+        .arg("--stop")
+        .arg(&stop)
+        .stdout(out)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting watch_table.py");
+    TableWatch { child, stop }
+}
+
+impl TableWatch {
+    /// Stops the watch and returns what it saw.
+    pub fn finish(mut self) -> Watched {
+        std::fs::write(&self.stop, "").unwrap();
+        let st = self.child.wait().expect("waiting for watch_table.py");
+        assert!(st.success(), "watch_table.py failed");
+        let text = std::fs::read_to_string(self.stop.with_file_name("watch.jsonl")).unwrap();
+        let mut watched = Watched {
+            snapshots: Vec::new(),
+            tables: Vec::new(),
+        };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            if let Some(t) = v.get("tables") {
+                watched.tables = serde_json::from_value(t.clone()).unwrap();
+            } else if v.get("snapshot_id").is_some() {
+                watched.snapshots.push(v);
+            }
+        }
+        watched
+    }
+}

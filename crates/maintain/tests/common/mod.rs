@@ -71,6 +71,7 @@ impl Table {
                 schema,
                 partition_spec: spec,
                 properties,
+                location: None,
             })
             .await
             .unwrap();

@@ -9,6 +9,10 @@
 
 mod event_time;
 mod observe;
+mod rebuild;
+mod registry;
+
+pub use rebuild::Tables;
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -16,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calve_contract::{ColumnType, Contract, Evolution, OnBreaking};
-use calve_ingest::registry::{Fetched, Registry};
+use calve_ingest::registry::Registry;
 use calve_ingest::{
     dead_letters_to_batch, DeadLetter, DeadLetterKind, EventClock, Inferred, IngestError, KafkaRecord, KafkaSource,
     Routed, Router,
@@ -28,7 +32,6 @@ use calve_table::commit::restore::{add_unknown_fields, Offsets, UNKNOWN_FIELDS_C
 use tokio::sync::watch;
 
 use crate::buffer::Buffer;
-use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
 use crate::faults::{crash_point, panic_if_poisoned, panic_message, CrashPoint};
 use crate::hold::{announce, changes_of, commit_approved, first_breaches, hold_for, promotion};
@@ -51,12 +54,6 @@ const PARTITION_REFRESH: Duration = Duration::from_secs(30);
 const ENDS_PATIENCE: Duration = Duration::from_secs(60);
 /// How often consumer lag is brought up to date.
 const LAG_EVERY: Duration = Duration::from_millis(500);
-/// Longest pause between two asks of a registry that cannot answer.
-const REGISTRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How many times the registry must say it lacks a schema id before calve believes it.
-const UNKNOWN_CONFIRMATIONS: u32 = 3;
-/// How long a registry may fail before each further failure is logged as an error.
-const REGISTRY_LOUD_AFTER: Duration = Duration::from_secs(30);
 
 /// How a pipeline run should end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +63,9 @@ pub enum StopWhen {
     Shutdown,
     /// Stop once everything in the topic at the time of a commit is committed (demo, bench).
     CaughtUp,
+    /// Stop once everything below the bound set by [`Pipeline::run_until`] is committed
+    /// (a rebuild catching up with the live table).
+    Reached,
 }
 
 /// How a pipeline run ended without an error.
@@ -76,6 +76,9 @@ pub enum Ended {
     /// Held for the approver at the record of this hold id (`topic/partition@offset`;
     /// everything before it is committed).
     Held(String),
+    /// Paused for the swap of the rebuild of this id: everything buffered is committed, and
+    /// the table's restore point stays where it is until the swap or the rebuild's lease ends.
+    Paused(String),
 }
 
 /// A running table pipeline.
@@ -104,24 +107,36 @@ pub struct Pipeline {
     registry: Option<Arc<Registry>>,
     /// The table's event-time progress.
     watermark: Watermark,
+    /// Where reading starts in partitions the table holds nothing of (a rebuild's `--from`).
+    start: BTreeMap<i32, i64>,
+    /// The bound of [`StopWhen::Reached`] and the partitions seen to reach it.
+    bound: rebuild::Bound,
+    /// When the table was last looked at for a rebuild asking it to pause.
+    rebuild_looked: Instant,
 }
 
 impl Pipeline {
     /// Opens both tables, claims them, reads the restore point and positions the consumer.
     pub async fn open(contract: Contract, services: &Services, stats: Arc<TableStats>) -> Result<Self, ServiceError> {
-        let main = Target::open(&contract, &table_definition(&contract)?, services).await?;
+        let tables = Tables::of(&contract)?;
+        Self::open_into(contract, tables, services, stats).await
+    }
+
+    /// [`Pipeline::open`] on `tables` rather than the contract's own.
+    pub async fn open_into(
+        contract: Contract,
+        tables: Tables,
+        services: &Services,
+        stats: Arc<TableStats>,
+    ) -> Result<Self, ServiceError> {
+        let main = Target::open(&contract, &tables.main, services).await?;
         let target_size = contract.maintenance.target_file_size.0;
-        let dlq = Sink::open(
-            &services.catalog,
-            &dead_letter_definition(&contract)?,
-            None,
-            target_size,
-        )
-        .await?;
+        let dlq = Sink::open(&services.catalog, &tables.dead_letters, None, target_size).await?;
         let topic = contract.table.topic.clone();
         let source = KafkaSource::new(&services.kafka, &topic)?;
         let partitions = source.first_partitions(METADATA_TIMEOUT).await?;
-        let start = main.sink().offsets.get(&topic).cloned().unwrap_or_default();
+        let mut start = tables.start.clone();
+        start.extend(main.sink().offsets.get(&topic).cloned().unwrap_or_default());
         source.assign(&partitions, &start)?;
         let dlq_covered = dlq.offsets.get(&topic).cloned().unwrap_or_default();
         tracing::info!(table = %contract.table.name, %topic, ?start, "resuming from the table's restore point");
@@ -156,6 +171,9 @@ impl Pipeline {
             held: None,
             registry: services.registry.clone(),
             watermark,
+            start: tables.start,
+            bound: rebuild::Bound::default(),
+            rebuild_looked: Instant::now(),
         })
     }
 
@@ -231,7 +249,11 @@ impl Pipeline {
     }
 
     /// Consumes and commits until `shutdown` turns true (then flushes) or `stop` is met.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, stop: StopWhen) -> Result<Ended, ServiceError> {
+    pub async fn run(mut self, shutdown: watch::Receiver<bool>, stop: StopWhen) -> Result<Ended, ServiceError> {
+        self.drive(shutdown, stop).await
+    }
+
+    async fn drive(&mut self, mut shutdown: watch::Receiver<bool>, stop: StopWhen) -> Result<Ended, ServiceError> {
         let band = self.contract.sla.freshness.0;
         loop {
             if *shutdown.borrow() {
@@ -252,7 +274,8 @@ impl Pipeline {
             let idle = match polled {
                 None => break,
                 Some(records) => {
-                    let records = records?;
+                    let mut records = records?;
+                    self.bound.keep_below(&mut records);
                     if !self.learn_schemas(&records, &mut shutdown).await? {
                         break;
                     }
@@ -289,6 +312,15 @@ impl Pipeline {
             if stop == StopWhen::CaughtUp && self.buffer.is_empty() && self.caught_up_riding_out().await? {
                 tracing::info!(table = %self.contract.table.name, "caught up with the topic");
                 return Ok(Ended::Done);
+            }
+            if stop == StopWhen::Reached && self.bound.reached(&self.partitions, &self.positions()) {
+                self.flush().await?;
+                return Ok(Ended::Done);
+            }
+            if stop == StopWhen::Shutdown {
+                if let Some(id) = self.rebuild_asks_pause().await {
+                    return self.pause_for_rebuild(id).await;
+                }
             }
         }
         self.flush().await?;
@@ -508,106 +540,6 @@ impl Pipeline {
         }))
     }
 
-    /// Looks up the writer schemas `records` carry that the router has not learnt. A registry
-    /// that cannot answer is an infrastructure problem, never the records': what is buffered
-    /// is committed, then the table waits (the records stay unrouted, so a restart reads them
-    /// again), asking again with backoff and logging louder the longer it lasts. `false` when
-    /// shutdown came while waiting.
-    async fn learn_schemas(
-        &mut self,
-        records: &[KafkaRecord],
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<bool, ServiceError> {
-        let ids = self.router.schemas_needed(records);
-        let Some(registry) = self.registry.clone().filter(|_| !ids.is_empty()) else {
-            return Ok(true);
-        };
-        for id in ids {
-            let Some(fetched) = self.ask_registry(&registry, id, shutdown).await? else {
-                return Ok(false);
-            };
-            let table = &self.contract.table.name;
-            match &fetched {
-                Fetched::Found(_) => tracing::info!(table, schema_id = id, "learnt a writer schema"),
-                Fetched::Unknown(reason) => {
-                    tracing::warn!(table, schema_id = id, %reason, "records carry a schema id calve cannot read; they go to the dead-letter table")
-                }
-            }
-            // A schema calve cannot read (one that does not compile, references it cannot
-            // make whole) is calve's limit, not the records' fault: the table stops, loudly,
-            // rather than dead-letter a topic of good records.
-            if let Err(what) = self.router.learn_schema(id, &fetched) {
-                return Err(ServiceError::Unsupported {
-                    table: table.clone(),
-                    what,
-                });
-            }
-        }
-        Ok(true)
-    }
-
-    /// Asks the registry for schema `id` until it answers (`None`: shutdown came first). An id
-    /// the registry says it lacks is asked about again a few times, a second apart, before it
-    /// is believed: a replica may not have the schema a producer registered a moment ago.
-    async fn ask_registry(
-        &mut self,
-        registry: &Registry,
-        id: u32,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<Option<Fetched>, ServiceError> {
-        let table = self.contract.table.name.clone();
-        let (mut failing, mut unknown): (Option<(Instant, Duration)>, u32) = (None, 0);
-        loop {
-            let answer = tokio::select! {
-                _ = shutdown.changed() => return Ok(None),
-                answer = registry.schema(id) => answer,
-            };
-            let pause = match answer {
-                Ok(Fetched::Unknown(_)) if unknown + 1 < UNKNOWN_CONFIRMATIONS => {
-                    unknown += 1;
-                    Duration::from_secs(1)
-                }
-                Ok(fetched) => {
-                    if let Some((since, _)) = failing {
-                        let waited_ms = since.elapsed().as_millis() as u64;
-                        tracing::info!(
-                            table,
-                            schema_id = id,
-                            waited_ms,
-                            "the schema registry answers again; resuming"
-                        );
-                    }
-                    return Ok(Some(fetched));
-                }
-                Err(e) if !e.is_temporary() => return Err(e.into()),
-                Err(err) => {
-                    let (since, pause) = match failing {
-                        None => {
-                            tracing::warn!(table, schema_id = id, error = %err, "the schema registry cannot answer; the table waits for it (no record is dead-lettered for it)");
-                            self.flush().await?;
-                            (Instant::now(), Duration::from_millis(250))
-                        }
-                        Some((since, pause)) => {
-                            if since.elapsed() >= REGISTRY_LOUD_AFTER {
-                                tracing::error!(
-                                    table, schema_id = id, error = %err, waited_s = since.elapsed().as_secs(),
-                                    "the schema registry still cannot answer; the table is stalled until it does"
-                                );
-                            }
-                            (since, (pause * 2).min(REGISTRY_BACKOFF_MAX))
-                        }
-                    };
-                    failing = Some((since, pause));
-                    pause
-                }
-            };
-            tokio::select! {
-                _ = shutdown.changed() => return Ok(None),
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
-    }
-
     /// Commits what is buffered: dead letters first, then rows, both with the same restore point.
     async fn flush(&mut self) -> Result<(), ServiceError> {
         if self.buffer.is_empty() {
@@ -737,13 +669,9 @@ impl Pipeline {
     /// Next offset to read per partition: what is buffered, else what the table holds. Buffered
     /// positions are always ahead of committed ones: consumption starts at the restore point.
     fn positions(&self) -> BTreeMap<i32, i64> {
-        let mut next = self
-            .main
-            .sink()
-            .offsets
-            .get(&self.contract.table.topic)
-            .cloned()
-            .unwrap_or_default();
+        let mut next = self.start.clone();
+        let committed = self.main.sink().offsets.get(&self.contract.table.topic);
+        next.extend(committed.into_iter().flatten().map(|(p, o)| (*p, *o)));
         next.extend(self.buffer.next.iter().map(|(p, o)| (*p, *o)));
         next
     }

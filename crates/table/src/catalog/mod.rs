@@ -148,6 +148,9 @@ pub struct TableDefinition {
     pub partition_spec: UnboundPartitionSpec,
     /// Initial table properties.
     pub properties: HashMap<String, String>,
+    /// Where the table lives; `None`: where the catalog puts it (the warehouse's
+    /// `<namespace>/<table>`).
+    pub location: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -292,6 +295,7 @@ impl Catalog {
             .schema(def.schema.clone())
             .partition_spec(def.partition_spec.clone())
             .properties(def.properties.clone())
+            .location_opt(def.location.clone())
             .build();
         match s.inner.create_table(ns, creation).await {
             Ok(t) => TableState::from_table(&t),
@@ -300,6 +304,15 @@ impl Catalog {
                 self.load(&def.ident).await
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the table from the catalog; its files stay (they may be another table's now,
+    /// or orphans that cleanup removes).
+    pub async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
+        match &self.backend {
+            Backend::Sql(s) => Ok(s.inner.drop_table(ident).await?),
+            Backend::Rest(r) => r.drop_table(ident).await,
         }
     }
 

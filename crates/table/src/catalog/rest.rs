@@ -59,6 +59,8 @@ struct CreateTableRequest<'a> {
     schema: &'a Schema,
     partition_spec: &'a UnboundPartitionSpec,
     properties: &'a HashMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<&'a str>,
     stage_create: bool,
 }
 
@@ -159,6 +161,7 @@ impl Rest {
             schema: &def.schema,
             partition_spec: &def.partition_spec,
             properties: &def.properties,
+            location: def.location.as_deref(),
             stage_create: false,
         };
         let url = join(&self.root, &["namespaces", &ns.join(NAMESPACE_SEPARATOR), "tables"]);
@@ -171,6 +174,12 @@ impl Rest {
             &def.ident,
             json(expect_ok(resp, &format!("creating {}", def.ident)).await?).await?,
         )
+    }
+
+    /// Drops the table, keeping its files (`purgeRequested` is false).
+    pub(super) async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
+        let resp = self.send(self.request(Method::DELETE, self.table_url(ident))).await?;
+        expect_ok(resp, &format!("dropping {ident}")).await.map(|_| ())
     }
 
     /// Posts the changes `built` recorded against `base`. `None` when the server refused

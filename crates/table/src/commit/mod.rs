@@ -21,6 +21,7 @@ mod rewrite;
 mod rewrite_manifests;
 mod row_delta;
 pub mod summary;
+pub mod swap;
 mod update_schema;
 mod update_sort_order;
 mod update_spec;
@@ -240,9 +241,14 @@ impl Evolve {
         let update = UpdateSchema {
             changes: self.changes.clone(),
         };
-        let builder = update.apply(base, TableMetadataBuilder::new_from_metadata(base.clone(), None))?;
-        Ok(builder.build()?.metadata)
+        applied(base, &update)
     }
+}
+
+/// The metadata `base` becomes with `update` applied.
+fn applied(base: &TableMetadata, update: &dyn MetadataUpdate) -> Result<TableMetadata> {
+    let builder = update.apply(base, TableMetadataBuilder::new_from_metadata(base.clone(), None))?;
+    Ok(builder.build()?.metadata)
 }
 
 impl RestoreUpdate {
@@ -267,6 +273,9 @@ enum Restore<'a> {
     /// Maintenance: copy the base's restore point. The commit id is made once per commit,
     /// not per attempt, so an attempt that landed unseen is found by the next one.
     CarryForward(&'a str),
+    /// A rebuild swapped in: the base must hold the restore point the rebuild reached, which
+    /// the table keeps; the rest of the committed state is the rebuilt table's.
+    Swap(&'a swap::SwapIn),
 }
 
 /// How a commit ended.
@@ -362,6 +371,17 @@ impl Committer {
         self.commit_with(op, Restore::Advance(restore)).await
     }
 
+    /// Commits a rebuild's swap (see [`swap`]): `op` replaces every file; refused with
+    /// [`TableError::RebuildOvertaken`] when the table no longer holds `swap.expect`.
+    pub async fn swap_in(&self, op: &swap::ReplaceTable, swap: &swap::SwapIn) -> Result<CommitOutcome> {
+        self.commit_with(op, Restore::Swap(swap)).await
+    }
+
+    /// The table as it is now (read cheaply when this committer made the current version).
+    pub async fn current(&self) -> Result<TableState> {
+        self.load_base().await
+    }
+
     /// Commits `op`, a snapshot that consumed nothing from Kafka (maintenance, erasure): the
     /// base's restore point is copied forward on every attempt, so the newest snapshot always
     /// holds it, whatever ingest committed meanwhile.
@@ -387,7 +407,7 @@ impl Committer {
                     tracing::debug!(table = %self.ident, attempt, "commit conflicted; retrying")
                 }
                 // Re-running the operation cannot help: its inputs, not the attempt, are stale.
-                Err(e @ TableError::StaleDeletes { .. }) => return Err(e),
+                Err(e @ (TableError::StaleDeletes { .. } | TableError::RebuildOvertaken { .. })) => return Err(e),
                 Err(e @ TableError::Fenced { .. }) => {
                     if !maybe_landed {
                         self.abandon(op).await;
@@ -433,6 +453,7 @@ impl Committer {
         let commit_id = match restore {
             Restore::Advance(r) => restore::commit_id(&meta.uuid().to_string(), self.epoch, &r.from, &r.to),
             Restore::CarryForward(id) => id.to_string(),
+            Restore::Swap(s) => s.commit_id(),
         };
         // Before the epoch check: a commit that landed before a newer owner claimed the table
         // did land, and its files must not be taken for a fenced writer's.
@@ -440,8 +461,10 @@ impl Committer {
             return Ok(Some(CommitOutcome::AlreadyCommitted { snapshot_id }));
         }
         self.check_epoch(meta)?;
-        let mut unknown = restore::unknown_fields(meta)?;
-        let mut lost_records = lost::lost_records(meta)?;
+        let (mut unknown, mut lost_records) = match restore {
+            Restore::Swap(s) => (s.unknown_fields.clone(), s.lost_records.clone()),
+            _ => (restore::unknown_fields(meta)?, lost::lost_records(meta)?),
+        };
         let offsets = match restore {
             Restore::Advance(r) => {
                 restore::add_unknown_fields(&mut unknown, &r.unknown_fields);
@@ -464,6 +487,20 @@ impl Committer {
                 Some(r.to.clone())
             }
             Restore::CarryForward(_) => restore::restore_point(meta)?,
+            Restore::Swap(s) => {
+                let now = restore::restore_point(meta)?.unwrap_or_default();
+                if now != s.expect {
+                    return Err(TableError::RebuildOvertaken {
+                        table: self.ident.to_string(),
+                        reason: format!(
+                            "it holds {}, the rebuild reached {}",
+                            restore::format_offsets(&now),
+                            restore::format_offsets(&s.expect)
+                        ),
+                    });
+                }
+                Some(s.to.clone())
+            }
         };
         let mut extra = HashMap::from([
             (COMMIT_ID_KEY.to_string(), commit_id),
@@ -486,20 +523,30 @@ impl Committer {
                 event_time: Some(marks),
                 ..
             }) => marks.clone(),
+            Restore::Swap(s) => s.event_time.clone(),
             _ => event_time::EventTimeMarks::carried(meta),
         };
         marks.write_into(&mut extra);
         let evolve = match restore {
-            Restore::Advance(r) => r.evolve.as_ref(),
-            Restore::CarryForward(_) => None,
+            Restore::Advance(r) => r.evolve.as_ref().map(|e| UpdateSchema {
+                changes: e.changes.clone(),
+            }),
+            _ => None,
+        };
+        let update: Option<&dyn MetadataUpdate> = match restore {
+            Restore::Swap(s) => {
+                extra.insert(swap::SWAPPED_KEY.to_string(), s.id.clone());
+                Some(s)
+            }
+            _ => evolve.as_ref().map(|u| u as &dyn MetadataUpdate),
         };
         let mut ctx = SnapshotContext::new(&base, &self.catalog);
         // Manifests describe their files with the schema the snapshot installs, so the new
         // columns' bounds are kept by every reader (they are dropped for unknown field ids).
-        if let Some(e) = evolve {
-            ctx.schema = Some(e.apply_to(meta)?.current_schema().clone());
+        if let Some(u) = update {
+            ctx.schema = Some(applied(meta, u)?.current_schema().clone());
         }
-        let result = self.publish(op, &mut ctx, &extra, evolve).await;
+        let result = self.publish(op, &mut ctx, &extra, update).await;
         match result {
             Ok(true) => Ok(Some(CommitOutcome::Committed {
                 snapshot_id: ctx.snapshot_id,
@@ -524,12 +571,12 @@ impl Committer {
         op: &O,
         ctx: &mut SnapshotContext<'_>,
         extra: &HashMap<String, String>,
-        evolve: Option<&Evolve>,
+        update: Option<&dyn MetadataUpdate>,
     ) -> Result<bool> {
         let produced = op.produce(ctx, extra).await?;
         let meta = ctx.metadata();
-        let schema_id = match evolve {
-            Some(e) => e.apply_to(meta)?.current_schema_id(),
+        let schema_id = match update {
+            Some(u) => applied(meta, u)?.current_schema_id(),
             None => meta.current_schema_id(),
         };
         let seq = meta.next_sequence_number();
@@ -564,11 +611,8 @@ impl Committer {
             .build();
         let mut builder =
             TableMetadataBuilder::new_from_metadata(meta.clone(), Some(ctx.base.metadata_location.clone()));
-        if let Some(e) = evolve {
-            let update = UpdateSchema {
-                changes: e.changes.clone(),
-            };
-            builder = update.apply(meta, builder)?;
+        if let Some(u) = update {
+            builder = u.apply(meta, builder)?;
         }
         let mut builder = builder.add_snapshot(snapshot)?.set_ref(
             MAIN_BRANCH,

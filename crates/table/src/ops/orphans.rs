@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use iceberg::TableIdent;
 
 use crate::catalog::{Catalog, TableState};
+use crate::commit::swap::RebuildMark;
 use crate::error::{Result, TableError};
 use crate::read::reachable::reachable;
 use crate::storage::Listed;
@@ -117,9 +118,13 @@ pub async fn unreferenced(catalog: &Catalog, st: &TableState) -> Result<Vec<List
         )));
     }
     let referenced: HashSet<String> = needed.into_iter().chain(optional).collect();
+    // A rebuild under way stages its shadow table's files under this table's data/; once it
+    // is abandoned (the mark is gone) they are orphans like any other.
+    let staging = RebuildMark::of(meta)?.map(|m| m.location(location));
     Ok(listed
         .into_iter()
         .filter(|f| !referenced.contains(&comparable(&f.location)))
+        .filter(|f| staging.as_ref().is_none_or(|dir| !is_under(&f.location, dir)))
         .collect())
 }
 

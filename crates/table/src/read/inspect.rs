@@ -10,6 +10,7 @@ use crate::catalog::Catalog;
 use crate::commit::event_time::{EventTimeMarks, REOPENED_KEY};
 use crate::commit::lost::{self, LostRange};
 use crate::commit::restore::{self, Offsets};
+use crate::commit::swap::RebuildMark;
 use crate::error::Result;
 
 /// A table at a glance.
@@ -47,6 +48,8 @@ pub struct TableSummary {
     pub event_time: EventTimeMarks,
     /// When that reopening commit was made (ms since the epoch).
     pub reopened_at_ms: Option<i64>,
+    /// The rebuild under way, if any.
+    pub rebuild: Option<RebuildMark>,
 }
 
 /// Summarises `ident`.
@@ -94,6 +97,7 @@ pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSum
             ..EventTimeMarks::carried(m)
         },
         reopened_at_ms: reopening.map(|(at, _)| at),
+        rebuild: RebuildMark::of(m)?,
     })
 }
 

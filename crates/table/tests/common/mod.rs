@@ -86,6 +86,7 @@ impl Fixture {
                 .unwrap()
                 .build(),
             properties: HashMap::new(),
+            location: None,
         };
         catalog.ensure_table(&def).await.unwrap();
         Fixture {
@@ -144,6 +145,7 @@ impl Fixture {
                 schema,
                 partition_spec: spec,
                 properties,
+                location: None,
             })
             .await
             .unwrap();
