@@ -16,7 +16,7 @@ use calve_table::{Catalog, TableError};
 use tokio::sync::watch;
 
 use crate::config::{MaintenanceConfig, RunConfig};
-use crate::definition::table_definition;
+use crate::definition::{dead_letter_definition, table_definition};
 use crate::error::ServiceError;
 use crate::faults::panic_message;
 use crate::health::TableState;
@@ -242,7 +242,15 @@ async fn supervise(
                 continue;
             }
             Err(e)
-                if e.is_fenced() && fenced_by_rebuild(&services.catalog, &table_definition(&contract)?.ident).await =>
+                if fenced_by_rebuild(
+                    &services.catalog,
+                    [
+                        &table_definition(&contract)?.ident,
+                        &dead_letter_definition(&contract)?.ident,
+                    ],
+                    &e,
+                )
+                .await =>
             {
                 tracing::info!(table = %name, "a rebuild swapped itself in under the table; reopening on the swapped-in table: {e}");
                 stats.set_state(TableState::Starting);

@@ -173,7 +173,10 @@ impl Pipeline {
             watermark,
             start: tables.start,
             bound: rebuild::Bound::default(),
-            rebuild_looked: Instant::now(),
+            // Looked at first thing: a process opening the table just as a swap begins pauses.
+            rebuild_looked: Instant::now()
+                .checked_sub(Duration::from_secs(60))
+                .unwrap_or_else(Instant::now),
         })
     }
 

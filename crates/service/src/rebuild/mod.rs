@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
 use calve_ingest::KafkaSource;
+use calve_retry::{Classify, RetryClass};
 use calve_table::commit::lost::{lost_records, LostRange};
 use calve_table::commit::restore::{format_offsets, restore_point, Offsets};
 use calve_table::commit::swap::{paused_for, swapped_in, Expect, RebuildMark, SetRebuildMark};
@@ -43,7 +44,7 @@ use crate::hold::update_unclaimed;
 use crate::pipeline::{Ended, Pipeline, Tables};
 use crate::stats::TableStats;
 use crate::supervisor::Services;
-use swap::{preflight, swap_pair, Pair};
+use swap::{claim_pair, preflight, swap_pair, Pair};
 
 /// How long the live owner stays paused unless the rebuild renews the request: a rebuild
 /// that dies stalls the table for at most this long.
@@ -160,7 +161,9 @@ pub async fn rebuild(
             }
             let erased = erasures(catalog, &contract.table.name).await?;
             if !erased.is_empty() && !req.despite_erasures {
-                return Ok(RebuildOutcome::Erased(erased));
+                return Ok(RebuildOutcome::Erased(
+                    erased.into_iter().map(|(entry, _)| entry).collect(),
+                ));
             }
             let from = req.from.unwrap_or(ReadFrom::Earliest);
             let (_, lost) = plan(&source, &partitions, from, contract, &live).await?;
@@ -174,7 +177,13 @@ pub async fn rebuild(
     // the two writes): it keeps orphan cleanup away from the dead-letter shadow's files.
     let mirror = SetRebuildMark {
         expect: Expect::Any,
-        mark: Some(mark.clone()),
+        // Only where the shadow's files are: the pause and the swap's progress are the target
+        // table's business (and a mirrored `swapping` could never be cleared).
+        mark: Some(RebuildMark {
+            pause_until_ms: None,
+            swapping: false,
+            ..mark.clone()
+        }),
     };
     update_unclaimed(catalog, &names.dead_letters.live, &mirror).await?;
     let from = ReadFrom::parse(&mark.from).map_err(ServiceError::Config)?;
@@ -219,7 +228,7 @@ fn resume(contract: &Contract, req: &RebuildRequest, mark: RebuildMark) -> Resul
 
 /// The erasure log's entries for `table`: a rebuild reads their records back from Kafka while
 /// the topic holds them (the log keeps only keyed hashes, so they cannot be filtered out).
-async fn erasures(catalog: &Catalog, table: &str) -> Result<Vec<String>, ServiceError> {
+async fn erasures(catalog: &Catalog, table: &str) -> Result<Vec<(String, std::time::SystemTime)>, ServiceError> {
     let dir = format!("{}/_calve/erasure-log", catalog.storage().state_root());
     let listed = match catalog.storage().list(&dir).await {
         Ok(l) => l,
@@ -231,8 +240,8 @@ async fn erasures(catalog: &Catalog, table: &str) -> Result<Vec<String>, Service
     let marker = format!("-{table}-");
     Ok(listed
         .into_iter()
-        .map(|f| f.location)
-        .filter(|l| l.rsplit('/').next().is_some_and(|name| name.contains(&marker)))
+        .filter(|f| f.location.rsplit('/').next().is_some_and(|name| name.contains(&marker)))
+        .map(|f| (f.location, f.modified))
         .collect())
 }
 
@@ -260,6 +269,7 @@ async fn finished_before(catalog: &Catalog, names: &Names) -> Result<Option<Rebu
         return Ok(None);
     };
     let live = catalog.load(&names.main.live).await?.metadata;
+    clear_dead_letter_mark(catalog, &names.dead_letters.live).await?;
     shadow::drop_all(catalog, &names.shadows()).await?;
     if !swapped_in(&live, &id) {
         tracing::warn!(rebuild = %id, "dropped the shadow tables of a rebuild that is no longer under way");
@@ -360,7 +370,9 @@ impl Chase<'_> {
                         lost,
                     });
                 }
-                Err(ServiceError::Table(e @ TableError::RebuildOvertaken { .. })) => {
+                // The table moved before the claims, or a process opened it meanwhile and
+                // claimed it after them: the swap did not begin, or finishes on the next round.
+                Err(ServiceError::Table(e @ (TableError::RebuildOvertaken { .. } | TableError::Fenced { .. }))) => {
                     tracing::warn!(table = %self.contract.table.name, "{e}; catching up again");
                 }
                 Err(e) => return Err(e),
@@ -390,7 +402,12 @@ impl Chase<'_> {
                 ended = &mut reading => return ended,
                 _ = renew.tick() => {
                     if mark.pause_until_ms.is_some_and(|t| t > now_ms()) {
-                        renew_lease(catalog, &names.main.live, mark).await?;
+                        match renew_lease(catalog, &names.main.live, mark).await {
+                            Err(e) if e.class() == RetryClass::Temporary => {
+                                tracing::warn!(table = %names.main.live, "renewing the pause failed; trying again: {e}")
+                            }
+                            other => other?,
+                        }
                     }
                 }
             }
@@ -428,18 +445,59 @@ impl Chase<'_> {
     }
 
     /// Checks that the shadows can replace the live tables, marks the swap begun, swaps.
+    /// Claims both live tables (nothing else commits to them from here), checks that the table
+    /// still holds `target` and that the shadows fit, marks the swap begun, and swaps. Every
+    /// check that can refuse comes before the mark: a refused swap leaves the rebuild abandonable
+    /// and the owner's pause to its lease.
     async fn swap(&mut self, target: &Offsets) -> Result<u64, ServiceError> {
         let (catalog, names) = (self.catalog, self.names);
+        let claims = claim_pair(catalog, &names.main, &names.dead_letters, target).await?;
+        preflight(catalog, [&names.main, &names.dead_letters]).await?;
         if !self.mark.swapping {
-            preflight(catalog, [&names.main, &names.dead_letters]).await?;
+            self.no_new_erasures().await?;
             let mut mark = self.mark.clone();
             mark.swapping = true;
             set_mark(catalog, &names.main.live, &mut self.mark, mark).await?;
         }
         let gaps = self.gaps(target).await?;
-        let rows = swap_pair(catalog, &names.main, &names.dead_letters, &self.mark, target, gaps).await?;
+        let rows = swap_pair(
+            catalog,
+            &names.main,
+            &names.dead_letters,
+            &self.mark,
+            claims,
+            target,
+            gaps,
+        )
+        .await?;
+        // The dead-letter table kept its mark through its swap (its shadow's files stay out of
+        // orphan cleanup until the table's swap is done too).
+        clear_dead_letter_mark(catalog, &names.dead_letters.live).await?;
         shadow::drop_all(catalog, &names.shadows()).await?;
         Ok(rows)
+    }
+
+    /// Refuses the swap when keys were erased from the table since the rebuild began (their
+    /// records may be in the shadow, read back from Kafka).
+    async fn no_new_erasures(&self) -> Result<(), ServiceError> {
+        // A minute's slack for the clocks of the machines that wrote the entries.
+        let since = std::time::UNIX_EPOCH + Duration::from_millis((self.mark.started_ms - 60_000).max(0) as u64);
+        let newer: Vec<String> = erasures(self.catalog, &self.contract.table.name)
+            .await?
+            .into_iter()
+            .filter(|(_, at)| *at >= since)
+            .map(|(entry, _)| entry)
+            .collect();
+        if newer.is_empty() {
+            return Ok(());
+        }
+        Err(ServiceError::Config(format!(
+            "{}: keys were erased from the table while rebuild {} ran ({}); its shadow may hold them again. Abandon \
+             it (calve rebuild --abandon) and start again",
+            self.contract.table.name,
+            self.mark.id,
+            newer.join(", ")
+        )))
     }
 
     /// The offsets the rebuilt table never read: the live table's recorded gaps, and what lay
@@ -509,6 +567,7 @@ pub async fn abandon(contract: &Contract, services: &Services) -> Result<Abandon
     }
     let live = catalog.load(&names.main.live).await?.metadata;
     let Some(mark) = RebuildMark::of(&live)? else {
+        clear_dead_letter_mark(catalog, &names.dead_letters.live).await?;
         shadow::drop_all(catalog, &names.shadows()).await?;
         return Ok(Abandoned::Nothing);
     };
@@ -518,24 +577,30 @@ pub async fn abandon(contract: &Contract, services: &Services) -> Result<Abandon
             contract.table.name, mark.id, contract.table.name
         )));
     }
-    // The dead-letter table's mark first: a crash between the two leaves the target table's,
-    // which the next abandon (or resumed rebuild) handles.
-    let dlq = catalog.load(&names.dead_letters.live).await?.metadata;
-    if RebuildMark::of(&dlq)?.is_some() {
-        let clear = SetRebuildMark {
-            expect: Expect::Any,
-            mark: None,
-        };
-        update_unclaimed(catalog, &names.dead_letters.live, &clear).await?;
-    }
+    // The target table's mark first (refused if the swap began meanwhile); the dead-letter
+    // table's only mirrors it, and a stale one goes with the next abandon or rebuild.
     let clear = SetRebuildMark {
         expect: Expect::Rebuild(mark.id.clone()),
         mark: None,
     };
     update_unclaimed(catalog, &names.main.live, &clear).await?;
+    clear_dead_letter_mark(catalog, &names.dead_letters.live).await?;
+    let dlq = catalog.load(&names.dead_letters.live).await?.metadata;
     shadow::drop_all(catalog, &names.shadows()).await?;
     Ok(Abandoned::Rebuild {
         locations: vec![mark.location(live.location()), mark.location(dlq.location())],
         id: mark.id,
     })
+}
+
+/// Removes the dead-letter table's mark, if it has one.
+async fn clear_dead_letter_mark(catalog: &Catalog, ident: &TableIdent) -> Result<(), ServiceError> {
+    if !catalog.exists(ident).await? || RebuildMark::of(&catalog.load(ident).await?.metadata)?.is_none() {
+        return Ok(());
+    }
+    let clear = SetRebuildMark {
+        expect: Expect::Any,
+        mark: None,
+    };
+    update_unclaimed(catalog, ident, &clear).await
 }

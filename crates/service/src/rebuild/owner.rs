@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use calve_table::commit::restore::{ancestry, WRITER_EPOCH_KEY};
 use calve_table::commit::swap::{paused_for, RebuildMark, Resume, SetPaused, SWAPPED_KEY};
 use calve_table::{Catalog, TableError};
 use iceberg::TableIdent;
@@ -103,16 +104,31 @@ async fn withdraw(catalog: &Catalog, ident: &TableIdent) -> Result<bool, Service
     }
 }
 
-/// Whether the fence `ident`'s pipeline met came from a rebuild's swap (its swap commit is the
-/// head, or the swap is under way): the table reopens on the swapped-in table instead of
-/// stopping.
-pub(crate) async fn fenced_by_rebuild(catalog: &Catalog, ident: &TableIdent) -> bool {
-    let Ok(state) = catalog.load(ident).await else {
+/// Whether the fence `e` a pipeline met came from a rebuild: the rebuild of one of `idents`
+/// (the table and its dead-letter table) asks for the pause, or a swap commit was made with
+/// the epoch that fenced it. Such a table reopens on the swapped-in table rather than
+/// stopping; any other fence (a newer `calve run`) still stops it.
+pub(crate) async fn fenced_by_rebuild(catalog: &Catalog, idents: [&TableIdent; 2], e: &ServiceError) -> bool {
+    let ServiceError::Table(TableError::Fenced { current, .. }) = e else {
         return false;
     };
-    let meta = &state.metadata;
-    let swapped = meta
-        .current_snapshot()
-        .is_some_and(|s| s.summary().additional_properties.contains_key(SWAPPED_KEY));
-    swapped || RebuildMark::of(meta).ok().flatten().is_some_and(|m| m.swapping)
+    let epoch = current.to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    for ident in idents {
+        let Ok(state) = catalog.load(ident).await else {
+            continue;
+        };
+        let meta = &state.metadata;
+        if RebuildMark::of(meta).ok().flatten().is_some_and(|m| m.asks_pause(now)) {
+            return true;
+        }
+        let swapped_by_it = ancestry(meta).any(|s| {
+            let summary = &s.summary().additional_properties;
+            summary.contains_key(SWAPPED_KEY) && summary.get(WRITER_EPOCH_KEY) == Some(&epoch)
+        });
+        if swapped_by_it {
+            return true;
+        }
+    }
+    false
 }

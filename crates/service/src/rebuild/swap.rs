@@ -1,13 +1,13 @@
 //! The swap of a rebuild, table by table. Both live tables are claimed first (an owner still
-//! running is fenced, so nothing can move them any more), the target table is checked to
-//! still hold the restore point the shadows reached, then the dead-letter table is swapped and
+//! running is fenced, so nothing can move them any more) and the target table is checked to
+//! still hold the restore point the shadows reached; then the dead-letter table is swapped and
 //! the target table last — its swap commit also ends the rebuild (it removes the mark). Each
 //! swap is one commit: every file out, the shadow's in, under that restore point. A crash in
 //! between leaves the mark at `swapping`, so the owner stays paused until the rebuild is run
 //! again and finishes.
 
 use calve_table::commit::event_time::EventTimeMarks;
-use calve_table::commit::lost::{lost_records, LostRange};
+use calve_table::commit::lost::{add_lost_records, lost_records, LostRange};
 use calve_table::commit::restore::{self, format_offsets, unknown_fields, Offsets};
 use calve_table::commit::swap::{incompatibility, RebuildMark, ReplaceTable, SwapIn};
 use calve_table::commit::{claim_epoch, Committer};
@@ -42,20 +42,25 @@ pub async fn preflight(catalog: &Catalog, pairs: [&Pair; 2]) -> Result<(), Servi
     Ok(())
 }
 
-/// Claims both live tables and swaps the dead-letter table, then the target table, to
-/// `target`; `gaps` are the offsets the rebuilt table never read (besides the shadow's own
-/// recorded gaps). Returns the target table's rows. Refused with
-/// [`TableError::RebuildOvertaken`] before anything is swapped when the target table moved.
-pub async fn swap_pair(
+/// The writer epochs the rebuild claimed the live tables with.
+pub struct Claims {
+    main: u64,
+    dead_letters: u64,
+}
+
+/// Claims both live tables (an owner still running is fenced: nothing else commits to them
+/// from here) and checks that the target table still holds `target`; refused with
+/// [`TableError::RebuildOvertaken`] when it moved on.
+pub async fn claim_pair(
     catalog: &Catalog,
     main: &Pair,
     dead_letters: &Pair,
-    mark: &RebuildMark,
     target: &Offsets,
-    gaps: Vec<LostRange>,
-) -> Result<u64, ServiceError> {
-    let dlq_epoch = claim_epoch(catalog, &dead_letters.live).await?;
-    let main_epoch = claim_epoch(catalog, &main.live).await?;
+) -> Result<Claims, ServiceError> {
+    let claims = Claims {
+        dead_letters: claim_epoch(catalog, &dead_letters.live).await?,
+        main: claim_epoch(catalog, &main.live).await?,
+    };
     let now = restore::restore_point(&catalog.load(&main.live).await?.metadata)?.unwrap_or_default();
     if &now != target {
         return Err(TableError::RebuildOvertaken {
@@ -68,23 +73,57 @@ pub async fn swap_pair(
         }
         .into());
     }
-    swap_one(catalog, dead_letters, dlq_epoch, mark, None, target, Vec::new()).await?;
-    crash_point(CrashPoint::BetweenSwaps);
-    swap_one(catalog, main, main_epoch, mark, Some(target), target, gaps).await
+    Ok(claims)
 }
 
-/// Swaps `pair.shadow` in for `pair.live` as writer `epoch`. The live table must hold
-/// `expect` (the dead-letter table: whatever it holds now, its owner being fenced) and will
-/// hold `to`.
+/// Swaps the dead-letter table, then the target table, to `target` under `claims`; `gaps`
+/// are the offsets the rebuilt table never read (besides the shadow's own recorded gaps).
+/// Returns the target table's rows.
+pub async fn swap_pair(
+    catalog: &Catalog,
+    main: &Pair,
+    dead_letters: &Pair,
+    mark: &RebuildMark,
+    claims: Claims,
+    target: &Offsets,
+    gaps: Vec<LostRange>,
+) -> Result<u64, ServiceError> {
+    let dlq = Swap {
+        pair: dead_letters,
+        epoch: claims.dead_letters,
+        expect: None,
+        ends_rebuild: false,
+    };
+    swap_one(catalog, dlq, mark, target, Vec::new()).await?;
+    crash_point(CrashPoint::BetweenSwaps);
+    let table = Swap {
+        pair: main,
+        epoch: claims.main,
+        expect: Some(target),
+        ends_rebuild: true,
+    };
+    swap_one(catalog, table, mark, target, gaps).await
+}
+
+/// One table's swap: the pair, the epoch it was claimed with, the restore point it must hold
+/// (`None`: whatever it holds now — a dead-letter table, its owner fenced), and whether its
+/// commit ends the rebuild (removes the mark).
+struct Swap<'a> {
+    pair: &'a Pair,
+    epoch: u64,
+    expect: Option<&'a Offsets>,
+    ends_rebuild: bool,
+}
+
+/// Swaps `swap.pair`'s shadow in for its live table, which will hold `to`.
 async fn swap_one(
     catalog: &Catalog,
-    pair: &Pair,
-    epoch: u64,
+    swap: Swap<'_>,
     mark: &RebuildMark,
-    expect: Option<&Offsets>,
     to: &Offsets,
     gaps: Vec<LostRange>,
 ) -> Result<u64, ServiceError> {
+    let pair = swap.pair;
     let shadow = catalog.load(&pair.shadow).await?.metadata;
     let live = catalog.load(&pair.live).await?.metadata;
     let files = live_files(catalog.file_io(), &shadow).await?;
@@ -96,14 +135,15 @@ async fn swap_one(
         .map(|f| f.file)
         .collect();
     let count = files.len();
-    let expect = match expect {
+    let expect = match swap.expect {
         Some(e) => e.clone(),
         None => restore::restore_point(&live)?.unwrap_or_default(),
     };
     let mut lost = lost_records(&shadow)?;
-    calve_table::commit::lost::add_lost_records(&mut lost, &gaps);
-    let swap = SwapIn {
+    add_lost_records(&mut lost, &gaps);
+    let swap_in = SwapIn {
         id: mark.id.clone(),
+        ends_rebuild: swap.ends_rebuild,
         expect,
         to: to.clone(),
         schema: shadow.current_schema().clone(),
@@ -111,8 +151,8 @@ async fn swap_one(
         lost_records: lost,
         event_time: EventTimeMarks::carried(&shadow),
     };
-    Committer::new(catalog.clone(), pair.live.clone(), epoch)
-        .swap_in(&ReplaceTable { files }, &swap)
+    Committer::new(catalog.clone(), pair.live.clone(), swap.epoch)
+        .swap_in(&ReplaceTable { files }, &swap_in)
         .await?;
     tracing::info!(table = %pair.live, rebuild = %mark.id, rows, files = count, "swapped the rebuilt table in");
     Ok(rows)

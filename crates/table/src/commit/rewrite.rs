@@ -46,6 +46,18 @@ pub struct ForgettingRewrite(pub Rewrite);
 
 impl SnapshotOperation for ForgettingRewrite {
     async fn produce(&self, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>) -> Result<Produced> {
+        // Checked on the base this attempt commits on: a rebuild that began after the erasure
+        // did may already hold the keys' rows in its shadow, and its swap would bring them back.
+        if let Some(mark) = super::swap::RebuildMark::of(ctx.metadata())? {
+            return Err(TableError::RebuildChanged {
+                table: ctx.base.ident.to_string(),
+                reason: format!(
+                    "rebuild {} is under way; its shadow table would bring the erased rows back. Finish or abandon \
+                     it, then erase",
+                    mark.id
+                ),
+            });
+        }
         produce(&self.0, ctx, extra, Removed::Forget).await
     }
 }

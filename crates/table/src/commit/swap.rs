@@ -257,6 +257,10 @@ impl SnapshotOperation for ReplaceTable {
 pub struct SwapIn {
     /// The rebuild's id (the commit id is made from it, so a retry finds a swap that landed).
     pub id: String,
+    /// Whether this swap ends the rebuild (the target table's: it removes the mark and the
+    /// owner's answer). A dead-letter table keeps its mark until then, so orphan cleanup keeps
+    /// away from its shadow's files while the target table's swap is still to come.
+    pub ends_rebuild: bool,
     /// The restore point the live table must hold (re-checked on every attempt).
     pub expect: Offsets,
     /// The restore point it holds after the swap: the one the shadow was brought to (for a
@@ -300,7 +304,10 @@ impl MetadataUpdate for SwapIn {
             true => builder,
             false => builder.add_current_schema(self.schema.as_ref().clone())?,
         };
-        Ok(builder.remove_properties(&rebuild_keys(base))?)
+        match self.ends_rebuild {
+            true => Ok(builder.remove_properties(&rebuild_keys(base))?),
+            false => Ok(builder),
+        }
     }
 }
 
