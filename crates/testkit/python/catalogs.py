@@ -10,6 +10,13 @@ def add_catalog_args(p):
     p.add_argument("--catalog-name", default="calve")
 
 
+def add_table_args(p):
+    """The table a script reads: where the warehouse is, its name, the columns to select."""
+    p.add_argument("--warehouse", required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--columns", required=True, help="comma-separated")
+
+
 def catalog_properties(args):
     return dict(kv.split("=", 1) for kv in getattr(args, "prop", []))
 

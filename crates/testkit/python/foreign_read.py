@@ -142,12 +142,10 @@ def read_duckdb(metadata_location, columns, storage=None):
 
 def main():
     p = argparse.ArgumentParser()
-    from catalogs import add_catalog_args
+    from catalogs import add_catalog_args, add_table_args
 
     add_catalog_args(p)
-    p.add_argument("--warehouse", required=True)
-    p.add_argument("--table", required=True)
-    p.add_argument("--columns", required=True, help="comma-separated")
+    add_table_args(p)
     p.add_argument("--readers", default="pyiceberg,duckdb")
     args = p.parse_args()
     columns = args.columns.split(",")

@@ -10,15 +10,13 @@ import os
 import sys
 import time
 
-from catalogs import add_catalog_args, open_catalog
+from catalogs import add_catalog_args, add_table_args, open_catalog
 
 
 def main():
     p = argparse.ArgumentParser()
     add_catalog_args(p)
-    p.add_argument("--warehouse", required=True)
-    p.add_argument("--table", required=True)
-    p.add_argument("--columns", required=True, help="comma-separated")
+    add_table_args(p)
     p.add_argument("--stop", required=True, help="stop once this file exists")
     args = p.parse_args()
     columns = args.columns.split(",")

@@ -31,6 +31,7 @@ use calve_retry::{Classify, RetryClass};
 use calve_table::commit::lost::{lost_records, LostRange};
 use calve_table::commit::restore::{format_offsets, restore_point, Offsets};
 use calve_table::commit::swap::{paused_for, swapped_in, Expect, RebuildMark, SetRebuildMark};
+use calve_table::read::inspect::current_total;
 use calve_table::{Catalog, TableError};
 use iceberg::spec::{TableMetadata, TableMetadataRef};
 use iceberg::TableIdent;
@@ -153,8 +154,14 @@ pub async fn rebuild(
     let live = catalog.load(&names.main.live).await?.metadata;
     let source = KafkaSource::new(&services.kafka, &contract.table.topic)?;
     let partitions = source.first_partitions(Duration::from_secs(10)).await?;
-    let (mark, lost) = match RebuildMark::of(&live)? {
-        Some(mark) => (resume(contract, req, mark)?, Vec::new()),
+    let (mark, start, lost) = match RebuildMark::of(&live)? {
+        Some(mark) => {
+            let mark = resume(contract, req, mark)?;
+            let from = ReadFrom::parse(&mark.from).map_err(ServiceError::Config)?;
+            // A shadow that exists keeps where it first started (see `shadow::ensure`).
+            let (start, _) = plan(&source, &partitions, from, contract, &live).await?;
+            (mark, start, Vec::new())
+        }
         None => {
             if let Some(done) = finished_before(catalog, &names).await? {
                 return Ok(done);
@@ -166,13 +173,14 @@ pub async fn rebuild(
                 ));
             }
             let from = req.from.unwrap_or(ReadFrom::Earliest);
-            let (_, lost) = plan(&source, &partitions, from, contract, &live).await?;
+            let (start, lost) = plan(&source, &partitions, from, contract, &live).await?;
             if !lost.is_empty() && !req.accept_loss {
                 return Ok(RebuildOutcome::Refused(lost));
             }
-            (begin(catalog, &names, from).await?, lost)
+            (begin(catalog, &names, from).await?, start, lost)
         }
     };
+    drop(source);
     // The dead-letter table's mark mirrors the target table's (a crash may have come between
     // the two writes): it keeps orphan cleanup away from the dead-letter shadow's files.
     let mirror = SetRebuildMark {
@@ -186,9 +194,6 @@ pub async fn rebuild(
         }),
     };
     update_unclaimed(catalog, &names.dead_letters.live, &mirror).await?;
-    let from = ReadFrom::parse(&mark.from).map_err(ServiceError::Config)?;
-    let (start, _) = plan(&source, &partitions, from, contract, &live).await?;
-    drop(source);
     let dlq_live = catalog.load(&names.dead_letters.live).await?.metadata;
     tables.main = shadow::definition(&tables.main, &live, &mark, &start)?;
     tables.dead_letters = shadow::definition(&tables.dead_letters, &dlq_live, &mark, &start)?;
@@ -277,18 +282,11 @@ async fn finished_before(catalog: &Catalog, names: &Names) -> Result<Option<Rebu
     }
     Ok(Some(RebuildOutcome::Swapped {
         id,
-        rows: total(&live, "total-records"),
-        dead_letters: total(&catalog.load(&names.dead_letters.live).await?.metadata, "total-records"),
+        rows: current_total(&live, "total-records"),
+        dead_letters: current_total(&catalog.load(&names.dead_letters.live).await?.metadata, "total-records"),
         restore_point: format_offsets(&restore_point(&live)?.unwrap_or_default()),
         lost: Vec::new(),
     }))
-}
-
-fn total(meta: &TableMetadata, key: &str) -> u64 {
-    meta.current_snapshot()
-        .and_then(|s| s.summary().additional_properties.get(key))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Marks the target table: a rebuild from `from` is under way (the dead-letter table's mark
@@ -365,7 +363,7 @@ impl Chase<'_> {
                     return Ok(RebuildOutcome::Swapped {
                         id: self.mark.id.clone(),
                         rows,
-                        dead_letters: total(&dead_letters, "total-records"),
+                        dead_letters: current_total(&dead_letters, "total-records"),
                         restore_point: format_offsets(&target),
                         lost,
                     });

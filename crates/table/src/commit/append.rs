@@ -14,10 +14,6 @@ use super::{Produced, SnapshotContext, SnapshotOperation};
 use crate::commit::summary::SummaryBuilder;
 use crate::error::Result;
 
-/// `ManifestWriter::add_file` treats a negative sequence number as "inherit from the manifest
-/// list entry", which is what new entries want: the number is only known at commit time.
-pub(super) const INHERIT_SEQUENCE_NUMBER: i64 = -1;
-
 /// When and how manifests are merged.
 #[derive(Debug, Clone, Copy)]
 pub struct MergePolicy {
@@ -59,13 +55,7 @@ impl SnapshotOperation for Append {
     async fn produce(&self, ctx: &mut SnapshotContext<'_>, extra: &HashMap<String, String>) -> Result<Produced> {
         let existing = ctx.current_manifests().await?;
         let mut manifests = Vec::with_capacity(existing.len() + 1);
-        if !self.files.is_empty() {
-            let mut w = ctx.new_manifest_writer(ManifestContentType::Data)?;
-            for f in &self.files {
-                w.add_file(f.clone(), INHERIT_SEQUENCE_NUMBER)?;
-            }
-            manifests.push(w.write_manifest_file().await?);
-        }
+        manifests.extend(ctx.added_manifest(ManifestContentType::Data, &self.files).await?);
         manifests.extend(merge_small_manifests(ctx, existing, self.merge).await?);
         let mut summary = SummaryBuilder::for_table(ctx.metadata());
         self.files.iter().for_each(|f| summary.added(f));

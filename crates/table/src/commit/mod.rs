@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iceberg::spec::{
-    DataFileFormat, FormatVersion, ManifestContentType, ManifestFile, ManifestListWriter, ManifestWriter,
+    DataFile, DataFileFormat, FormatVersion, ManifestContentType, ManifestFile, ManifestListWriter, ManifestWriter,
     ManifestWriterBuilder, Operation, SchemaRef, Snapshot, SnapshotReference, SnapshotRetention, Summary,
     TableMetadata, TableMetadataBuildResult, TableMetadataBuilder, MAIN_BRANCH,
 };
@@ -57,6 +57,10 @@ use crate::error::{Result, TableError};
 use crate::read::manifests::manifest_list;
 use calve_retry::Classify;
 use restore::{Offsets, COMMIT_ID_KEY, OFFSETS_KEY, UNKNOWN_FIELDS_KEY, WRITER_EPOCH_KEY};
+
+/// `ManifestWriter::add_file` treats a negative sequence number as "inherit from the manifest
+/// list entry", which is what new entries want: the number is only known at commit time.
+const INHERIT_SEQUENCE_NUMBER: i64 = -1;
 
 /// What an operation hands back: the manifests of the new snapshot and its summary.
 pub struct Produced {
@@ -170,6 +174,28 @@ impl<'a> SnapshotContext<'a> {
             (FormatVersion::V3, ManifestContentType::Data) => b.build_v3_data(),
             (FormatVersion::V3, ManifestContentType::Deletes) => b.build_v3_deletes(),
         })
+    }
+
+    /// A manifest of `files` (all of `content`), each added with the new snapshot's sequence
+    /// number; `None` when there are none.
+    pub async fn added_manifest<'f, I>(
+        &mut self,
+        content: ManifestContentType,
+        files: I,
+    ) -> Result<Option<ManifestFile>>
+    where
+        I: IntoIterator<Item = &'f DataFile>,
+        I::IntoIter: Send,
+    {
+        let mut files = files.into_iter().peekable();
+        if files.peek().is_none() {
+            return Ok(None);
+        }
+        let mut w = self.new_manifest_writer(content)?;
+        for f in files {
+            w.add_file(f.clone(), INHERIT_SEQUENCE_NUMBER)?;
+        }
+        Ok(Some(w.write_manifest_file().await?))
     }
 
     async fn cleanup(&self) {

@@ -13,7 +13,6 @@ use std::collections::{HashMap, HashSet};
 
 use iceberg::spec::{DataContentType, DataFile, Datum, ManifestContentType, ManifestEntryRef, ManifestFile, Operation};
 
-use super::append::INHERIT_SEQUENCE_NUMBER;
 use super::{Produced, SnapshotContext, SnapshotOperation};
 use crate::commit::restore::ancestry;
 use crate::commit::summary::SummaryBuilder;
@@ -126,9 +125,6 @@ async fn produce(
             .iter()
             .filter(|f| (f.content_type() == DataContentType::Data) == (content == ManifestContentType::Data))
             .collect();
-        if files.is_empty() {
-            continue;
-        }
         if let Some(eq) = files
             .iter()
             .find(|f| f.content_type() == DataContentType::EqualityDeletes)
@@ -138,11 +134,9 @@ async fn produce(
                 eq.file_path()
             )));
         }
-        let mut w = ctx.new_manifest_writer(content)?;
-        for f in files {
-            w.add_file(f.clone(), INHERIT_SEQUENCE_NUMBER)?;
+        if let Some(m) = ctx.added_manifest(content, files).await? {
+            manifests.insert(0, m);
         }
-        manifests.insert(0, w.write_manifest_file().await?);
     }
     let mut summary = SummaryBuilder::for_table(meta);
     op.added.iter().for_each(|f| summary.added(f));

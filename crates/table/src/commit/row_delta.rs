@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use iceberg::spec::{DataContentType, DataFile, ManifestContentType, Operation};
 
-use super::append::{merge_small_manifests, MergePolicy, INHERIT_SEQUENCE_NUMBER};
+use super::append::{merge_small_manifests, MergePolicy};
 use super::{Produced, SnapshotContext, SnapshotOperation};
 use crate::commit::restore::{self, WRITER_EPOCH_KEY};
 use crate::commit::summary::SummaryBuilder;
@@ -125,14 +125,7 @@ impl SnapshotOperation for RowDelta {
             (&self.data_files, ManifestContentType::Data),
             (&self.delete_files, ManifestContentType::Deletes),
         ] {
-            if files.is_empty() {
-                continue;
-            }
-            let mut w = ctx.new_manifest_writer(content)?;
-            for f in files {
-                w.add_file(f.clone(), INHERIT_SEQUENCE_NUMBER)?;
-            }
-            manifests.push(w.write_manifest_file().await?);
+            manifests.extend(ctx.added_manifest(content, files).await?);
         }
         manifests.extend(merge_small_manifests(ctx, existing, self.merge).await?);
         let mut summary = SummaryBuilder::for_table(ctx.metadata());

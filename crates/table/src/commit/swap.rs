@@ -24,7 +24,6 @@ use iceberg::spec::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::append::INHERIT_SEQUENCE_NUMBER;
 use super::event_time::EventTimeMarks;
 use super::lost::LostRange;
 use super::restore::Offsets;
@@ -225,6 +224,7 @@ impl SnapshotOperation for ReplaceTable {
         {
             summary.removed(&f.file);
         }
+        self.files.iter().for_each(|f| summary.added(f));
         let mut manifests = Vec::new();
         for content in [ManifestContentType::Data, ManifestContentType::Deletes] {
             let files: Vec<&DataFile> = self
@@ -232,15 +232,7 @@ impl SnapshotOperation for ReplaceTable {
                 .iter()
                 .filter(|f| (f.content_type() == DataContentType::Data) == (content == ManifestContentType::Data))
                 .collect();
-            if files.is_empty() {
-                continue;
-            }
-            let mut w = ctx.new_manifest_writer(content)?;
-            for f in files {
-                summary.added(f);
-                w.add_file(f.clone(), INHERIT_SEQUENCE_NUMBER)?;
-            }
-            manifests.push(w.write_manifest_file().await?);
+            manifests.extend(ctx.added_manifest(content, files).await?);
         }
         Ok(Produced {
             operation: Operation::Overwrite,

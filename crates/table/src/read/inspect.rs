@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use arrow_array::RecordBatch;
 use futures::TryStreamExt;
+use iceberg::spec::TableMetadata;
 use iceberg::TableIdent;
 
 use crate::catalog::Catalog;
@@ -52,15 +53,19 @@ pub struct TableSummary {
     pub rebuild: Option<RebuildMark>,
 }
 
+/// A running total (`total-records`, `total-data-files` …) of the current snapshot's summary;
+/// 0 for an empty table.
+pub fn current_total(meta: &TableMetadata, key: &str) -> u64 {
+    meta.current_snapshot()
+        .and_then(|s| s.summary().additional_properties.get(key).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
 /// Summarises `ident`.
 pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSummary> {
     let st = catalog.load(ident).await?;
     let m = st.metadata.as_ref();
-    let total = |k: &str| {
-        m.current_snapshot()
-            .and_then(|s| s.summary().additional_properties.get(k).and_then(|v| v.parse().ok()))
-            .unwrap_or(0)
-    };
+    let total = |k: &str| current_total(m, k);
     let reopening = restore::ancestry(m).find_map(|s| {
         let reopened = s.summary().additional_properties.get(REOPENED_KEY)?;
         Some((s.timestamp_ms(), reopened.as_str()))
