@@ -2,10 +2,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use calve_service::Catalog;
-use calve_service::{bind_http, install_exporter, run_tables, serve_http, Observed, RunConfig, Services, StopWhen};
+use calve_service::{
+    bind_http, install_exporter, run_tables, serve_http, Duty, Observed, RunConfig, Services, StopWhen,
+};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -19,6 +22,12 @@ pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCod
     // Every secret in it prints as <redacted> (crates/cli/tests/secrets.rs holds it to that).
     tracing::debug!(config = ?cfg, "configuration loaded");
     let contracts = cfg.contracts()?;
+    if until_caught_up && cfg.group.is_some() {
+        anyhow::bail!(
+            "--until-caught-up runs every table in this process, and calve.toml shares them with a group ([group]); \
+             run the batch with a calve.toml without [group], while the group is stopped"
+        );
+    }
     let catalog = Catalog::open(&cfg.catalog).await.context("opening the catalog")?;
     let (tx, rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
@@ -44,7 +53,14 @@ pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCod
     if let Some((metrics, listener)) = http {
         tokio::spawn(serve_http(listener, observed.clone(), metrics, rx.clone()));
     }
-    let outcomes = run_tables(contracts, Services::new(&cfg, catalog)?, &observed, rx, stop).await;
+    let mut services = Services::new(&cfg, catalog)?;
+    if let Some(group) = &cfg.group {
+        let duty = Duty::join(&cfg.kafka, group, &contracts)
+            .await
+            .context("joining the group")?;
+        services.duty = Some(Arc::new(duty));
+    }
+    let outcomes = run_tables(contracts, services, &observed, rx, stop).await;
     let mut failed = false;
     // Every table ended by a takeover (none stopped at SIGTERM, none failed otherwise).
     let mut all_taken_over = !outcomes.is_empty();

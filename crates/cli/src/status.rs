@@ -68,6 +68,11 @@ pub struct TableFacts {
     pub last_commit: Option<String>,
     /// Next Kafka offset per topic and partition the table holds everything before.
     pub restore_point: Option<BTreeMap<String, BTreeMap<i32, i64>>>,
+    /// The process that last claimed the table (`host pid N`): with several processes
+    /// sharing the tables (`[group]`), the one that commits it.
+    pub committer: Option<String>,
+    /// Its writer epoch (each claim adds one).
+    pub writer_epoch: u64,
     /// `calve.watermark`.
     pub watermark: Option<String>,
     /// `calve.complete-through`.
@@ -216,6 +221,8 @@ async fn facts_of(
         schema_id: s.schema_id,
         last_commit: s.last_commit_ms.map(time),
         restore_point: s.restore,
+        committer: s.committer,
+        writer_epoch: s.writer_epoch,
         watermark: s.event_time.watermark_us.map(format_instant),
         complete_through: s.event_time.complete_through_us.map(format_instant),
         reopened: s.event_time.reopened,

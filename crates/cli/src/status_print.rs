@@ -66,6 +66,9 @@ fn print_facts(f: &TableFacts) {
         f.schema_id,
         f.last_commit.as_deref().unwrap_or("none")
     );
+    if let Some(committer) = &f.committer {
+        println!("  committer: {committer} (writer epoch {})", f.writer_epoch);
+    }
     println!(
         "  restore point: {}",
         f.restore_point

@@ -51,10 +51,30 @@ impl fmt::Debug for KafkaConfig {
 }
 
 /// A configuration librdkafka refused, said without the value (which may be a password).
-fn refused_config(e: KafkaError) -> IngestError {
+pub(crate) fn refused_config(e: KafkaError) -> IngestError {
     match e {
         KafkaError::ClientConfig(_, desc, key, _) => IngestError::Config(format!("property `{key}`: {desc}")),
         other => IngestError::Config(other.to_string()),
+    }
+}
+
+impl KafkaConfig {
+    /// Sets what every client of this cluster needs in `c`: `[kafka] properties` (security,
+    /// timeouts …) and the bootstrap servers.
+    pub(crate) fn apply_connection(&self, c: &mut ClientConfig) {
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        // The vendored OpenSSL looks for CA certificates where no distribution keeps them;
+        // "probe" finds the system's store, so a publicly signed broker verifies out of the box.
+        let tls = self
+            .properties
+            .get("security.protocol")
+            .is_some_and(|p| p.to_ascii_lowercase().contains("ssl"));
+        if tls && !self.properties.contains_key("ssl.ca.location") {
+            c.set("ssl.ca.location", "probe");
+        }
+        c.set("bootstrap.servers", &self.brokers);
     }
 }
 
@@ -175,20 +195,8 @@ impl KafkaSource {
                  (0 turns the measurement off, and every table then counts as behind its freshness SLA)"
             );
         }
-        for (k, v) in &cfg.properties {
-            c.set(k, v);
-        }
-        // The vendored OpenSSL looks for CA certificates where no distribution keeps them;
-        // "probe" finds the system's store, so a publicly signed broker verifies out of the box.
-        let tls = cfg
-            .properties
-            .get("security.protocol")
-            .is_some_and(|p| p.to_ascii_lowercase().contains("ssl"));
-        if tls && !cfg.properties.contains_key("ssl.ca.location") {
-            c.set("ssl.ca.location", "probe");
-        }
-        c.set("bootstrap.servers", &cfg.brokers)
-            .set("group.id", &cfg.group_id)
+        cfg.apply_connection(&mut c);
+        c.set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")

@@ -11,6 +11,7 @@ use calve_table::keyed::index::IndexSettings;
 use calve_table::CatalogConfig;
 use serde::Deserialize;
 
+use crate::duty::GroupConfig;
 use crate::erasure_log::ErasureConfig;
 use crate::error::ServiceError;
 use crate::http::HttpConfig;
@@ -26,7 +27,8 @@ pub struct RunConfig {
     pub catalog: CatalogConfig,
     /// Kafka connection.
     pub kafka: KafkaConfig,
-    /// Contract files, relative to this file's directory.
+    /// Contract files, relative to this file's directory; each entry may be a glob
+    /// (`contracts/*.toml`) or a directory (every `*.toml` in it).
     pub contracts: Vec<PathBuf>,
     /// The background maintenance of every table (what it may spend is in each contract).
     #[serde(default)]
@@ -44,6 +46,10 @@ pub struct RunConfig {
     /// `[erasure]`: how the erasure log hides the keys it records.
     #[serde(default)]
     pub erasure: ErasureConfig,
+    /// `[group]`: share the tables' commit duty with the other processes of the Kafka group
+    /// (absent: this process commits every table).
+    #[serde(default)]
+    pub group: Option<GroupConfig>,
     /// The values `${…}` references resolved to (never printed; scrubbed from `Debug`).
     #[serde(skip)]
     resolved: Vec<String>,
@@ -53,7 +59,7 @@ impl fmt::Debug for RunConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown = format!(
             "RunConfig {{ catalog: {:?}, kafka: {:?}, contracts: {:?}, maintenance: {:?}, key_index: {:?}, \
-             registry: {:?}, http: {:?}, erasure: {:?} }}",
+             registry: {:?}, http: {:?}, erasure: {:?}, group: {:?} }}",
             self.catalog,
             self.kafka,
             self.contracts,
@@ -61,7 +67,8 @@ impl fmt::Debug for RunConfig {
             self.key_index,
             self.registry,
             self.http,
-            self.erasure
+            self.erasure,
+            self.group
         );
         f.write_str(&interpolate::scrub(&shown, &self.resolved))
     }
@@ -128,6 +135,41 @@ impl Default for MaintenanceConfig {
     }
 }
 
+/// The contract files `entries` name, relative to `dir`: a file as it is, a directory as every
+/// `*.toml` in it, a glob as its matches (in name order). A directory or glob that names
+/// nothing is an error: a typo must not start a process with fewer tables than meant.
+fn contract_files(entries: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = match entry.is_relative() {
+            true => dir.join(entry),
+            false => entry.clone(),
+        };
+        let text = path.to_string_lossy();
+        let pattern = match (path.is_dir(), text.contains(['*', '?', '['])) {
+            (true, _) => format!("{}/*.toml", glob::Pattern::escape(&text)),
+            (false, true) => text.to_string(),
+            (false, false) => {
+                files.push(path);
+                continue;
+            }
+        };
+        let mut found = glob::glob(&pattern)
+            .map_err(|e| format!("contracts: `{}`: {e}", entry.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("contracts: `{}`: {e}", entry.display()))?;
+        if found.is_empty() {
+            return Err(format!("contracts: `{}` names no contract file", entry.display()));
+        }
+        found.sort();
+        files.extend(found);
+    }
+    // A file both listed and matched by a glob is one contract, not two.
+    let mut seen = std::collections::BTreeSet::new();
+    files.retain(|f| seen.insert(f.clone()));
+    Ok(files)
+}
+
 impl RunConfig {
     /// Reads `path`, resolving `${env:…}` / `${file:…}` references in its values (see
     /// [`crate::interpolate`]) and contract paths against its directory.
@@ -146,11 +188,7 @@ impl RunConfig {
         let mut cfg = RunConfig::deserialize(resolved.value)
             .map_err(|e| fail(&interpolate::scrub(e.message(), &resolved.secrets)))?;
         cfg.resolved = resolved.secrets;
-        for c in &mut cfg.contracts {
-            if c.is_relative() {
-                *c = dir.join(&*c);
-            }
-        }
+        cfg.contracts = contract_files(&cfg.contracts, dir).map_err(|e| fail(&e))?;
         if cfg.maintenance.threads == 0 {
             return Err(fail("`[maintenance] threads` must be at least 1"));
         }
@@ -213,6 +251,53 @@ mod tests {
             (s.memory_limit, s.spill_dir),
             (64_000_000, PathBuf::from("/var/tmp/idx"))
         );
+    }
+
+    #[test]
+    fn contracts_may_be_files_globs_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("contracts")).unwrap();
+        for f in ["contracts/b.toml", "contracts/a.toml", "contracts/notes.md", "one.toml"] {
+            std::fs::write(d.join(f), "").unwrap();
+        }
+        let files = |entries: &[&str]| contract_files(&entries.iter().map(PathBuf::from).collect::<Vec<_>>(), d);
+        let sorted = vec![d.join("contracts/a.toml"), d.join("contracts/b.toml")];
+        assert_eq!(files(&["contracts/*.toml"]).unwrap(), sorted);
+        assert_eq!(files(&["contracts"]).unwrap(), sorted);
+        // A file named and matched is one contract; a named file is taken as it is.
+        assert_eq!(
+            files(&["contracts/b.toml", "contracts", "one.toml"]).unwrap(),
+            vec![
+                d.join("contracts/b.toml"),
+                d.join("contracts/a.toml"),
+                d.join("one.toml")
+            ]
+        );
+        let e = files(&["contract/*.toml"]).unwrap_err();
+        assert!(e.contains("names no contract file"), "{e}");
+    }
+
+    #[test]
+    fn group_section_defaults() {
+        let cfg: RunConfig = toml::from_str(BASE).unwrap();
+        assert_eq!(cfg.group, None);
+        let cfg: RunConfig = toml::from_str(&format!(
+            "{BASE}[group]
+"
+        ))
+        .unwrap();
+        let g = cfg.group.unwrap();
+        assert_eq!(
+            (g.topic, g.session_timeout.0),
+            (None, std::time::Duration::from_secs(10))
+        );
+        assert!(toml::from_str::<RunConfig>(&format!(
+            "{BASE}[group]
+members = 3
+"
+        ))
+        .is_err());
     }
 
     #[test]

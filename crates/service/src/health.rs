@@ -40,13 +40,18 @@ pub enum TableState {
         /// Why.
         error: String,
     },
+    /// Committed by another process of the group (`[group]`): this one stands by and takes
+    /// the table when the group gives it the table's commit duty.
+    Standby,
     /// Shut down or caught up.
     Done,
 }
 
 impl TableState {
     /// Every state's name, as the `state` label of `calve_table_state`.
-    pub const NAMES: [&'static str; 7] = ["starting", "running", "failing", "held", "paused", "stopped", "done"];
+    pub const NAMES: [&'static str; 8] = [
+        "starting", "running", "failing", "held", "paused", "stopped", "standby", "done",
+    ];
 
     /// This state's name.
     pub fn name(&self) -> &'static str {
@@ -57,15 +62,17 @@ impl TableState {
             TableState::Held { .. } => "held",
             TableState::Paused { .. } => "paused",
             TableState::Stopped { .. } => "stopped",
+            TableState::Standby => "standby",
             TableState::Done => "done",
         }
     }
 
-    /// Whether a table `for_` in this state counts as ready: running, or held for no longer
-    /// than its freshness band (a hold is the contract working, until consumers notice it).
+    /// Whether a table `for_` in this state counts as ready: running, committed by another
+    /// process of the group, or held for no longer than its freshness band (a hold is the
+    /// contract working, until consumers notice it).
     pub fn ready(&self, for_: Duration, freshness: Duration) -> bool {
         match self {
-            TableState::Running => true,
+            TableState::Running | TableState::Standby => true,
             TableState::Held { .. } | TableState::Paused { .. } => for_ <= freshness,
             _ => false,
         }
@@ -94,6 +101,7 @@ mod tests {
         let short = Duration::from_secs(5);
         let long = Duration::from_secs(61);
         assert!(TableState::Running.ready(long, band));
+        assert!(TableState::Standby.ready(long, band));
         let held = TableState::Held {
             hold: "t/0@5".into(),
             since_ms: 0,

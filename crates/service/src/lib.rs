@@ -5,6 +5,7 @@
 mod buffer;
 mod config;
 mod definition;
+mod duty;
 mod erase;
 mod erasure_log;
 mod error;
@@ -33,6 +34,7 @@ mod watermark;
 
 pub use config::{MaintenanceConfig, RunConfig};
 pub use definition::{dead_letter_definition, table_definition};
+pub use duty::{Duty, GroupConfig};
 pub use erase::{erase_keys, ErasureOutcome};
 pub use erasure_log::{key_hmac, ErasureConfig, ErasureLog};
 pub use error::ServiceError;

@@ -23,7 +23,8 @@ pub async fn watch_slas(observed: Observed, mut shutdown: watch::Receiver<bool>)
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
         for (_, t) in observed.iter() {
-            if t.state().0 != TableState::Done {
+            // Another process of the group commits a standby table and judges its SLA.
+            if !matches!(t.state().0, TableState::Done | TableState::Standby) {
                 t.sla.check(now_ms);
             }
         }

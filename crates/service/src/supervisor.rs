@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::{MaintenanceConfig, RunConfig};
 use crate::definition::{dead_letter_definition, table_definition};
+use crate::duty::Duty;
 use crate::error::ServiceError;
 use crate::faults::panic_message;
 use crate::health::TableState;
@@ -33,6 +34,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A pipeline that ran this long before failing was healthy: backoff and the failure count
 /// start over.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// How long a table claimed away from this process, although the group gives it to this one,
+/// waits before claiming it back (a misconfigured group must not fence at full speed).
+const DISPUTED_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How each table's pipeline ended.
 pub type Outcomes = BTreeMap<String, Result<(), ServiceError>>;
@@ -53,6 +57,9 @@ pub struct Services {
     pub key_index: IndexSettings,
     /// The schema registry, with its cache of writer schemas (one for all tables).
     pub registry: Option<Arc<Registry>>,
+    /// This process's share of the tables when it shares them with a group (`[group]`);
+    /// `None`: it commits every table.
+    pub duty: Option<Arc<Duty>>,
 }
 
 impl Services {
@@ -88,6 +95,7 @@ impl Services {
             maintenance: cfg.maintenance.clone(),
             key_index: cfg.key_index.settings(),
             registry: cfg.registry.as_ref().map(Registry::new).transpose()?.map(Arc::new),
+            duty: None,
         })
     }
 }
@@ -130,6 +138,74 @@ pub async fn run_tables(
 }
 
 async fn table_tasks(
+    c: Contract,
+    services: Services,
+    shutdown: watch::Receiver<bool>,
+    stop: StopWhen,
+    stats: Arc<TableStats>,
+) -> Result<(), ServiceError> {
+    match services.duty.clone() {
+        Some(duty) => shared_table_tasks(c, services, duty, shutdown, stop, stats).await,
+        None => owned_table_tasks(c, services, shutdown, stop, stats).await,
+    }
+}
+
+/// A table whose commit duty the group hands around: run while this process has it, stand by
+/// otherwise. Losing the duty ends the pipeline as a shutdown does (flush, commit, stop); the
+/// new owner's claim fences whatever that could not finish.
+async fn shared_table_tasks(
+    c: Contract,
+    services: Services,
+    duty: Arc<Duty>,
+    mut shutdown: watch::Receiver<bool>,
+    stop: StopWhen,
+    stats: Arc<TableStats>,
+) -> Result<(), ServiceError> {
+    let name = c.table.name.clone();
+    loop {
+        stats.set_state(TableState::Standby);
+        if !duty.until_owned(&name, &mut shutdown).await {
+            stats.set_state(TableState::Done);
+            return Ok(());
+        }
+        stats.set_state(TableState::Starting);
+        let owned = duty.while_owned(&name, shutdown.clone());
+        let result = owned_table_tasks(c.clone(), services.clone(), owned, stop, stats.clone()).await;
+        if *shutdown.borrow() {
+            // A fence met on the way out is a handover too: the table is in good hands.
+            return result.or_else(|e| if e.is_fenced() { Ok(()) } else { Err(e) });
+        }
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is_fenced() && !duty.owns(&name) => {
+                tracing::info!(table = %name, "handed the table over: {e}")
+            }
+            Err(e) if e.is_fenced() => {
+                // Only a process that maps tables to duty partitions differently (other
+                // contracts) or runs outside the group claims a table the group gave us.
+                tracing::error!(
+                    table = %name,
+                    "another process claimed the table while the group gives its commit duty to this one; do all \
+                     processes of the group run the same contracts, and none without [group]? Claiming it back in \
+                     {DISPUTED_BACKOFF:?}: {e}"
+                );
+                stats.set_state(TableState::Failing {
+                    failures: 1,
+                    error: format!("claimed by another process while this one has its commit duty: {e}"),
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(DISPUTED_BACKOFF) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A table this process commits (alone, or while the group gives it the duty): its pipeline
+/// under the supervisor and, beside it, its maintenance.
+async fn owned_table_tasks(
     c: Contract,
     services: Services,
     shutdown: watch::Receiver<bool>,
@@ -256,6 +332,8 @@ async fn supervise(
                 stats.set_state(TableState::Starting);
                 continue;
             }
+            // Sharing the tables, a fence is a handover, said by the caller (shared_table_tasks).
+            Err(e) if e.is_fenced() && services.duty.is_some() => return Err(e),
             Err(e) if e.class() == RetryClass::Permanent => {
                 tracing::error!(table = %name, "table stopped: {e}");
                 stats.set_state(TableState::Stopped { error: e.to_string() });

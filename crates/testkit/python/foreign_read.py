@@ -89,7 +89,7 @@ def read_pyiceberg(args, columns):
             if e["status"] == 1
         ],
         "snapshots": [
-            {"snapshot_id": s.snapshot_id, "parent": s.parent_snapshot_id, "summary": s.summary.model_dump() if s.summary else {}}
+            {"snapshot_id": s.snapshot_id, "parent": s.parent_snapshot_id, "sequence_number": s.sequence_number, "summary": s.summary.model_dump() if s.summary else {}}
             for s in t.snapshots()
         ],
         "current_summary": t.current_snapshot().summary.model_dump() if t.current_snapshot() and t.current_snapshot().summary else None,

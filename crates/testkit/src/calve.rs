@@ -241,7 +241,7 @@ impl Setup {
     }
 
     // Log files sorted by start order (`calve-<n>.log`, n growing with the directory).
-    fn log_files(&self) -> Vec<PathBuf> {
+    pub fn log_files(&self) -> Vec<PathBuf> {
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))

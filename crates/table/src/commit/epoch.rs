@@ -19,7 +19,7 @@ use iceberg::TableIdent;
 
 use super::{swap_and_clean, Append, Committer};
 use crate::catalog::Catalog;
-use crate::commit::restore::{self, WRITER_EPOCH_KEY};
+use crate::commit::restore::{self, COMMITTER_KEY, WRITER_EPOCH_KEY};
 use crate::error::{Result, TableError};
 
 const CLAIM_ATTEMPTS: u32 = 16;
@@ -46,12 +46,19 @@ pub async fn claim_epoch(catalog: &Catalog, ident: &TableIdent) -> Result<u64> {
     })
 }
 
-/// SQL catalogs: the epoch property alone; the pointer swap fences.
+/// The table properties a claim sets: the new epoch, and who holds it.
+pub(crate) fn claim_properties(epoch: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (WRITER_EPOCH_KEY.to_string(), epoch.to_string()),
+        (COMMITTER_KEY.to_string(), restore::committer_name().to_string()),
+    ])
+}
+
+/// SQL catalogs: the properties alone; the pointer swap fences.
 async fn claim_property(catalog: &Catalog, base: &crate::catalog::TableState, epoch: u64) -> Result<bool> {
-    let props = HashMap::from([(WRITER_EPOCH_KEY.to_string(), epoch.to_string())]);
     let built =
         TableMetadataBuilder::new_from_metadata(base.metadata.as_ref().clone(), Some(base.metadata_location.clone()))
-            .set_properties(props)?
+            .set_properties(claim_properties(epoch))?
             .build()?;
     Ok(swap_and_clean(catalog, base, built).await?.is_some())
 }

@@ -56,7 +56,7 @@ use crate::catalog::{Catalog, TableState};
 use crate::error::{Result, TableError};
 use crate::read::manifests::manifest_list;
 use calve_retry::Classify;
-use restore::{Offsets, COMMIT_ID_KEY, OFFSETS_KEY, UNKNOWN_FIELDS_KEY, WRITER_EPOCH_KEY};
+use restore::{Offsets, COMMITTER_KEY, COMMIT_ID_KEY, OFFSETS_KEY, UNKNOWN_FIELDS_KEY, WRITER_EPOCH_KEY};
 
 /// `ManifestWriter::add_file` treats a negative sequence number as "inherit from the manifest
 /// list entry", which is what new entries want: the number is only known at commit time.
@@ -531,6 +531,7 @@ impl Committer {
         let mut extra = HashMap::from([
             (COMMIT_ID_KEY.to_string(), commit_id),
             (WRITER_EPOCH_KEY.to_string(), self.epoch.to_string()),
+            (COMMITTER_KEY.to_string(), restore::committer_name().to_string()),
         ]);
         if let Some(o) = offsets {
             extra.insert(OFFSETS_KEY.to_string(), restore::format_offsets(&o));
@@ -645,8 +646,7 @@ impl Committer {
             SnapshotReference::new(ctx.snapshot_id, SnapshotRetention::branch(None, None, None)),
         )?;
         if self.claim {
-            builder =
-                builder.set_properties(HashMap::from([(WRITER_EPOCH_KEY.to_string(), self.epoch.to_string())]))?;
+            builder = builder.set_properties(epoch::claim_properties(self.epoch))?;
         }
         let built = builder.build()?;
         Ok(self

@@ -19,6 +19,24 @@ pub const OFFSETS_KEY: &str = "calve.offsets";
 pub const COMMIT_ID_KEY: &str = "calve.commit-id";
 /// Summary key and table property: the owner's writer epoch.
 pub const WRITER_EPOCH_KEY: &str = "calve.writer-epoch";
+/// Summary key and table property: the process that committed the snapshot, and the one that
+/// last claimed the table (`host pid N`), so a person can tell which of several processes
+/// sharing the tables commits which.
+pub const COMMITTER_KEY: &str = "calve.committer";
+
+/// This process as [`COMMITTER_KEY`] names it.
+pub fn committer_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host} pid {}", std::process::id())
+    })
+}
 
 /// Next offset to read, per topic and partition.
 pub type Offsets = BTreeMap<String, BTreeMap<i32, i64>>;

@@ -51,6 +51,10 @@ pub struct TableSummary {
     pub reopened_at_ms: Option<i64>,
     /// The rebuild under way, if any.
     pub rebuild: Option<RebuildMark>,
+    /// The writer epoch of the table's owner (0: never claimed).
+    pub writer_epoch: u64,
+    /// The process that last claimed the table, as it named itself.
+    pub committer: Option<String>,
 }
 
 /// A running total (`total-records`, `total-data-files` …) of the current snapshot's summary;
@@ -103,6 +107,8 @@ pub async fn summarize(catalog: &Catalog, ident: &TableIdent) -> Result<TableSum
         },
         reopened_at_ms: reopening.map(|(at, _)| at),
         rebuild: RebuildMark::of(m)?,
+        writer_epoch: restore::table_epoch(m)?,
+        committer: m.properties().get(restore::COMMITTER_KEY).cloned(),
     })
 }
 

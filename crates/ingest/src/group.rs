@@ -1,0 +1,190 @@
+//! Membership in the Kafka consumer group through which several calve processes share their
+//! tables' commit duty (`[group]` in `calve.toml`).
+//!
+//! Kafka already elects, balances and detects dead members for consumer groups; calve rides on
+//! that instead of a consensus of its own. Every process subscribes, under one group, to a
+//! *duty topic* that nobody writes to: partition `i` of it stands for table `i`, and the process
+//! the group assigns that partition commits that table. The topic is never read; its partitions
+//! are tokens. Safety does not rest on the group: a table's writer epoch fences any process
+//! that commits after another claimed the table, so an assignment that briefly overlaps (a
+//! member that froze past its session timeout) costs a reopen, never a row.
+//!
+//! The assignor is librdkafka's `roundrobin`, an eager protocol: partition `p` goes to the
+//! `p mod N`-th member, so tables on partitions `0..T` spread evenly. The cooperative protocol
+//! would spare the revocations, but the broker the tests run on (tansu 0.6) hands out
+//! overlapping cooperative assignments; revocations cost nothing here anyway, since the
+//! service acts on the new assignment only and leaves a table that stays with it running.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::watch;
+
+use crate::error::IngestError;
+use crate::source::{refused_config, KafkaConfig};
+
+/// How the group is joined.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// The duty topic (made with `partitions` partitions when missing).
+    pub topic: String,
+    /// The consumer group.
+    pub group: String,
+    /// Partitions the duty topic needs: one per table.
+    pub partitions: i32,
+    /// A member not heard from this long is dropped and its tables go to the others.
+    pub session_timeout: Duration,
+}
+
+/// The duty topic's partitions a new topic gets at least, so contracts added later find
+/// theirs without growing it (not every broker can).
+const MIN_PARTITIONS: i32 = 64;
+/// How long one poll of the membership thread blocks: the longest a shutdown waits for it.
+const POLL: Duration = Duration::from_millis(200);
+
+/// This process's membership: which of the duty topic's partitions the group gives it. Leaves
+/// the group when dropped, so the others take its tables over at once instead of after the
+/// session timeout.
+pub struct DutyGroup {
+    assigned: watch::Receiver<Option<BTreeSet<i32>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct DutyContext {
+    group: String,
+    assigned: watch::Sender<Option<BTreeSet<i32>>>,
+}
+
+impl ClientContext for DutyContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(group = %self.group, "librdkafka (commit duty group): {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for DutyContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            // An eager assignment is the whole new share. A revocation is not acted on: what
+            // stays with this process keeps running through the rebalance.
+            Rebalance::Assign(tpl) => {
+                let share: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(group = %self.group, partitions = ?share, "commit duty assigned");
+                let _ = self.assigned.send(Some(share));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(group = %self.group, "commit duty rebalance failed: {e}"),
+        }
+    }
+}
+
+impl DutyGroup {
+    /// Makes the duty topic when it is missing, checks it has a partition per table, and
+    /// joins the group. The share arrives later, on [`DutyGroup::assigned`].
+    pub async fn join(cfg: &KafkaConfig, s: &GroupSettings) -> Result<Self, IngestError> {
+        let mut c = ClientConfig::new();
+        cfg.apply_connection(&mut c);
+        ensure_topic(&c, s).await?;
+        c.set("group.id", &s.group)
+            .set("partition.assignment.strategy", "roundrobin")
+            .set("session.timeout.ms", s.session_timeout.as_millis().to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (s.session_timeout.as_millis() / 4).max(100).to_string(),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        let (tx, rx) = watch::channel(None);
+        let context = DutyContext {
+            group: s.group.clone(),
+            assigned: tx,
+        };
+        let consumer: BaseConsumer<DutyContext> = c.create_with_context(context).map_err(refused_config)?;
+        consumer.subscribe(&[&s.topic])?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        // Polling serves the heartbeats and rebalances; the topic has no records to hand out.
+        let thread = std::thread::Builder::new()
+            .name("calve-duty-group".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Relaxed) {
+                    if let Some(Err(e)) = consumer.poll(POLL) {
+                        tracing::debug!("commit duty group: {e}");
+                    }
+                }
+                // Leaving at once hands the tables over without waiting for the timeout.
+                consumer.unsubscribe();
+                let _ = consumer.poll(POLL);
+            })
+            .map_err(|e| IngestError::Config(format!("starting the group thread: {e}")))?;
+        Ok(DutyGroup {
+            assigned: rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The duty topic's partitions the group gives this process (`None` before the first
+    /// assignment).
+    pub fn assigned(&self) -> watch::Receiver<Option<BTreeSet<i32>>> {
+        self.assigned.clone()
+    }
+}
+
+impl Drop for DutyGroup {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Creates the duty topic when it is missing; fails when it has fewer partitions than tables
+/// (and the broker cannot add them), naming the fix.
+async fn ensure_topic(c: &ClientConfig, s: &GroupSettings) -> Result<(), IngestError> {
+    let admin: AdminClient<DefaultClientContext> = c.create().map_err(refused_config)?;
+    let topic = NewTopic::new(&s.topic, s.partitions.max(MIN_PARTITIONS), TopicReplication::Fixed(-1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match admin.create_topics([&topic], &options).await?.pop() {
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | Some(Ok(_)) | None => {}
+        Some(Err((_, code))) => {
+            return Err(IngestError::Config(format!(
+                "creating the duty topic {}: {code}",
+                s.topic
+            )))
+        }
+    }
+    let has = partition_count(admin, s.topic.clone()).await?;
+    if has < s.partitions {
+        return Err(IngestError::Config(format!(
+            "the duty topic {} has {has} partitions and the contracts name {} tables: give it at least {} \
+             (kafka-topics --alter --partitions), or name a new topic in [group] topic",
+            s.topic, s.partitions, s.partitions
+        )));
+    }
+    Ok(())
+}
+
+async fn partition_count(admin: AdminClient<DefaultClientContext>, topic: String) -> Result<i32, IngestError> {
+    let count = tokio::task::spawn_blocking(move || -> Result<i32, KafkaError> {
+        let md = admin.inner().fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len() as i32))
+    })
+    .await
+    .map_err(|e| IngestError::Config(format!("asking for the duty topic's partitions: {e}")))??;
+    Ok(count)
+}
