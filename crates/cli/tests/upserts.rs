@@ -23,8 +23,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use calve_table::read::live::equality_deletes_in_any_snapshot;
-use calve_table::{Catalog, CatalogConfig};
 use calve_testkit::broker::Broker;
 use calve_testkit::calve::{kill9, wait_for, Setup};
 use calve_testkit::kafka::{create_topic, produce, Message};
@@ -170,22 +168,7 @@ fn upserts_deletes_and_kills_end_in_exactly_the_model() {
         assert_eq!(got, want, "{reader}: latest versions (seed {seed})");
     }
     // 2
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let eq = rt.block_on(async {
-        let catalog = Catalog::open(&CatalogConfig::new(
-            format!("sqlite:{}", s.catalog_db().display()),
-            s.warehouse().display().to_string(),
-        ))
-        .await
-        .unwrap();
-        let st = catalog
-            .load(&Catalog::ident(&["crm".into()], "customers").unwrap())
-            .await
-            .unwrap();
-        equality_deletes_in_any_snapshot(catalog.file_io(), &st.metadata)
-            .await
-            .unwrap()
-    });
+    let eq = customers_equality_deletes(&s);
     assert_eq!(eq, 0, "equality deletes (seed {seed})");
     // (Background compaction may have applied every delete file by now: look at the commits.)
     let row_deltas = logs

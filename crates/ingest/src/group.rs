@@ -51,18 +51,46 @@ const MIN_PARTITIONS: i32 = 64;
 /// How long one poll of the membership thread blocks: the longest a shutdown waits for it.
 const POLL: Duration = Duration::from_millis(200);
 
+/// How long dropping a [`DutyGroup`] waits for the leave to reach the broker.
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
+
+/// The group's word on this process: its share of the duty topic's partitions, and a count of
+/// every rebalance it went through (so a caller can tell "still mine" from "lost and given
+/// back" even when it missed the value in between).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Share {
+    /// Rebalances seen (assignments, revocations, lost sessions).
+    pub generation: u64,
+    /// The partitions; `None` before the first assignment.
+    pub partitions: Option<BTreeSet<i32>>,
+}
+
 /// This process's membership: which of the duty topic's partitions the group gives it. Leaves
 /// the group when dropped, so the others take its tables over at once instead of after the
 /// session timeout.
 pub struct DutyGroup {
-    assigned: watch::Receiver<Option<BTreeSet<i32>>>,
+    share: watch::Receiver<Share>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Told when the membership thread has left the group (a `Mutex` only to be `Sync`).
+    left: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 struct DutyContext {
     group: String,
-    assigned: watch::Sender<Option<BTreeSet<i32>>>,
+    share: watch::Sender<Share>,
+}
+
+impl DutyContext {
+    /// Counts a rebalance, with the new partitions when it changed them.
+    fn publish(&self, partitions: Option<BTreeSet<i32>>) {
+        self.share.send_modify(|s| {
+            s.generation += 1;
+            if let Some(p) = partitions {
+                s.partitions = Some(p);
+            }
+        });
+    }
 }
 
 impl ClientContext for DutyContext {
@@ -72,16 +100,23 @@ impl ClientContext for DutyContext {
 }
 
 impl ConsumerContext for DutyContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            // An eager assignment is the whole new share. A revocation is not acted on: what
-            // stays with this process keeps running through the rebalance.
+            // An eager assignment is the whole new share.
             Rebalance::Assign(tpl) => {
                 let share: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(group = %self.group, partitions = ?share, "commit duty assigned");
-                let _ = self.assigned.send(Some(share));
+                self.publish(Some(share));
             }
-            Rebalance::Revoke(_) => {}
+            // A session the group dropped (this process froze, or was cut off): its tables are
+            // someone else's already.
+            Rebalance::Revoke(_) if consumer.assignment_lost() => {
+                tracing::warn!(group = %self.group, "the group dropped this process: its tables go to the others");
+                self.publish(Some(BTreeSet::new()));
+            }
+            // An ordinary revocation is counted, not acted on: what stays with this process
+            // keeps running through the rebalance.
+            Rebalance::Revoke(_) => self.publish(None),
             Rebalance::Error(e) => tracing::warn!(group = %self.group, "commit duty rebalance failed: {e}"),
         }
     }
@@ -103,15 +138,16 @@ impl DutyGroup {
             )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
-        let (tx, rx) = watch::channel(None);
+        let (tx, rx) = watch::channel(Share::default());
         let context = DutyContext {
             group: s.group.clone(),
-            assigned: tx,
+            share: tx,
         };
         let consumer: BaseConsumer<DutyContext> = c.create_with_context(context).map_err(refused_config)?;
         consumer.subscribe(&[&s.topic])?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let (left_tx, left) = std::sync::mpsc::channel();
         // Polling serves the heartbeats and rebalances; the topic has no records to hand out.
         let thread = std::thread::Builder::new()
             .name("calve-duty-group".into())
@@ -124,27 +160,34 @@ impl DutyGroup {
                 // Leaving at once hands the tables over without waiting for the timeout.
                 consumer.unsubscribe();
                 let _ = consumer.poll(POLL);
+                drop(consumer);
+                let _ = left_tx.send(());
             })
             .map_err(|e| IngestError::Config(format!("starting the group thread: {e}")))?;
         Ok(DutyGroup {
-            assigned: rx,
+            share: rx,
             stop,
             thread: Some(thread),
+            left: std::sync::Mutex::new(left),
         })
     }
 
-    /// The duty topic's partitions the group gives this process (`None` before the first
-    /// assignment).
-    pub fn assigned(&self) -> watch::Receiver<Option<BTreeSet<i32>>> {
-        self.assigned.clone()
+    /// What the group gives this process, updated with every rebalance.
+    pub fn share(&self) -> watch::Receiver<Share> {
+        self.share.clone()
     }
 }
 
 impl Drop for DutyGroup {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // A coordinator that cannot be reached must not hold up the exit: the others then
+        // take the tables over after the session timeout instead.
+        let left = self.left.lock().map(|l| l.recv_timeout(LEAVE_WAIT).is_ok());
+        if left.unwrap_or(false) {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -152,19 +195,30 @@ impl Drop for DutyGroup {
 /// Creates the duty topic when it is missing; fails when it has fewer partitions than tables
 /// (and the broker cannot add them), naming the fix.
 async fn ensure_topic(c: &ClientConfig, s: &GroupSettings) -> Result<(), IngestError> {
-    let admin: AdminClient<DefaultClientContext> = c.create().map_err(refused_config)?;
-    let topic = NewTopic::new(&s.topic, s.partitions.max(MIN_PARTITIONS), TopicReplication::Fixed(-1));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    match admin.create_topics([&topic], &options).await?.pop() {
-        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | Some(Ok(_)) | None => {}
-        Some(Err((_, code))) => {
-            return Err(IngestError::Config(format!(
-                "creating the duty topic {}: {code}",
-                s.topic
-            )))
+    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(c.create().map_err(refused_config)?);
+    // Asked first: where calve may not create topics, an operator makes it beforehand.
+    let mut has = partition_count(admin.clone(), s.topic.clone()).await?;
+    if has == 0 {
+        let topic = NewTopic::new(&s.topic, s.partitions.max(MIN_PARTITIONS), TopicReplication::Fixed(-1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        match admin.create_topics([&topic], &options).await?.pop() {
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | Some(Ok(_)) | None => {}
+            Some(Err((_, code))) => {
+                return Err(IngestError::Config(format!(
+                    "creating the duty topic {}: {code} (create it with at least {} partitions, or let calve)",
+                    s.topic, s.partitions
+                )))
+            }
+        }
+        // A new topic takes a moment to reach every broker's metadata.
+        for _ in 0..20 {
+            has = partition_count(admin.clone(), s.topic.clone()).await?;
+            if has > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    let has = partition_count(admin, s.topic.clone()).await?;
     if has < s.partitions {
         return Err(IngestError::Config(format!(
             "the duty topic {} has {has} partitions and the contracts name {} tables: give it at least {} \
@@ -175,13 +229,14 @@ async fn ensure_topic(c: &ClientConfig, s: &GroupSettings) -> Result<(), IngestE
     Ok(())
 }
 
-async fn partition_count(admin: AdminClient<DefaultClientContext>, topic: String) -> Result<i32, IngestError> {
+/// The topic's partitions (0 while it does not exist).
+async fn partition_count(admin: Arc<AdminClient<DefaultClientContext>>, topic: String) -> Result<i32, IngestError> {
     let count = tokio::task::spawn_blocking(move || -> Result<i32, KafkaError> {
         let md = admin.inner().fetch_metadata(Some(&topic), Duration::from_secs(10))?;
         Ok(md
             .topics()
             .iter()
-            .find(|t| t.name() == topic)
+            .find(|t| t.name() == topic && t.error().is_none())
             .map_or(0, |t| t.partitions().len() as i32))
     })
     .await

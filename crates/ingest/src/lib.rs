@@ -19,7 +19,7 @@ mod source;
 pub use dead_letter::{dead_letters_to_batch, DeadLetter, DeadLetterKind};
 pub use decode::{framed, AvroDecoder, Decoded, Inferred, JsonDecoder, JsonSchemaDecoder, ProtobufDecoder, Rejected};
 pub use error::IngestError;
-pub use group::{DutyGroup, GroupSettings};
+pub use group::{DutyGroup, GroupSettings, Share};
 pub use key::{key_candidates, KeyDecoder};
 pub use late::{event_micros, split_late};
 pub use record::KafkaRecord;

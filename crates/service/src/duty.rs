@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use calve_contract::{Contract, HumanDuration};
-use calve_ingest::{DutyGroup, GroupSettings, KafkaConfig};
+use calve_ingest::{DutyGroup, GroupSettings, KafkaConfig, Share};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -45,7 +45,7 @@ impl Default for GroupConfig {
 pub struct Duty {
     /// Table names in duty-partition order.
     tables: Vec<String>,
-    assigned: watch::Receiver<Option<BTreeSet<i32>>>,
+    share: watch::Receiver<Share>,
     /// Keeps the membership (leaving the group when dropped).
     _group: DutyGroup,
 }
@@ -69,41 +69,63 @@ impl Duty {
         );
         Ok(Duty {
             tables,
-            assigned: group.assigned(),
+            share: group.share(),
             _group: group,
         })
     }
 
     /// Whether the group gives `table` to this process now.
     pub fn owns(&self, table: &str) -> bool {
-        owns(&self.tables, &self.assigned.borrow(), table)
+        owns(&self.tables, &self.share.borrow().partitions, table)
     }
 
-    /// The tables the group gives this process now.
-    pub fn owned(&self) -> Vec<String> {
-        let assigned = self.assigned.borrow();
-        self.tables
-            .iter()
-            .filter(|t| owns(&self.tables, &assigned, t))
-            .cloned()
-            .collect()
+    /// Rebalances this process has been through: a change means a table's duty may have left
+    /// and come back meanwhile.
+    pub fn generation(&self) -> u64 {
+        self.share.borrow().generation
     }
 
-    /// Waits until the group gives `table` to this process (`true`) or `shutdown` turns true
-    /// (`false`).
-    pub async fn until_owned(&self, table: &str, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let mut assigned = self.assigned.clone();
+    /// Waits until the group gives `table` to this process (`Ok(true)`) or `shutdown` turns
+    /// true (`Ok(false)`). Fails when the membership ended under it.
+    pub async fn until_owned(&self, table: &str, shutdown: &mut watch::Receiver<bool>) -> Result<bool, ServiceError> {
+        let mut share = self.share.clone();
         loop {
             if *shutdown.borrow() {
-                return false;
+                return Ok(false);
             }
-            if owns(&self.tables, &assigned.borrow_and_update(), table) {
-                return true;
+            if owns(&self.tables, &share.borrow_and_update().partitions, table) {
+                return Ok(true);
             }
             tokio::select! {
-                r = assigned.changed() => if r.is_err() { return false },
-                r = shutdown.changed() => if r.is_err() { return false },
+                r = share.changed() => if r.is_err() { return Err(membership_ended()) },
+                r = shutdown.changed() => if r.is_err() { return Ok(false) },
             }
+        }
+    }
+
+    /// Waits until the group's word changes after `generation` (`true`), `timeout` passes or
+    /// `shutdown` turns true (`false`).
+    pub async fn changed_since(
+        &self,
+        generation: u64,
+        timeout: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut share = self.share.clone();
+        let wait = async {
+            loop {
+                if share.borrow_and_update().generation != generation {
+                    return true;
+                }
+                if share.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::select! {
+            changed = wait => changed,
+            _ = tokio::time::sleep(timeout) => false,
+            _ = shutdown.changed() => false,
         }
     }
 
@@ -111,18 +133,18 @@ impl Duty {
     /// group takes the table from this process. The watching task ends with the signal.
     pub fn while_owned(&self, table: &str, mut shutdown: watch::Receiver<bool>) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(false);
-        let (tables, mut assigned, table) = (self.tables.clone(), self.assigned.clone(), table.to_string());
+        let (tables, mut share, table) = (self.tables.clone(), self.share.clone(), table.to_string());
         tokio::spawn(async move {
             loop {
                 if *shutdown.borrow_and_update() {
                     break;
                 }
-                if !owns(&tables, &assigned.borrow_and_update(), &table) {
+                if !owns(&tables, &share.borrow_and_update().partitions, &table) {
                     tracing::info!(%table, "the group gave the table's commit duty to another process: handing it over");
                     break;
                 }
                 tokio::select! {
-                    r = assigned.changed() => if r.is_err() { break },
+                    r = share.changed() => if r.is_err() { break },
                     r = shutdown.changed() => if r.is_err() { break },
                     _ = tx.closed() => return,
                 }
@@ -133,6 +155,10 @@ impl Duty {
         });
         rx
     }
+}
+
+fn membership_ended() -> ServiceError {
+    ServiceError::Config("the membership in the group sharing the tables ended".into())
 }
 
 /// Whether `assigned` holds `table`'s duty partition (its place in `tables`).

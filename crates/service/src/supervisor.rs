@@ -37,6 +37,12 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// How long a table claimed away from this process, although the group gives it to this one,
 /// waits before claiming it back (a misconfigured group must not fence at full speed).
 const DISPUTED_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a fenced table waits for word from the group before it takes the fence for a
+/// dispute: a process whose session the group dropped hears of it within a few polls.
+const HANDOVER_GRACE: Duration = Duration::from_secs(10);
+/// How long a table that stopped for good waits for the group to move its duty: in effect,
+/// until it does.
+const UNTIL_MOVED: Duration = Duration::from_secs(365 * 86_400);
 
 /// How each table's pipeline ended.
 pub type Outcomes = BTreeMap<String, Result<(), ServiceError>>;
@@ -162,44 +168,63 @@ async fn shared_table_tasks(
     stats: Arc<TableStats>,
 ) -> Result<(), ServiceError> {
     let name = c.table.name.clone();
+    // The permanent failure the table stopped with, if it did: what the process exits with.
+    let mut stopped = None;
     loop {
-        stats.set_state(TableState::Standby);
-        if !duty.until_owned(&name, &mut shutdown).await {
-            stats.set_state(TableState::Done);
-            return Ok(());
+        if stopped.is_none() {
+            stats.set_state(TableState::Standby);
+        }
+        if !duty.until_owned(&name, &mut shutdown).await? {
+            return match stopped {
+                Some(e) => Err(e),
+                None => {
+                    stats.set_state(TableState::Done);
+                    Ok(())
+                }
+            };
         }
         stats.set_state(TableState::Starting);
+        let generation = duty.generation();
         let owned = duty.while_owned(&name, shutdown.clone());
         let result = owned_table_tasks(c.clone(), services.clone(), owned, stop, stats.clone()).await;
+        stopped = None;
         if *shutdown.borrow() {
             // A fence met on the way out is a handover too: the table is in good hands.
             return result.or_else(|e| if e.is_fenced() { Ok(()) } else { Err(e) });
         }
-        match result {
-            Ok(()) => {}
-            Err(e) if e.is_fenced() && !duty.owns(&name) => {
-                tracing::info!(table = %name, "handed the table over: {e}")
-            }
-            Err(e) if e.is_fenced() => {
-                // Only a process that maps tables to duty partitions differently (other
-                // contracts) or runs outside the group claims a table the group gave us.
-                tracing::error!(
-                    table = %name,
-                    "another process claimed the table while the group gives its commit duty to this one; do all \
-                     processes of the group run the same contracts, and none without [group]? Claiming it back in \
-                     {DISPUTED_BACKOFF:?}: {e}"
-                );
-                stats.set_state(TableState::Failing {
-                    failures: 1,
-                    error: format!("claimed by another process while this one has its commit duty: {e}"),
-                });
-                tokio::select! {
-                    _ = tokio::time::sleep(DISPUTED_BACKOFF) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-            Err(e) => return Err(e),
+        let Err(e) = result else { continue };
+        // The duty moved meanwhile (perhaps away and back, or this process's session was
+        // dropped and it has not heard yet): a handover.
+        if e.is_fenced()
+            && (duty.generation() != generation || duty.changed_since(generation, HANDOVER_GRACE, &mut shutdown).await)
+        {
+            tracing::info!(table = %name, "handed the table over: {e}");
+            continue;
         }
+        if e.is_fenced() {
+            // Only a process that maps tables to duty partitions differently (other
+            // contracts) or runs outside the group claims a table the group left with us.
+            tracing::error!(
+                table = %name,
+                "another process claimed the table while the group gives its commit duty to this one; do all \
+                 processes of the group run the same contracts, and none without [group]? Claiming it back in \
+                 {DISPUTED_BACKOFF:?}: {e}"
+            );
+            stats.set_state(TableState::Failing {
+                failures: 1,
+                error: format!("claimed by another process while this one has its commit duty: {e}"),
+            });
+        }
+        // A table stopped for good here stays stopped until the group moves its duty (a
+        // process elsewhere may fare better) rather than holding its duty partition idle.
+        let wait = match e.is_fenced() {
+            true => DISPUTED_BACKOFF,
+            false => {
+                stopped = Some(e);
+                UNTIL_MOVED
+            }
+        };
+        duty.changed_since(duty.generation(), wait, &mut shutdown).await;
     }
 }
 

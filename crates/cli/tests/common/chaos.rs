@@ -41,6 +41,23 @@ pub fn chaos_contract() -> String {
     contract
 }
 
+/// Round `round`'s orders: `good` of them (ids `round * good ..`), seeded bad records among
+/// them; returns the messages and how many are bad.
+pub fn orders_round(round: u64, good: u64, seed: u64, bad: &[(Option<String>, &str)]) -> (Vec<Message>, usize) {
+    let chunk = mixed(good, 1, seed ^ round);
+    let msgs = chunk
+        .iter()
+        .map(|r| match r {
+            Ok(i) => {
+                let id = round * good + i;
+                (format!("k{id}"), Some(order_json(id)), None)
+            }
+            Err(b) => (format!("bad{round}-{b}"), bad[*b].0.clone(), None),
+        })
+        .collect();
+    (msgs, chunk.iter().filter(|r| r.is_err()).count())
+}
+
 /// Runs `kills` seeded rounds on `s` (made with [`chaos_contract`]) against the broker at
 /// `bootstrap`, then the final catch-up, and asserts the four invariants.
 pub fn kill9_rounds(bootstrap: &str, s: &Setup, seed: u64, kills: u64) {
@@ -53,18 +70,8 @@ pub fn kill9_rounds(bootstrap: &str, s: &Setup, seed: u64, kills: u64) {
 
     for round in 0..kills {
         // More records arrive before (and so while) this incarnation runs.
-        let chunk = mixed(CHUNK_GOOD, 1, seed ^ round);
-        let msgs: Vec<Message> = chunk
-            .iter()
-            .map(|r| match r {
-                Ok(i) => {
-                    let id = round * CHUNK_GOOD + i;
-                    (format!("k{id}"), Some(order_json(id)), None)
-                }
-                Err(b) => (format!("bad{round}-{b}"), bad[*b].0.clone(), None),
-            })
-            .collect();
-        bad_sent += chunk.iter().filter(|r| r.is_err()).count();
+        let (msgs, bad_in_round) = orders_round(round, CHUNK_GOOD, seed, &bad);
+        bad_sent += bad_in_round;
         produce(bootstrap, "orders", &msgs);
         if round % 4 == 1 {
             // Killed mid-work, whatever this machine's speed: once it has committed, soon after.

@@ -153,3 +153,25 @@ pub fn erase_99_from_bucket(s: &Setup, s3: &calve_testkit::s3::S3) {
     let left = s3.grep("warehouse/", erased);
     assert!(left.is_empty(), "objects still holding the erased value: {left:?}");
 }
+
+/// Equality-delete files in any retained snapshot of `crm.customers` in the setup's SQLite
+/// catalog (calve writes position deletes only, so this must be 0).
+pub fn customers_equality_deletes(s: &Setup) -> usize {
+    use calve_table::{Catalog, CatalogConfig};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let catalog = Catalog::open(&CatalogConfig::new(
+            format!("sqlite:{}", s.catalog_db().display()),
+            s.warehouse().display().to_string(),
+        ))
+        .await
+        .unwrap();
+        let st = catalog
+            .load(&Catalog::ident(&["crm".into()], "customers").unwrap())
+            .await
+            .unwrap();
+        calve_table::read::live::equality_deletes_in_any_snapshot(catalog.file_io(), &st.metadata)
+            .await
+            .unwrap()
+    })
+}
