@@ -27,7 +27,7 @@ use calve_testkit::broker::Broker;
 use calve_testkit::calve::{kill9, terminate, Setup};
 use calve_testkit::kafka::{create_topic, produce, Message};
 use calve_testkit::workload::{bad_values, customer_json};
-use common::chaos::orders_round;
+use common::chaos::{assert_dead_letters_once, orders_round};
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -162,20 +162,7 @@ fn processes_of_a_group_share_the_tables_through_kills_joins_and_leaves() {
         &format!("seed {seed}\n{logs}"),
     );
     assert_customers(&s, &customers, seed);
-    let dlq = read_dlq(&s);
-    for reader in ["pyiceberg", "duckdb"] {
-        let rows = dlq.rows(reader);
-        let unique: BTreeSet<(i64, i64)> = rows
-            .iter()
-            .map(|r| (r[1].as_i64().unwrap(), r[2].as_i64().unwrap()))
-            .collect();
-        assert_eq!(
-            unique.len(),
-            rows.len(),
-            "{reader}: duplicate dead letters, seed {seed}"
-        );
-        assert_eq!(rows.len() as u64, bad_sent, "{reader}: dead letters, seed {seed}");
-    }
+    assert_dead_letters_once(&read_dlq(&s), bad_sent, seed);
     // 3
     let mut committed_by = BTreeSet::new();
     for view in [read_orders(&s), read_from(&s, "crm.customers", CUSTOMER_COLUMNS)] {

@@ -41,6 +41,24 @@ pub fn chaos_contract() -> String {
     contract
 }
 
+/// Asserts both readers see `expected` dead letters in `dlq`, none twice (by partition and
+/// offset).
+pub fn assert_dead_letters_once(dlq: &calve_testkit::python::ForeignView, expected: u64, seed: u64) {
+    for reader in ["pyiceberg", "duckdb"] {
+        let rows = dlq.rows(reader);
+        let unique: BTreeSet<(i64, i64)> = rows
+            .iter()
+            .map(|r| (r[1].as_i64().unwrap(), r[2].as_i64().unwrap()))
+            .collect();
+        assert_eq!(
+            unique.len(),
+            rows.len(),
+            "{reader}: duplicate dead letters, seed {seed}"
+        );
+        assert_eq!(rows.len() as u64, expected, "{reader}: dead letters, seed {seed}");
+    }
+}
+
 /// Round `round`'s orders: `good` of them (ids `round * good ..`), seeded bad records among
 /// them; returns the messages and how many are bad.
 pub fn orders_round(round: u64, good: u64, seed: u64, bad: &[(Option<String>, &str)]) -> (Vec<Message>, usize) {
@@ -119,19 +137,7 @@ pub fn kill9_rounds(bootstrap: &str, s: &Setup, seed: u64, kills: u64) {
     );
     // 3
     let dlq = read_dlq(s);
-    for reader in ["pyiceberg", "duckdb"] {
-        let rows = dlq.rows(reader);
-        let unique: BTreeSet<(i64, i64)> = rows
-            .iter()
-            .map(|r| (r[1].as_i64().unwrap(), r[2].as_i64().unwrap()))
-            .collect();
-        assert_eq!(
-            unique.len(),
-            rows.len(),
-            "{reader}: duplicate dead letters, seed {seed}"
-        );
-        assert_eq!(rows.len(), bad_sent, "{reader}: dead letters, seed {seed}");
-    }
+    assert_dead_letters_once(&dlq, bad_sent as u64, seed);
     // 4
     let newest = |v: &calve_testkit::python::ForeignView| {
         let summary = v.current_summary();
