@@ -35,6 +35,7 @@ mod compaction;
 mod day;
 mod isolation;
 mod protobuf;
+mod tables;
 mod upserts;
 
 fn main() -> anyhow::Result<()> {
@@ -54,12 +55,13 @@ fn main() -> anyhow::Result<()> {
         Some("upserts") => upserts::upserts(),
         Some("day") => day::day(std::env::args().nth(2).map(|c| c.parse()).transpose()?.unwrap_or(1440)),
         Some("isolation") => isolation::isolation(std::env::args().nth(2).map(|r| r.parse()).transpose()?.unwrap_or(4_000_000)),
+        Some("tables") => tables::tables(std::env::args().nth(2).map(|n| n.parse()).transpose()?.unwrap_or(1000)),
         Some("compaction") => compaction::compaction(std::env::args().nth(2).map(|r| r.parse()).transpose()?.unwrap_or(2_000_000)),
         Some("index") => {
             let keys = std::env::args().nth(2).map(|k| k.parse()).transpose()?.unwrap_or(10_000_000);
             upserts::index(keys)
         }
-        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `avro`, `protobuf`, `commits`, `upserts`, `index [keys]`, `compaction [rows]`, `isolation [rows]` or `day [commits]`"),
+        Some(other) => anyhow::bail!("unknown benchmark `{other}`; use `ingest` (default), `avro`, `protobuf`, `commits`, `upserts`, `index [keys]`, `compaction [rows]`, `isolation [rows]`, `tables [n]` or `day [commits]`"),
     }
 }
 

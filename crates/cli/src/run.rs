@@ -54,13 +54,26 @@ pub async fn run(config: &Path, until_caught_up: bool) -> anyhow::Result<ExitCod
         tokio::spawn(serve_http(listener, observed.clone(), metrics, rx.clone()));
     }
     let mut services = Services::new(&cfg, catalog)?;
+    if let Some(memory) = &cfg.memory {
+        services.within_memory(memory, &contracts);
+    }
     if let Some(group) = &cfg.group {
         let duty = Duty::join(&cfg.kafka, group, &contracts)
             .await
             .context("joining the group")?;
         services.duty = Some(Arc::new(duty));
     }
+    let memory = services.memory.clone();
     let outcomes = run_tables(contracts, services, &observed, rx, stop).await;
+    if let Some(m) = memory {
+        tracing::info!(
+            peak = m.peak(),
+            part = m.buffers(),
+            "memory budget: the tables' buffers held at most {} bytes together (their part: {})",
+            m.peak(),
+            m.buffers()
+        );
+    }
     let mut failed = false;
     // Every table ended by a takeover (none stopped at SIGTERM, none failed otherwise).
     let mut all_taken_over = !outcomes.is_empty();

@@ -132,6 +132,13 @@ impl DutyGroup {
         c.set("group.id", &s.group)
             .set("partition.assignment.strategy", "roundrobin")
             .set("session.timeout.ms", s.session_timeout.as_millis().to_string())
+            // Also the rebalance timeout: how long the group waits for a member that died
+            // mid-rebalance before it deals the partitions again without it (Kafka's default
+            // is 5 minutes of tables nobody commits). This consumer polls every 200 ms.
+            .set(
+                "max.poll.interval.ms",
+                (s.session_timeout.as_millis() * 2).max(10_000).to_string(),
+            )
             .set(
                 "heartbeat.interval.ms",
                 (s.session_timeout.as_millis() / 4).max(100).to_string(),

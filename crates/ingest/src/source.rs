@@ -320,6 +320,18 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Pauses (or resumes) every assigned partition: a paused partition is not fetched, so
+    /// what the consumer holds stops growing, while polling goes on serving the client's
+    /// callbacks (statistics, errors). Positions are kept.
+    pub fn set_paused(&self, paused: bool) -> Result<(), IngestError> {
+        let assigned = self.consumer.assignment()?;
+        match paused {
+            true => self.consumer.pause(&assigned)?,
+            false => self.consumer.resume(&assigned)?,
+        }
+        Ok(())
+    }
+
     /// Waits up to `wait` for records, returning at most `max` (possibly none).
     pub async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<KafkaRecord>, IngestError> {
         let deadline = Instant::now() + wait;

@@ -16,6 +16,7 @@ use crate::erasure_log::ErasureConfig;
 use crate::error::ServiceError;
 use crate::http::HttpConfig;
 use crate::interpolate;
+use crate::memory::{MemoryConfig, MIN_BUDGET};
 
 /// The whole `calve.toml`. `Debug` redacts what each part knows to be secret, and on top of
 /// that every value a `${…}` reference resolved to, wherever it was put (a misspelled
@@ -46,6 +47,10 @@ pub struct RunConfig {
     /// `[erasure]`: how the erasure log hides the keys it records.
     #[serde(default)]
     pub erasure: ErasureConfig,
+    /// `[memory]`: one budget for all tables' buffers, key indexes and Kafka prefetch (absent:
+    /// each table's own limits apply, whatever their number).
+    #[serde(default)]
+    pub memory: Option<MemoryConfig>,
     /// `[group]`: share the tables' commit duty with the other processes of the Kafka group
     /// (absent: this process commits every table).
     #[serde(default)]
@@ -59,7 +64,7 @@ impl fmt::Debug for RunConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown = format!(
             "RunConfig {{ catalog: {:?}, kafka: {:?}, contracts: {:?}, maintenance: {:?}, key_index: {:?}, \
-             registry: {:?}, http: {:?}, erasure: {:?}, group: {:?} }}",
+             registry: {:?}, http: {:?}, erasure: {:?}, memory: {:?}, group: {:?} }}",
             self.catalog,
             self.kafka,
             self.contracts,
@@ -68,6 +73,7 @@ impl fmt::Debug for RunConfig {
             self.registry,
             self.http,
             self.erasure,
+            self.memory,
             self.group
         );
         f.write_str(&interpolate::scrub(&shown, &self.resolved))
@@ -189,6 +195,9 @@ impl RunConfig {
             .map_err(|e| fail(&interpolate::scrub(e.message(), &resolved.secrets)))?;
         cfg.resolved = resolved.secrets;
         cfg.contracts = contract_files(&cfg.contracts, dir).map_err(|e| fail(&e))?;
+        if cfg.memory.as_ref().is_some_and(|m| m.budget.0 < MIN_BUDGET) {
+            return Err(fail("`[memory] budget` must be at least 8MiB"));
+        }
         if cfg.maintenance.threads == 0 {
             return Err(fail("`[maintenance] threads` must be at least 1"));
         }

@@ -24,6 +24,7 @@ use crate::health::TableState;
 use crate::hold::{announce, schema_holds, wait_for_decision, waiting_on};
 use crate::maintenance::maintain_supervised;
 use crate::maintenance_threads::MaintenanceThreads;
+use crate::memory::MemoryBudget;
 use crate::pipeline::{Ended, Pipeline, StopWhen};
 use crate::rebuild::{fenced_by_rebuild, pause_at_open, wait_for_swap};
 use crate::sla_watch::watch_slas;
@@ -66,6 +67,8 @@ pub struct Services {
     /// This process's share of the tables when it shares them with a group (`[group]`);
     /// `None`: it commits every table.
     pub duty: Option<Arc<Duty>>,
+    /// The budget all tables' buffers share (`[memory]`, see [`Services::within_memory`]).
+    pub memory: Option<Arc<MemoryBudget>>,
 }
 
 impl Services {
@@ -102,6 +105,7 @@ impl Services {
             key_index: cfg.key_index.settings(),
             registry: cfg.registry.as_ref().map(Registry::new).transpose()?.map(Arc::new),
             duty: None,
+            memory: None,
         })
     }
 }

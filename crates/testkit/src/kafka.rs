@@ -29,15 +29,28 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
 
 /// Like [`create_topic`], connecting with `properties`.
 pub fn create_topic_with(bootstrap: &str, properties: &Properties, topic: &str, partitions: i32) {
+    create_topics_with(bootstrap, properties, &[topic.to_string()], partitions)
+}
+
+/// Creates the `topics`, `partitions` each, in one request.
+pub fn create_topics(bootstrap: &str, topics: &[String], partitions: i32) {
+    create_topics_with(bootstrap, &[], topics, partitions)
+}
+
+fn create_topics_with(bootstrap: &str, properties: &Properties, topics: &[String], partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = client(bootstrap, properties).create().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
     let res = rt
         .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(60))),
         ))
         .unwrap();
     for r in res {
@@ -72,11 +85,30 @@ pub fn produce_bytes(bootstrap: &str, topic: &str, messages: &[RawMessage]) {
 
 /// Like [`produce_bytes`], connecting with `properties`.
 pub fn produce_bytes_with(bootstrap: &str, properties: &Properties, topic: &str, messages: &[RawMessage]) {
-    let p: ThreadedProducer<DefaultProducerContext> = client(bootstrap, properties)
+    let p = producer(bootstrap, properties);
+    send_all(&p, topic, messages);
+    p.flush(Duration::from_secs(60)).expect("all messages delivered");
+}
+
+/// Produces each topic's messages through one producer (many topics at once: one client, not
+/// one per topic), and waits until all are acknowledged.
+pub fn produce_to_many(bootstrap: &str, topics: &[(String, Vec<RawMessage>)]) {
+    let p = producer(bootstrap, &[]);
+    for (topic, messages) in topics {
+        send_all(&p, topic, messages);
+    }
+    p.flush(Duration::from_secs(120)).expect("all messages delivered");
+}
+
+fn producer(bootstrap: &str, properties: &Properties) -> ThreadedProducer<DefaultProducerContext> {
+    client(bootstrap, properties)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+fn send_all(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, messages: &[RawMessage]) {
     for (k, v, part) in messages {
         let mut rec: BaseRecord<'_, String, Vec<u8>> = BaseRecord::to(topic).key(k);
         if let Some(v) = v {
@@ -95,7 +127,6 @@ pub fn produce_bytes_with(bootstrap: &str, properties: &Properties, topic: &str,
             }
         }
     }
-    p.flush(Duration::from_secs(60)).expect("all messages delivered");
 }
 
 /// Produces `value(n)` for n = 0, 1, … to `topic`, one every `every` (a steady trickle, each

@@ -175,3 +175,28 @@ pub fn customers_equality_deletes(s: &Setup) -> usize {
             .unwrap()
     })
 }
+
+/// `calve status --json`'s table pages (empty when status could not be read).
+pub fn status_pages(s: &Setup) -> Vec<Value> {
+    let (ok, out) = s.cli(&calve_bin(), &["status", "--json"]);
+    let doc: Value = match ok {
+        true => serde_json::from_str(&out).unwrap(),
+        false => Value::Null,
+    };
+    doc["tables"].as_array().cloned().unwrap_or_default()
+}
+
+/// How many records of its topics the restore point of `table`'s page covers.
+pub fn consumed(pages: &[Value], table: &str) -> u64 {
+    pages
+        .iter()
+        .find(|p| p["table"] == table)
+        .and_then(|p| p["facts"]["restore_point"].as_object().cloned())
+        .map(|topics| {
+            topics
+                .values()
+                .flat_map(|parts| parts.as_object().unwrap().values().map(|v| v.as_u64().unwrap()))
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -7,6 +7,7 @@
 //! resume, and dead letters below the dead-letter table's restore point are recognised as
 //! already stored and skipped, so neither table gets a duplicate.
 
+mod budget;
 mod event_time;
 mod observe;
 mod rebuild;
@@ -36,6 +37,7 @@ use crate::error::ServiceError;
 use crate::faults::{crash_point, panic_if_poisoned, panic_message, CrashPoint};
 use crate::hold::{announce, changes_of, commit_approved, first_breaches, hold_for, promotion};
 use crate::lost_records;
+use crate::memory::MemoryBudget;
 use crate::sink::{Progress, Sink};
 use crate::size_trigger::SizeTrigger;
 use crate::stats::{Committed, TableStats};
@@ -113,6 +115,12 @@ pub struct Pipeline {
     bound: rebuild::Bound,
     /// When the table was last looked at for a rebuild asking it to pause.
     rebuild_looked: Instant,
+    /// The budget the process's tables share, if any.
+    memory: Option<Arc<MemoryBudget>>,
+    /// What the buffer held when last told to the budget.
+    buffered: u64,
+    /// Whether the last poll was skipped for the budget.
+    resting: bool,
 }
 
 impl Pipeline {
@@ -177,6 +185,9 @@ impl Pipeline {
             rebuild_looked: Instant::now()
                 .checked_sub(Duration::from_secs(60))
                 .unwrap_or_else(Instant::now),
+            memory: services.memory.clone(),
+            buffered: 0,
+            resting: false,
         })
     }
 
@@ -272,7 +283,7 @@ impl Pipeline {
             };
             let polled = tokio::select! {
                 _ = shutdown.changed() => None,
-                polled = self.source.poll(POLL_MAX, wait) => Some(polled),
+                polled = self.take(wait) => Some(polled),
             };
             let idle = match polled {
                 None => break,
@@ -282,7 +293,8 @@ impl Pipeline {
                     if !self.learn_schemas(&records, &mut shutdown).await? {
                         break;
                     }
-                    let idle = records.is_empty();
+                    // A table resting for the memory budget is not idle: the topic may hold more.
+                    let idle = records.is_empty() && !self.resting;
                     self.ingest(records)?;
                     if let Some(hold) = self.held.take() {
                         return self.hold(hold).await;
@@ -296,7 +308,9 @@ impl Pipeline {
             self.advance_watermark();
             let band_elapsed = self.buffer.since.is_some_and(|t| t.elapsed() >= band);
             let arrow = self.record_buffered();
-            let full = self.size.full(arrow, self.buffer.dead_bytes as u64);
+            let dead = self.buffer.dead_bytes as u64;
+            let size_full = self.size.full(arrow, dead);
+            let full = self.budget_commits(arrow + dead, size_full || band_elapsed) || size_full;
             // In batch mode a drained topic is reason enough to commit: nothing more will come.
             let drained =
                 stop == StopWhen::CaughtUp && idle && !self.buffer.is_empty() && self.caught_up_riding_out().await?;
@@ -312,7 +326,11 @@ impl Pipeline {
             if self.partitions_checked.elapsed() >= PARTITION_REFRESH {
                 self.refresh_partitions_riding_out().await?;
             }
-            if stop == StopWhen::CaughtUp && self.buffer.is_empty() && self.caught_up_riding_out().await? {
+            if stop == StopWhen::CaughtUp
+                && self.buffer.is_empty()
+                && !self.resting
+                && self.caught_up_riding_out().await?
+            {
                 tracing::info!(table = %self.contract.table.name, "caught up with the topic");
                 return Ok(Ended::Done);
             }
@@ -619,6 +637,7 @@ impl Pipeline {
         );
         self.buffer.clear();
         self.record_buffered();
+        self.budget_says(0);
         self.record_lag(true);
         Ok(())
     }
