@@ -74,11 +74,6 @@ impl Duty {
         })
     }
 
-    /// Whether the group gives `table` to this process now.
-    pub fn owns(&self, table: &str) -> bool {
-        owns(&self.tables, &self.share.borrow().partitions, table)
-    }
-
     /// Rebalances this process has been through: a change means a table's duty may have left
     /// and come back meanwhile.
     pub fn generation(&self) -> u64 {
@@ -122,7 +117,9 @@ impl Duty {
                 }
             }
         };
+        // A change already made is the answer, whatever else is ready.
         tokio::select! {
+            biased;
             changed = wait => changed,
             _ = tokio::time::sleep(timeout) => false,
             _ = shutdown.changed() => false,

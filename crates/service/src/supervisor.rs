@@ -199,9 +199,7 @@ async fn shared_table_tasks(
         let Err(e) = result else { continue };
         // The duty moved meanwhile (perhaps away and back, or this process's session was
         // dropped and it has not heard yet): a handover.
-        if e.is_fenced()
-            && (duty.generation() != generation || duty.changed_since(generation, HANDOVER_GRACE, &mut shutdown).await)
-        {
+        if e.is_fenced() && duty.changed_since(generation, HANDOVER_GRACE, &mut shutdown).await {
             tracing::info!(table = %name, "handed the table over: {e}");
             continue;
         }
