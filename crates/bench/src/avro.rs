@@ -119,7 +119,8 @@ pub(crate) fn through_registry(
         .replace("freshness = \"1m\"", "freshness = \"1s\"")
         .replace("format = \"json\"", &format!("format = \"{format}\""));
     let extra = format!("\n[registry]\nurl = \"{}\"\n", registry.url());
-    let run = run_in_process_with(dir.path(), &broker.bootstrap(), &contract, "orders", &extra)?;
+    let mut run = run_in_process_with(dir.path(), &broker.bootstrap(), &contract, "orders", &extra)?;
+    run.floor = Some(crate::floor::read_alone(&broker.bootstrap(), "orders")?);
     Ok((run, contract))
 }
 
@@ -140,6 +141,9 @@ pub(crate) fn print_run(mb: f64, run: &Run) {
         mb / run.cpu,
         run.rows as f64 / run.cpu
     );
+    if let Some(floor) = run.floor {
+        crate::floor::print(mb, run.cpu, floor);
+    }
 }
 
 /// The writer schema `text` (of `kind`) as the registry would hand it over under `id`.

@@ -33,6 +33,7 @@ mod avro;
 mod commits;
 mod compaction;
 mod day;
+mod floor;
 mod isolation;
 mod protobuf;
 mod tables;
@@ -87,6 +88,7 @@ fn ingest() -> anyhow::Result<()> {
     println!("produced in {:.1}s", t.elapsed().as_secs_f64());
 
     let (wall, cpu, rows) = run_calve(&broker.bootstrap())?;
+    let floor = floor::read_alone(&broker.bootstrap(), "orders")?;
     let ceilings = ceiling(&values)?;
     let (ceiling_cpu, ceiling_parquet) = ceilings.arrow_json;
 
@@ -103,6 +105,7 @@ fn ingest() -> anyhow::Result<()> {
         mb / wall,
         rows as f64 / wall
     );
+    floor::print(mb, cpu, floor);
     println!(
         "ceiling : {:.1} MB per CPU-second (JSON → Arrow → Parquet zstd(1), in memory, 1 core; {:.1} MB Parquet)",
         mb / ceiling_cpu,
@@ -146,6 +149,9 @@ pub struct Run {
     pub rows: u64,
     /// The table's metadata file afterwards.
     pub metadata: String,
+    /// CPU-seconds and records of reading the topic alone afterwards ([`floor`]), where a
+    /// benchmark measured it.
+    pub floor: Option<(f64, u64)>,
 }
 
 /// Runs calve on `contract_text` (saved as `<name>.toml` in `dir`, catalog and warehouse too).
@@ -198,6 +204,7 @@ pub fn run_in_process_with(
             cpu,
             rows,
             metadata,
+            floor: None,
         })
     })
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef as ArrowSchemaRef;
-use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
+use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::io::FileIO;
 use iceberg::spec::{
     DataContentType, DataFile, DataFileFormat, PartitionKey, PartitionSpecRef, SchemaRef, TableMetadata,
@@ -18,6 +18,7 @@ use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator,
 use iceberg::writer::file_writer::rolling_writer::{RollingFileWriter, RollingFileWriterBuilder};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 
+use super::split::PartitionSplitter;
 use crate::error::{Result, TableError};
 
 /// The Arrow schema (with Iceberg field ids) that batches handed to [`DataWriter`] must have.
@@ -38,7 +39,7 @@ pub struct Written {
 pub struct DataWriter {
     schema: SchemaRef,
     spec: PartitionSpecRef,
-    splitter: Option<RecordBatchPartitionSplitter>,
+    splitter: Option<PartitionSplitter>,
     file_io: FileIO,
     locations: DefaultLocationGenerator,
     target_file_size: usize,
@@ -58,10 +59,7 @@ impl DataWriter {
         let splitter = if spec.is_unpartitioned() {
             None
         } else {
-            Some(RecordBatchPartitionSplitter::try_new_with_computed_values(
-                schema.clone(),
-                spec.clone(),
-            )?)
+            Some(PartitionSplitter::new(schema.clone(), spec.clone())?)
         };
         Ok(DataWriter {
             schema,

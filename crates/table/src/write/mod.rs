@@ -5,6 +5,7 @@
 pub mod conform;
 pub mod data;
 pub mod deletes;
+mod split;
 
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
