@@ -1,10 +1,12 @@
 //! A Kafka record as calve keeps it between the source and the table.
 
+use std::sync::Arc;
+
 /// One consumed record, owned so it can outlive the consumer's buffers until commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaRecord {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared by every record of a source: one allocation per source, not per record).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset within the partition.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use calve_contract::redacted;
+use futures::StreamExt;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -175,7 +176,7 @@ impl ConsumerContext for SourceContext {}
 pub struct KafkaSource {
     /// Shared with the blocking pool for the requests that wait for the broker.
     consumer: Arc<StreamConsumer<SourceContext>>,
-    topic: String,
+    topic: Arc<str>,
     ends: Arc<Mutex<BTreeMap<i32, PartitionEnds>>>,
     last_error: Arc<Mutex<Option<String>>>,
     /// Set when a partition's next offset is out of the broker's range (see
@@ -214,7 +215,7 @@ impl KafkaSource {
         let consumer: StreamConsumer<SourceContext> = c.create_with_context(context).map_err(refused_config)?;
         Ok(KafkaSource {
             consumer: Arc::new(consumer),
-            topic: topic.to_string(),
+            topic: topic.into(),
             ends,
             last_error,
             out_of_range: AtomicBool::new(false),
@@ -303,7 +304,7 @@ impl KafkaSource {
             })
             .await?;
         match ids.is_empty() {
-            true => Err(IngestError::TopicMissing(self.topic.clone())),
+            true => Err(IngestError::TopicMissing(self.topic.to_string())),
             false => Ok(ids),
         }
     }
@@ -336,14 +337,18 @@ impl KafkaSource {
     pub async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<KafkaRecord>, IngestError> {
         let deadline = Instant::now() + wait;
         let mut out = Vec::new();
+        // One stream for the whole poll: `recv()` makes one per record, and each registers
+        // and unregisters a waker under a lock.
+        let mut stream = self.consumer.stream();
         while out.len() < max {
             // After the first record only drain what librdkafka already holds, without a timer
             // per record (a tokio timer and two clock reads each cost more than the record).
             let next = match out.is_empty() {
-                true => tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.consumer.recv())
+                true => tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), stream.next())
                     .await
-                    .ok(),
-                false => ready_now(self.consumer.recv()),
+                    .ok()
+                    .flatten(),
+                false => ready_now(stream.next()).flatten(),
             };
             match next {
                 None => break,
@@ -361,7 +366,7 @@ impl KafkaSource {
                     break;
                 }
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(m)) => out.push(to_record(&m)),
+                Some(Ok(m)) => out.push(to_record(&m, &self.topic)),
             }
         }
         Ok(out)
@@ -469,7 +474,7 @@ fn is_fatal(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-fn to_record<M: Message>(m: &M) -> KafkaRecord {
+fn to_record<M: Message>(m: &M, topic: &Arc<str>) -> KafkaRecord {
     let headers = m
         .headers()
         .map(|h| {
@@ -479,7 +484,8 @@ fn to_record<M: Message>(m: &M) -> KafkaRecord {
         })
         .unwrap_or_default();
     KafkaRecord {
-        topic: m.topic().to_string(),
+        // The source reads one topic; the name librdkafka hands back is that one.
+        topic: Arc::clone(topic),
         partition: m.partition(),
         offset: m.offset(),
         key: m.key().map(<[u8]>::to_vec),

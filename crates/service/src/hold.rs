@@ -77,7 +77,7 @@ pub(crate) fn hold_for(d: &DeadLetter, contract: &Contract, schema: &SchemaRef, 
     Hold {
         id: format!("{}/{}@{}", d.record.topic, d.record.partition, d.record.offset),
         since_ms: chrono::Utc::now().timestamp_millis(),
-        topic: d.record.topic.clone(),
+        topic: d.record.topic.to_string(),
         partition: d.record.partition,
         offset: d.record.offset,
         path: d.path.clone(),
