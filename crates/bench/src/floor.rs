@@ -4,11 +4,14 @@
 //! record the consumer alone takes, which no change to decoding or writing can win back.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use calve_ingest::{KafkaConfig, KafkaSource};
+use calve_ingest::{KafkaConfig, KafkaSource, PartitionEnds};
 
 use crate::cpu_seconds;
+
+/// Longest a read of the topic may take (the broker answers in seconds).
+const PATIENCE: Duration = Duration::from_secs(300);
 
 /// CPU-seconds this process took to read every record of `topic` from the beginning, and how
 /// many records that was.
@@ -24,10 +27,16 @@ pub fn read_alone(bootstrap: &str, topic: &str) -> anyhow::Result<(f64, u64)> {
         let source = KafkaSource::new(&cfg, topic)?;
         let partitions = source.first_partitions(Duration::from_secs(10)).await?;
         let ends = source.watermarks(&partitions, Duration::from_secs(10)).await?;
-        let expected: i64 = ends.values().map(|e| e.end - e.low).sum();
         source.assign(&partitions, &BTreeMap::new())?;
+        let deadline = Instant::now() + PATIENCE;
         let mut read = 0u64;
-        while (read as i64) < expected {
+        // Done when every partition's position reaches its end: a count of offsets would wait
+        // forever for transaction markers, which are never handed out as records.
+        while !reached(&source.positions(), &ends) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "reading {topic} alone took over {PATIENCE:?}"
+            );
             let records = source.poll(10_000, Duration::from_millis(500)).await?;
             read += records.len() as u64;
             // Dropped here, as calve drops a poll's records once they are routed.
@@ -36,6 +45,13 @@ pub fn read_alone(bootstrap: &str, topic: &str) -> anyhow::Result<(f64, u64)> {
         drop(source);
         anyhow::Ok((cpu_seconds() - cpu0, read))
     })
+}
+
+/// Whether every partition's next offset is at or past its end (an empty partition has no
+/// position to compare).
+fn reached(positions: &BTreeMap<i32, i64>, ends: &BTreeMap<i32, PartitionEnds>) -> bool {
+    ends.iter()
+        .all(|(p, e)| e.end <= e.low || positions.get(p).is_some_and(|at| *at >= e.end))
 }
 
 /// Prints the floor beside calve's figure for `mb` megabytes in `cpu` CPU-seconds.
