@@ -87,25 +87,19 @@ fn ingest() -> anyhow::Result<()> {
     drop(msgs);
     println!("produced in {:.1}s", t.elapsed().as_secs_f64());
 
-    let (wall, cpu, rows) = run_calve(&broker.bootstrap())?;
-    let floor = floor::read_alone(&broker.bootstrap(), "orders")?;
+    let mut run = run_calve(&broker.bootstrap())?;
+    run.floor = Some(floor::read_alone(&broker.bootstrap(), "orders")?);
+    let (wall, cpu, rows) = (run.wall, run.cpu, run.rows);
     let ceilings = ceiling(&values)?;
     let (ceiling_cpu, ceiling_parquet) = ceilings.arrow_json;
 
     let mb = bytes as f64 / 1e6;
-    println!();
-    println!("calve   : {rows} rows, {wall:.2}s wall, {cpu:.2} CPU-s");
-    println!(
-        "calve   : {:.1} MB per CPU-second, {:.0} rows per CPU-second",
-        mb / cpu,
-        rows as f64 / cpu
-    );
+    avro::print_run(mb, &run);
     println!(
         "calve   : {:.1} MB/s wall-clock, {:.0} rows/s wall-clock (bounded by the broker)",
         mb / wall,
         rows as f64 / wall
     );
-    floor::print(mb, cpu, floor);
     println!(
         "ceiling : {:.1} MB per CPU-second (JSON → Arrow → Parquet zstd(1), in memory, 1 core; {:.1} MB Parquet)",
         mb / ceiling_cpu,
@@ -131,12 +125,11 @@ pub(crate) fn events() -> u64 {
         .unwrap_or(EVENTS)
 }
 
-fn run_calve(bootstrap: &str) -> anyhow::Result<(f64, f64, u64)> {
+fn run_calve(bootstrap: &str) -> anyhow::Result<Run> {
     let dir = tempfile::tempdir()?;
     let contract =
         include_str!("../../../examples/contracts/orders.toml").replace("freshness = \"1m\"", "freshness = \"1s\"");
-    let run = run_in_process(dir.path(), bootstrap, &contract, "orders")?;
-    Ok((run.wall, run.cpu, run.rows))
+    run_in_process(dir.path(), bootstrap, &contract, "orders")
 }
 
 /// One calve run, in this process, of a single contract until it has caught up with its topic.
