@@ -22,9 +22,10 @@ pub fn read_alone(bootstrap: &str, topic: &str) -> anyhow::Result<(f64, u64)> {
             brokers: bootstrap.to_string(),
             group_id: "calve-bench-floor".into(),
             properties: BTreeMap::new(),
+            tables_per_consumer: 1,
         };
         let cpu0 = cpu_seconds();
-        let source = KafkaSource::new(&cfg, topic)?;
+        let mut source = KafkaSource::new(&cfg, topic).await?;
         let partitions = source.first_partitions(Duration::from_secs(10)).await?;
         let ends = source.watermarks(&partitions, Duration::from_secs(10)).await?;
         source.assign(&partitions, &BTreeMap::new())?;

@@ -24,4 +24,4 @@ pub use key::{key_candidates, KeyDecoder};
 pub use late::{event_micros, split_late};
 pub use record::KafkaRecord;
 pub use route::{EventClock, Routed, Router};
-pub use source::{KafkaConfig, KafkaSource, PartitionEnds};
+pub use source::{KafkaClients, KafkaConfig, KafkaSource, PartitionEnds, MIN_PARTITION_QUEUE};

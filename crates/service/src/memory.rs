@@ -4,16 +4,17 @@
 //! index of `[key_index] memory`, librdkafka's prefetch queue of 64 MiB) by the table count.
 //!
 //! The budget is split three ways: half for keyed tables' indexes (each gets its share, at most
-//! `[key_index] memory`; beyond it an index spills to disk), a tenth for Kafka prefetch (each
-//! table's consumer queue), the rest for buffered records. Buffers are shared dynamically:
+//! `[key_index] memory`; beyond it an index spills to disk), a tenth for Kafka prefetch (the
+//! partition queues of the consumers the tables share), the rest for buffered records. Buffers are shared dynamically:
 //! when together they pass their part, the tables holding at least the average commit early,
 //! and the others stop taking records (their partitions rest, librdkafka's queue fills and
 //! fetching stops) until the commits bring the total back: backpressure, never growth.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use calve_contract::{ByteSize, Contract};
+use calve_ingest::{KafkaClients, MIN_PARTITION_QUEUE};
 use serde::Deserialize;
 
 use crate::supervisor::Services;
@@ -33,10 +34,6 @@ pub const MIN_BUDGET: u64 = 8 << 20;
 const INDEX_PART: f64 = 0.5;
 /// The part Kafka prefetch queues share.
 const PREFETCH_PART: f64 = 0.1;
-/// No consumer queue is made smaller than this (librdkafka needs room for a fetch).
-const MIN_PREFETCH_KB: u64 = 1024;
-/// Nor larger than librdkafka's default (64 MiB): a bigger queue buys nothing.
-const MAX_PREFETCH_KB: u64 = 65_536;
 /// No key index gets less than this before it spills.
 const MIN_INDEX: u64 = 8 << 20;
 
@@ -110,31 +107,31 @@ impl Services {
     /// get their parts now, buffers share theirs while running.
     pub fn within_memory(&mut self, cfg: &MemoryConfig, contracts: &[Contract]) {
         let budget = cfg.budget.0 as f64;
-        let tables = contracts.len().max(1) as f64;
         let keyed_tables = contracts.iter().filter(|c| c.is_keyed()).count();
         let keyed = keyed_tables.max(1) as f64;
         let index = ((budget * INDEX_PART / keyed) as u64).max(MIN_INDEX);
         self.key_index.memory_limit = self.key_index.memory_limit.min(index);
-        let prefetch_kb = ((budget * PREFETCH_PART / tables / 1024.0) as u64).clamp(MIN_PREFETCH_KB, MAX_PREFETCH_KB);
-        // A setting of the user's wins: they may know their fetch sizes better.
-        self.kafka
-            .properties
-            .entry("queued.max.messages.kbytes".into())
-            .or_insert_with(|| prefetch_kb.to_string());
+        let prefetch = (budget * PREFETCH_PART) as u64;
+        let topics = contracts.iter().map(|c| c.table.topic.clone()).collect();
+        self.kafka = Arc::new(KafkaClients::within_prefetch(
+            self.kafka.config().clone(),
+            prefetch,
+            topics,
+        ));
         let buffers = (budget * (1.0 - INDEX_PART - PREFETCH_PART)) as u64;
         // The floors win over the shares: say so rather than exceed the budget in silence.
-        let floors = MIN_PREFETCH_KB * 1024 * contracts.len() as u64 + MIN_INDEX * keyed_tables as u64;
+        let floors = MIN_PARTITION_QUEUE * contracts.len() as u64 + MIN_INDEX * keyed_tables as u64;
         if floors as f64 > budget * (INDEX_PART + PREFETCH_PART) {
             tracing::warn!(
                 budget = %cfg.budget, tables = contracts.len(),
-                "the memory budget is too small for this many tables: each table's Kafka queue takes at least 1 MiB \
-                 and each key index 8 MiB, {} in all; the process will use more than the budget",
+                "the memory budget is too small for this many tables: each Kafka partition's queue takes at least \
+                 64 KiB and each key index 8 MiB, {} in all; the process will use more than the budget",
                 ByteSize(floors)
             );
         }
         tracing::info!(
             budget = %cfg.budget, buffers = %ByteSize(buffers), key_index_each = %ByteSize(self.key_index.memory_limit),
-            prefetch_each = %ByteSize(prefetch_kb * 1024), tables = contracts.len(),
+            prefetch = %ByteSize(prefetch), tables = contracts.len(),
             "tables share one memory budget"
         );
         self.memory = Some(std::sync::Arc::new(MemoryBudget {

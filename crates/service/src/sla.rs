@@ -291,6 +291,11 @@ impl SlaTracker {
         self.seen().pending_since_ms.get_or_insert(now_ms);
     }
 
+    /// Since when (ms since the epoch) the table holds records it read and has not committed.
+    pub fn pending_since_ms(&self) -> Option<i64> {
+        self.seen().pending_since_ms
+    }
+
     /// A commit at `now_ms` made everything consumed visible: `records` records, of which
     /// `dead_letters` went to the dead-letter table, in `took`; the newest had the Kafka
     /// timestamp `newest_ms`.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use calve_contract::Contract;
 use calve_ingest::registry::Registry;
-use calve_ingest::KafkaConfig;
+use calve_ingest::KafkaClients;
 use calve_retry::{Classify, RetryClass};
 use calve_table::keyed::index::IndexSettings;
 use calve_table::{Catalog, TableError};
@@ -53,8 +53,8 @@ pub type Outcomes = BTreeMap<String, Result<(), ServiceError>>;
 pub struct Services {
     /// The catalog.
     pub catalog: Catalog,
-    /// Kafka.
-    pub kafka: KafkaConfig,
+    /// Kafka: the consumers the tables share.
+    pub kafka: Arc<KafkaClients>,
     /// Where calve's own files go (maintenance publishes its status under it): `[catalog]
     /// state`, else the warehouse.
     pub warehouse: String,
@@ -100,7 +100,7 @@ impl Services {
         Ok(Services {
             warehouse: catalog.storage().state_root().to_string(),
             catalog,
-            kafka: cfg.kafka.clone(),
+            kafka: Arc::new(KafkaClients::new(cfg.kafka.clone())),
             maintenance: cfg.maintenance.clone(),
             key_index: cfg.key_index.settings(),
             registry: cfg.registry.as_ref().map(Registry::new).transpose()?.map(Arc::new),

@@ -141,7 +141,7 @@ impl Pipeline {
         let target_size = contract.maintenance.target_file_size.0;
         let dlq = Sink::open(&services.catalog, &tables.dead_letters, None, target_size).await?;
         let topic = contract.table.topic.clone();
-        let source = KafkaSource::new(&services.kafka, &topic)?;
+        let mut source = services.kafka.source(&topic).await?;
         let partitions = source.first_partitions(METADATA_TIMEOUT).await?;
         let mut start = tables.start.clone();
         start.extend(main.sink().offsets.get(&topic).cloned().unwrap_or_default());

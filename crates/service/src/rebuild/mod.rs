@@ -152,7 +152,7 @@ pub async fn rebuild(
     }
     catalog.ensure_table(&tables.dead_letters).await?;
     let live = catalog.load(&names.main.live).await?.metadata;
-    let source = KafkaSource::new(&services.kafka, &contract.table.topic)?;
+    let source = services.kafka.source(&contract.table.topic).await?;
     let partitions = source.first_partitions(Duration::from_secs(10)).await?;
     let (mark, start, lost) = match RebuildMark::of(&live)? {
         Some(mark) => {

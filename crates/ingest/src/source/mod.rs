@@ -3,17 +3,19 @@
 //! Offsets come from the table's restore point, never from Kafka's committed offsets; calve
 //! commits offsets back to the group only so that standard lag tooling shows progress.
 
+mod shared;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calve_contract::redacted;
 use futures::StreamExt;
-use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
@@ -22,6 +24,8 @@ use serde::Deserialize;
 
 use crate::error::IngestError;
 use crate::record::KafkaRecord;
+pub use shared::{KafkaClients, MIN_PARTITION_QUEUE};
+use shared::{Shared, SharedContext};
 
 /// `[kafka]` in `calve.toml`. `Debug` shows secret properties (see
 /// [`calve_contract::is_secret_name`]) as `<redacted>`.
@@ -39,6 +43,12 @@ pub struct KafkaConfig {
     /// (auto commit off, read_committed, the group id).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// How many tables read through one Kafka consumer (default 64). Fewer consumers cost
+    /// fewer threads, connections and buffers; but every fetch request of a consumer lists
+    /// all its tables' partitions, and one consumer's records arrive through one connection
+    /// per broker, so a consumer for hundreds of tables fetches slowly.
+    #[serde(default = "default_tables_per_consumer")]
+    pub tables_per_consumer: usize,
 }
 
 impl fmt::Debug for KafkaConfig {
@@ -46,6 +56,7 @@ impl fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
+            .field("tables_per_consumer", &self.tables_per_consumer)
             .field("properties", &redacted(&self.properties))
             .finish()
     }
@@ -83,9 +94,9 @@ fn default_group() -> String {
     "calve".into()
 }
 
-/// How often librdkafka reports its view of the topic (each partition's first and last
-/// offsets), unless `statistics.interval.ms` is set in `[kafka] properties`.
-const STATISTICS_INTERVAL_MS: &str = "1000";
+fn default_tables_per_consumer() -> usize {
+    64
+}
 
 /// How long one metadata request of [`KafkaSource::first_partitions`] may take.
 const METADATA_ATTEMPT: Duration = Duration::from_secs(1);
@@ -105,132 +116,58 @@ pub struct PartitionEnds {
     pub heard_ms: Option<i64>,
 }
 
-/// Keeps the partition ends librdkafka's statistics report, so lag is known without asking
-/// the broker (which would cost a round trip per partition).
-struct SourceContext {
-    topic: String,
-    ends: Arc<Mutex<BTreeMap<i32, PartitionEnds>>>,
-    /// The client's last error callback ("Authentication: SASL SCRAM authentication failed…"),
-    /// which says why a request timed out when the request's own error cannot.
-    last_error: Arc<Mutex<Option<String>>>,
-}
-
-impl ClientContext for SourceContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::error!(topic = %self.topic, "librdkafka: {error}: {reason}");
-        // "All brokers down" follows every refused connection; it must not hide the refusal.
-        let consequence = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
-        if let Ok(mut last) = self.last_error.lock() {
-            if !consequence || last.is_none() {
-                *last = Some(format!("{error}: {reason}"));
-            }
-        }
-    }
-
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let Some(topic) = statistics.topics.get(&self.topic) else {
-            return;
-        };
-        let Ok(mut ends) = self.ends.lock() else {
-            return;
-        };
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        for (p, part) in &topic.partitions {
-            // librdkafka lists an internal partition -1; offsets it has not learnt are -1.
-            let end = if part.ls_offset >= 0 {
-                part.ls_offset
-            } else {
-                part.hi_offset
-            };
-            if *p >= 0 && end >= 0 {
-                let heard_ms =
-                    leader_heard_ms(&statistics, part.leader, now_ms).or_else(|| ends.get(p).and_then(|e| e.heard_ms));
-                ends.insert(
-                    *p,
-                    PartitionEnds {
-                        low: part.lo_offset.max(0),
-                        end,
-                        heard_ms,
-                    },
-                );
-            }
-        }
-    }
-}
-
-/// When the connection to broker `leader` last received anything (ms since the epoch), if it
-/// is up. A live broker answers a fetch at least every `fetch.wait.max.ms`, so this stays
-/// within about a second of `now_ms`; a frozen or unreachable one falls behind.
-fn leader_heard_ms(statistics: &rdkafka::Statistics, leader: i32, now_ms: i64) -> Option<i64> {
-    // No leader known: bootstrap and internal brokers carry node id -1 too, and say nothing of it.
-    if leader < 0 {
-        return None;
-    }
-    let broker = statistics.brokers.values().find(|b| b.nodeid == leader)?;
-    (broker.state == "UP" && broker.rxidle >= 0).then(|| now_ms - broker.rxidle / 1000)
-}
-
-impl ConsumerContext for SourceContext {}
-
-/// A consumer for one topic, positioned by the caller.
+/// One table's reading of a topic, positioned by the caller, through a consumer it may share
+/// with the process's other tables (see [`KafkaClients`]).
 pub struct KafkaSource {
-    /// Shared with the blocking pool for the requests that wait for the broker.
-    consumer: Arc<StreamConsumer<SourceContext>>,
+    shared: Arc<Shared>,
     topic: Arc<str>,
-    ends: Arc<Mutex<BTreeMap<i32, PartitionEnds>>>,
-    last_error: Arc<Mutex<Option<String>>>,
+    /// The partitions assigned, and the queue each is read from.
+    queues: Vec<(i32, StreamPartitionQueue<SharedContext>)>,
     /// Set when a partition's next offset is out of the broker's range (see
-    /// [`KafkaSource::take_out_of_range`]).
-    out_of_range: AtomicBool,
+    /// [`KafkaSource::take_out_of_range`]), or a record of this topic strayed.
+    out_of_range: Arc<AtomicBool>,
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        if let Err(e) = self.unassign() {
+            tracing::warn!(topic = %self.topic, "giving the topic's partitions back to the consumer: {e}");
+        }
+        self.shared.release(&self.topic);
+    }
+}
+
+impl KafkaClients {
+    /// A source for one table's reading of `topic`, on a consumer that reads `topic` for
+    /// no other table.
+    pub async fn source(&self, topic: &str) -> Result<KafkaSource, IngestError> {
+        let (shared, out_of_range) = self.take(topic).await?;
+        Ok(KafkaSource {
+            shared,
+            topic: topic.into(),
+            queues: Vec::new(),
+            out_of_range,
+        })
+    }
 }
 
 impl KafkaSource {
-    /// Creates the consumer (no partitions assigned yet).
-    pub fn new(cfg: &KafkaConfig, topic: &str) -> Result<Self, IngestError> {
-        let mut c = ClientConfig::new();
-        c.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
-        if let Some(every) = cfg.properties.get("statistics.interval.ms") {
-            tracing::warn!(
-                %topic, every_ms = %every,
-                "[kafka] properties sets statistics.interval.ms: lag and SLA freshness are measured only that often \
-                 (0 turns the measurement off, and every table then counts as behind its freshness SLA)"
-            );
-        }
-        cfg.apply_connection(&mut c);
-        c.set("group.id", &cfg.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "false")
-            // An offset Kafka no longer holds is a gap in the table: the pipeline decides what
-            // to do about it under the contract, never librdkafka silently.
-            .set("auto.offset.reset", "error");
-        let ends = Arc::new(Mutex::new(BTreeMap::new()));
-        let last_error = Arc::new(Mutex::new(None));
-        let context = SourceContext {
-            topic: topic.to_string(),
-            ends: ends.clone(),
-            last_error: last_error.clone(),
-        };
-        let consumer: StreamConsumer<SourceContext> = c.create_with_context(context).map_err(refused_config)?;
-        Ok(KafkaSource {
-            consumer: Arc::new(consumer),
-            topic: topic.into(),
-            ends,
-            last_error,
-            out_of_range: AtomicBool::new(false),
-        })
+    /// A source on a consumer of its own (no partitions assigned yet). Tables of a process
+    /// take theirs from [`KafkaClients::source`] instead, to share consumers.
+    pub async fn new(cfg: &KafkaConfig, topic: &str) -> Result<Self, IngestError> {
+        KafkaClients::new(cfg.clone()).source(topic).await
+    }
+
+    fn consumer(&self) -> &StreamConsumer<SharedContext> {
+        &self.shared.consumer
     }
 
     /// The topic's partition ids before anything is assigned, waiting up to `timeout` for the
-    /// broker. Between short attempts the consumer is polled, which serves librdkafka's error
-    /// callbacks: a broker that refuses calve (a wrong password, an untrusted certificate)
-    /// fails the wait with that reason rather than a bare "timed out".
+    /// broker. A broker that refuses calve (a wrong password, an untrusted certificate) fails
+    /// the wait with the reason the client's error callback gave rather than a bare "timed out".
     pub async fn first_partitions(&self, timeout: Duration) -> Result<Vec<i32>, IngestError> {
-        let deadline = Instant::now() + timeout;
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = None;
-        }
+        let started = Instant::now();
+        let deadline = started + timeout;
         let mut attempt = METADATA_ATTEMPT;
         loop {
             // Doubling, so a broker slow to answer metadata still gets the whole wait.
@@ -240,12 +177,13 @@ impl KafkaSource {
             match result {
                 Err(IngestError::Kafka(e)) if Instant::now() < deadline => {
                     tracing::debug!(topic = %self.topic, "topic metadata: {e}; asking again");
-                    // Nothing is assigned, so this hands out no record: it only runs callbacks.
-                    let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(IngestError::Kafka(e)) => {
-                    let client = self.last_error.lock().ok().and_then(|l| l.clone());
-                    return Err(match client {
+                    // A refusal met a moment before the table asked (the consumer is shared,
+                    // its connections may be older than this wait) is as much the reason.
+                    let since = started.checked_sub(timeout).unwrap_or(started);
+                    return Err(match self.consumer().context().error_since(since) {
                         Some(client) => IngestError::Unreachable { request: e, client },
                         None => IngestError::Kafka(e),
                     });
@@ -258,10 +196,17 @@ impl KafkaSource {
     /// Per assigned partition, the offset after the last record handed to calve (or where
     /// reading starts): a local question, no broker round trip.
     pub fn positions(&self) -> BTreeMap<i32, i64> {
-        let Ok(tpl) = self.consumer.position() else {
+        let tpl = self.assigned();
+        // rdkafka asks positions only for the whole assignment, which on a shared consumer is
+        // every table's: asked per table and per poll, that grows with the square of the
+        // table count. This asks for this table's partitions alone.
+        // SAFETY: both pointers are valid for the call: the client lives in `self.shared`,
+        // the list in `tpl`; librdkafka writes only the list's offsets and errors.
+        let error = unsafe { rdkafka_sys::rd_kafka_position(self.consumer().client().native_ptr(), tpl.ptr()) };
+        if error != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             return BTreeMap::new();
-        };
-        tpl.elements_for_topic(&self.topic)
+        }
+        tpl.elements()
             .iter()
             .filter_map(|e| match e.offset() {
                 Offset::Offset(o) => Some((e.partition(), o)),
@@ -270,10 +215,19 @@ impl KafkaSource {
             .collect()
     }
 
+    /// The assigned partitions as a list (no offsets).
+    fn assigned(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::with_capacity(self.queues.len());
+        for (p, _) in &self.queues {
+            tpl.add_partition(&self.topic, *p);
+        }
+        tpl
+    }
+
     /// Each assigned partition's first and last offsets as librdkafka last reported them
     /// (empty until its first statistics, about a second after the first fetch).
     pub fn partition_ends(&self) -> BTreeMap<i32, PartitionEnds> {
-        self.ends.lock().map(|e| e.clone()).unwrap_or_default()
+        self.consumer().context().ends(&self.topic)
     }
 
     /// Runs a librdkafka request that blocks until the broker answers or `timeout` passes on
@@ -281,10 +235,10 @@ impl KafkaSource {
     /// only, never a runtime worker and the other tables' pipelines and `/metrics` on it.
     async fn ask_broker<T: Send + 'static>(
         &self,
-        request: impl FnOnce(&StreamConsumer<SourceContext>, &str) -> Result<T, KafkaError> + Send + 'static,
+        request: impl FnOnce(&StreamConsumer<SharedContext>, &str) -> Result<T, KafkaError> + Send + 'static,
     ) -> Result<T, IngestError> {
-        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
-        match tokio::task::spawn_blocking(move || request(&consumer, &topic)).await {
+        let (shared, topic) = (self.shared.clone(), self.topic.clone());
+        match tokio::task::spawn_blocking(move || request(&shared.consumer, &topic)).await {
             Ok(answer) => Ok(answer?),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only a runtime shutting down cancels a blocking task.
@@ -309,37 +263,63 @@ impl KafkaSource {
         }
     }
 
-    /// Assigns `partitions`, each starting at `start[p]` or at the beginning when the table
-    /// holds nothing of it yet.
-    pub fn assign(&self, partitions: &[i32], start: &BTreeMap<i32, i64>) -> Result<(), IngestError> {
+    /// Assigns `partitions` (in place of those assigned before), each starting at `start[p]`
+    /// or at the beginning when the table holds nothing of it yet. Each partition's queue is
+    /// split off before the partition is assigned, so none of its records reaches the
+    /// consumer's shared queue.
+    pub fn assign(&mut self, partitions: &[i32], start: &BTreeMap<i32, i64>) -> Result<(), IngestError> {
+        self.unassign()?;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
+            let queue = self
+                .shared
+                .consumer
+                .split_partition_queue(&self.topic, *p)
+                .ok_or_else(|| IngestError::TopicMissing(format!("{}/{p}", self.topic)))?;
+            self.queues.push((*p, queue));
             let off = start.get(p).map(|o| Offset::Offset(*o)).unwrap_or(Offset::Beginning);
             tpl.add_partition_offset(&self.topic, *p, off)?;
         }
-        self.consumer.assign(&tpl)?;
+        self.consumer().incremental_assign(&tpl)?;
+        Ok(())
+    }
+
+    /// Takes this table's partitions off the shared consumer.
+    fn unassign(&mut self) -> Result<(), IngestError> {
+        if self.queues.is_empty() {
+            return Ok(());
+        }
+        let tpl = self.assigned();
+        self.queues.clear();
+        self.consumer().incremental_unassign(&tpl)?;
         Ok(())
     }
 
     /// Pauses (or resumes) every assigned partition: a paused partition is not fetched, so
-    /// what the consumer holds stops growing, while polling goes on serving the client's
-    /// callbacks (statistics, errors). Positions are kept.
+    /// what the consumer holds for it stops growing. Positions are kept.
     pub fn set_paused(&self, paused: bool) -> Result<(), IngestError> {
-        let assigned = self.consumer.assignment()?;
+        let assigned = self.assigned();
         match paused {
-            true => self.consumer.pause(&assigned)?,
-            false => self.consumer.resume(&assigned)?,
+            true => self.consumer().pause(&assigned)?,
+            false => self.consumer().resume(&assigned)?,
         }
         Ok(())
     }
 
     /// Waits up to `wait` for records, returning at most `max` (possibly none).
     pub async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<KafkaRecord>, IngestError> {
+        if let Some(e) = self.consumer().context().fatal() {
+            return Err(e.into());
+        }
         let deadline = Instant::now() + wait;
         let mut out = Vec::new();
-        // One stream for the whole poll: `recv()` makes one per record, and each registers
-        // and unregisters a waker under a lock.
-        let mut stream = self.consumer.stream();
+        if self.queues.is_empty() {
+            tokio::time::sleep(wait).await;
+            return Ok(out);
+        }
+        // One stream over the partitions for the whole poll: `recv()` makes one per record,
+        // and each registers and unregisters a waker under a lock.
+        let mut stream = futures::stream::select_all(self.queues.iter().map(|(_, q)| q.stream()));
         while out.len() < max {
             // After the first record only drain what librdkafka already holds, without a timer
             // per record (a tokio timer and two clock reads each cost more than the record).
@@ -380,7 +360,7 @@ impl KafkaSource {
                 return;
             }
         }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        if let Err(e) = self.consumer().commit(&tpl, CommitMode::Async) {
             tracing::debug!(topic = %self.topic, "progress report to the group failed: {e}");
         }
     }
