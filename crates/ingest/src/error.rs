@@ -23,6 +23,10 @@ pub enum IngestError {
     /// Kafka configuration was refused.
     #[error("kafka configuration: {0}")]
     Config(String),
+    /// A record of the topic reached the consumer's shared queue instead of its table's
+    /// partition queue: the table reopens from its restore point and reads it again.
+    #[error("a record of topic {0} was delivered outside its partition's queue; reading again from the table's restore point")]
+    Strayed(String),
     /// Building Arrow data failed in a way no single record explains.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
@@ -31,9 +35,10 @@ pub enum IngestError {
 impl Classify for IngestError {
     fn class(&self) -> RetryClass {
         match self {
-            IngestError::Kafka(_) | IngestError::Unreachable { .. } | IngestError::TopicMissing(_) => {
-                RetryClass::Temporary
-            }
+            IngestError::Kafka(_)
+            | IngestError::Unreachable { .. }
+            | IngestError::TopicMissing(_)
+            | IngestError::Strayed(_) => RetryClass::Temporary,
             IngestError::Config(_) | IngestError::Arrow(_) => RetryClass::Permanent,
         }
     }

@@ -7,7 +7,7 @@ mod shared;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,13 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{bindings, Offset, TopicPartitionList};
 use serde::Deserialize;
 
 use crate::error::IngestError;
 use crate::record::KafkaRecord;
 pub use shared::{KafkaClients, MIN_PARTITION_QUEUE};
-use shared::{Shared, SharedContext};
+use shared::{Shared, SharedContext, TopicFlags};
 
 /// `[kafka]` in `calve.toml`. `Debug` shows secret properties (see
 /// [`calve_contract::is_secret_name`]) as `<redacted>`.
@@ -123,9 +123,8 @@ pub struct KafkaSource {
     topic: Arc<str>,
     /// The partitions assigned, and the queue each is read from.
     queues: Vec<(i32, StreamPartitionQueue<SharedContext>)>,
-    /// Set when a partition's next offset is out of the broker's range (see
-    /// [`KafkaSource::take_out_of_range`]), or a record of this topic strayed.
-    out_of_range: Arc<AtomicBool>,
+    /// What the consumer's own queue told this table.
+    flags: Arc<TopicFlags>,
 }
 
 impl Drop for KafkaSource {
@@ -141,12 +140,12 @@ impl KafkaClients {
     /// A source for one table's reading of `topic`, on a consumer that reads `topic` for
     /// no other table.
     pub async fn source(&self, topic: &str) -> Result<KafkaSource, IngestError> {
-        let (shared, out_of_range) = self.take(topic).await?;
+        let (shared, flags) = self.take(topic).await?;
         Ok(KafkaSource {
             shared,
             topic: topic.into(),
             queues: Vec::new(),
-            out_of_range,
+            flags,
         })
     }
 }
@@ -202,8 +201,8 @@ impl KafkaSource {
         // table count. This asks for this table's partitions alone.
         // SAFETY: both pointers are valid for the call: the client lives in `self.shared`,
         // the list in `tpl`; librdkafka writes only the list's offsets and errors.
-        let error = unsafe { rdkafka_sys::rd_kafka_position(self.consumer().client().native_ptr(), tpl.ptr()) };
-        if error != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        let error = unsafe { bindings::rd_kafka_position(self.consumer().client().native_ptr(), tpl.ptr()) };
+        if error != bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             return BTreeMap::new();
         }
         tpl.elements()
@@ -270,28 +269,34 @@ impl KafkaSource {
     pub fn assign(&mut self, partitions: &[i32], start: &BTreeMap<i32, i64>) -> Result<(), IngestError> {
         self.unassign()?;
         let mut tpl = TopicPartitionList::new();
+        let mut queues = Vec::with_capacity(partitions.len());
         for p in partitions {
             let queue = self
                 .shared
                 .consumer
                 .split_partition_queue(&self.topic, *p)
                 .ok_or_else(|| IngestError::TopicMissing(format!("{}/{p}", self.topic)))?;
-            self.queues.push((*p, queue));
+            queues.push((*p, queue));
             let off = start.get(p).map(|o| Offset::Offset(*o)).unwrap_or(Offset::Beginning);
             tpl.add_partition_offset(&self.topic, *p, off)?;
         }
+        // Kept only once assigned: the partitions listed are the ones to give back.
         self.consumer().incremental_assign(&tpl)?;
+        self.queues = queues;
         Ok(())
     }
 
-    /// Takes this table's partitions off the shared consumer.
+    /// Takes this table's partitions off the shared consumer, running: librdkafka keeps a
+    /// pause on the partition, not on the assignment, so the next table given a partition
+    /// paused here would never read it.
     fn unassign(&mut self) -> Result<(), IngestError> {
         if self.queues.is_empty() {
             return Ok(());
         }
         let tpl = self.assigned();
-        self.queues.clear();
+        self.consumer().resume(&tpl)?;
         self.consumer().incremental_unassign(&tpl)?;
+        self.queues.clear();
         Ok(())
     }
 
@@ -311,6 +316,7 @@ impl KafkaSource {
         if let Some(e) = self.consumer().context().fatal() {
             return Err(e.into());
         }
+        self.check_strayed()?;
         let deadline = Instant::now() + wait;
         let mut out = Vec::new();
         if self.queues.is_empty() {
@@ -338,7 +344,7 @@ impl KafkaSource {
                 // say which partition, so the pipeline compares positions with the broker's.
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
                     tracing::debug!(topic = %self.topic, "a partition's next offset is out of the broker's range");
-                    self.out_of_range.store(true, Ordering::Relaxed);
+                    self.flags.out_of_range.store(true, Ordering::Relaxed);
                     break;
                 }
                 Some(Err(KafkaError::MessageConsumption(code))) if !is_fatal(code) => {
@@ -352,7 +358,10 @@ impl KafkaSource {
         Ok(out)
     }
 
-    /// Reports progress to the consumer group (for lag tools only; never read back).
+    /// Reports progress to the consumer group (for lag tools only; never read back). On a
+    /// shared consumer, librdkafka starts no table's new assignment while a commit is under
+    /// way, so a group coordinator that does not answer slows the tables' opening and
+    /// repositioning on that consumer (by up to the request timeout), never their reading.
     pub fn report_progress(&self, next: &BTreeMap<i32, i64>) {
         let mut tpl = TopicPartitionList::new();
         for (p, o) in next {
@@ -438,11 +447,22 @@ impl KafkaSource {
     /// Whether a poll since the last call met a partition whose next offset the broker no
     /// longer (or not yet) holds: that partition reads nothing until it is assigned again.
     pub fn take_out_of_range(&self) -> bool {
-        self.out_of_range.swap(false, Ordering::Relaxed)
+        self.flags.out_of_range.swap(false, Ordering::Relaxed)
+    }
+
+    /// An error when a record of this table reached the consumer's shared queue instead of its
+    /// partition's (librdkafka should never do that): the records read after it must not be
+    /// committed without it, so the table stops and reopens from its restore point.
+    pub fn check_strayed(&self) -> Result<(), IngestError> {
+        match self.flags.strayed.load(Ordering::Relaxed) {
+            true => Err(IngestError::Strayed(self.topic.to_string())),
+            false => Ok(()),
+        }
     }
 }
 
-fn is_fatal(code: RDKafkaErrorCode) -> bool {
+/// Whether a consumption error stops the client for good (librdkafka recovers from the rest).
+pub(crate) fn is_fatal(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::Fatal

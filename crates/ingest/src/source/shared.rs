@@ -40,10 +40,23 @@ const COUNT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MIN_PARTITION_QUEUE: u64 = 64 << 10;
 /// Nor larger than librdkafka's default (64 MiB): a bigger queue buys nothing.
 const MAX_QUEUE_KB: u64 = 65_536;
+/// librdkafka's default for the most one fetch response may hold (50 MiB).
+const FETCH_MAX_BYTES: &str = "52428800";
 
 /// A lock whose holder panicked leaves plain data behind, as good as it was.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the consumer's own queue told one table (set by the task serving it, taken by the
+/// table's source).
+#[derive(Default)]
+pub(crate) struct TopicFlags {
+    /// A partition's next offset is out of the broker's range (see
+    /// [`super::KafkaSource::take_out_of_range`]).
+    pub(crate) out_of_range: AtomicBool,
+    /// A record of the topic reached the consumer's queue instead of its partition's.
+    pub(crate) strayed: AtomicBool,
 }
 
 /// What the client's callbacks learn, kept per topic for the tables reading it.
@@ -51,9 +64,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct SharedContext {
     /// Per topic read through this consumer, its partitions' ends from the statistics.
     ends: Mutex<HashMap<String, BTreeMap<i32, PartitionEnds>>>,
-    /// Per topic read through this consumer, the flag that tells its table to position its
-    /// partitions again (see [`super::KafkaSource::take_out_of_range`]).
-    readers: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Per topic read through this consumer, what the client tells its table.
+    readers: Mutex<HashMap<String, Arc<TopicFlags>>>,
     /// The client's last error callback and when it came ("Authentication: SASL SCRAM
     /// authentication failed…"): it says why a request timed out when the request cannot.
     last_error: Mutex<Option<(Instant, String)>>,
@@ -74,10 +86,12 @@ impl ClientContext for SharedContext {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let readers: Vec<String> = lock(&self.readers).keys().cloned().collect();
+        // Held throughout (readers, then ends, as `release` takes them), so the ends of a
+        // topic given back meanwhile are not put back.
+        let readers = lock(&self.readers);
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut ends = lock(&self.ends);
-        for topic in readers {
+        for topic in readers.keys().cloned() {
             let Some(stats) = statistics.topics.get(&topic) else {
                 continue;
             };
@@ -164,6 +178,10 @@ impl Shared {
             c.set("queued.max.messages.kbytes", kb.to_string());
             // A fetch may overshoot the queue by one partition's fetch: keep that within it too.
             c.set("fetch.message.max.bytes", (kb * 1024).min(1 << 20).to_string());
+            // Left unset, librdkafka cuts a whole fetch request (every partition of the
+            // consumer's tables on a broker) to one partition's queue. Its default again: the
+            // partitions' own limits above bound what a response holds.
+            c.set("fetch.max.bytes", FETCH_MAX_BYTES);
         }
         cfg.apply_connection(&mut c);
         c.set("group.id", &cfg.group_id)
@@ -184,28 +202,30 @@ impl Shared {
 
     /// Makes `topic` this consumer's to read for one table; `None` when a table reads it
     /// through this consumer already, or it serves as many tables as one may.
-    fn take(&self, topic: &str, tables_per_consumer: usize) -> Option<Arc<AtomicBool>> {
+    fn take(&self, topic: &str, tables_per_consumer: usize) -> Option<Arc<TopicFlags>> {
         let mut readers = lock(&self.consumer.context().readers);
         if readers.contains_key(topic) || readers.len() >= tables_per_consumer.max(1) {
             return None;
         }
-        let flag = Arc::new(AtomicBool::new(false));
-        readers.insert(topic.to_string(), flag.clone());
-        Some(flag)
+        let flags = Arc::new(TopicFlags::default());
+        readers.insert(topic.to_string(), flags.clone());
+        Some(flags)
     }
 
     /// Gives `topic` back (its table's source is gone).
     pub(crate) fn release(&self, topic: &str) {
         let context = self.consumer.context();
-        lock(&context.readers).remove(topic);
+        let mut readers = lock(&context.readers);
+        readers.remove(topic);
         lock(&context.ends).remove(topic);
     }
 }
 
 /// Serves the consumer's own queue: statistics and error callbacks, and the errors that are
 /// nobody's partition's. Records never arrive here (every assigned partition is split off
-/// first); if one did, its table is told to position its partitions again, so the record is
-/// read again rather than lost.
+/// first, and librdkafka never forwards a split partition's queue again); if one did, its
+/// table is stopped before its next poll or commit and reopens from the restore point, so
+/// the record is read again rather than skipped by the records after it.
 async fn serve(consumer: Arc<StreamConsumer<SharedContext>>) {
     loop {
         match consumer.recv().await {
@@ -213,10 +233,10 @@ async fn serve(consumer: Arc<StreamConsumer<SharedContext>>) {
                 let topic = m.topic().to_string();
                 tracing::error!(
                     %topic, partition = m.partition(), offset = m.offset(),
-                    "a record reached the shared consumer's queue instead of its table's; the table reads it again"
+                    "a record reached the shared consumer's queue instead of its table's; the table reopens"
                 );
-                if let Some(flag) = lock(&consumer.context().readers).get(&topic) {
-                    flag.store(true, Ordering::Relaxed);
+                if let Some(flags) = lock(&consumer.context().readers).get(&topic) {
+                    flags.strayed.store(true, Ordering::Relaxed);
                 }
             }
             // librdkafka reports broker hiccups as consumption errors and recovers by itself.
@@ -236,6 +256,8 @@ pub struct KafkaClients {
     cfg: KafkaConfig,
     /// The prefetch all partition queues share, and the topics they are expected to be of.
     prefetch: Option<(u64, Vec<String>)>,
+    /// Each partition's queue (KiB), once the topics' partitions are counted.
+    queue_kb: tokio::sync::OnceCell<u64>,
     consumers: tokio::sync::Mutex<Vec<Arc<Shared>>>,
 }
 
@@ -245,6 +267,7 @@ impl KafkaClients {
         KafkaClients {
             cfg,
             prefetch: None,
+            queue_kb: tokio::sync::OnceCell::new(),
             consumers: tokio::sync::Mutex::new(Vec::new()),
         }
     }
@@ -273,7 +296,12 @@ impl KafkaClients {
 
     /// A consumer on which `topic` is free to read, made if none is, and the flag its
     /// table's source watches.
-    pub(crate) async fn take(&self, topic: &str) -> Result<(Arc<Shared>, Arc<AtomicBool>), IngestError> {
+    pub(crate) async fn take(&self, topic: &str) -> Result<(Arc<Shared>, Arc<TopicFlags>), IngestError> {
+        // Before the lock: counting may wait for the broker, and the other tables need not.
+        let queue_kb = match &self.prefetch {
+            Some((bytes, topics)) => Some(self.queue_kb(*bytes, topics).await),
+            None => None,
+        };
         let mut consumers = self.consumers.lock().await;
         // A consumer stopped by a fatal error is of no use any more: its tables, reopening,
         // get a new one.
@@ -283,40 +311,47 @@ impl KafkaClients {
                 return Ok((shared.clone(), flag));
             }
         }
-        let queue_kb = match &self.prefetch {
-            Some((bytes, topics)) => Some(self.queue_kb(*bytes, topics).await),
-            None => None,
-        };
         let shared = Arc::new(Shared::new(&self.cfg, queue_kb)?);
         let flag = shared.take(topic, 1).expect("a new consumer reads no topic");
         consumers.push(shared.clone());
         Ok((shared, flag))
     }
 
-    /// Each partition's share of `bytes`, counting the partitions of `topics` (each as one
-    /// when the broker cannot say within [`COUNT_TIMEOUT`]).
+    /// Each partition's share of `bytes` (KiB), counting the partitions of `topics` once, so
+    /// every consumer's queues are alike. Until the broker can say, the floor, counted again
+    /// when the next consumer is made.
     async fn queue_kb(&self, bytes: u64, topics: &[String]) -> u64 {
+        if let Some(kb) = self.queue_kb.get() {
+            return *kb;
+        }
         let cfg = self.cfg.clone();
         let wanted = topics.to_vec();
-        let counted = tokio::task::spawn_blocking(move || count_partitions(&cfg, &wanted)).await;
+        let counted = match tokio::task::spawn_blocking(move || count_partitions(&cfg, &wanted)).await {
+            Ok(counted) => counted.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         let partitions = match counted {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                tracing::warn!("counting the topics' partitions for the prefetch budget: {e}; counting one each");
-                topics.len() as u64
-            }
+            Ok(n) => n.max(1),
             Err(e) => {
-                tracing::warn!("counting the topics' partitions for the prefetch budget: {e}; counting one each");
-                topics.len() as u64
+                tracing::warn!("counting the topics' partitions for the prefetch budget: {e}; their queues are kept at the floor for now");
+                return MIN_PARTITION_QUEUE / 1024;
             }
         };
-        let kb = (bytes / partitions.max(1) / 1024).clamp(MIN_PARTITION_QUEUE / 1024, MAX_QUEUE_KB);
+        let kb = (bytes / partitions / 1024).clamp(MIN_PARTITION_QUEUE / 1024, MAX_QUEUE_KB);
+        if partitions * MIN_PARTITION_QUEUE > bytes {
+            tracing::warn!(
+                partitions, prefetch_kb = bytes / 1024,
+                "the memory budget's Kafka part is too small for this many partitions: each partition's queue takes at \
+                 least {} KiB; the process will use more than the budget",
+                MIN_PARTITION_QUEUE / 1024
+            );
+        }
         tracing::info!(
             partitions,
             queue_each_kb = kb,
             "Kafka prefetch shared by the topics' partitions"
         );
-        kb
+        *self.queue_kb.get_or_init(|| async { kb }).await
     }
 }
 

@@ -566,6 +566,7 @@ impl Pipeline {
         if self.buffer.is_empty() {
             return Ok(());
         }
+        self.source.check_strayed()?;
         let started = Instant::now();
         let topic = self.contract.table.topic.clone();
         let mut to: Offsets = self.main.sink().offsets.clone();
