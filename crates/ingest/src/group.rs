@@ -128,7 +128,14 @@ impl DutyGroup {
     pub async fn join(cfg: &KafkaConfig, s: &GroupSettings) -> Result<Self, IngestError> {
         let mut c = ClientConfig::new();
         cfg.apply_connection(&mut c);
-        ensure_topic(&c, s).await?;
+        let has = ensure_topic(&c, &s.topic, s.partitions.max(MIN_PARTITIONS), "duty").await?;
+        if has < s.partitions {
+            return Err(IngestError::Config(format!(
+                "the duty topic {} has {has} partitions and the contracts name {} tables: give it at least {} \
+                 (kafka-topics --alter --partitions), or name a new topic in [group] topic",
+                s.topic, s.partitions, s.partitions
+            )));
+        }
         c.set("group.id", &s.group)
             .set("partition.assignment.strategy", "roundrobin")
             .set("session.timeout.ms", s.session_timeout.as_millis().to_string())
@@ -199,41 +206,39 @@ impl Drop for DutyGroup {
     }
 }
 
-/// Creates the duty topic when it is missing; fails when it has fewer partitions than tables
-/// (and the broker cannot add them), naming the fix.
-async fn ensure_topic(c: &ClientConfig, s: &GroupSettings) -> Result<(), IngestError> {
+/// Creates `topic` (calve's `purpose` topic) with `partitions` partitions when it is missing,
+/// and says how many it has.
+pub(crate) async fn ensure_topic(
+    c: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    purpose: &str,
+) -> Result<i32, IngestError> {
     let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(c.create().map_err(refused_config)?);
     // Asked first: where calve may not create topics, an operator makes it beforehand.
-    let mut has = partition_count(admin.clone(), s.topic.clone()).await?;
+    let mut has = partition_count(admin.clone(), topic.to_string()).await?;
     if has == 0 {
-        let topic = NewTopic::new(&s.topic, s.partitions.max(MIN_PARTITIONS), TopicReplication::Fixed(-1));
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        match admin.create_topics([&topic], &options).await?.pop() {
+        match admin.create_topics([&new], &options).await?.pop() {
             Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | Some(Ok(_)) | None => {}
             Some(Err((_, code))) => {
                 return Err(IngestError::Config(format!(
-                    "creating the duty topic {}: {code} (create it with at least {} partitions, or let calve)",
-                    s.topic, s.partitions
+                    "creating the {purpose} topic {topic}: {code} (create it with at least {partitions} partitions, \
+                     or let calve)"
                 )))
             }
         }
         // A new topic takes a moment to reach every broker's metadata.
         for _ in 0..20 {
-            has = partition_count(admin.clone(), s.topic.clone()).await?;
+            has = partition_count(admin.clone(), topic.to_string()).await?;
             if has > 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    if has < s.partitions {
-        return Err(IngestError::Config(format!(
-            "the duty topic {} has {has} partitions and the contracts name {} tables: give it at least {} \
-             (kafka-topics --alter --partitions), or name a new topic in [group] topic",
-            s.topic, s.partitions, s.partitions
-        )));
-    }
-    Ok(())
+    Ok(has)
 }
 
 /// The topic's partitions (0 while it does not exist).
@@ -247,6 +252,6 @@ async fn partition_count(admin: Arc<AdminClient<DefaultClientContext>>, topic: S
             .map_or(0, |t| t.partitions().len() as i32))
     })
     .await
-    .map_err(|e| IngestError::Config(format!("asking for the duty topic's partitions: {e}")))??;
+    .map_err(|e| IngestError::Config(format!("asking for a topic's partitions: {e}")))??;
     Ok(count)
 }

@@ -4,6 +4,7 @@
 //! Nothing here knows Iceberg: the Arrow schema to decode into is handed in. A record that
 //! cannot become a row becomes a [`DeadLetter`], never an error that stops the table.
 
+mod control;
 mod dead_letter;
 mod debezium;
 mod decode;
@@ -16,6 +17,7 @@ pub mod registry;
 mod route;
 mod source;
 
+pub use control::{ControlMessage, ControlTopic};
 pub use dead_letter::{dead_letters_to_batch, DeadLetter, DeadLetterKind};
 pub use decode::{framed, AvroDecoder, Decoded, Inferred, JsonDecoder, JsonSchemaDecoder, ProtobufDecoder, Rejected};
 pub use error::IngestError;

@@ -14,6 +14,7 @@ mod delete_files;
 mod epoch;
 pub mod event_time;
 mod expire;
+pub mod handoff;
 pub mod hold;
 pub mod lost;
 pub mod restore;
