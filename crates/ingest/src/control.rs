@@ -66,6 +66,9 @@ impl ControlTopic {
             // broker holds it everywhere it should.
             .set("linger.ms", "5")
             .set("acks", "all")
+            // The whole wait for the broker (librdkafka's default is 5 minutes); the sender
+            // says it again later.
+            .set("message.timeout.ms", SEND_TIMEOUT.as_millis().to_string())
             .create()
             .map_err(refused_config)?;
         let consumer: Arc<StreamConsumer> = c
@@ -107,9 +110,13 @@ impl ControlTopic {
         }
     }
 
-    /// Sends `payload` under `key`; returns once the broker holds it.
+    /// Sends `payload` under `key`; returns once the broker holds it. A sender that awaits
+    /// each send before the next keeps its messages of one key in order (no idempotent
+    /// producer needed, which not every broker offers).
     pub async fn send(&self, key: &str, payload: &[u8]) -> Result<(), IngestError> {
         let record = FutureRecord::to(&self.topic).key(key).payload(payload);
+        // The wait for room in the client's queue; the wait for the broker is the producer's
+        // message timeout.
         match self.producer.send(record, SEND_TIMEOUT).await {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(e.into()),

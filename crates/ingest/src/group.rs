@@ -214,6 +214,10 @@ pub(crate) async fn ensure_topic(
     partitions: i32,
     purpose: &str,
 ) -> Result<i32, IngestError> {
+    // A producer-side client lets the broker make a topic it is asked about, with the
+    // broker's default partitions: never, here.
+    let mut c = c.clone();
+    c.set("allow.auto.create.topics", "false");
     let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(c.create().map_err(refused_config)?);
     // Asked first: where calve may not create topics, an operator makes it beforehand.
     let mut has = partition_count(admin.clone(), topic.to_string()).await?;

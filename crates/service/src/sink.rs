@@ -142,6 +142,7 @@ impl Sink {
             lost_records: progress.lost.to_vec(),
             evolve: self.pending.clone(),
             event_time: progress.event_time.cloned(),
+            exact: false,
         }
     }
 

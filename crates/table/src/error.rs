@@ -42,6 +42,15 @@ pub enum TableError {
         /// What changed.
         reason: String,
     },
+    /// A commit that must start where the table stands (hand-offs gathered against it) found
+    /// the table elsewhere: the hand-offs are judged again on the table as it is.
+    #[error("{table}: the restore point moved under a commit of hand-offs ({reason})")]
+    RestoreMoved {
+        /// The table.
+        table: String,
+        /// Where it was expected and where it is.
+        reason: String,
+    },
     /// A rebuild's swap found the live table past the restore point the rebuild was brought
     /// to (its owner committed meanwhile): the rebuild catches up again and retries.
     #[error("{table}: the live table moved on before the rebuild could be swapped in ({reason})")]
@@ -130,6 +139,7 @@ impl Classify for TableError {
             | TableError::Catalog(_)
             | TableError::StaleDeletes { .. }
             | TableError::RebuildOvertaken { .. }
+            | TableError::RestoreMoved { .. }
             | TableError::SchemaMoved { .. } => RetryClass::Temporary,
             // A full or failing local disk: the pipeline reopens and rebuilds when it clears.
             TableError::KeyIndexSpill(_) => RetryClass::Temporary,

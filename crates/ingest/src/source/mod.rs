@@ -294,10 +294,12 @@ impl KafkaSource {
             return Ok(());
         }
         let tpl = self.assigned();
-        self.consumer().resume(&tpl)?;
+        // Given back even when resuming fails: the next table on the topic must be able to
+        // assign the partitions.
+        let resumed = self.consumer().resume(&tpl);
         self.consumer().incremental_unassign(&tpl)?;
         self.queues.clear();
-        Ok(())
+        Ok(resumed?)
     }
 
     /// Pauses (or resumes) every assigned partition: a paused partition is not fetched, so

@@ -35,6 +35,8 @@ use crate::error::IngestError;
 const STATISTICS_INTERVAL_MS: &str = "1000";
 /// How long the partition count behind the prefetch budget may take to learn.
 const COUNT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed count, how long new consumers take the floor without asking again.
+const COUNT_HOLDOFF: Duration = Duration::from_secs(30);
 /// No partition's prefetch queue is made smaller than this (bytes): librdkafka needs room
 /// for a fetch.
 pub const MIN_PARTITION_QUEUE: u64 = 64 << 10;
@@ -258,6 +260,8 @@ pub struct KafkaClients {
     prefetch: Option<(u64, Vec<String>)>,
     /// Each partition's queue (KiB), once the topics' partitions are counted.
     queue_kb: tokio::sync::OnceCell<u64>,
+    /// When counting them last failed (and one count at a time).
+    count_failed: tokio::sync::Mutex<Option<Instant>>,
     consumers: tokio::sync::Mutex<Vec<Arc<Shared>>>,
 }
 
@@ -268,6 +272,7 @@ impl KafkaClients {
             cfg,
             prefetch: None,
             queue_kb: tokio::sync::OnceCell::new(),
+            count_failed: tokio::sync::Mutex::new(None),
             consumers: tokio::sync::Mutex::new(Vec::new()),
         }
     }
@@ -297,19 +302,19 @@ impl KafkaClients {
     /// A consumer on which `topic` is free to read, made if none is, and the flag its
     /// table's source watches.
     pub(crate) async fn take(&self, topic: &str) -> Result<(Arc<Shared>, Arc<TopicFlags>), IngestError> {
-        // Before the lock: counting may wait for the broker, and the other tables need not.
+        if let Some(place) = self.place(&mut *self.consumers.lock().await, topic) {
+            return Ok(place);
+        }
+        // Outside the pool's lock: counting may wait for the broker, and the tables that find
+        // room on a consumer need not.
         let queue_kb = match &self.prefetch {
             Some((bytes, topics)) => Some(self.queue_kb(*bytes, topics).await),
             None => None,
         };
         let mut consumers = self.consumers.lock().await;
-        // A consumer stopped by a fatal error is of no use any more: its tables, reopening,
-        // get a new one.
-        consumers.retain(|s| s.consumer.context().fatal().is_none());
-        for shared in consumers.iter() {
-            if let Some(flag) = shared.take(topic, self.cfg.tables_per_consumer) {
-                return Ok((shared.clone(), flag));
-            }
+        // Another table may have made room meanwhile.
+        if let Some(place) = self.place(&mut consumers, topic) {
+            return Ok(place);
         }
         let shared = Arc::new(Shared::new(&self.cfg, queue_kb)?);
         let flag = shared.take(topic, 1).expect("a new consumer reads no topic");
@@ -317,12 +322,27 @@ impl KafkaClients {
         Ok((shared, flag))
     }
 
+    /// A consumer of `consumers` with room for `topic`, if one has.
+    fn place(&self, consumers: &mut Vec<Arc<Shared>>, topic: &str) -> Option<(Arc<Shared>, Arc<TopicFlags>)> {
+        // A consumer stopped by a fatal error is of no use any more: its tables, reopening,
+        // get a new one.
+        consumers.retain(|s| s.consumer.context().fatal().is_none());
+        consumers
+            .iter()
+            .find_map(|shared| Some((shared.clone(), shared.take(topic, self.cfg.tables_per_consumer)?)))
+    }
+
     /// Each partition's share of `bytes` (KiB), counting the partitions of `topics` once, so
-    /// every consumer's queues are alike. Until the broker can say, the floor, counted again
-    /// when the next consumer is made.
+    /// every consumer's queues are alike. Until the broker can say, the floor; counted again
+    /// for a consumer made after [`COUNT_HOLDOFF`].
     async fn queue_kb(&self, bytes: u64, topics: &[String]) -> u64 {
+        // One count at a time: tables opening together wait for the first.
+        let mut failed = self.count_failed.lock().await;
         if let Some(kb) = self.queue_kb.get() {
             return *kb;
+        }
+        if failed.is_some_and(|at| at.elapsed() < COUNT_HOLDOFF) {
+            return MIN_PARTITION_QUEUE / 1024;
         }
         let cfg = self.cfg.clone();
         let wanted = topics.to_vec();
@@ -334,6 +354,7 @@ impl KafkaClients {
             Ok(n) => n.max(1),
             Err(e) => {
                 tracing::warn!("counting the topics' partitions for the prefetch budget: {e}; their queues are kept at the floor for now");
+                *failed = Some(Instant::now());
                 return MIN_PARTITION_QUEUE / 1024;
             }
         };

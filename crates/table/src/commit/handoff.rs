@@ -19,7 +19,9 @@
 
 use std::collections::BTreeMap;
 
-use iceberg::spec::{deserialize_data_file_from_json, serialize_data_file_to_json, DataFile, TableMetadata};
+use iceberg::spec::{
+    deserialize_data_file_from_json, serialize_data_file_to_json, DataContentType, DataFile, TableMetadata,
+};
 use serde::{Deserialize, Serialize};
 
 use super::lost::LostRange;
@@ -54,8 +56,10 @@ pub struct Handoff {
     /// The data files, each as Iceberg's JSON form of a manifest entry's file.
     pub files: Vec<String>,
     /// Fields the range's records carried that the table has no column for, with counts.
+    #[serde(default)]
     pub unknown_fields: BTreeMap<String, u64>,
     /// Gaps in the range: records Kafka deleted before they were read.
+    #[serde(default)]
     pub lost_records: Vec<LostRange>,
 }
 
@@ -115,17 +119,18 @@ impl Handoff {
                 ))
             })?;
         let partition_type = spec.partition_type(schema)?;
-        self.files
-            .iter()
-            .map(|json| {
-                Ok(deserialize_data_file_from_json(
-                    json,
-                    self.spec_id,
-                    &partition_type,
-                    schema,
-                )?)
-            })
-            .collect()
+        let location = format!("{}/", meta.location().trim_end_matches('/'));
+        let file = |json: &String| -> Result<DataFile> {
+            let f = deserialize_data_file_from_json(json, self.spec_id, &partition_type, schema)?;
+            if f.content_type() != DataContentType::Data {
+                return Err(invalid(format!("{} is not a data file", f.file_path())));
+            }
+            if !f.file_path().starts_with(&location) {
+                return Err(invalid(format!("{} is outside the table's location", f.file_path())));
+            }
+            Ok(f)
+        };
+        self.files.iter().map(file).collect()
     }
 
     /// Encodes it for the control topic.
@@ -140,7 +145,9 @@ impl Handoff {
     }
 }
 
-/// What became of a hand-off.
+/// What became of a hand-off. Every verdict of a round is sent once the commit of the round
+/// landed (covered and stale are judged with the round's taken hand-offs in), or not at all
+/// when it failed: the readers then send again and the next round judges afresh.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 // Externally tagged: serde cannot read integer map keys back inside an internally tagged enum.
 #[serde(rename_all = "snake_case")]
@@ -205,10 +212,12 @@ impl Gathered {
 }
 
 /// Judges `handoffs` (in the order they arrived) against `meta`, the table as its committer
-/// last loaded it: a hand-off is taken when each of its partitions starts where the table
-/// (with the hand-offs taken before it) stands, so one reader's consecutive hand-offs chain
-/// within a commit, and of two readers' ranges over the same offsets only the first goes in.
-pub fn gather(meta: &TableMetadata, handoffs: &[Handoff]) -> Result<Gathered> {
+/// last loaded it, whose topic is `topic`: a hand-off is taken when each of its partitions
+/// starts where the table (with the hand-offs taken before it) stands, so one reader's
+/// consecutive hand-offs chain within a commit, and of two readers' ranges over the same
+/// offsets only the first goes in. The commit goes in only onto a table that still holds
+/// what they were judged against ([`RestoreUpdate::exact`]).
+pub fn gather(meta: &TableMetadata, topic: &str, handoffs: &[Handoff]) -> Result<Gathered> {
     let from = restore::restore_point(meta)?.unwrap_or_default();
     let mut to = from.clone();
     let mut verdicts = Vec::with_capacity(handoffs.len());
@@ -216,7 +225,7 @@ pub fn gather(meta: &TableMetadata, handoffs: &[Handoff]) -> Result<Gathered> {
     let mut unknown_fields = BTreeMap::new();
     let mut lost_records = Vec::new();
     for h in handoffs {
-        let verdict = match judge(meta, &to, h) {
+        let verdict = match judge(meta, topic, &to, h) {
             Ok(()) => match h.data_files(meta) {
                 Ok(f) => {
                     files.extend(f);
@@ -235,6 +244,7 @@ pub fn gather(meta: &TableMetadata, handoffs: &[Handoff]) -> Result<Gathered> {
     let restore = RestoreUpdate {
         unknown_fields,
         lost_records,
+        exact: true,
         ..RestoreUpdate::new(from, to)
     };
     Ok(Gathered {
@@ -246,7 +256,7 @@ pub fn gather(meta: &TableMetadata, handoffs: &[Handoff]) -> Result<Gathered> {
 
 /// `Ok` when `h` follows on from `at` (the table's offsets with the hand-offs taken so far);
 /// otherwise the verdict it gets.
-fn judge(meta: &TableMetadata, at: &Offsets, h: &Handoff) -> std::result::Result<(), Verdict> {
+fn judge(meta: &TableMetadata, topic: &str, at: &Offsets, h: &Handoff) -> std::result::Result<(), Verdict> {
     if h.table_uuid != meta.uuid().to_string() {
         return Err(stale(
             at,
@@ -254,8 +264,22 @@ fn judge(meta: &TableMetadata, at: &Offsets, h: &Handoff) -> std::result::Result
             format!("written for table {}, which is gone", h.table_uuid),
         ));
     }
+    if h.topic != topic {
+        return Err(stale(
+            at,
+            h,
+            format!("its range is of topic {}, the table reads {topic}", h.topic),
+        ));
+    }
     if h.to.is_empty() {
         return Err(stale(at, h, "it names no partition".to_string()));
+    }
+    if let Some((p, o)) = h.to.iter().find(|&(p, o)| h.from.get(p).is_some_and(|f| f > o)) {
+        return Err(stale(
+            at,
+            h,
+            format!("partition {p} ends at offset {o}, before it starts"),
+        ));
     }
     let held = at.get(&h.topic);
     let held = |p: &i32| held.and_then(|m| m.get(p)).copied();
@@ -272,13 +296,6 @@ fn judge(meta: &TableMetadata, at: &Offsets, h: &Handoff) -> std::result::Result
                 start(h.from.get(p).copied()),
                 start(held(p))
             ),
-        ));
-    }
-    if let Some((p, o)) = h.to.iter().find(|&(p, o)| h.from.get(p).is_some_and(|f| f > o)) {
-        return Err(stale(
-            at,
-            h,
-            format!("partition {p} ends at offset {o}, before it starts"),
         ));
     }
     Ok(())

@@ -238,6 +238,10 @@ pub struct RestoreUpdate {
     /// The table's event-time progress as of this commit; `None` carries the last one
     /// forward (see [`event_time`]).
     pub event_time: Option<event_time::EventTimeMarks>,
+    /// The commit goes in only onto a table that holds `from`: its files were judged against
+    /// that restore point ([`handoff::gather`]), and onto any other they could repeat or skip
+    /// a range.
+    pub exact: bool,
 }
 
 /// A schema change made together with the rows that need it.
@@ -288,6 +292,7 @@ impl RestoreUpdate {
             lost_records: Vec::new(),
             evolve: None,
             event_time: None,
+            exact: false,
         }
     }
 }
@@ -434,7 +439,11 @@ impl Committer {
                     tracing::debug!(table = %self.ident, attempt, "commit conflicted; retrying")
                 }
                 // Re-running the operation cannot help: its inputs, not the attempt, are stale.
-                Err(e @ (TableError::StaleDeletes { .. } | TableError::RebuildOvertaken { .. })) => return Err(e),
+                Err(
+                    e @ (TableError::StaleDeletes { .. }
+                    | TableError::RebuildOvertaken { .. }
+                    | TableError::RestoreMoved { .. }),
+                ) => return Err(e),
                 Err(e @ TableError::Fenced { .. }) => {
                     if !maybe_landed {
                         self.abandon(op).await;
@@ -494,6 +503,19 @@ impl Committer {
         };
         let offsets = match restore {
             Restore::Advance(r) => {
+                if r.exact {
+                    let now = restore::restore_point(meta)?.unwrap_or_default();
+                    if now != r.from {
+                        return Err(TableError::RestoreMoved {
+                            table: self.ident.to_string(),
+                            reason: format!(
+                                "gathered at {}, the table holds {}",
+                                restore::format_offsets(&r.from),
+                                restore::format_offsets(&now)
+                            ),
+                        });
+                    }
+                }
                 restore::add_unknown_fields(&mut unknown, &r.unknown_fields);
                 lost::add_lost_records(&mut lost_records, &r.lost_records);
                 let moved = |e: &&Evolve| {
